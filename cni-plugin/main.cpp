@@ -1,0 +1,74 @@
+// istio-cni: the chained CNI plugin. All logic is in dispatcher.cpp; this
+// file binds it to the real process environment.
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <iterator>
+#include <string>
+
+#include "dispatcher.h"
+
+namespace {
+constexpr const char* kHelp = R"(istio-cni: Istio ambient chained CNI plugin (ambient-cni)
+
+The container runtime runs this binary for every pod sandbox, after the
+primary CNI. It prints the previous result unchanged and, for pods that may
+be enrolled in ambient, tells the node agent over
+<cni_agent_run_dir>/pluginevent.sock (POST /cmdadd, /cmddel). ADD fails
+closed if the agent does not answer 200 within 5 s.
+
+Usage: istio-cni [--help]   (configuration on stdin, parameters in env)
+
+Environment (CNI spec):
+  CNI_COMMAND          ADD, DEL, CHECK, STATUS, GC or VERSION; unset prints the
+                       plugin and supported CNI versions to stderr
+  CNI_CONTAINERID      container ID (ADD, DEL, CHECK)
+  CNI_NETNS            pod network namespace path (ADD, CHECK; optional for DEL)
+  CNI_IFNAME           interface name (ADD, DEL, CHECK)
+  CNI_PATH             plugin search path (required by every command but VERSION)
+  CNI_ARGS             K8S_POD_NAME, K8S_POD_NAMESPACE, K8S_POD_UID,
+                       K8S_POD_INFRA_CONTAINER_ID, IgnoreUnknown
+  CNI_NETNS_OVERRIDE   1/true: skip the check that CNI_NETNS is not our own netns
+
+Configuration keys (stdin): cniVersion, name, type, prevResult,
+  plugin_log_level, cni_agent_run_dir, ambient_enabled, enablement_selectors,
+  exclude_namespaces, pod_namespace, native_nftables,
+  enable_ambient_detection_retry. Keys match case-insensitively; unknown keys
+  are ignored; a wrong type is an error.
+)";
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ambient::cni;
+  if (argc > 1 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::cout << kHelp;
+    return 0;
+  }
+  std::string in;
+  // VERSION and the bare invocation do not read stdin (the runtime may not
+  // provide any).
+  const char* cmd = std::getenv("CNI_COMMAND");
+  if (cmd && std::string(cmd) != "VERSION") {
+    in.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  PluginIo io{
+      .getenv = [](const char* n) -> std::optional<std::string> {
+        const char* v = std::getenv(n);
+        if (!v) return std::nullopt;
+        return std::string(v);
+      },
+      .stdin_data = std::move(in),
+      .out = std::cout,
+      .err = std::cerr,
+      .netns_identity = [](const std::string& path) -> std::string {
+        struct stat st {};
+        if (path.empty() || ::stat(path.c_str(), &st) != 0) return "";
+        return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+      },
+  };
+  UnixHttpClient agent;
+  int rc = run_plugin(io, agent);
+  std::cout.flush();
+  return rc;
+}

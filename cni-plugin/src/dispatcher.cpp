@@ -1,0 +1,411 @@
+#include "dispatcher.h"
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <regex>
+
+#include "cni_event.h"
+#include "cni_result.h"
+#include "netconf.h"
+
+namespace ambient::cni {
+
+namespace {
+
+using namespace std::chrono_literals;
+constexpr auto kAgentTimeout = 5s;
+
+struct CniError {
+  int code;
+  std::string msg;
+  std::string details;
+};
+
+void print_error(std::ostream& out, const CniError& e) {
+  json::Json j = json::Json::object();
+  j["code"] = e.code;
+  j["msg"] = e.msg;
+  if (!e.details.empty()) j["details"] = e.details;
+  out << print_json(j);
+}
+
+// Plugin log: JSON lines on stderr, upstream's keys. stdout is reserved for
+// the CNI result.
+class Logger {
+ public:
+  explicit Logger(std::ostream& err) : err_(err) {}
+  enum Level { Debug = 0, Info, Warn, Error, None };
+  void set_level(std::string_view name) {
+    static const std::pair<std::string_view, Level> kLevels[] = {
+        {"debug", Debug}, {"info", Info}, {"warn", Warn}, {"error", Error}, {"fatal", None},
+        {"none", None}};
+    for (auto [n, l] : kLevels) {
+      if (n == name) {
+        level_ = l;
+        return;
+      }
+    }
+    log(Warn, "unknown plugin_log_level \"" + std::string(name) + "\": logging turned off", "");
+    level_ = None;
+  }
+  void log(Level l, const std::string& msg, const std::string& pod) {
+    if (l < level_ || l == None) return;
+    static const char* kNames[] = {"debug", "info", "warn", "error"};
+    json::Json j = json::Json::object();
+    j["level"] = kNames[l];
+    j["time"] = now();
+    j["msg"] = msg;
+    if (!pod.empty()) j["pod"] = pod;
+    err_ << j.dump() << "\n";
+  }
+
+ private:
+  static std::string now() {
+    auto t = std::chrono::system_clock::now();
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+    std::time_t secs = us / 1000000;
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[64];
+    size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    std::snprintf(buf + n, sizeof buf - n, ".%06ldZ", static_cast<long>(us % 1000000));
+    return buf;
+  }
+  std::ostream& err_;
+  Level level_ = Info;
+};
+
+struct Env {
+  std::string command, container_id, netns, ifname, args, path, netns_override;
+  bool has_container_id = false, has_netns = false, has_ifname = false, has_path = false;
+};
+
+const std::regex& name_regex() {
+  static const std::regex re("^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$");
+  return re;
+}
+
+std::optional<CniError> validate_ifname(const std::string& ifname) {
+  if (ifname.empty()) return CniError{kErrInvalidEnv, "interface name is empty", ""};
+  if (ifname.size() > 15) {
+    return CniError{kErrInvalidEnv, "interface name is too long",
+                    "interface name should be less than 16 characters"};
+  }
+  if (ifname == "." || ifname == "..") return CniError{kErrInvalidEnv, "interface name is . or ..", ""};
+  for (unsigned char c : ifname) {
+    if (c == '/' || c == ':' || std::isspace(c)) {
+      return CniError{kErrInvalidEnv, "interface name contains / or : or whitespace characters", ""};
+    }
+  }
+  return std::nullopt;
+}
+
+std::string about() {
+  std::string s = "CNI plugin istio-cni " + std::string(kPluginVersion) +
+                  "\nCNI protocol versions supported: ";
+  const auto& v = supported_versions();
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i];
+  return s + "\n";
+}
+
+bool truthy(const std::string& v) { return v == "1" || v == "true"; }
+
+class Plugin {
+ public:
+  Plugin(PluginIo& io, AgentClient& agent) : io_(io), agent_(agent), log_(io.err) {}
+
+  int run() {
+    auto command = env("CNI_COMMAND");
+    if (!command) {
+      io_.err << about();
+      return 0;
+    }
+    env_.command = *command;
+    if (env_.command == "VERSION") {
+      json::Json j = {{"cniVersion", std::string(kCurrentVersion)},
+                      {"supportedVersions", supported_versions()}};
+      io_.out << j.dump() << "\n";
+      return 0;
+    }
+    static const std::vector<std::string> kKnown = {"ADD", "DEL", "CHECK", "GC", "STATUS"};
+    if (std::find(kKnown.begin(), kKnown.end(), env_.command) == kKnown.end()) {
+      return fail({kErrInvalidEnv, "unknown CNI_COMMAND: " + env_.command, ""});
+    }
+    if (auto e = read_env()) return fail(*e);
+
+    auto doc = parse_stdin(io_.stdin_data);
+    if (!doc) return fail({kErrDecodingFailure, doc.error().describe(), ""});
+    std::string version = "0.1.0";
+    if (const auto* v = json::find(*doc, "cniVersion")) {
+      if (!v->is_string()) {
+        return fail({kErrDecodingFailure, "cniVersion must be a string", ""});
+      }
+      version = v->get<std::string>();
+      if (version.empty()) version = "0.1.0";
+    }
+    if (!is_supported_version(version)) {
+      return fail({kErrIncompatibleVersion, "incompatible CNI versions",
+                   "config is \"" + version + "\", plugin supports " + joined_versions()});
+    }
+    std::string name;
+    if (const auto* n = json::find(*doc, "name"); n && n->is_string()) name = n->get<std::string>();
+    if (name.empty()) return fail({kErrInvalidNetworkConfig, "missing network name", ""});
+    if (!std::regex_match(name, name_regex())) {
+      return fail({kErrInvalidNetworkConfig, "invalid characters found in network name", name});
+    }
+
+    if (env_.command == "CHECK" || env_.command == "GC" || env_.command == "STATUS") {
+      const char* min = env_.command == "CHECK" ? "0.4.0" : "1.1.0";
+      if (compare_versions(version, min) < 0) {
+        return fail({kErrIncompatibleVersion, "config version does not allow " + env_.command, ""});
+      }
+    }
+    if (env_.command == "ADD" || env_.command == "DEL" || env_.command == "CHECK") {
+      if (!std::regex_match(env_.container_id, name_regex())) {
+        return fail({kErrInvalidEnv, "invalid characters in containerID", env_.container_id});
+      }
+      if (auto e = validate_ifname(env_.ifname)) return fail(*e);
+    }
+
+    if (env_.command == "ADD") return cmd_add(*doc, version);
+    if (env_.command == "DEL") return cmd_del(*doc);
+    return 0;  // CHECK, GC, STATUS: nothing to check or collect (as upstream)
+  }
+
+ private:
+  std::optional<std::string> env(const char* name) { return io_.getenv(name); }
+
+  static std::string joined_versions() {
+    std::string s = "[";
+    for (const auto& v : supported_versions()) s += (s.size() > 1 ? " " : "") + v;
+    return s + "]";
+  }
+
+  // Required variables per command, reported together as the skeleton does.
+  std::optional<CniError> read_env() {
+    auto get = [&](const char* n, std::string& dst, bool& has) {
+      if (auto v = env(n); v && !v->empty()) {
+        dst = *v;
+        has = true;
+      }
+    };
+    get("CNI_CONTAINERID", env_.container_id, env_.has_container_id);
+    get("CNI_NETNS", env_.netns, env_.has_netns);
+    get("CNI_IFNAME", env_.ifname, env_.has_ifname);
+    get("CNI_PATH", env_.path, env_.has_path);
+    bool unused = false;
+    get("CNI_ARGS", env_.args, unused);
+    get("CNI_NETNS_OVERRIDE", env_.netns_override, unused);
+
+    const bool add_check = env_.command == "ADD" || env_.command == "CHECK";
+    const bool del = env_.command == "DEL";
+    std::vector<std::string> missing;
+    if ((add_check || del) && !env_.has_container_id) missing.push_back("CNI_CONTAINERID");
+    if (add_check && !env_.has_netns) missing.push_back("CNI_NETNS");
+    if ((add_check || del) && !env_.has_ifname) missing.push_back("CNI_IFNAME");
+    if (!env_.has_path) missing.push_back("CNI_PATH");
+    if (missing.empty()) return std::nullopt;
+    std::string list;
+    for (size_t i = 0; i < missing.size(); ++i) list += (i ? "," : "") + missing[i];
+    return CniError{kErrInvalidEnv, "required env variables [" + list + "] missing", ""};
+  }
+
+  int fail(const CniError& e) {
+    print_error(io_.out, e);
+    return 1;
+  }
+
+  int internal(const Error& e) { return fail({kErrInternal, e.describe(), ""}); }
+
+  // The result printed for every successful ADD: prevResult, untouched in
+  // content, in the configuration's version.
+  Result<std::string> pass_through(const PluginConf& conf) {
+    const std::string version = conf.effective_version();
+    CniResult r;
+    if (conf.prev_result) {
+      auto parsed = parse_result(*conf.prev_result, version);
+      if (!parsed) return std::move(parsed).error().with("could not parse prevResult");
+      r = std::move(*parsed);
+    }
+    AMBIENT_ASSIGN_OR_RETURN(json::Json out, render_result(r, version));
+    return print_json(out);
+  }
+
+  int cmd_add(const json::Json& doc, const std::string& version) {
+    (void)version;
+    auto conf = parse_conf(doc);
+    if (!conf) return internal(conf.error());
+    // Parse prevResult before anything else so a bad one fails every path.
+    auto result = pass_through(*conf);
+    if (!result) return internal(result.error());
+    auto args = parse_cni_args(env_.args);
+    if (!args) return internal(std::move(args).error().with("failed to load args"));
+    log_.set_level(conf->plugin_log_level.empty() ? "info" : conf->plugin_log_level);
+    const std::string pod = args->pod_namespace + "/" + args->pod_name;
+
+    // Checks that need no API come first (spec 5.1 recommendation): the
+    // agent's own pod must start even before the agent is up (lesson P3).
+    if (args->pod_name.rfind("istio-cni-node-", 0) == 0 &&
+        args->pod_namespace == conf->pod_namespace) {
+      log_.log(Logger::Info, "skipping the istio-cni agent's own pod", pod);
+      return finish_add(*result);
+    }
+    if (args->pod_name.empty() || args->pod_namespace.empty()) {
+      log_.log(Logger::Debug, "not a kubernetes pod", "");
+      return finish_add(*result);
+    }
+    const auto& excl = conf->exclude_namespaces;
+    if (std::find(excl.begin(), excl.end(), args->pod_namespace) != excl.end()) {
+      log_.log(Logger::Debug, "pod namespace is excluded", pod);
+      return finish_add(*result);
+    }
+    if (!conf->ambient_enabled) {
+      log_.log(Logger::Debug, "ambient is disabled; sidecar mode is not implemented", pod);
+      return finish_add(*result);
+    }
+
+    CniEvent ev{.netns = env_.netns,
+                .pod_name = args->pod_name,
+                .pod_namespace = args->pod_namespace,
+                .pod_uid = args->pod_uid,
+                .container_id = env_.container_id,
+                .ifname = env_.ifname};
+    if (conf->prev_result) {
+      auto r = parse_result(*conf->prev_result, conf->effective_version());
+      for (const auto& ip : r->ips) {
+        ev.ips.push_back({.interface = ip.interface, .address = ip.address, .gateway = ip.gateway});
+      }
+    }
+    auto notified = notify(*conf, kCmdAddPath, encode_event(ev));
+    if (!notified) {
+      std::string msg = "istio-cni cmdAdd failed to contact node Istio CNI agent: " +
+                        notified.error().describe();
+      log_.log(Logger::Error, msg, pod);
+      return fail({kErrInternal, msg, ""});
+    }
+    log_.log(Logger::Info, "pod enrolled or skipped by the node agent", pod);
+    return finish_add(*result);
+  }
+
+  int finish_add(const std::string& result) {
+    io_.out << result;
+    if (!truthy(env_.netns_override) && io_.netns_identity) {
+      std::string mine = io_.netns_identity("/proc/self/ns/net");
+      std::string theirs = io_.netns_identity(env_.netns);
+      if (!mine.empty() && mine == theirs) {
+        return fail({kErrInvalidNetNs,
+                     "netns \"" + env_.netns + "\" is the plugin's own network namespace", ""});
+      }
+    }
+    return 0;
+  }
+
+  // POSTs an event and turns anything but 200 into an error carrying the
+  // agent's own text (upstream: "unable to push CNI event (status code N)").
+  Result<> notify(const PluginConf& conf, std::string_view target, const std::string& body) {
+    std::string run_dir =
+        conf.cni_agent_run_dir.empty() ? "/var/run/istio-cni" : conf.cni_agent_run_dir;
+    std::string sock = run_dir + "/" + std::string(kPluginEventSocket);
+    auto reply = agent_.post(sock, target, body,
+                             std::chrono::duration_cast<std::chrono::milliseconds>(kAgentTimeout));
+    if (!reply) return std::move(reply).error().with("failed to send event request");
+    if (reply->status != 200) {
+      std::string text = reply->body;
+      while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+      return make_error(Errc::Unavailable, "unable to push CNI event (status code " +
+                                               std::to_string(reply->status) + "): " + text);
+    }
+    return {};
+  }
+
+  // DEL never fails once the configuration is valid (CNI spec): the agent
+  // is told so it can release the pod at once, but an agent that is down,
+  // or an upstream agent without /cmddel, must not block teardown.
+  int cmd_del(const json::Json& doc) {
+    auto conf = parse_conf(doc);
+    if (!conf) return internal(conf.error());
+    auto args = parse_cni_args(env_.args);
+    if (!args) return internal(std::move(args).error().with("failed to load args"));
+    log_.set_level(conf->plugin_log_level.empty() ? "info" : conf->plugin_log_level);
+    const auto& excl = conf->exclude_namespaces;
+    if (!conf->ambient_enabled || args->pod_name.empty() || args->pod_namespace.empty() ||
+        std::find(excl.begin(), excl.end(), args->pod_namespace) != excl.end()) {
+      return 0;
+    }
+    CniEvent ev{.netns = env_.netns,
+                .pod_name = args->pod_name,
+                .pod_namespace = args->pod_namespace,
+                .pod_uid = args->pod_uid,
+                .container_id = env_.container_id,
+                .ifname = env_.ifname};
+    if (auto r = notify(*conf, kCmdDelPath, encode_event(ev)); !r) {
+      log_.log(Logger::Warn, "could not tell the node agent about DEL (ignored): " +
+                                 r.error().describe(),
+               args->pod_namespace + "/" + args->pod_name);
+    }
+    return 0;
+  }
+
+  PluginIo& io_;
+  AgentClient& agent_;
+  Logger log_;
+  Env env_;
+};
+
+}  // namespace
+
+Result<CniArgs> parse_cni_args(std::string_view args) {
+  CniArgs out;
+  if (args.empty()) return out;
+  bool ignore_unknown = false;
+  std::vector<std::pair<std::string, std::string>> pairs;
+  size_t start = 0;
+  while (start <= args.size()) {
+    size_t end = args.find(';', start);
+    if (end == std::string_view::npos) end = args.size();
+    std::string_view item = args.substr(start, end - start);
+    auto eq = item.find('=');
+    if (eq == std::string_view::npos || item.find('=', eq + 1) != std::string_view::npos) {
+      return make_error(Errc::InvalidArgument, "ARGS: invalid pair \"" + std::string(item) + "\"");
+    }
+    pairs.emplace_back(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
+    start = end + 1;
+  }
+  for (const auto& [k, v] : pairs) {
+    if (k == "IgnoreUnknown") {
+      std::string lower = v;
+      std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+      if (lower == "1" || lower == "true") {
+        ignore_unknown = true;
+      } else if (lower != "0" && lower != "false") {
+        return make_error(Errc::InvalidArgument,
+                          "ARGS: error parsing value of pair \"IgnoreUnknown\": \"" + v +
+                              "\" is not a boolean");
+      }
+    }
+  }
+  for (const auto& [k, v] : pairs) {
+    if (k == "K8S_POD_NAME") out.pod_name = v;
+    else if (k == "K8S_POD_NAMESPACE") out.pod_namespace = v;
+    else if (k == "K8S_POD_UID") out.pod_uid = v;
+    else if (k == "K8S_POD_INFRA_CONTAINER_ID") out.infra_container_id = v;
+    else if (k != "IgnoreUnknown" && !ignore_unknown) {
+      return make_error(Errc::InvalidArgument, "ARGS: unknown args [\"" + k + "\"]");
+    }
+  }
+  return out;
+}
+
+int run_plugin(PluginIo& io, AgentClient& agent) {
+  try {
+    return Plugin(io, agent).run();
+  } catch (const std::exception& e) {
+    print_error(io.out, {kErrInternal, std::string("istio-cni panicked: ") + e.what(), ""});
+  } catch (...) {
+    print_error(io.out, {kErrInternal, "istio-cni panicked", ""});
+  }
+  return 1;
+}
+
+}  // namespace ambient::cni

@@ -1,0 +1,50 @@
+// The CNI skeleton (env, validation, error codes) and istio-cni's commands.
+// Everything the plugin touches in the outside world comes through PluginIo
+// and AgentClient, so the whole plugin runs in unit tests.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <ostream>
+#include <string>
+
+#include "agent_client.h"
+
+namespace ambient::cni {
+
+inline constexpr std::string_view kPluginVersion = "0.1.0";
+
+struct PluginIo {
+  std::function<std::optional<std::string>(const char*)> getenv;
+  std::string stdin_data;
+  std::ostream& out;  // the CNI result or error, nothing else
+  std::ostream& err;  // log lines
+  // Inode identity of the plugin's own netns ("dev:ino"), for the code-8
+  // check; empty disables it.
+  std::function<std::string(const std::string& path)> netns_identity;
+};
+
+// CNI error codes (containernetworking/cni pkg/types).
+enum CniCode : int {
+  kErrIncompatibleVersion = 1,
+  kErrUnsupportedField = 2,
+  kErrUnknownContainer = 3,
+  kErrInvalidEnv = 4,
+  kErrIoFailure = 5,
+  kErrDecodingFailure = 6,
+  kErrInvalidNetworkConfig = 7,
+  kErrInvalidNetNs = 8,
+  kErrTryAgainLater = 11,
+  kErrInternal = 999,
+};
+
+// Runs one plugin invocation; returns the process exit status.
+int run_plugin(PluginIo& io, AgentClient& agent);
+
+// Splits CNI_ARGS as upstream's LoadArgs does; exposed for tests.
+struct CniArgs {
+  std::string pod_name, pod_namespace, pod_uid, infra_container_id;
+};
+Result<CniArgs> parse_cni_args(std::string_view args);
+
+}  // namespace ambient::cni
