@@ -1,0 +1,149 @@
+// ambient-agent: wires the configuration to the real kernel, sockets and
+// signals. The logic lives in src/.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+
+#include "agent.h"
+#include "config.h"
+#include "http_server.h"
+#include "log.h"
+#include "redirect/iptables_backend.h"
+#include "zds/zds_server.h"
+
+namespace {
+
+using namespace ambient;
+namespace asio = boost::asio;
+
+std::string metrics_text(const agent::Agent& a, const zds::ZdsServer& z) {
+  const auto& m = a.metrics();
+  std::string s;
+  s += "# HELP istio_cni_plugin_requests_total CNI events handled by the agent.\n";
+  s += "# TYPE istio_cni_plugin_requests_total counter\n";
+  s += "istio_cni_plugin_requests_total{response_code=\"200\"} " + std::to_string(m.requests_200) + "\n";
+  s += "istio_cni_plugin_requests_total{response_code=\"400\"} " + std::to_string(m.requests_400) + "\n";
+  s += "istio_cni_plugin_requests_total{response_code=\"500\"} " + std::to_string(m.requests_500) + "\n";
+  s += "# HELP ztunnel_connected Number of connected ztunnels.\n# TYPE ztunnel_connected gauge\n";
+  s += "ztunnel_connected " + std::to_string(z.connected()) + "\n";
+  s += "# HELP ambient_enrolled_pods Pods currently enrolled by this agent.\n";
+  s += "# TYPE ambient_enrolled_pods gauge\n";
+  s += "ambient_enrolled_pods " + std::to_string(a.cache().size()) + "\n";
+  return s;
+}
+
+int run(const agent::Config& cfg) {
+  // Signals are taken synchronously on the main thread; every other thread
+  // inherits the block. SIGPIPE would kill us when a peer goes away mid-write.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  redirect::IptablesOptions iopts{.sandbox = cfg.scoped_xtables_locking};
+  if (cfg.force_iptables_binary == "legacy") iopts.family = "iptables-legacy";
+  if (cfg.force_iptables_binary == "nft") iopts.family = "iptables-nft";
+  auto backend = redirect::IptablesBackend::create(iopts);
+  if (!backend) {
+    log::error("cannot set up the iptables backend: {}", backend.error().describe());
+    return 1;
+  }
+  agent::StandalonePolicy policy(cfg.enroll_namespaces, cfg.exclude_namespaces);
+  agent::Agent agent(cfg, **backend, policy);
+
+  auto zds = zds::ZdsServer::start(
+      {.socket_path = cfg.ztunnel_uds,
+       .io_timeout = std::chrono::milliseconds(cfg.zds_timeout_ms),
+       .snapshot = [&agent] { return agent.snapshot(); }});
+  if (!zds) {
+    log::error("cannot start the ZDS server: {}", zds.error().describe());
+    return 1;
+  }
+  agent.set_zds(zds->get());
+
+  asio::io_context ioc;
+  asio::thread_pool pool(16);  // CNI handlers block on netns work and ztunnel acks
+  std::atomic<bool> ready{false};
+
+  namespace fs = std::filesystem;
+  const std::string sock_path = cfg.run_dir + "/" + std::string(cni::kPluginEventSocket);
+  std::error_code ec;
+  if (!fs::exists(cfg.run_dir)) {
+    fs::create_directories(cfg.run_dir, ec);
+    ::chmod(cfg.run_dir.c_str(), 0750);
+  }
+  fs::remove(sock_path, ec);
+  std::optional<http::Server<asio::local::stream_protocol>> cni_server;
+  std::optional<http::Server<asio::ip::tcp>> health_server, metrics_server;
+  try {
+    cni_server.emplace(ioc, pool, asio::local::stream_protocol::endpoint(sock_path),
+                       [&agent](const http::Request& r) { return agent.handle_cni(r); },
+                       http::Server<asio::local::stream_protocol>::Options{});
+    ::chmod(sock_path.c_str(), 0666);  // the plugin runs as whatever the runtime runs
+    health_server.emplace(
+        ioc, pool, asio::ip::tcp::endpoint(asio::ip::address_v6::any(), cfg.health_port),
+        [&](const http::Request& r) -> http::Response {
+          if (r.target == "/healthz") return {200, "OK\n"};
+          if (r.target == "/readyz") {
+            return ready ? http::Response{200, "OK\n"}
+                         : http::Response{503, "Service Unavailable\n"};
+          }
+          return {404, "404 page not found\n"};
+        },
+        http::Server<asio::ip::tcp>::Options{});
+    if (cfg.monitoring_port > 0) {
+      metrics_server.emplace(
+          ioc, pool, asio::ip::tcp::endpoint(asio::ip::address_v6::any(), cfg.monitoring_port),
+          [&](const http::Request& r) -> http::Response {
+            if (r.target != "/metrics") return {404, "404 page not found\n"};
+            return {200, metrics_text(agent, **zds), "text/plain; version=0.0.4"};
+          },
+          http::Server<asio::ip::tcp>::Options{});
+    }
+  } catch (const boost::system::system_error& e) {
+    log::error("cannot listen: {}", e.what());
+    return 1;
+  }
+  std::thread io([&] { ioc.run(); });
+  ready = true;  // CNI socket and ZDS server are both up
+  log::info("ambient-agent ready: cni socket {}, zds {}, health :{}", sock_path, cfg.ztunnel_uds,
+            cfg.health_port);
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  log::info("signal {}: shutting down (in-pod rules stay in place)", sig);
+  ready = false;
+  asio::post(ioc, [&] {
+    cni_server->close();
+    health_server->close();
+    if (metrics_server) metrics_server->close();
+  });
+  pool.join();
+  ioc.stop();
+  io.join();
+  fs::remove(sock_path, ec);
+  zds->reset();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto parsed = agent::parse_config(argc, argv, [](const char* n) { return std::getenv(n); });
+  if (!parsed) {
+    std::cerr << "ambient-agent: " << parsed.error().describe() << "\n";
+    return 2;
+  }
+  if (parsed->help) {
+    std::cout << agent::help_text();
+    return 0;
+  }
+  log::init(parsed->config.log_level);
+  return run(parsed->config);
+}

@@ -1,0 +1,159 @@
+#include "agent.h"
+
+#include <algorithm>
+#include <functional>
+
+#include "log.h"
+
+namespace ambient::agent {
+
+bool StandalonePolicy::should_enroll(const cni::CniEvent& ev) const {
+  if (std::find(exclude_.begin(), exclude_.end(), ev.pod_namespace) != exclude_.end()) {
+    return false;
+  }
+  for (const auto& ns : enroll_) {
+    if (ns == "*" || ns == ev.pod_namespace) return true;
+  }
+  return false;
+}
+
+void PodCache::upsert(EnrolledPod p) {
+  std::lock_guard lk(mu_);
+  std::string uid = p.workload.uid;
+  pods_[uid] = std::move(p);
+}
+
+std::optional<EnrolledPod> PodCache::take(const std::string& uid) {
+  std::lock_guard lk(mu_);
+  auto it = pods_.find(uid);
+  if (it == pods_.end()) return std::nullopt;
+  EnrolledPod p = std::move(it->second);
+  pods_.erase(it);
+  return p;
+}
+
+std::optional<EnrolledPod> PodCache::get(const std::string& uid) const {
+  std::lock_guard lk(mu_);
+  auto it = pods_.find(uid);
+  if (it == pods_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<zds::Workload> PodCache::workloads() const {
+  std::lock_guard lk(mu_);
+  std::vector<zds::Workload> out;
+  for (const auto& [uid, p] : pods_) out.push_back(p.workload);
+  return out;
+}
+
+size_t PodCache::size() const {
+  std::lock_guard lk(mu_);
+  return pods_.size();
+}
+
+std::string pod_key(const cni::CniEvent& ev) {
+  return ev.pod_uid.empty() ? ev.pod_namespace + "/" + ev.pod_name : ev.pod_uid;
+}
+
+std::mutex& Agent::pod_lock(const std::string& uid) {
+  return pod_locks_[std::hash<std::string>{}(uid) % pod_locks_.size()];
+}
+
+redirect::PodRedirectConfig Agent::redirect_config() const {
+  return {.dns_capture = cfg_.dns_capture,
+          .ipv6 = cfg_.ipv6,
+          .probe_snat_ipv4 = cfg_.probe_snat_ipv4,
+          .probe_snat_ipv6 = cfg_.probe_snat_ipv6};
+}
+
+Result<> Agent::cmd_add(const cni::CniEvent& ev) {
+  const std::string pod = ev.pod_namespace + "/" + ev.pod_name;
+  if (ev.pod_name.empty() || ev.pod_namespace.empty()) {
+    return make_error(Errc::InvalidArgument, "event has no pod name or namespace");
+  }
+  if (!policy_.should_enroll(ev)) {
+    log::info("pod {}: not selected for ambient, no redirection", pod);
+    return {};
+  }
+  const std::string uid = pod_key(ev);
+  std::lock_guard lk(pod_lock(uid));
+
+  const std::string path = cfg_.host_root + ev.netns;
+  auto opened = netns::Netns::open(path);
+  if (!opened) return std::move(opened).error().with("pod " + pod + ": open netns");
+  auto ns = std::make_shared<const netns::Netns>(std::move(*opened));
+
+  // Refuse before touching the pod: rules without a ztunnel behind them
+  // would black-hole its traffic.
+  if (!zds_ || !zds_->has_connection()) {
+    return make_error(Errc::Unavailable,
+                      "pod " + pod + ": no ztunnel connection (is ztunnel running on this node?)");
+  }
+  const auto rcfg = redirect_config();
+  if (auto r = backend_.install(*ns, rcfg); !r) {
+    return std::move(r).error().with("pod " + pod);
+  }
+  zds::Workload w{.uid = uid,
+                  .info = {.name = ev.pod_name, .ns = ev.pod_namespace, .service_account = "default"},
+                  .netns = ns};
+  if (auto r = zds_->add(w); !r) {
+    if (auto undo = backend_.remove(*ns, rcfg); !undo) {
+      log::error("pod {}: rolling back rules after a failed ztunnel add: {}", pod,
+                 undo.error().describe());
+    }
+    return std::move(r).error().with("pod " + pod + ": hand netns to ztunnel");
+  }
+  cache_.upsert({.workload = std::move(w), .redirect = rcfg});
+  log::info("pod {}: enrolled (netns {}, backend {})", pod, path, backend_.name());
+  return {};
+}
+
+Result<> Agent::cmd_del(const cni::CniEvent& ev) {
+  const std::string pod = ev.pod_namespace + "/" + ev.pod_name;
+  const std::string uid = pod_key(ev);
+  std::lock_guard lk(pod_lock(uid));
+  auto entry = cache_.get(uid);
+  if (!entry) return {};  // never enrolled, or already removed
+  std::string errors;
+  // The netns usually still exists at CNI DEL; if it is gone there is
+  // nothing left to clean inside it.
+  if (auto r = backend_.remove(*entry->workload.netns, entry->redirect); !r) {
+    errors = r.error().describe();
+  }
+  if (zds_) {
+    if (auto r = zds_->del(uid); !r) {
+      errors += (errors.empty() ? "" : "; ") + r.error().describe();
+    }
+  }
+  (void)cache_.take(uid);
+  if (!errors.empty()) return make_error(Errc::Internal, "pod " + pod + ": remove: " + errors);
+  log::info("pod {}: removed from the mesh", pod);
+  return {};
+}
+
+http::Response Agent::handle_cni(const http::Request& req) {
+  const bool add = req.target == cni::kCmdAddPath;
+  const bool del = req.target == cni::kCmdDelPath;
+  if (!add && !del) return {404, "404 page not found\n"};
+  auto count = [&](int status) {
+    if (!add) return;
+    (status == 200 ? metrics_.requests_200 : status == 400 ? metrics_.requests_400
+                                                           : metrics_.requests_500)++;
+  };
+  auto ev = cni::decode_event(req.body);
+  if (!ev) {
+    count(400);
+    log::warn("{}: bad request: {}", req.target, ev.error().describe());
+    return {400, ev.error().describe() + "\n"};
+  }
+  auto r = add ? cmd_add(*ev) : cmd_del(*ev);
+  if (!r) {
+    count(500);
+    log::error("{}: {}", req.target, r.error().describe());
+    return {500, r.error().describe() + "\n"};
+  }
+  count(200);
+  return {200, ""};
+}
+
+}  // namespace ambient::agent

@@ -1,0 +1,209 @@
+#include "config.h"
+
+#include <charconv>
+#include <sstream>
+
+#include "ip_address.h"
+
+namespace ambient::agent {
+
+namespace {
+
+enum class Kind { String, Bool, Int, List };
+
+struct Option {
+  const char* flag;  // without "--"
+  const char* env;
+  Kind kind;
+  const char* help;
+  std::function<void*(Config&)> field;
+};
+
+const std::vector<Option>& options() {
+  static const std::vector<Option> opts = {
+      {"cni-agent-run-dir", "CNI_AGENT_RUN_DIR", Kind::String,
+       "directory of pluginevent.sock (the plugin's socket); default /var/run/istio-cni",
+       [](Config& c) -> void* { return &c.run_dir; }},
+      {"ztunnel-uds-address", "ZTUNNEL_UDS_ADDRESS", Kind::String,
+       "ZDS socket ztunnel connects to; default /var/run/ztunnel/ztunnel.sock",
+       [](Config& c) -> void* { return &c.ztunnel_uds; }},
+      {"host-root", "AMBIENT_HOST_ROOT", Kind::String,
+       "prefix for host paths such as the pod netns (upstream's DaemonSet uses /host); "
+       "default empty, for an agent running directly on the host",
+       [](Config& c) -> void* { return &c.host_root; }},
+      {"exclude-namespaces", "EXCLUDE_NAMESPACES", Kind::List,
+       "comma-separated namespaces never enrolled; items trimmed, empty items dropped",
+       [](Config& c) -> void* { return &c.exclude_namespaces; }},
+      {"enroll-namespaces", "AMBIENT_ENROLL_NAMESPACES", Kind::List,
+       "standalone enrollment policy (no Kubernetes): comma-separated namespaces whose pods "
+       "are enrolled, or * for all; required",
+       [](Config& c) -> void* { return &c.enroll_namespaces; }},
+      {"ambient-dns-capture", "AMBIENT_DNS_CAPTURE", Kind::Bool,
+       "redirect pod DNS (udp/tcp 53) to ztunnel's 15053; default false",
+       [](Config& c) -> void* { return &c.dns_capture; }},
+      {"ambient-ipv6", "AMBIENT_IPV6", Kind::Bool, "install IPv6 rules and routes too; default false",
+       [](Config& c) -> void* { return &c.ipv6; }},
+      {"ambient-use-scoped-xtables-locking", "AMBIENT_USE_SCOPED_XTABLES_LOCKING", Kind::Bool,
+       "run iptables in a private mount namespace with its own xtables lock and no NSS; "
+       "default true",
+       [](Config& c) -> void* { return &c.scoped_xtables_locking; }},
+      {"force-iptables-binary", "FORCE_IPTABLES_BINARY", Kind::String,
+       "legacy or nft: use iptables-legacy or iptables-nft instead of the host's default "
+       "iptables; empty = default",
+       [](Config& c) -> void* { return &c.force_iptables_binary; }},
+      {"host-probe-snat-ip", "HOST_PROBE_SNAT_IP", Kind::String,
+       "source address of SNATed kubelet probes; default 169.254.7.127",
+       [](Config& c) -> void* { return &c.probe_snat_ipv4; }},
+      {"host-probe-snat-ipv6", "HOST_PROBE_SNAT_IPV6", Kind::String,
+       "IPv6 source of SNATed kubelet probes; default fd16:9254:7127:1337:ffff:ffff:ffff:ffff",
+       [](Config& c) -> void* { return &c.probe_snat_ipv6; }},
+      {"health-port", "AMBIENT_HEALTH_PORT", Kind::Int,
+       "TCP port of /healthz and /readyz; default 8000",
+       [](Config& c) -> void* { return &c.health_port; }},
+      {"monitoring-port", "MONITORING_PORT", Kind::Int,
+       "TCP port of /metrics (Prometheus); <= 0 disables; default 15014",
+       [](Config& c) -> void* { return &c.monitoring_port; }},
+      {"log_output_level", "LOG_OUTPUT_LEVEL", Kind::String,
+       "debug, info, warn or error; default info",
+       [](Config& c) -> void* { return &c.log_level; }},
+      {"zds-timeout-ms", "AMBIENT_ZDS_TIMEOUT_MS", Kind::Int,
+       "per-message send and ack timeout towards ztunnel; default 5000",
+       [](Config& c) -> void* { return &c.zds_timeout_ms; }},
+  };
+  return opts;
+}
+
+Result<bool> parse_bool(const std::string& v) {
+  // Go's strconv.ParseBool, as upstream reads these variables.
+  for (const char* t : {"1", "t", "T", "TRUE", "true", "True"}) {
+    if (v == t) return true;
+  }
+  for (const char* f : {"0", "f", "F", "FALSE", "false", "False"}) {
+    if (v == f) return false;
+  }
+  return make_error(Errc::InvalidArgument, "\"" + v + "\" is not a boolean");
+}
+
+std::vector<std::string> split_list(const std::string& v) {
+  std::vector<std::string> out;
+  std::stringstream ss(v);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    auto b = item.find_first_not_of(" \t");
+    auto e = item.find_last_not_of(" \t");
+    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+  }
+  return out;
+}
+
+Result<> assign(const Option& o, Config& c, const std::string& v, const std::string& source) {
+  void* f = o.field(c);
+  switch (o.kind) {
+    case Kind::String:
+      *static_cast<std::string*>(f) = v;
+      return {};
+    case Kind::List:
+      *static_cast<std::vector<std::string>*>(f) = split_list(v);
+      return {};
+    case Kind::Bool: {
+      auto b = parse_bool(v);
+      if (!b) return std::move(b).error().with(source);
+      *static_cast<bool*>(f) = *b;
+      return {};
+    }
+    case Kind::Int: {
+      int n = 0;
+      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (ec != std::errc() || end != v.data() + v.size()) {
+        return make_error(Errc::InvalidArgument, source + ": \"" + v + "\" is not an integer");
+      }
+      *static_cast<int*>(f) = n;
+      return {};
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string help_text() {
+  std::string s =
+      "ambient-agent: Istio ambient node agent (ambient-cni)\n\n"
+      "Serves the istio-cni plugin on <run dir>/pluginevent.sock, installs traffic\n"
+      "redirection inside enrolled pods' network namespaces, and hands each netns to\n"
+      "ztunnel over ZDS.\n\n"
+      "Usage: ambient-agent [flags]\n\n"
+      "Every flag can also be set by its environment variable; a flag wins over the\n"
+      "variable. Booleans take 1/t/true/0/f/false (any case as Go accepts).\n\n";
+  for (const auto& o : options()) {
+    s += "  --" + std::string(o.flag) + "  (env " + o.env + ")\n      " + o.help + "\n";
+  }
+  s += "  --help\n      print this text\n";
+  return s;
+}
+
+Result<ParseOutcome> parse_config(int argc, const char* const* argv,
+                                  const std::function<const char*(const char*)>& getenv) {
+  ParseOutcome out;
+  for (const auto& o : options()) {
+    if (const char* v = getenv(o.env)) {
+      AMBIENT_RETURN_IF_ERROR(assign(o, out.config, v, std::string("env ") + o.env));
+    }
+  }
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      out.help = true;
+      return out;
+    }
+    if (arg.rfind("--", 0) != 0) {
+      return make_error(Errc::InvalidArgument, "unexpected argument \"" + arg + "\" (see --help)");
+    }
+    std::string name = arg.substr(2), value;
+    bool has_value = false;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_value = true;
+    }
+    const Option* opt = nullptr;
+    for (const auto& o : options()) {
+      if (name == o.flag) opt = &o;
+    }
+    if (!opt) return make_error(Errc::InvalidArgument, "unknown flag --" + name + " (see --help)");
+    if (!has_value) {
+      if (opt->kind == Kind::Bool) {
+        value = "true";
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      } else {
+        return make_error(Errc::InvalidArgument, "flag --" + name + " needs a value");
+      }
+    }
+    AMBIENT_RETURN_IF_ERROR(assign(*opt, out.config, value, "flag --" + name));
+  }
+  Config& c = out.config;
+  auto v4 = IpAddress::parse(c.probe_snat_ipv4);
+  if (!v4 || v4->family != AF_INET) {
+    return make_error(Errc::InvalidArgument,
+                      "HOST_PROBE_SNAT_IP \"" + c.probe_snat_ipv4 + "\" is not an IPv4 address");
+  }
+  auto v6 = IpAddress::parse(c.probe_snat_ipv6);
+  if (!v6 || v6->family != AF_INET6) {
+    return make_error(Errc::InvalidArgument,
+                      "HOST_PROBE_SNAT_IPV6 \"" + c.probe_snat_ipv6 + "\" is not an IPv6 address");
+  }
+  if (!c.force_iptables_binary.empty() && c.force_iptables_binary != "legacy" &&
+      c.force_iptables_binary != "nft") {
+    return make_error(Errc::InvalidArgument, "FORCE_IPTABLES_BINARY must be legacy or nft, got \"" +
+                                                 c.force_iptables_binary + "\"");
+  }
+  if (c.enroll_namespaces.empty()) {
+    return make_error(Errc::InvalidArgument,
+                      "no enrollment policy: set --enroll-namespaces (AMBIENT_ENROLL_NAMESPACES) "
+                      "to the namespaces to enroll, or * for all");
+  }
+  return out;
+}
+
+}  // namespace ambient::agent

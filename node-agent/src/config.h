@@ -1,0 +1,43 @@
+// Agent configuration: flags bound to upstream's env vars (flag > env >
+// default). Every option is listed once, in config.cpp, which also renders
+// --help from that list so the documentation cannot drift.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "redirect/backend.h"
+#include "result.h"
+
+namespace ambient::agent {
+
+struct Config {
+  std::string run_dir = "/var/run/istio-cni";
+  std::string ztunnel_uds = "/var/run/ztunnel/ztunnel.sock";
+  std::string host_root;  // "" on the host; "/host" in upstream's DaemonSet layout
+  std::vector<std::string> exclude_namespaces;
+  std::vector<std::string> enroll_namespaces;  // standalone policy; "*" = all
+  bool dns_capture = false;
+  bool ipv6 = false;
+  bool scoped_xtables_locking = true;
+  std::string force_iptables_binary;  // "", "legacy", "nft"
+  std::string probe_snat_ipv4 = "169.254.7.127";
+  std::string probe_snat_ipv6 = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff";
+  int health_port = 8000;
+  int monitoring_port = 15014;
+  std::string log_level = "info";
+  int zds_timeout_ms = 5000;
+};
+
+struct ParseOutcome {
+  Config config;
+  bool help = false;
+};
+
+// `getenv` is injectable for tests.
+Result<ParseOutcome> parse_config(int argc, const char* const* argv,
+                                  const std::function<const char*(const char*)>& getenv);
+std::string help_text();
+
+}  // namespace ambient::agent

@@ -1,0 +1,149 @@
+// A small HTTP/1.1 server on Boost.Beast, used for the CNI event socket
+// (Unix stream) and the health/metrics port (TCP). Parsing and I/O run on
+// one io_context thread; handlers may block (they enter namespaces and
+// wait for ztunnel), so they run on a separate pool and never on the I/O
+// thread.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace ambient::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+
+struct Request {
+  std::string method, target, body;
+};
+
+struct Response {
+  int status = 200;
+  std::string body;
+  std::string content_type = "text/plain; charset=utf-8";
+};
+
+using Handler = std::function<Response(const Request&)>;
+
+template <class Protocol>
+class Server {
+ public:
+  struct Options {
+    size_t body_limit = 64 * 1024;
+    std::chrono::seconds read_timeout{10};
+  };
+
+  Server(asio::io_context& ioc, asio::thread_pool& pool, typename Protocol::endpoint ep,
+         Handler handler, Options opts)
+      : acceptor_(ioc), pool_(pool), handler_(std::move(handler)), opts_(opts) {
+    acceptor_.open(ep.protocol());
+    if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
+      acceptor_.set_option(asio::socket_base::reuse_address(true));
+    }
+    acceptor_.bind(ep);
+    acceptor_.listen();
+    accept();
+  }
+
+  void close() {
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+  }
+
+  typename Protocol::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
+
+ private:
+  class Session : public std::enable_shared_from_this<Session> {
+   public:
+    Session(typename Protocol::socket sock, Server& srv)
+        : stream_(std::move(sock)), srv_(srv) {}
+
+    void start() { read(); }
+
+   private:
+    void read() {
+      parser_.emplace();
+      parser_->body_limit(srv_.opts_.body_limit);
+      stream_.expires_after(srv_.opts_.read_timeout);
+      bhttp::async_read(stream_, buf_, *parser_,
+                        [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                          self->on_read(ec);
+                        });
+    }
+
+    void on_read(beast::error_code ec) {
+      if (ec == bhttp::error::end_of_stream || ec == beast::error::timeout ||
+          ec == asio::error::operation_aborted || ec == asio::error::eof) {
+        return close();
+      }
+      if (ec == bhttp::error::body_limit) {
+        return reply(Response{400, "request body too large (limit " +
+                                       std::to_string(srv_.opts_.body_limit) + " bytes)\n"},
+                     false);
+      }
+      if (ec) return reply(Response{400, "malformed HTTP request: " + ec.message() + "\n"}, false);
+      auto msg = parser_->release();
+      keep_alive_ = msg.keep_alive();
+      Request req{std::string(msg.method_string()), std::string(msg.target()),
+                  std::move(msg.body())};
+      stream_.expires_never();
+      // Blocking work goes to the pool; the answer comes back to this
+      // session's executor.
+      asio::post(srv_.pool_, [self = this->shared_from_this(), req = std::move(req)] {
+        Response res = self->srv_.handler_(req);
+        asio::post(self->stream_.get_executor(),
+                   [self, res = std::move(res)]() mutable { self->reply(std::move(res), self->keep_alive_); });
+      });
+    }
+
+    void reply(Response r, bool keep_alive) {
+      auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
+          static_cast<bhttp::status>(r.status), 11);
+      res->set(bhttp::field::content_type, r.content_type);
+      res->keep_alive(keep_alive);
+      res->body() = std::move(r.body);
+      res->prepare_payload();
+      stream_.expires_after(srv_.opts_.read_timeout);
+      bhttp::async_write(stream_, *res,
+                         [self = this->shared_from_this(), res, keep_alive](beast::error_code ec,
+                                                                            size_t) {
+                           if (ec || !keep_alive) return self->close();
+                           self->read();
+                         });
+    }
+
+    void close() {
+      beast::error_code ec;
+      stream_.socket().shutdown(asio::socket_base::shutdown_send, ec);
+      stream_.close();
+    }
+
+    beast::basic_stream<Protocol> stream_;
+    Server& srv_;
+    beast::flat_buffer buf_;
+    std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+    bool keep_alive_ = false;
+  };
+
+  void accept() {
+    acceptor_.async_accept([this](beast::error_code ec, typename Protocol::socket sock) {
+      if (ec == asio::error::operation_aborted) return;
+      if (!ec) std::make_shared<Session>(std::move(sock), *this)->start();
+      accept();
+    });
+  }
+
+  typename Protocol::acceptor acceptor_;
+  asio::thread_pool& pool_;
+  Handler handler_;
+  Options opts_;
+};
+
+}  // namespace ambient::http

@@ -1,0 +1,47 @@
+// Network namespaces. Only this folder calls setns(): everything else asks
+// run_in_netns() to run a function on a fresh thread that enters the
+// namespace and then dies, so no thread ever returns to service in the wrong
+// namespace and request-serving threads never switch.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "result.h"
+#include "unique_fd.h"
+
+namespace ambient::netns {
+
+class Netns {
+ public:
+  // Opens `path` and checks it is a network namespace (nsfs, type
+  // CLONE_NEWNET). A plain file, a directory or another namespace type is
+  // rejected with a message naming the path.
+  static Result<Netns> open(const std::string& path);
+
+  int fd() const { return fd_.get(); }
+  ino_t inode() const { return ino_; }
+  dev_t device() const { return dev_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  Netns(UniqueFd fd, std::string path, dev_t dev, ino_t ino)
+      : fd_(std::move(fd)), path_(std::move(path)), dev_(dev), ino_(ino) {}
+  UniqueFd fd_;
+  std::string path_;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+};
+
+// Shared so a ZDS send in flight keeps the fd open while the pod cache
+// replaces or forgets the entry (spec: reference-count netns handles).
+using NetnsRef = std::shared_ptr<const Netns>;
+
+// Runs `fn` inside `ns` on a new thread and waits for it. The thread
+// never leaves the namespace; it exits when fn returns.
+Result<> run_in_netns(const Netns& ns, const std::function<Result<>()>& fn);
+
+}  // namespace ambient::netns

@@ -1,0 +1,181 @@
+#include "process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "unique_fd.h"
+
+extern char** environ;
+
+namespace ambient {
+
+namespace {
+
+// Owns a forked child: kills and reaps it unless it was waited for.
+class ChildProcess {
+ public:
+  explicit ChildProcess(pid_t pid) : pid_(pid) {}
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  ~ChildProcess() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      int st = 0;
+      while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+      }
+    }
+  }
+  Result<int> wait() {
+    int st = 0;
+    while (::waitpid(pid_, &st, 0) < 0) {
+      if (errno != EINTR) return sys_error("waitpid");
+    }
+    pid_ = -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  }
+  void kill() { ::kill(pid_, SIGKILL); }
+
+ private:
+  pid_t pid_;
+};
+
+// Runs in the forked child: only async-signal-safe calls from here on.
+void child_write(const char* msg) {
+  ssize_t n = ::write(STDERR_FILENO, msg, std::strlen(msg));
+  (void)n;
+}
+
+void child_sandbox() {
+  if (::unshare(CLONE_NEWNS) != 0) {
+    child_write("ambient sandbox: unshare(CLONE_NEWNS) failed, running unsandboxed\n");
+    return;
+  }
+  if (::mount("", "/", nullptr, MS_PRIVATE | MS_REC, nullptr) != 0 &&
+      ::mount("", "/", nullptr, MS_SLAVE | MS_REC, nullptr) != 0) {
+    child_write("ambient sandbox: cannot make / private, running unsandboxed\n");
+    return;
+  }
+  if (::mount("/dev/null", "/etc/nsswitch.conf", nullptr, MS_BIND, nullptr) == 0) {
+    ::mount("", "/etc/nsswitch.conf", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr);
+  }
+  if (::mount("ambient-xtables", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "size=64k,mode=0755") != 0) {
+    child_write("ambient sandbox: cannot mount a private /run for the xtables lock\n");
+  }
+}
+
+}  // namespace
+
+Result<CommandResult> run_command(const CommandSpec& spec) {
+  if (spec.argv.empty()) return make_error(Errc::InvalidArgument, "empty command");
+  // Everything the child needs is built before fork: it may only make
+  // async-signal-safe calls afterwards.
+  std::vector<char*> argv;
+  for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<std::string> env_store;
+  for (char** e = environ; e && *e; ++e) {
+    std::string kv(*e);
+    bool overridden = false;
+    for (const auto& o : spec.env) {
+      auto eq = o.find('=');
+      if (kv.compare(0, eq + 1, o, 0, eq + 1) == 0) overridden = true;
+    }
+    if (!overridden) env_store.push_back(std::move(kv));
+  }
+  for (const auto& o : spec.env) env_store.push_back(o);
+  std::vector<char*> envp;
+  for (auto& e : env_store) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  int in_pipe[2], out_pipe[2], err_pipe[2];
+  if (::pipe2(in_pipe, O_CLOEXEC) != 0) return sys_error("pipe");
+  UniqueFd in_r(in_pipe[0]), in_w(in_pipe[1]);
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0) return sys_error("pipe");
+  UniqueFd out_r(out_pipe[0]), out_w(out_pipe[1]);
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) return sys_error("pipe");
+  UniqueFd err_r(err_pipe[0]), err_w(err_pipe[1]);
+
+  pid_t pid = ::fork();
+  if (pid < 0) return sys_error("fork " + spec.argv[0]);
+  if (pid == 0) {
+    ::dup2(in_r.get(), STDIN_FILENO);
+    ::dup2(out_w.get(), STDOUT_FILENO);
+    ::dup2(err_w.get(), STDERR_FILENO);
+    if (spec.sandbox) child_sandbox();
+    ::execvpe(argv[0], argv.data(), envp.data());
+    child_write("exec failed: ");
+    child_write(argv[0]);
+    child_write("\n");
+    ::_exit(127);
+  }
+  ChildProcess child(pid);
+  in_r.reset();
+  out_w.reset();
+  err_w.reset();
+
+  CommandResult res;
+  size_t written = 0;
+  if (spec.stdin_data.empty()) in_w.reset();
+  ::fcntl(in_w.get(), F_SETFL, O_NONBLOCK);
+  const auto deadline = std::chrono::steady_clock::now() + spec.timeout;
+  while (out_r.valid() || err_r.valid()) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      child.kill();
+      return make_error(Errc::Timeout, spec.argv[0] + " did not finish within " +
+                                           std::to_string(spec.timeout.count()) + " ms");
+    }
+    pollfd fds[3];
+    int n = 0;
+    if (in_w.valid()) fds[n++] = {in_w.get(), POLLOUT, 0};
+    if (out_r.valid()) fds[n++] = {out_r.get(), POLLIN, 0};
+    if (err_r.valid()) fds[n++] = {err_r.get(), POLLIN, 0};
+    int rc = ::poll(fds, n, static_cast<int>(left.count()));
+    if (rc < 0 && errno != EINTR) return sys_error("poll");
+    for (int i = 0; i < n; ++i) {
+      if (!fds[i].revents) continue;
+      if (fds[i].fd == in_w.get()) {
+        ssize_t w = ::write(in_w.get(), spec.stdin_data.data() + written,
+                            spec.stdin_data.size() - written);
+        if (w > 0) written += static_cast<size_t>(w);
+        if (w < 0 && errno != EAGAIN) in_w.reset();  // child closed stdin early
+        if (written == spec.stdin_data.size()) in_w.reset();
+        continue;
+      }
+      char buf[4096];
+      ssize_t r = ::read(fds[i].fd, buf, sizeof buf);
+      std::string& dst = fds[i].fd == out_r.get() ? res.out : res.err;
+      if (r > 0) {
+        dst.append(buf, static_cast<size_t>(r));
+      } else if (r == 0 || errno != EAGAIN) {
+        (fds[i].fd == out_r.get() ? out_r : err_r).reset();
+      }
+    }
+  }
+  in_w.reset();
+  AMBIENT_ASSIGN_OR_RETURN(res.exit_code, child.wait());
+  return res;
+}
+
+Result<CommandResult> run_checked(const CommandSpec& spec) {
+  AMBIENT_ASSIGN_OR_RETURN(CommandResult r, run_command(spec));
+  if (r.exit_code != 0) {
+    std::string text = r.err.empty() ? r.out : r.err;
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    return make_error(Errc::Internal, spec.argv[0] + " exited with " +
+                                          std::to_string(r.exit_code) + ": " + text);
+  }
+  return r;
+}
+
+}  // namespace ambient

@@ -1,0 +1,173 @@
+#include "inpod_netlink.h"
+
+#include <linux/fib_rules.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <netlink/netlink.h>
+#include <netlink/route/route.h>
+#include <netlink/route/rule.h>
+#include <sys/socket.h>
+
+#include <fstream>
+#include <memory>
+
+#include "redirect/backend.h"
+
+namespace ambient::redirect {
+
+namespace {
+
+struct SockDeleter {
+  void operator()(nl_sock* s) const { nl_socket_free(s); }
+};
+struct RouteDeleter {
+  void operator()(rtnl_route* r) const { rtnl_route_put(r); }
+};
+struct RuleDeleter {
+  void operator()(rtnl_rule* r) const { rtnl_rule_put(r); }
+};
+struct AddrDeleter {
+  void operator()(nl_addr* a) const { nl_addr_put(a); }
+};
+struct CacheDeleter {
+  void operator()(nl_cache* c) const { nl_cache_free(c); }
+};
+using Sock = std::unique_ptr<nl_sock, SockDeleter>;
+using Route = std::unique_ptr<rtnl_route, RouteDeleter>;
+using Rule = std::unique_ptr<rtnl_rule, RuleDeleter>;
+
+Error nl_error(const std::string& step, int err) {
+  return make_error(Errc::Internal, step + ": " + nl_geterror(err));
+}
+
+Result<Sock> connect() {
+  Sock sk(nl_socket_alloc());
+  if (!sk) return make_error(Errc::Internal, "nl_socket_alloc failed");
+  if (int e = nl_connect(sk.get(), NETLINK_ROUTE); e < 0) return nl_error("netlink connect", e);
+  return sk;
+}
+
+Result<Route> local_default_route(int family) {
+  unsigned lo = if_nametoindex("lo");
+  if (lo == 0) return sys_error("if_nametoindex(lo)");
+  Route route(rtnl_route_alloc());
+  rtnl_route_set_family(route.get(), static_cast<uint8_t>(family));
+  rtnl_route_set_type(route.get(), RTN_LOCAL);
+  rtnl_route_set_table(route.get(), kRouteTable);
+  rtnl_route_set_scope(route.get(), RT_SCOPE_HOST);
+  rtnl_route_set_protocol(route.get(), RTPROT_BOOT);
+  unsigned char zero[16] = {};
+  std::unique_ptr<nl_addr, AddrDeleter> dst(
+      nl_addr_build(family, zero, family == AF_INET ? 4 : 16));
+  nl_addr_set_prefixlen(dst.get(), 0);
+  rtnl_route_set_dst(route.get(), dst.get());
+  rtnl_nexthop* nh = rtnl_route_nh_alloc();
+  rtnl_route_nh_set_ifindex(nh, static_cast<int>(lo));
+  rtnl_route_add_nexthop(route.get(), nh);  // the route owns nh now
+  return route;
+}
+
+Rule fwmark_rule(int family) {
+  Rule rule(rtnl_rule_alloc());
+  rtnl_rule_set_family(rule.get(), family);
+  rtnl_rule_set_mark(rule.get(), kInpodMark);
+  rtnl_rule_set_mask(rule.get(), kInpodMask);
+  rtnl_rule_set_prio(rule.get(), kRulePriority);
+  rtnl_rule_set_table(rule.get(), kRouteTable);
+  rtnl_rule_set_action(rule.get(), FR_ACT_TO_TBL);
+  return rule;
+}
+
+const char* fam(int family) { return family == AF_INET ? "ipv4" : "ipv6"; }
+
+}  // namespace
+
+bool lo_ipv6_enabled() {
+  // /proc/sys/net follows the calling thread's netns.
+  std::ifstream f("/proc/sys/net/ipv6/conf/lo/disable_ipv6");
+  std::string v;
+  if (!(f >> v)) return true;  // unreadable: try anyway, as upstream
+  return v != "1";
+}
+
+Result<> add_inpod_routing(bool ipv6) {
+  AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
+  std::vector<int> families = {AF_INET};
+  if (ipv6 && lo_ipv6_enabled()) families.push_back(AF_INET6);
+  for (int f : families) {
+    AMBIENT_ASSIGN_OR_RETURN(Route route, local_default_route(f));
+    if (int e = rtnl_route_add(sk.get(), route.get(), NLM_F_CREATE | NLM_F_REPLACE); e < 0) {
+      return nl_error(std::string("add ") + fam(f) + " local default route to table 100", e);
+    }
+  }
+  for (int f : families) {
+    Rule rule = fwmark_rule(f);
+    // EXCL makes the kernel refuse a duplicate instead of adding it again.
+    int e = rtnl_rule_add(sk.get(), rule.get(), NLM_F_CREATE | NLM_F_EXCL);
+    if (e < 0 && e != -NLE_EXIST) {
+      return nl_error(std::string("add ") + fam(f) + " fwmark rule to table 100", e);
+    }
+  }
+  return {};
+}
+
+Result<> remove_inpod_routing() {
+  AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
+  std::string errors;
+  for (int f : {AF_INET, AF_INET6}) {
+    Rule rule = fwmark_rule(f);
+    int e = rtnl_rule_delete(sk.get(), rule.get(), 0);
+    if (e < 0 && e != -NLE_OBJ_NOTFOUND && e != -NLE_NOADDR && e != -NLE_AF_NOSUPPORT) {
+      errors += std::string(errors.empty() ? "" : "; ") + "delete " + fam(f) +
+                " fwmark rule: " + nl_geterror(e);
+    }
+    auto route = local_default_route(f);
+    if (!route) return std::move(route).error();
+    e = rtnl_route_delete(sk.get(), route->get(), 0);
+    if (e < 0 && e != -NLE_OBJ_NOTFOUND && e != -NLE_NOADDR && e != -NLE_AF_NOSUPPORT) {
+      errors += std::string(errors.empty() ? "" : "; ") + "delete " + fam(f) +
+                " table-100 route: " + nl_geterror(e);
+    }
+  }
+  if (!errors.empty()) return make_error(Errc::Internal, errors);
+  return {};
+}
+
+Result<std::vector<std::string>> check_inpod_routing(bool ipv6) {
+  AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
+  std::vector<std::string> missing;
+  std::vector<int> families = {AF_INET};
+  if (ipv6 && lo_ipv6_enabled()) families.push_back(AF_INET6);
+  for (int f : families) {
+    nl_cache* raw = nullptr;
+    if (int e = rtnl_route_alloc_cache(sk.get(), f, 0, &raw); e < 0) {
+      return nl_error("list routes", e);
+    }
+    std::unique_ptr<nl_cache, CacheDeleter> routes(raw);
+    bool found = false;
+    for (nl_object* o = nl_cache_get_first(raw); o; o = nl_cache_get_next(o)) {
+      auto* r = reinterpret_cast<rtnl_route*>(o);
+      if (rtnl_route_get_table(r) == kRouteTable && rtnl_route_get_type(r) == RTN_LOCAL &&
+          nl_addr_get_prefixlen(rtnl_route_get_dst(r)) == 0) {
+        found = true;
+      }
+    }
+    if (!found) missing.push_back(std::string(fam(f)) + " route local default dev lo table 100");
+
+    raw = nullptr;
+    if (int e = rtnl_rule_alloc_cache(sk.get(), f, &raw); e < 0) return nl_error("list rules", e);
+    std::unique_ptr<nl_cache, CacheDeleter> rules(raw);
+    found = false;
+    for (nl_object* o = nl_cache_get_first(raw); o; o = nl_cache_get_next(o)) {
+      auto* r = reinterpret_cast<rtnl_rule*>(o);
+      if (rtnl_rule_get_mark(r) == kInpodMark && rtnl_rule_get_mask(r) == kInpodMask &&
+          rtnl_rule_get_table(r) == kRouteTable && rtnl_rule_get_prio(r) == kRulePriority) {
+        found = true;
+      }
+    }
+    if (!found) missing.push_back(std::string(fam(f)) + " rule fwmark 0x111/0xfff lookup 100");
+  }
+  return missing;
+}
+
+}  // namespace ambient::redirect

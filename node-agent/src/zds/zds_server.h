@@ -1,0 +1,77 @@
+// The agent side of ZDS (spec zds.md §4, §10.1): ztunnel connects, we send
+// a snapshot of every enrolled pod, then live Add/Del, strictly one message
+// in flight per connection, each answered by one Ack in order.
+//
+// Threading: one accept thread and one thread per connection; callers of
+// add()/del() block on a future until their message was acked. Any send
+// or ack timeout closes the connection, so a late ack can never be matched
+// to a later request (upstream keeps the connection and shifts every reply).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "netns/netns.h"
+#include "result.h"
+#include "unique_fd.h"
+
+namespace ambient::zds {
+
+struct WorkloadInfo {
+  std::string name, ns, service_account;
+};
+
+struct Workload {
+  std::string uid;
+  WorkloadInfo info;
+  netns::NetnsRef netns;  // null: sent as Keep in a snapshot
+};
+
+class Connection;
+
+class ZdsServer {
+ public:
+  struct Options {
+    std::string socket_path;
+    std::chrono::milliseconds io_timeout{5000};  // per send and per ack
+    // The current set of enrolled pods, for each new connection's snapshot.
+    std::function<std::vector<Workload>()> snapshot;
+  };
+
+  // Binds and listens (removing a stale socket file) and starts accepting.
+  static Result<std::unique_ptr<ZdsServer>> start(Options opts);
+  ~ZdsServer();
+  ZdsServer(const ZdsServer&) = delete;
+  ZdsServer& operator=(const ZdsServer&) = delete;
+
+  // AddWorkload with the netns fd to the newest connection; succeeds only
+  // on an empty Ack. "no ztunnel connection" when none is connected.
+  Result<> add(const Workload& w);
+  // DelWorkload to every connection; success when none is connected
+  // (ztunnel drops the pod at its next snapshot).
+  Result<> del(const std::string& uid);
+
+  size_t connected() const;
+  bool has_connection() const { return connected() > 0; }
+
+ private:
+  explicit ZdsServer(Options opts) : opts_(std::move(opts)) {}
+  void accept_loop();
+  std::vector<std::shared_ptr<Connection>> live_connections() const;
+
+  Options opts_;
+  UniqueFd listener_;
+  UniqueFd stop_;  // eventfd: wakes the accept loop and connections at shutdown
+  std::thread accept_thread_;
+  mutable std::mutex mu_;
+  std::list<std::shared_ptr<Connection>> conns_;  // oldest first
+};
+
+}  // namespace ambient::zds
