@@ -1,0 +1,63 @@
+#include <catch2/catch.hpp>
+
+#include <map>
+
+#include "config.h"
+
+using namespace ambient::agent;
+
+namespace {
+auto env_of(std::map<std::string, std::string> m) {
+  return [m = std::move(m)](const char* n) -> const char* {
+    auto it = m.find(n);
+    return it == m.end() ? nullptr : it->second.c_str();
+  };
+}
+}  // namespace
+
+TEST_CASE("agent config: upstream env vars, flags win over env", "[agent][config]") {
+  const char* argv[] = {"ambient-agent", "--ambient-dns-capture=false", "--host-root", "/host"};
+  auto r = parse_config(4, argv,
+                        env_of({{"AMBIENT_DNS_CAPTURE", "true"},
+                                {"AMBIENT_IPV6", "True"},
+                                {"EXCLUDE_NAMESPACES", " kube-system, ,istio-system "},
+                                {"CNI_AGENT_RUN_DIR", "/run/x"},
+                                {"AMBIENT_ENROLL_NAMESPACES", "*"}}));
+  REQUIRE(r);
+  CHECK_FALSE(r->config.dns_capture);
+  CHECK(r->config.ipv6);
+  CHECK(r->config.host_root == "/host");
+  CHECK(r->config.run_dir == "/run/x");
+  CHECK(r->config.exclude_namespaces == std::vector<std::string>{"kube-system", "istio-system"});
+}
+
+TEST_CASE("agent config errors are clear", "[agent][config]") {
+  auto [key, value, fragment] = GENERATE(table<std::string, std::string, std::string>({
+      {"AMBIENT_IPV6", "yes", "not a boolean"},
+      {"HOST_PROBE_SNAT_IP", "fd00::1", "HOST_PROBE_SNAT_IP"},
+      {"FORCE_IPTABLES_BINARY", "auto", "legacy or nft"},
+      {"AMBIENT_HEALTH_PORT", "80a", "not an integer"},
+  }));
+  const char* argv[] = {"ambient-agent"};
+  auto r = parse_config(1, argv, env_of({{key, value}, {"AMBIENT_ENROLL_NAMESPACES", "*"}}));
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().describe(), Catch::Contains(fragment));
+}
+
+TEST_CASE("the standalone agent refuses to start without an enrollment policy", "[agent][config]") {
+  const char* argv[] = {"ambient-agent"};
+  auto r = parse_config(1, argv, env_of({}));
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().describe(), Catch::Contains("--enroll-namespaces"));
+  const char* bad[] = {"ambient-agent", "--no-such-flag"};
+  CHECK_FALSE(parse_config(2, bad, env_of({{"AMBIENT_ENROLL_NAMESPACES", "*"}})));
+}
+
+TEST_CASE("--help documents every flag with its env var", "[agent][config]") {
+  auto h = help_text();
+  for (const char* env : {"CNI_AGENT_RUN_DIR", "ZTUNNEL_UDS_ADDRESS", "EXCLUDE_NAMESPACES",
+                          "AMBIENT_DNS_CAPTURE", "AMBIENT_IPV6", "AMBIENT_HOST_ROOT",
+                          "AMBIENT_ENROLL_NAMESPACES", "AMBIENT_HEALTH_PORT"}) {
+    CHECK_THAT(h, Catch::Contains(env));
+  }
+}
