@@ -1,0 +1,274 @@
+// End to end on the real kernel: pods made by the reference CNI runtime
+// with bridge + host-local + istio-cni, the real agent, the ztunnel
+// emulator binding real listeners inside the pods.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <thread>
+
+#include "agent_client.h"
+#include "process.h"
+#include "sim_node.h"
+#include "unique_fd.h"
+
+using namespace ambient;
+using namespace ambient::test;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+std::string in_pod_tcp(const Pod& p, const std::string& ip, int port, unsigned mark = 0) {
+  std::string reply;
+  auto r = in_pod(p, [&]() -> Result<> {
+    AMBIENT_ASSIGN_OR_RETURN(reply, tcp_exchange(ip, port, mark));
+    return {};
+  });
+  if (!r) FAIL("tcp from " << p.name << " to " << ip << ":" << port << ": " << r.error().describe());
+  return reply;
+}
+
+// The emulator's record for a connection it accepted on `port` from `peer_ip`.
+std::optional<json> find_record(SimNode& node, int port, const std::string& peer_ip,
+                                const std::string& proto = "tcp") {
+  for (int i = 0; i < 100; ++i) {
+    for (const auto& r : node.records()) {
+      std::string peer = r.value("peer", "");
+      if (r.value("port", 0) == port && r.value("proto", "") == proto &&
+          peer.rfind(peer_ip + ":", 0) == 0) {
+        return r;
+      }
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  return std::nullopt;
+}
+
+UniqueFd listen_in(const Pod& p, int port) {
+  UniqueFd out;
+  auto r = in_pod(p, [&]() -> Result<> {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return sys_error("bind");
+    if (::listen(fd.get(), 8) != 0) return sys_error("listen");
+    out = std::move(fd);
+    return {};
+  });
+  if (!r) FAIL("listen in " << p.name << ": " << r.error().describe());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("outbound from an enrolled pod lands on its 15001 with the original destination",
+          "[e2e]") {
+  SimNode node;
+  Pod a = node.must_add_pod("a", "ambient-demo");
+  Pod b = node.must_add_pod("b", "ambient-demo");
+  CHECK(node.pod_has_our_rules(a));
+  std::string reply = in_pod_tcp(a, b.ip, 8080);
+  CHECK_THAT(reply, Catch::Contains("port=15001"));
+  auto rec = find_record(node, 15001, a.ip);
+  REQUIRE(rec);
+  CHECK((*rec)["uid"] == a.uid);  // A's own ztunnel proxy took it
+  CHECK((*rec)["orig_dst"] == b.ip + ":8080");
+  CHECK((*rec)["nat"] == true);
+}
+
+TEST_CASE("inbound to an enrolled pod lands on its 15006; 15008 is not redirected", "[e2e]") {
+  SimNode node;
+  Pod b = node.must_add_pod("b", "ambient-demo");
+  Pod c = node.must_add_pod("c", "plain");  // not enrolled: its egress is not captured
+  CHECK_FALSE(node.pod_has_our_rules(c));
+  CHECK_THAT(in_pod_tcp(c, b.ip, 8080), Catch::Contains("port=15006"));
+  auto in = find_record(node, 15006, c.ip);
+  REQUIRE(in);
+  CHECK((*in)["uid"] == b.uid);
+  CHECK((*in)["orig_dst"] == b.ip + ":8080");
+
+  CHECK_THAT(in_pod_tcp(c, b.ip, 15008), Catch::Contains("port=15008"));
+  auto hbone = find_record(node, 15008, c.ip);
+  REQUIRE(hbone);
+  CHECK((*hbone)["nat"] == false);
+  CHECK((*hbone)["local"] == b.ip + ":15008");
+}
+
+TEST_CASE("DNS from an enrolled pod, udp and tcp port 53, lands on 15053", "[e2e]") {
+  SimNode node;
+  Pod a = node.must_add_pod("a", "ambient-demo");
+  std::string udp_reply;
+  auto r = in_pod(a, [&]() -> Result<> {
+    AMBIENT_ASSIGN_OR_RETURN(udp_reply, udp_exchange(node.gateway(), 53));
+    return {};
+  });
+  REQUIRE(r);
+  CHECK_THAT(udp_reply, Catch::Contains("port=15053"));
+  CHECK(find_record(node, 15053, a.ip, "udp"));
+  CHECK_THAT(in_pod_tcp(a, node.gateway(), 53), Catch::Contains("port=15053"));
+}
+
+TEST_CASE("traffic carrying ztunnel's mark 1337 is not captured", "[e2e]") {
+  SimNode node;
+  Pod a = node.must_add_pod("a", "ambient-demo");
+  Pod c = node.must_add_pod("c", "plain");
+  UniqueFd server = listen_in(c, 8080);
+  std::thread client([&] {
+    auto r = in_pod(a, [&]() -> Result<> {
+      AMBIENT_ASSIGN_OR_RETURN(auto ignored, tcp_exchange(c.ip, 8080, 1337));
+      (void)ignored;
+      return {};
+    });
+    (void)r;
+  });
+  pollfd p{server.get(), POLLIN, 0};
+  int ready = ::poll(&p, 1, 3000);
+  std::string peer;
+  if (ready > 0) {
+    sockaddr_in from{};
+    socklen_t len = sizeof from;
+    UniqueFd conn(::accept4(server.get(), reinterpret_cast<sockaddr*>(&from), &len, SOCK_CLOEXEC));
+    char buf[INET_ADDRSTRLEN];
+    peer = ::inet_ntop(AF_INET, &from.sin_addr, buf, sizeof buf);
+    ssize_t n = ::write(conn.get(), "direct\n", 7);
+    (void)n;
+  }
+  client.join();
+  CHECK(ready == 1);
+  CHECK(peer == a.ip);  // reached C itself, straight from A
+  CHECK_FALSE(find_record(node, 15001, a.ip));
+}
+
+TEST_CASE("a pod in an excluded namespace starts without any of our rules", "[e2e]") {
+  NodeOptions opts;
+  opts.enroll_namespaces = {"*"};  // even with everything enrolled
+  SimNode node(opts);
+  Pod k = node.must_add_pod("dns", "kube-system");
+  CHECK_FALSE(node.pod_has_our_rules(k));
+  CHECK(node.ztunnel_state()["workloads"].empty());
+  Pod e = node.must_add_pod("web", "anything");
+  CHECK(node.pod_has_our_rules(e));
+}
+
+TEST_CASE("ADD fails closed with a clear message when the agent is not running", "[e2e]") {
+  SimNode node;
+  node.stop_agent();
+  Pod p;
+  auto r = node.add_pod("a", "ambient-demo", &p);
+  REQUIRE_FALSE(r.ok);
+  CHECK(r.output["code"] == 999);
+  CHECK_THAT(r.output["msg"].get<std::string>(),
+             Catch::Contains("istio-cni cmdAdd failed to contact node Istio CNI agent") &&
+                 Catch::Contains("pluginevent.sock"));
+  CHECK_FALSE(node.pod_has_our_rules(p));
+}
+
+TEST_CASE("ADD fails with a clear message when ztunnel is not connected, leaving no rules",
+          "[e2e]") {
+  NodeOptions opts;
+  opts.start_ztunnel = false;
+  SimNode node(opts);
+  Pod p;
+  auto r = node.add_pod("a", "ambient-demo", &p);
+  REQUIRE_FALSE(r.ok);
+  CHECK_THAT(r.output["msg"].get<std::string>(),
+             Catch::Contains("status code 500") && Catch::Contains("no ztunnel connection"));
+  CHECK_FALSE(node.pod_has_our_rules(p));
+  // Once ztunnel is up the retried sandbox goes through.
+  node.start_ztunnel();
+  node.wait_ztunnel_ready();
+  Pod q = node.must_add_pod("a2", "ambient-demo");
+  CHECK(node.pod_has_our_rules(q));
+}
+
+TEST_CASE("DEL sends Del to ztunnel, which closes that pod's listeners", "[e2e]") {
+  SimNode node;
+  Pod a = node.must_add_pod("a", "ambient-demo");
+  CHECK(node.ztunnel_state()["workloads"].contains(a.uid));
+  CHECK_THAT(in_pod_tcp(a, "127.0.0.1", 15001), Catch::Contains("port=15001"));
+  auto d = node.del_pod(a);
+  REQUIRE(d.ok);
+  CHECK_FALSE(node.ztunnel_state()["workloads"].contains(a.uid));
+  CHECK(node.ztunnel_state().value("dels", 0) >= 1);
+  CHECK_FALSE(node.pod_has_our_rules(a));
+  bool refused = false;
+  for (int i = 0; i < 100 && !refused; ++i) {  // the drain follows the ACK
+    auto r = in_pod(a, [&]() -> Result<> {
+      auto c = tcp_exchange("127.0.0.1", 15001);
+      refused = !c;
+      return {};
+    });
+    REQUIRE(r);
+    if (!refused) std::this_thread::sleep_for(20ms);
+  }
+  CHECK(refused);
+}
+
+TEST_CASE("bad inputs get clear errors and the agent keeps serving", "[e2e]") {
+  SimNode node;
+  const std::string bin = std::string(AMBIENT_BIN_DIR) + "/istio-cni";
+  auto plugin = [&](std::vector<std::string> env, const std::string& in) {
+    std::vector<std::string> argv = {"env", "-i"};
+    argv.insert(argv.end(), env.begin(), env.end());
+    argv.push_back(bin);
+    auto r = run_command({.argv = argv, .stdin_data = in});
+    REQUIRE(r);
+    return std::make_pair(r->exit_code, json::parse(r->out, nullptr, false));
+  };
+  const std::string conf = R"({"cniVersion":"1.0.0","name":"n","type":"istio-cni",)"
+                           R"("ambient_enabled":true,"cni_agent_run_dir":")" +
+                           node.dir() + R"(/run"})";
+  std::vector<std::string> env = {"CNI_COMMAND=ADD", "CNI_CONTAINERID=x1", "CNI_IFNAME=eth0",
+                                  "CNI_PATH=/usr/lib/cni",
+                                  "CNI_ARGS=K8S_POD_NAMESPACE=ambient-demo;K8S_POD_NAME=p"};
+  SECTION("plugin: malformed stdin") {
+    auto [rc, out] = plugin(env, "{{{");
+    CHECK(rc == 1);
+    CHECK(out["code"] == 4);  // CNI_NETNS is missing too: env is checked first
+    auto env2 = env;
+    env2.push_back("CNI_NETNS=/var/run/netns/none");
+    auto [rc2, out2] = plugin(env2, "{{{");
+    CHECK(out2["code"] == 6);
+  }
+  SECTION("plugin: bad netns path reaches the agent and comes back as a clear error") {
+    std::ofstream(node.dir() + "/not-a-netns") << "x";
+    auto env2 = env;
+    env2.push_back("CNI_NETNS=" + node.dir() + "/not-a-netns");
+    auto [rc, out] = plugin(env2, conf);
+    CHECK(rc == 1);
+    std::string msg = out["msg"];
+    CHECK_THAT(msg, Catch::Contains("is not a network namespace"));
+    env2.back() = "CNI_NETNS=/var/run/netns/does-not-exist-" + node.id();
+    auto [rc3, out3] = plugin(env2, conf);
+    std::string msg3 = out3["msg"];
+    CHECK_THAT(msg3, Catch::Contains("No such file or directory"));
+  }
+  SECTION("agent socket: malformed JSON, huge body, not a netns") {
+    cni::UnixHttpClient client;
+    auto post = [&](const std::string& body) {
+      auto r = client.post(node.agent_socket(), "/cmdadd", body, 5000ms);
+      REQUIRE(r);
+      return *r;
+    };
+    auto bad = post("{\"Netns\":");
+    CHECK(bad.status == 400);
+    CHECK_THAT(bad.body, Catch::Contains("parse error"));
+    auto huge = post(std::string(2 << 20, 'x'));
+    CHECK(huge.status == 400);
+    CHECK_THAT(huge.body, Catch::Contains("too large"));
+    auto notns = post(R"({"Netns":"/proc/self/status","PodName":"p","PodNamespace":"ambient-demo"})");
+    CHECK(notns.status == 500);
+    CHECK_THAT(notns.body, Catch::Contains("is not a network namespace"));
+  }
+  // Whatever came before, the agent still enrolls pods.
+  Pod a = node.must_add_pod("after", "ambient-demo");
+  CHECK(node.pod_has_our_rules(a));
+}

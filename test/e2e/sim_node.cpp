@@ -1,0 +1,348 @@
+#include "sim_node.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "process.h"
+#include "unique_fd.h"
+
+namespace ambient::test {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+const std::string kBin = AMBIENT_BIN_DIR;
+
+std::string random_id() {
+  std::random_device rd;
+  std::ostringstream s;
+  s << std::hex << (rd() & 0xffffff);
+  return s.str();
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string must_run(const std::vector<std::string>& argv) {
+  auto r = run_checked({.argv = argv, .timeout = 60s});
+  if (!r) FAIL("command failed: " << r.error().describe());
+  return r->out;
+}
+
+void best_effort(const std::vector<std::string>& argv) { (void)run_command({.argv = argv}); }
+
+}  // namespace
+
+BgProcess::BgProcess(std::vector<std::string> argv, const std::string& log_path) {
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::dup2(log, STDOUT_FILENO);
+    ::dup2(log, STDERR_FILENO);
+    ::setpgid(0, 0);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(log);
+}
+
+BgProcess::~BgProcess() { stop(); }
+
+bool BgProcess::running() {
+  if (pid_ <= 0) return false;
+  int st;
+  if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+void BgProcess::stop() {
+  if (pid_ <= 0) return;
+  // The process group: `ip netns exec` forks the real program.
+  ::kill(-pid_, SIGTERM);
+  for (int i = 0; i < 300; ++i) {
+    int st;
+    if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+      pid_ = -1;
+      return;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  ::kill(-pid_, SIGKILL);
+  int st;
+  ::waitpid(pid_, &st, 0);
+  pid_ = -1;
+}
+
+SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_id()) {
+  dir_ = "/tmp/amb-e2e-" + id_;
+  fs::create_directories(dir_ + "/run");
+  fs::create_directories(dir_ + "/zds");
+  must_run({"ip", "netns", "add", node_netns()});
+  netns_names_.push_back(node_netns());
+  node_exec({"ip", "link", "set", "lo", "up"});
+
+  json conflist = {
+      {"cniVersion", "1.0.0"},
+      {"name", "ambient-e2e"},
+      {"plugins",
+       {{{"type", "bridge"},
+         {"bridge", "amb0"},
+         {"isGateway", true},
+         {"ipMasq", false},
+         {"ipam",
+          {{"type", "host-local"},
+           {"ranges", {{{{"subnet", "10.248.0.0/24"}}}}},
+           {"dataDir", dir_ + "/ipam"}}}},
+        {{"type", "istio-cni"},
+         {"ambient_enabled", true},
+         {"cni_agent_run_dir", dir_ + "/run"},
+         {"exclude_namespaces", opts_.exclude_namespaces},
+         {"pod_namespace", "istio-system"},
+         {"plugin_log_level", "debug"}}}}};
+  std::ofstream(dir_ + "/net.conflist") << conflist.dump(2);
+  start_agent();
+  if (opts_.start_ztunnel) {
+    start_ztunnel();
+    wait_ztunnel_ready();
+  }
+}
+
+SimNode::~SimNode() {
+  for (auto it = pods_.rbegin(); it != pods_.rend(); ++it) {
+    (void)run_command({.argv = {"ip", "netns", "exec", node_netns(), kBin + "/cni-driver", "del",
+                                "--conflist", dir_ + "/net.conflist", "--netns", it->netns_path,
+                                "--container-id", it->container_id, "--bin-dir",
+                                kBin + ":/usr/lib/cni", "--cache-dir", dir_ + "/cache", "--args",
+                                "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + it->ns +
+                                    ";K8S_POD_NAME=" + it->name + ";K8S_POD_UID=" + it->uid}});
+  }
+  ztunnel_.reset();
+  agent_.reset();
+  for (auto it = netns_names_.rbegin(); it != netns_names_.rend(); ++it) {
+    best_effort({"ip", "netns", "del", *it});
+  }
+  if (!std::getenv("AMBIENT_E2E_KEEP")) fs::remove_all(dir_);
+}
+
+void SimNode::start_agent() {
+  std::vector<std::string> enroll, exclude;
+  std::string en, ex;
+  for (const auto& n : opts_.enroll_namespaces) en += (en.empty() ? "" : ",") + n;
+  for (const auto& n : opts_.exclude_namespaces) ex += (ex.empty() ? "" : ",") + n;
+  agent_.emplace(std::vector<std::string>{"ip", "netns", "exec", node_netns(),
+                                          kBin + "/ambient-agent", "--cni-agent-run-dir",
+                                          dir_ + "/run", "--ztunnel-uds-address",
+                                          dir_ + "/zds/ztunnel.sock", "--enroll-namespaces", en,
+                                          "--exclude-namespaces", ex,
+                                          std::string("--ambient-dns-capture=") +
+                                              (opts_.dns_capture ? "true" : "false"),
+                                          "--log_output_level", "debug"},
+                 dir_ + "/agent.log");
+  for (int i = 0; i < 500; ++i) {
+    if (fs::exists(agent_socket()) && fs::exists(dir_ + "/zds/ztunnel.sock")) return;
+    if (!agent_->running()) FAIL("agent exited:\n" << agent_log());
+    std::this_thread::sleep_for(10ms);
+  }
+  FAIL("agent did not come up:\n" << agent_log());
+}
+
+void SimNode::stop_agent() { agent_.reset(); }
+
+void SimNode::start_ztunnel() {
+  std::error_code ec;
+  fs::remove(dir_ + "/ztunnel-state.json", ec);
+  ztunnel_.emplace(std::vector<std::string>{"ip", "netns", "exec", node_netns(),
+                                            kBin + "/ztunnel-emulator", "--uds",
+                                            dir_ + "/zds/ztunnel.sock", "--record",
+                                            dir_ + "/records.jsonl", "--state",
+                                            dir_ + "/ztunnel-state.json"},
+                   dir_ + "/ztunnel.log");
+}
+
+void SimNode::stop_ztunnel() { ztunnel_.reset(); }
+
+void SimNode::wait_ztunnel_ready() {
+  for (int i = 0; i < 500; ++i) {
+    auto s = ztunnel_state();
+    if (s.value("connected", false) && s.value("snapshot_received", false)) return;
+    std::this_thread::sleep_for(10ms);
+  }
+  FAIL("ztunnel emulator did not take a snapshot:\n" << slurp(dir_ + "/ztunnel.log"));
+}
+
+std::string SimNode::node_exec(const std::vector<std::string>& argv) {
+  std::vector<std::string> full = {"ip", "netns", "exec", node_netns()};
+  full.insert(full.end(), argv.begin(), argv.end());
+  return must_run(full);
+}
+
+std::string SimNode::cni(const std::string& op, const Pod& p, AddResult* res) {
+  auto r = run_command(
+      {.argv = {"ip", "netns", "exec", node_netns(), kBin + "/cni-driver", op, "--conflist",
+                dir_ + "/net.conflist", "--netns", p.netns_path, "--container-id", p.container_id,
+                "--bin-dir", kBin + ":/usr/lib/cni", "--cache-dir", dir_ + "/cache", "--args",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + p.ns + ";K8S_POD_NAME=" + p.name +
+                    ";K8S_POD_UID=" + p.uid},
+       .timeout = 60s});
+  if (!r) FAIL("cni-driver did not run: " << r.error().describe());
+  res->ok = r->exit_code == 0;
+  res->stderr_text = r->err;
+  if (!r->out.empty()) res->output = json::parse(r->out, nullptr, false);
+  return r->out;
+}
+
+AddResult SimNode::add_pod(const std::string& name, const std::string& ns, Pod* out) {
+  Pod p;
+  p.name = name;
+  p.ns = ns;
+  p.uid = "uid-" + id_ + "-" + name;
+  p.netns_name = "amb-" + id_ + "-" + name;
+  p.netns_path = "/var/run/netns/" + p.netns_name;
+  p.container_id = id_ + name;
+  must_run({"ip", "netns", "add", p.netns_name});
+  netns_names_.push_back(p.netns_name);
+  must_run({"ip", "netns", "exec", p.netns_name, "ip", "link", "set", "lo", "up"});
+  pods_.push_back(p);  // DEL on teardown even if ADD fails half-way
+  AddResult res;
+  cni("add", p, &res);
+  if (res.ok) {
+    std::string addr = res.output["ips"][0]["address"];
+    p.ip = addr.substr(0, addr.find('/'));
+    pods_.back().ip = p.ip;
+  }
+  if (out) *out = p;
+  return res;
+}
+
+Pod SimNode::must_add_pod(const std::string& name, const std::string& ns) {
+  Pod p;
+  auto r = add_pod(name, ns, &p);
+  if (!r.ok) {
+    FAIL("ADD " << ns << "/" << name << " failed: " << r.output.dump() << "\n"
+                << r.stderr_text << "\nagent log:\n" << agent_log());
+  }
+  return p;
+}
+
+AddResult SimNode::del_pod(const Pod& p) {
+  AddResult res;
+  cni("del", p, &res);
+  return res;
+}
+
+std::string SimNode::pod_iptables(const Pod& p) {
+  return must_run({"ip", "netns", "exec", p.netns_name, "iptables-save"});
+}
+
+bool SimNode::pod_has_our_rules(const Pod& p) {
+  std::string rules = must_run({"ip", "netns", "exec", p.netns_name, "ip", "rule"});
+  std::string routes =
+      must_run({"ip", "netns", "exec", p.netns_name, "ip", "route", "show", "table", "all"});
+  return pod_iptables(p).find("ISTIO") != std::string::npos ||
+         rules.find("0x111/0xfff") != std::string::npos ||
+         routes.find("table 100") != std::string::npos;
+}
+
+std::vector<json> SimNode::records() {
+  std::vector<json> out;
+  std::ifstream f(dir_ + "/records.jsonl");
+  std::string line;
+  while (std::getline(f, line)) {
+    auto j = json::parse(line, nullptr, false);
+    if (!j.is_discarded()) out.push_back(j);
+  }
+  return out;
+}
+
+json SimNode::ztunnel_state() {
+  auto j = json::parse(slurp(dir_ + "/ztunnel-state.json"), nullptr, false);
+  return j.is_discarded() ? json::object() : j;
+}
+
+std::string SimNode::agent_log() { return slurp(dir_ + "/agent.log"); }
+
+Result<> in_pod(const Pod& p, const std::function<Result<>()>& fn) {
+  auto ns = netns::Netns::open(p.netns_path);
+  if (!ns) return std::move(ns).error();
+  return netns::run_in_netns(*ns, fn);
+}
+
+namespace {
+
+Result<sockaddr_in> v4addr(const std::string& ip, int port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (::inet_pton(AF_INET, ip.c_str(), &a.sin_addr) != 1) {
+    return make_error(Errc::InvalidArgument, "bad ip " + ip);
+  }
+  return a;
+}
+
+Result<std::string> read_line(int fd) {
+  std::string out;
+  char buf[512];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 3000) <= 0) return make_error(Errc::Timeout, "no reply within 3 s");
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) return sys_error("read");
+    if (n == 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.find('\n') != std::string::npos) return out;
+  }
+}
+
+}  // namespace
+
+Result<std::string> tcp_exchange(const std::string& ip, int port, unsigned mark) {
+  AMBIENT_ASSIGN_OR_RETURN(sockaddr_in a, v4addr(ip, port));
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (mark && ::setsockopt(fd.get(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+    return sys_error("SO_MARK");
+  }
+  timeval tv{3, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    return sys_error("connect " + ip + ":" + std::to_string(port));
+  }
+  return read_line(fd.get());
+}
+
+Result<std::string> udp_exchange(const std::string& ip, int port) {
+  AMBIENT_ASSIGN_OR_RETURN(sockaddr_in a, v4addr(ip, port));
+  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return sys_error("connect");
+  const char q[] = "dns?";
+  if (::send(fd.get(), q, sizeof q - 1, 0) < 0) return sys_error("send");
+  return read_line(fd.get());
+}
+
+}  // namespace ambient::test
