@@ -75,7 +75,7 @@ class Emulator {
   Outcome handle_del(const std::string& uid);
   Outcome handle_snapshot_sent();
   Result<> start_proxy(const std::string& uid, Workload w);
-  void drain(const std::string& uid, const char* why);
+  void drain(const std::string& uid, const std::string& why);
   void retry_pending();
   void schedule_retry();
   void reset_connection_state();
