@@ -1,5 +1,6 @@
 #include "agent_client.h"
 
+#include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -37,14 +38,11 @@ Result<HttpReply> UnixHttpClient::post(const std::string& socket_path, std::stri
       return;
     }
     http::async_write(sock, req, [&](boost::system::error_code ec2, size_t) {
-      if (ec2) {
-        failed_step = "write";
-        result = ec2;
-        return;
-      }
-      http::async_read(sock, buf, parser, [&](boost::system::error_code ec3, size_t) {
-        failed_step = "read response";
-        result = ec3;
+      // The agent may answer (e.g. 400 for a body too large) before it has
+      // read the whole request: read its answer even if writing failed.
+      http::async_read(sock, buf, parser, [&, ec2](boost::system::error_code ec3, size_t) {
+        failed_step = ec3 && ec2 ? "write" : "read response";
+        result = ec3 && ec2 ? ec2 : ec3;
       });
     });
   });

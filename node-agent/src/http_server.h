@@ -9,6 +9,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -114,9 +115,29 @@ class Server {
       bhttp::async_write(stream_, *res,
                          [self = this->shared_from_this(), res, keep_alive](beast::error_code ec,
                                                                             size_t) {
-                           if (ec || !keep_alive) return self->close();
+                           if (ec) return self->close();
+                           if (!keep_alive) return self->linger();
                            self->read();
                          });
+    }
+
+    // After an early answer (e.g. body too large) the client may still be
+    // sending: closing now would reset the connection and destroy our
+    // answer in flight, so stop sending and discard input for a while.
+    void linger() {
+      beast::error_code ec;
+      stream_.socket().shutdown(asio::socket_base::shutdown_send, ec);
+      stream_.expires_after(std::chrono::seconds(2));
+      auto sink = std::make_shared<std::array<char, 16384>>();
+      drain(sink);
+    }
+
+    void drain(std::shared_ptr<std::array<char, 16384>> sink) {
+      stream_.async_read_some(asio::buffer(*sink), [self = this->shared_from_this(), sink](
+                                                       beast::error_code ec, size_t) {
+        if (ec) return self->close();
+        self->drain(sink);
+      });
     }
 
     void close() {

@@ -84,7 +84,8 @@ int Emulator::run() {
 
     zdspb::ZdsHello hello;
     hello.set_version(zdspb::V1);
-    auto sent = zds::send_message(sock.get(), hello.SerializeAsString(), std::nullopt, kSendTimeout);
+    auto sent =
+        zds::send_message(sock.get(), hello.SerializeAsString(), std::nullopt, kSendTimeout);
     StreamEnd end = StreamEnd::Reconnect;
     if (!sent) {
       hello_backoff = std::min(kConnectBackoffMax, hello_backoff * 2);
@@ -204,8 +205,7 @@ Emulator::StreamEnd Emulator::serve_connection(int sock) {
 
     zdspb::WorkloadResponse response;
     response.mutable_ack()->set_error(outcome.ack_error);
-    auto sent =
-        zds::send_message(sock, response.SerializeAsString(), std::nullopt, kSendTimeout);
+    auto sent = zds::send_message(sock, response.SerializeAsString(), std::nullopt, kSendTimeout);
     if (!sent) {
       log_warn("sending the ack failed: " + sent.error().describe());
     } else {
@@ -257,11 +257,11 @@ Emulator::Outcome Emulator::handle_datagram(std::string bytes, std::vector<Uniqu
       if (!add.has_workload_info()) {
         return protocol_error("workload_info is required but not present");
       }
-      return handle_add(add.uid(),
-                        WorkloadMeta{.name = wi.name(),
-                                     .ns = wi.namespace_(),
-                                     .service_account = wi.service_account()},
-                        std::move(fds.front()));
+      return handle_add(
+          add.uid(),
+          WorkloadMeta{
+              .name = wi.name(), .ns = wi.namespace_(), .service_account = wi.service_account()},
+          std::move(fds.front()));
     }
     case zdspb::WorkloadRequest::kKeep:
       ++keeps_;
@@ -303,10 +303,8 @@ Emulator::Outcome Emulator::handle_add(const std::string& uid, const WorkloadMet
     // The sandbox was re-created with a new netns.
     drain(uid, "netns changed to " + netns_id(st.st_dev, st.st_ino));
   }
-  auto started = start_proxy(uid, Workload{.meta = meta,
-                                           .netns = std::move(netns),
-                                           .dev = st.st_dev,
-                                           .ino = st.st_ino});
+  auto started = start_proxy(
+      uid, Workload{.meta = meta, .netns = std::move(netns), .dev = st.st_dev, .ino = st.st_ino});
   if (!started) {
     log_error("failed to start proxy: " + started.error().describe());
     schedule_retry();
@@ -398,7 +396,8 @@ void Emulator::reset_connection_state() {
 void Emulator::write_state() const {
   if (options_.state_path.empty()) return;
   auto workload_json = [](const Workload& w, const char* state) {
-    return std::string("{\"state\":\"") + state + "\",\"info\":{\"name\":" + json_quote(w.meta.name) +
+    return std::string("{\"state\":\"") + state +
+           "\",\"info\":{\"name\":" + json_quote(w.meta.name) +
            ",\"namespace\":" + json_quote(w.meta.ns) +
            ",\"serviceAccount\":" + json_quote(w.meta.service_account) +
            "},\"netns\":" + json_quote(netns_id(w.dev, w.ino)) + "}";

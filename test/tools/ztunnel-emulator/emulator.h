@@ -26,9 +26,9 @@
 namespace ambient::test {
 
 struct Options {
-  std::string uds;         // ZDS socket path (INPOD_UDS)
-  std::string record_path; // one JSON line per connection/datagram; empty: off
-  std::string state_path;  // JSON snapshot after every message; empty: off
+  std::string uds;          // ZDS socket path (INPOD_UDS)
+  std::string record_path;  // one JSON line per connection/datagram; empty: off
+  std::string state_path;   // JSON snapshot after every message; empty: off
 };
 
 class Emulator {
@@ -58,7 +58,7 @@ class Emulator {
   };
   enum class Next { Continue, Reconnect, Exit };
   struct Outcome {
-    std::string ack_error;                 // "" = ACK
+    std::string ack_error;  // "" = ACK
     Next next = Next::Continue;
     std::optional<uint64_t> drain_after_ack;  // Del: ACK first, then close
   };

@@ -21,7 +21,7 @@ namespace {
 
 // <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h> clash
 // with the glibc socket headers; both constants are 80 and kernel ABI.
-constexpr int kSoOriginalDst = 80;     // SOL_IP, SO_ORIGINAL_DST
+constexpr int kSoOriginalDst = 80;      // SOL_IP, SO_ORIGINAL_DST
 constexpr int kIp6tSoOriginalDst = 80;  // SOL_IPV6, IP6T_SO_ORIGINAL_DST
 
 constexpr uint16_t kOutboundPort = 15001;
@@ -39,8 +39,7 @@ struct BindSpec {
 
 std::string spec_name(const BindSpec& s) {
   std::string host = s.family == AF_INET6 ? std::string("[") + s.ip + "]" : s.ip;
-  return std::string(s.proto == Proto::Tcp ? "tcp " : "udp ") + host + ":" +
-         std::to_string(s.port);
+  return std::string(s.proto == Proto::Tcp ? "tcp " : "udp ") + host + ":" + std::to_string(s.port);
 }
 
 Result<> set_int_opt(int fd, int level, int name, int value, const char* what) {
@@ -104,8 +103,7 @@ Result<BoundSocket> open_socket(const BindSpec& spec) {
     // Lets datagrams report their pre-TPROXY destination; with REDIRECT the
     // header was rewritten and this equals the local address.
     if (spec.family == AF_INET6) {
-      set_int_opt_best_effort(fd.get(), SOL_IPV6, IPV6_RECVORIGDSTADDR, 1,
-                              "IPV6_RECVORIGDSTADDR");
+      set_int_opt_best_effort(fd.get(), SOL_IPV6, IPV6_RECVORIGDSTADDR, 1, "IPV6_RECVORIGDSTADDR");
     } else {
       set_int_opt_best_effort(fd.get(), SOL_IP, IP_RECVORIGDSTADDR, 1, "IP_RECVORIGDSTADDR");
     }
@@ -208,9 +206,8 @@ OriginalDst tcp_original_dst(int fd, const sockaddr_storage& local_unmapped) {
   return {.address = std::move(address), .nat = nat};
 }
 
-std::string record_line(const std::string& uid, uint16_t port, Proto proto,
-                        const std::string& peer, const std::string& local,
-                        const OriginalDst& orig) {
+std::string record_line(const std::string& uid, uint16_t port, Proto proto, const std::string& peer,
+                        const std::string& local, const OriginalDst& orig) {
   std::string line = "{\"uid\":" + json_quote(uid) + ",\"port\":" + std::to_string(port) +
                      ",\"proto\":\"" + (proto == Proto::Tcp ? "tcp" : "udp") +
                      "\",\"peer\":" + json_quote(peer) + ",\"local\":" + json_quote(local) +
