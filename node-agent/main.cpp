@@ -25,9 +25,12 @@ std::string metrics_text(const agent::Agent& a, const zds::ZdsServer& z) {
   std::string s;
   s += "# HELP istio_cni_plugin_requests_total CNI events handled by the agent.\n";
   s += "# TYPE istio_cni_plugin_requests_total counter\n";
-  s += "istio_cni_plugin_requests_total{response_code=\"200\"} " + std::to_string(m.requests_200) + "\n";
-  s += "istio_cni_plugin_requests_total{response_code=\"400\"} " + std::to_string(m.requests_400) + "\n";
-  s += "istio_cni_plugin_requests_total{response_code=\"500\"} " + std::to_string(m.requests_500) + "\n";
+  s += "istio_cni_plugin_requests_total{response_code=\"200\"} " + std::to_string(m.requests_200) +
+       "\n";
+  s += "istio_cni_plugin_requests_total{response_code=\"400\"} " + std::to_string(m.requests_400) +
+       "\n";
+  s += "istio_cni_plugin_requests_total{response_code=\"500\"} " + std::to_string(m.requests_500) +
+       "\n";
   s += "# HELP ztunnel_connected Number of connected ztunnels.\n# TYPE ztunnel_connected gauge\n";
   s += "ztunnel_connected " + std::to_string(z.connected()) + "\n";
   s += "# HELP ambient_enrolled_pods Pods currently enrolled by this agent.\n";
@@ -57,10 +60,9 @@ int run(const agent::Config& cfg) {
   agent::StandalonePolicy policy(cfg.enroll_namespaces, cfg.exclude_namespaces);
   agent::Agent agent(cfg, **backend, policy);
 
-  auto zds = zds::ZdsServer::start(
-      {.socket_path = cfg.ztunnel_uds,
-       .io_timeout = std::chrono::milliseconds(cfg.zds_timeout_ms),
-       .snapshot = [&agent] { return agent.snapshot(); }});
+  auto zds = zds::ZdsServer::start({.socket_path = cfg.ztunnel_uds,
+                                    .io_timeout = std::chrono::milliseconds(cfg.zds_timeout_ms),
+                                    .snapshot = [&agent] { return agent.snapshot(); }});
   if (!zds) {
     log::error("cannot start the ZDS server: {}", zds.error().describe());
     return 1;
@@ -82,9 +84,10 @@ int run(const agent::Config& cfg) {
   std::optional<http::Server<asio::local::stream_protocol>> cni_server;
   std::optional<http::Server<asio::ip::tcp>> health_server, metrics_server;
   try {
-    cni_server.emplace(ioc, pool, asio::local::stream_protocol::endpoint(sock_path),
-                       [&agent](const http::Request& r) { return agent.handle_cni(r); },
-                       http::Server<asio::local::stream_protocol>::Options{});
+    cni_server.emplace(
+        ioc, pool, asio::local::stream_protocol::endpoint(sock_path),
+        [&agent](const http::Request& r) { return agent.handle_cni(r); },
+        http::Server<asio::local::stream_protocol>::Options{});
     ::chmod(sock_path.c_str(), 0666);  // the plugin runs as whatever the runtime runs
     health_server.emplace(
         ioc, pool, asio::ip::tcp::endpoint(asio::ip::address_v6::any(), cfg.health_port),

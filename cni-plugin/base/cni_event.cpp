@@ -43,8 +43,10 @@ int mask_to_prefix(const std::string& mask) {
     for (int bit = 7; bit >= 0; --bit) {
       bool set = (b >> bit) & 1;
       if (set && zero_seen) return -1;
-      if (set) ++len;
-      else zero_seen = true;
+      if (set)
+        ++len;
+      else
+        zero_seen = true;
     }
   }
   return len;

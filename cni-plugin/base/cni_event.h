@@ -22,7 +22,7 @@ inline constexpr std::string_view kPluginEventSocket = "pluginevent.sock";
 
 struct EventIp {
   std::optional<int> interface;
-  IpPrefix address;          // decoded agent-side from IP + Mask; mask may be unknown
+  IpPrefix address;  // decoded agent-side from IP + Mask; mask may be unknown
   std::optional<IpAddress> gateway;
 };
 

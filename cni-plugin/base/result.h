@@ -24,9 +24,7 @@ enum class Errc {
 };
 
 const std::error_category& ambient_category();
-inline std::error_code make_error_code(Errc e) {
-  return {static_cast<int>(e), ambient_category()};
-}
+inline std::error_code make_error_code(Errc e) { return {static_cast<int>(e), ambient_category()}; }
 
 struct Error {
   std::error_code code;
@@ -107,9 +105,9 @@ struct std::is_error_code_enum<ambient::Errc> : true_type {};
 #define AMBIENT_CONCAT_INNER(a, b) a##b
 #define AMBIENT_CONCAT(a, b) AMBIENT_CONCAT_INNER(a, b)
 
-#define AMBIENT_RETURN_IF_ERROR(expr)                              \
-  do {                                                             \
-    auto ambient_status_ = (expr);                                 \
+#define AMBIENT_RETURN_IF_ERROR(expr)                                \
+  do {                                                               \
+    auto ambient_status_ = (expr);                                   \
     if (!ambient_status_) return std::move(ambient_status_).error(); \
   } while (0)
 

@@ -13,8 +13,7 @@ namespace http = boost::beast::http;
 using Local = asio::local::stream_protocol;
 
 Result<HttpReply> UnixHttpClient::post(const std::string& socket_path, std::string_view target,
-                                       const std::string& body,
-                                       std::chrono::milliseconds timeout) {
+                                       const std::string& body, std::chrono::milliseconds timeout) {
   const std::string what = "Post \"http://unix" + std::string(target) + "\"";
   asio::io_context ioc;
   Local::socket sock(ioc);

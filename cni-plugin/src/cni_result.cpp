@@ -93,7 +93,8 @@ Result<Route> parse_route(const Json& j, const std::string& where) {
   return r;
 }
 
-Result<std::vector<Route>> parse_routes(const Json& j, std::string_view key, const std::string& where) {
+Result<std::vector<Route>> parse_routes(const Json& j, std::string_view key,
+                                        const std::string& where) {
   std::vector<Route> out;
   const Json* arr = json::find(j, key);
   if (!arr) return out;

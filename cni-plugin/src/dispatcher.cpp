@@ -37,9 +37,9 @@ class Logger {
   explicit Logger(std::ostream& err) : err_(err) {}
   enum Level { Debug = 0, Info, Warn, Error, None };
   void set_level(std::string_view name) {
-    static const std::pair<std::string_view, Level> kLevels[] = {
-        {"debug", Debug}, {"info", Info}, {"warn", Warn}, {"error", Error}, {"fatal", None},
-        {"none", None}};
+    static const std::pair<std::string_view, Level> kLevels[] = {{"debug", Debug}, {"info", Info},
+                                                                 {"warn", Warn},   {"error", Error},
+                                                                 {"fatal", None},  {"none", None}};
     for (auto [n, l] : kLevels) {
       if (n == name) {
         level_ = l;
@@ -92,18 +92,20 @@ std::optional<CniError> validate_ifname(const std::string& ifname) {
     return CniError{kErrInvalidEnv, "interface name is too long",
                     "interface name should be less than 16 characters"};
   }
-  if (ifname == "." || ifname == "..") return CniError{kErrInvalidEnv, "interface name is . or ..", ""};
+  if (ifname == "." || ifname == "..")
+    return CniError{kErrInvalidEnv, "interface name is . or ..", ""};
   for (unsigned char c : ifname) {
     if (c == '/' || c == ':' || std::isspace(c)) {
-      return CniError{kErrInvalidEnv, "interface name contains / or : or whitespace characters", ""};
+      return CniError{kErrInvalidEnv, "interface name contains / or : or whitespace characters",
+                      ""};
     }
   }
   return std::nullopt;
 }
 
 std::string about() {
-  std::string s = "CNI plugin istio-cni " + std::string(kPluginVersion) +
-                  "\nCNI protocol versions supported: ";
+  std::string s =
+      "CNI plugin istio-cni " + std::string(kPluginVersion) + "\nCNI protocol versions supported: ";
   const auto& v = supported_versions();
   for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i];
   return s + "\n";
@@ -279,8 +281,8 @@ class Plugin {
     }
     auto notified = notify(*conf, kCmdAddPath, encode_event(ev));
     if (!notified) {
-      std::string msg = "istio-cni cmdAdd failed to contact node Istio CNI agent: " +
-                        notified.error().describe();
+      std::string msg =
+          "istio-cni cmdAdd failed to contact node Istio CNI agent: " + notified.error().describe();
       log_.log(Logger::Error, msg, pod);
       return fail({kErrInternal, msg, ""});
     }
@@ -340,8 +342,8 @@ class Plugin {
                 .container_id = env_.container_id,
                 .ifname = env_.ifname};
     if (auto r = notify(*conf, kCmdDelPath, encode_event(ev)); !r) {
-      log_.log(Logger::Warn, "could not tell the node agent about DEL (ignored): " +
-                                 r.error().describe(),
+      log_.log(Logger::Warn,
+               "could not tell the node agent about DEL (ignored): " + r.error().describe(),
                args->pod_namespace + "/" + args->pod_name);
     }
     return 0;
@@ -379,17 +381,21 @@ Result<CniArgs> parse_cni_args(std::string_view args) {
       if (lower == "1" || lower == "true") {
         ignore_unknown = true;
       } else if (lower != "0" && lower != "false") {
-        return make_error(Errc::InvalidArgument,
-                          "ARGS: error parsing value of pair \"IgnoreUnknown\": \"" + v +
-                              "\" is not a boolean");
+        return make_error(
+            Errc::InvalidArgument,
+            "ARGS: error parsing value of pair \"IgnoreUnknown\": \"" + v + "\" is not a boolean");
       }
     }
   }
   for (const auto& [k, v] : pairs) {
-    if (k == "K8S_POD_NAME") out.pod_name = v;
-    else if (k == "K8S_POD_NAMESPACE") out.pod_namespace = v;
-    else if (k == "K8S_POD_UID") out.pod_uid = v;
-    else if (k == "K8S_POD_INFRA_CONTAINER_ID") out.infra_container_id = v;
+    if (k == "K8S_POD_NAME")
+      out.pod_name = v;
+    else if (k == "K8S_POD_NAMESPACE")
+      out.pod_namespace = v;
+    else if (k == "K8S_POD_UID")
+      out.pod_uid = v;
+    else if (k == "K8S_POD_INFRA_CONTAINER_ID")
+      out.infra_container_id = v;
     else if (k != "IgnoreUnknown" && !ignore_unknown) {
       return make_error(Errc::InvalidArgument, "ARGS: unknown args [\"" + k + "\"]");
     }

@@ -39,9 +39,9 @@ Result<json::Json> parse_stdin(std::string_view stdin_data) {
   auto doc = json::parse(stdin_data);
   if (!doc) return std::move(doc).error().with("error unmarshaling network configuration");
   if (!doc->is_object()) {
-    return make_error(Errc::InvalidArgument,
-                      std::string("network configuration must be a JSON object, got ") +
-                          json::type_name(*doc));
+    return make_error(
+        Errc::InvalidArgument,
+        std::string("network configuration must be a JSON object, got ") + json::type_name(*doc));
   }
   return doc;
 }
@@ -79,7 +79,8 @@ Result<PluginConf> parse_conf(const json::Json& doc) {
     }
     return {};
   };
-  if (auto r = parse(); !r) return std::move(r).error().with("failed to parse network configuration");
+  if (auto r = parse(); !r)
+    return std::move(r).error().with("failed to parse network configuration");
   return c;
 }
 

@@ -93,9 +93,10 @@ Result<> Agent::cmd_add(const cni::CniEvent& ev) {
   if (auto r = backend_.install(*ns, rcfg); !r) {
     return std::move(r).error().with("pod " + pod);
   }
-  zds::Workload w{.uid = uid,
-                  .info = {.name = ev.pod_name, .ns = ev.pod_namespace, .service_account = "default"},
-                  .netns = ns};
+  zds::Workload w{
+      .uid = uid,
+      .info = {.name = ev.pod_name, .ns = ev.pod_namespace, .service_account = "default"},
+      .netns = ns};
   if (auto r = zds_->add(w); !r) {
     if (auto undo = backend_.remove(*ns, rcfg); !undo) {
       log::error("pod {}: rolling back rules after a failed ztunnel add: {}", pod,
@@ -137,8 +138,9 @@ http::Response Agent::handle_cni(const http::Request& req) {
   if (!add && !del) return {404, "404 page not found\n"};
   auto count = [&](int status) {
     if (!add) return;
-    (status == 200 ? metrics_.requests_200 : status == 400 ? metrics_.requests_400
-                                                           : metrics_.requests_500)++;
+    (status == 200   ? metrics_.requests_200
+     : status == 400 ? metrics_.requests_400
+                     : metrics_.requests_500)++;
   };
   auto ev = cni::decode_event(req.body);
   if (!ev) {

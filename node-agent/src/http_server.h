@@ -63,8 +63,7 @@ class Server {
  private:
   class Session : public std::enable_shared_from_this<Session> {
    public:
-    Session(typename Protocol::socket sock, Server& srv)
-        : stream_(std::move(sock)), srv_(srv) {}
+    Session(typename Protocol::socket sock, Server& srv) : stream_(std::move(sock)), srv_(srv) {}
 
     void start() { read(); }
 
@@ -73,10 +72,9 @@ class Server {
       parser_.emplace();
       parser_->body_limit(srv_.opts_.body_limit);
       stream_.expires_after(srv_.opts_.read_timeout);
-      bhttp::async_read(stream_, buf_, *parser_,
-                        [self = this->shared_from_this()](beast::error_code ec, size_t) {
-                          self->on_read(ec);
-                        });
+      bhttp::async_read(
+          stream_, buf_, *parser_,
+          [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
     }
 
     void on_read(beast::error_code ec) {
@@ -99,8 +97,9 @@ class Server {
       // session's executor.
       asio::post(srv_.pool_, [self = this->shared_from_this(), req = std::move(req)] {
         Response res = self->srv_.handler_(req);
-        asio::post(self->stream_.get_executor(),
-                   [self, res = std::move(res)]() mutable { self->reply(std::move(res), self->keep_alive_); });
+        asio::post(self->stream_.get_executor(), [self, res = std::move(res)]() mutable {
+          self->reply(std::move(res), self->keep_alive_);
+        });
       });
     }
 
@@ -112,13 +111,13 @@ class Server {
       res->body() = std::move(r.body);
       res->prepare_payload();
       stream_.expires_after(srv_.opts_.read_timeout);
-      bhttp::async_write(stream_, *res,
-                         [self = this->shared_from_this(), res, keep_alive](beast::error_code ec,
-                                                                            size_t) {
-                           if (ec) return self->close();
-                           if (!keep_alive) return self->linger();
-                           self->read();
-                         });
+      bhttp::async_write(
+          stream_, *res,
+          [self = this->shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
+            if (ec) return self->close();
+            if (!keep_alive) return self->linger();
+            self->read();
+          });
     }
 
     // After an early answer (e.g. body too large) the client may still be

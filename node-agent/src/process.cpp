@@ -145,8 +145,8 @@ Result<CommandResult> run_command(const CommandSpec& spec) {
     for (int i = 0; i < n; ++i) {
       if (!fds[i].revents) continue;
       if (fds[i].fd == in_w.get()) {
-        ssize_t w = ::write(in_w.get(), spec.stdin_data.data() + written,
-                            spec.stdin_data.size() - written);
+        ssize_t w =
+            ::write(in_w.get(), spec.stdin_data.data() + written, spec.stdin_data.size() - written);
         if (w > 0) written += static_cast<size_t>(w);
         if (w < 0 && errno != EAGAIN) in_w.reset();  // child closed stdin early
         if (written == spec.stdin_data.size()) in_w.reset();
@@ -172,8 +172,8 @@ Result<CommandResult> run_checked(const CommandSpec& spec) {
   if (r.exit_code != 0) {
     std::string text = r.err.empty() ? r.out : r.err;
     while (!text.empty() && text.back() == '\n') text.pop_back();
-    return make_error(Errc::Internal, spec.argv[0] + " exited with " +
-                                          std::to_string(r.exit_code) + ": " + text);
+    return make_error(Errc::Internal,
+                      spec.argv[0] + " exited with " + std::to_string(r.exit_code) + ": " + text);
   }
   return r;
 }

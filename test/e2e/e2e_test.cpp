@@ -29,7 +29,8 @@ std::string in_pod_tcp(const Pod& p, const std::string& ip, int port, unsigned m
     AMBIENT_ASSIGN_OR_RETURN(reply, tcp_exchange(ip, port, mark));
     return {};
   });
-  if (!r) FAIL("tcp from " << p.name << " to " << ip << ":" << port << ": " << r.error().describe());
+  if (!r)
+    FAIL("tcp from " << p.name << " to " << ip << ":" << port << ": " << r.error().describe());
   return reply;
 }
 
@@ -264,7 +265,8 @@ TEST_CASE("bad inputs get clear errors and the agent keeps serving", "[e2e]") {
     auto huge = post(std::string(2 << 20, 'x'));
     CHECK(huge.status == 400);
     CHECK_THAT(huge.body, Catch::Contains("too large"));
-    auto notns = post(R"({"Netns":"/proc/self/status","PodName":"p","PodNamespace":"ambient-demo"})");
+    auto notns =
+        post(R"({"Netns":"/proc/self/status","PodName":"p","PodNamespace":"ambient-demo"})");
     CHECK(notns.status == 500);
     CHECK_THAT(notns.body, Catch::Contains("is not a network namespace"));
   }

@@ -108,24 +108,23 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_id()) {
   netns_names_.push_back(node_netns());
   node_exec({"ip", "link", "set", "lo", "up"});
 
-  json conflist = {
-      {"cniVersion", "1.0.0"},
-      {"name", "ambient-e2e"},
-      {"plugins",
-       {{{"type", "bridge"},
-         {"bridge", "amb0"},
-         {"isGateway", true},
-         {"ipMasq", false},
-         {"ipam",
-          {{"type", "host-local"},
-           {"ranges", {{{{"subnet", "10.248.0.0/24"}}}}},
-           {"dataDir", dir_ + "/ipam"}}}},
-        {{"type", "istio-cni"},
-         {"ambient_enabled", true},
-         {"cni_agent_run_dir", dir_ + "/run"},
-         {"exclude_namespaces", opts_.exclude_namespaces},
-         {"pod_namespace", "istio-system"},
-         {"plugin_log_level", "debug"}}}}};
+  json conflist = {{"cniVersion", "1.0.0"},
+                   {"name", "ambient-e2e"},
+                   {"plugins",
+                    {{{"type", "bridge"},
+                      {"bridge", "amb0"},
+                      {"isGateway", true},
+                      {"ipMasq", false},
+                      {"ipam",
+                       {{"type", "host-local"},
+                        {"ranges", {{{{"subnet", "10.248.0.0/24"}}}}},
+                        {"dataDir", dir_ + "/ipam"}}}},
+                     {{"type", "istio-cni"},
+                      {"ambient_enabled", true},
+                      {"cni_agent_run_dir", dir_ + "/run"},
+                      {"exclude_namespaces", opts_.exclude_namespaces},
+                      {"pod_namespace", "istio-system"},
+                      {"plugin_log_level", "debug"}}}}};
   std::ofstream(dir_ + "/net.conflist") << conflist.dump(2);
   start_agent();
   if (opts_.start_ztunnel) {
@@ -156,15 +155,14 @@ void SimNode::start_agent() {
   std::string en, ex;
   for (const auto& n : opts_.enroll_namespaces) en += (en.empty() ? "" : ",") + n;
   for (const auto& n : opts_.exclude_namespaces) ex += (ex.empty() ? "" : ",") + n;
-  agent_.emplace(std::vector<std::string>{"ip", "netns", "exec", node_netns(),
-                                          kBin + "/ambient-agent", "--cni-agent-run-dir",
-                                          dir_ + "/run", "--ztunnel-uds-address",
-                                          dir_ + "/zds/ztunnel.sock", "--enroll-namespaces", en,
-                                          "--exclude-namespaces", ex,
-                                          std::string("--ambient-dns-capture=") +
-                                              (opts_.dns_capture ? "true" : "false"),
-                                          "--log_output_level", "debug"},
-                 dir_ + "/agent.log");
+  agent_.emplace(
+      std::vector<std::string>{
+          "ip", "netns", "exec", node_netns(), kBin + "/ambient-agent", "--cni-agent-run-dir",
+          dir_ + "/run", "--ztunnel-uds-address", dir_ + "/zds/ztunnel.sock", "--enroll-namespaces",
+          en, "--exclude-namespaces", ex,
+          std::string("--ambient-dns-capture=") + (opts_.dns_capture ? "true" : "false"),
+          "--log_output_level", "debug"},
+      dir_ + "/agent.log");
   for (int i = 0; i < 500; ++i) {
     if (fs::exists(agent_socket()) && fs::exists(dir_ + "/zds/ztunnel.sock")) return;
     if (!agent_->running()) FAIL("agent exited:\n" << agent_log());
@@ -178,12 +176,11 @@ void SimNode::stop_agent() { agent_.reset(); }
 void SimNode::start_ztunnel() {
   std::error_code ec;
   fs::remove(dir_ + "/ztunnel-state.json", ec);
-  ztunnel_.emplace(std::vector<std::string>{"ip", "netns", "exec", node_netns(),
-                                            kBin + "/ztunnel-emulator", "--uds",
-                                            dir_ + "/zds/ztunnel.sock", "--record",
-                                            dir_ + "/records.jsonl", "--state",
-                                            dir_ + "/ztunnel-state.json"},
-                   dir_ + "/ztunnel.log");
+  ztunnel_.emplace(
+      std::vector<std::string>{"ip", "netns", "exec", node_netns(), kBin + "/ztunnel-emulator",
+                               "--uds", dir_ + "/zds/ztunnel.sock", "--record",
+                               dir_ + "/records.jsonl", "--state", dir_ + "/ztunnel-state.json"},
+      dir_ + "/ztunnel.log");
 }
 
 void SimNode::stop_ztunnel() { ztunnel_.reset(); }
@@ -246,7 +243,8 @@ Pod SimNode::must_add_pod(const std::string& name, const std::string& ns) {
   auto r = add_pod(name, ns, &p);
   if (!r.ok) {
     FAIL("ADD " << ns << "/" << name << " failed: " << r.output.dump() << "\n"
-                << r.stderr_text << "\nagent log:\n" << agent_log());
+                << r.stderr_text << "\nagent log:\n"
+                << agent_log());
   }
   return p;
 }
@@ -339,7 +337,8 @@ Result<std::string> tcp_exchange(const std::string& ip, int port, unsigned mark)
 Result<std::string> udp_exchange(const std::string& ip, int port) {
   AMBIENT_ASSIGN_OR_RETURN(sockaddr_in a, v4addr(ip, port));
   UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return sys_error("connect");
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    return sys_error("connect");
   const char q[] = "dns?";
   if (::send(fd.get(), q, sizeof q - 1, 0) < 0) return sys_error("send");
   return read_line(fd.get());

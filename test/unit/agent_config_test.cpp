@@ -55,9 +55,9 @@ TEST_CASE("the standalone agent refuses to start without an enrollment policy", 
 
 TEST_CASE("--help documents every flag with its env var", "[agent][config]") {
   auto h = help_text();
-  for (const char* env : {"CNI_AGENT_RUN_DIR", "ZTUNNEL_UDS_ADDRESS", "EXCLUDE_NAMESPACES",
-                          "AMBIENT_DNS_CAPTURE", "AMBIENT_IPV6", "AMBIENT_HOST_ROOT",
-                          "AMBIENT_ENROLL_NAMESPACES", "AMBIENT_HEALTH_PORT"}) {
+  for (const char* env :
+       {"CNI_AGENT_RUN_DIR", "ZTUNNEL_UDS_ADDRESS", "EXCLUDE_NAMESPACES", "AMBIENT_DNS_CAPTURE",
+        "AMBIENT_IPV6", "AMBIENT_HOST_ROOT", "AMBIENT_ENROLL_NAMESPACES", "AMBIENT_HEALTH_PORT"}) {
     CHECK_THAT(h, Catch::Contains(env));
   }
 }

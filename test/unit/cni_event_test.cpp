@@ -50,7 +50,8 @@ TEST_CASE("bad bodies are rejected with a clear message", "[event]") {
 
 TEST_CASE("encode and decode round-trip", "[event]") {
   CniEvent e{.netns = "/proc/1/ns/net", .pod_name = "a", .pod_namespace = "b", .pod_uid = "u"};
-  e.ips.push_back({.interface = 2, .address = *IpPrefix::parse("10.9.8.7/20"),
+  e.ips.push_back({.interface = 2,
+                   .address = *IpPrefix::parse("10.9.8.7/20"),
                    .gateway = IpAddress::parse("10.9.0.1").value()});
   auto d = decode_event(encode_event(e));
   REQUIRE(d);

@@ -38,12 +38,13 @@ struct Run {
 };
 
 std::map<std::string, std::string> add_env() {
-  return {{"CNI_COMMAND", "ADD"},
-          {"CNI_CONTAINERID", "c0ffee"},
-          {"CNI_NETNS", "/var/run/netns/pod1"},
-          {"CNI_IFNAME", "eth0"},
-          {"CNI_PATH", "/opt/cni/bin"},
-          {"CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=web-1;K8S_POD_UID=u-1"}};
+  return {
+      {"CNI_COMMAND", "ADD"},
+      {"CNI_CONTAINERID", "c0ffee"},
+      {"CNI_NETNS", "/var/run/netns/pod1"},
+      {"CNI_IFNAME", "eth0"},
+      {"CNI_PATH", "/opt/cni/bin"},
+      {"CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=web-1;K8S_POD_UID=u-1"}};
 }
 
 Run run(std::map<std::string, std::string> env, const std::string& in, FakeAgent& agent) {
@@ -61,7 +62,8 @@ Run run(std::map<std::string, std::string> env, const std::string& in, FakeAgent
   return {rc, out.str(), err.str()};
 }
 
-const char* kPrev100 = R"({"cniVersion":"1.0.0","interfaces":[{"name":"eth0","mac":"aa:bb:cc:dd:ee:ff","sandbox":"/var/run/netns/pod1"}],
+const char* kPrev100 =
+    R"({"cniVersion":"1.0.0","interfaces":[{"name":"eth0","mac":"aa:bb:cc:dd:ee:ff","sandbox":"/var/run/netns/pod1"}],
   "ips":[{"interface":0,"address":"10.1.2.3/24","gateway":"10.1.2.1"},{"interface":0,"address":"fd00::3/64"}],
   "routes":[{"dst":"0.0.0.0/0","gw":"10.1.2.1"}],"dns":{"nameservers":["10.96.0.10"]}})";
 
@@ -193,7 +195,8 @@ TEST_CASE("CNI command validation and error codes", "[plugin][cni]") {
   SECTION("CHECK needs 0.4.0, GC and STATUS need 1.1.0") {
     auto env = add_env();
     env["CNI_COMMAND"] = "CHECK";
-    CHECK(run(env, conf("0.3.1"), agent).out_json()["msg"] == "config version does not allow CHECK");
+    CHECK(run(env, conf("0.3.1"), agent).out_json()["msg"] ==
+          "config version does not allow CHECK");
     CHECK(run(env, conf("0.4.0"), agent).rc == 0);
     for (const char* cmd : {"GC", "STATUS"}) {
       std::map<std::string, std::string> e = {{"CNI_COMMAND", cmd}, {"CNI_PATH", "/x"}};
@@ -271,7 +274,8 @@ TEST_CASE("prevResult passes through unchanged in every CNI version", "[plugin][
     CHECK(r.out_json()["ips"][0]["address"] == "10.0.0.9/16");
   }
   SECTION("no prevResult prints an empty result, which 0.2.0 cannot express") {
-    CHECK(run(add_env(), conf("1.0.0", "", ""), agent).out_json() == Json::parse(R"({"cniVersion":"1.0.0"})"));
+    CHECK(run(add_env(), conf("1.0.0", "", ""), agent).out_json() ==
+          Json::parse(R"({"cniVersion":"1.0.0"})"));
     auto r = run(add_env(), conf("0.2.0", "", ""), agent);
     CHECK(r.out_json()["msg"] == "cannot convert: no valid IP addresses");
   }
@@ -290,11 +294,12 @@ TEST_CASE("ADD posts the upstream event to the agent and fails closed", "[plugin
     REQUIRE(agent.calls.size() == 1);
     CHECK(agent.calls[0].socket == "/run/test-agent/pluginevent.sock");
     CHECK(agent.calls[0].target == "/cmdadd");
-    CHECK(agent.calls[0].body ==
-          R"({"Netns":"/var/run/netns/pod1","PodName":"web-1","PodNamespace":"demo","IPs":[)"
-          R"({"Interface":0,"Address":{"IP":"10.1.2.3","Mask":"////AA=="},"Gateway":"10.1.2.1"},)"
-          R"({"Interface":0,"Address":{"IP":"fd00::3","Mask":"//////////8AAAAAAAAAAA=="},"Gateway":""}],)"
-          R"("PodUID":"u-1","ContainerID":"c0ffee","IfName":"eth0"})");
+    CHECK(
+        agent.calls[0].body ==
+        R"({"Netns":"/var/run/netns/pod1","PodName":"web-1","PodNamespace":"demo","IPs":[)"
+        R"({"Interface":0,"Address":{"IP":"10.1.2.3","Mask":"////AA=="},"Gateway":"10.1.2.1"},)"
+        R"({"Interface":0,"Address":{"IP":"fd00::3","Mask":"//////////8AAAAAAAAAAA=="},"Gateway":""}],)"
+        R"("PodUID":"u-1","ContainerID":"c0ffee","IfName":"eth0"})");
   }
   SECTION("no prevResult sends IPs null") {
     REQUIRE(run(add_env(), conf("1.0.0", "", ""), agent).rc == 0);
@@ -310,7 +315,9 @@ TEST_CASE("ADD posts the upstream event to the agent and fails closed", "[plugin
           "(status code 500): pod demo/web-1: no ztunnel connection");
   }
   SECTION("an unreachable agent fails ADD") {
-    agent.reply = make_error(Errc::Unavailable, "Post \"http://unix/cmdadd\": dial unix x: connect: No such file or directory");
+    agent.reply =
+        make_error(Errc::Unavailable,
+                   "Post \"http://unix/cmdadd\": dial unix x: connect: No such file or directory");
     auto r = run(add_env(), conf("1.0.0"), agent);
     CHECK(r.rc == 1);
     CHECK(r.out_json()["msg"].get<std::string>().find("failed to send event request: Post") !=

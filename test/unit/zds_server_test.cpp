@@ -58,8 +58,10 @@ pb::WorkloadRequest next(int fd, std::vector<UniqueFd>* fds = nullptr) {
   REQUIRE_FALSE(r->bytes.empty());
   pb::WorkloadRequest m;
   REQUIRE(m.ParseFromString(r->bytes));
-  if (fds) *fds = std::move(r->fds);
-  else REQUIRE(r->fds.empty());
+  if (fds)
+    *fds = std::move(r->fds);
+  else
+    REQUIRE(r->fds.empty());
   return m;
 }
 
@@ -77,8 +79,9 @@ TEST_CASE("ZDS: snapshot, live add and delete in lock-step", "[zds]") {
   std::vector<zds::Workload> snapshot = {
       {.uid = "u-enrolled", .info = {"web", "demo", "sa"}, .netns = ns},
       {.uid = "u-lost", .info = {"old", "demo", "sa"}, .netns = nullptr}};
-  auto srv = zds::ZdsServer::start(
-      {.socket_path = dir.path + "/z.sock", .io_timeout = 500ms, .snapshot = [&] { return snapshot; }});
+  auto srv = zds::ZdsServer::start({.socket_path = dir.path + "/z.sock",
+                                    .io_timeout = 500ms,
+                                    .snapshot = [&] { return snapshot; }});
   REQUIRE(srv);
   CHECK_FALSE((*srv)->has_connection());
   auto no_conn = (*srv)->add({.uid = "x", .netns = ns});
@@ -95,7 +98,8 @@ TEST_CASE("ZDS: snapshot, live add and delete in lock-step", "[zds]") {
   CHECK(m1.add().workload_info().name() == "web");
   CHECK(m1.add().workload_info().namespace_() == "demo");
   REQUIRE(fds.size() == 1);
-  struct stat a {}, b {};
+  struct stat a {
+  }, b{};
   ::fstat(fds[0].get(), &a);
   ::fstat(ns->fd(), &b);
   CHECK(a.st_ino == b.st_ino);  // the pod's netns itself crossed the socket
@@ -134,14 +138,12 @@ TEST_CASE("ZDS: snapshot, live add and delete in lock-step", "[zds]") {
   CHECK(deleted.get());
 }
 
-TEST_CASE("ZDS: an ack timeout closes the connection, so a late ack is never misread",
-          "[zds]") {
+TEST_CASE("ZDS: an ack timeout closes the connection, so a late ack is never misread", "[zds]") {
   TempDir dir;
   auto ns = own_netns();
-  auto srv = zds::ZdsServer::start(
-      {.socket_path = dir.path + "/z.sock", .io_timeout = 200ms, .snapshot = [] {
-         return std::vector<zds::Workload>{};
-       }});
+  auto srv = zds::ZdsServer::start({.socket_path = dir.path + "/z.sock",
+                                    .io_timeout = 200ms,
+                                    .snapshot = [] { return std::vector<zds::Workload>{}; }});
   REQUIRE(srv);
   auto peer = connect_peer(dir.path + "/z.sock");
   send_raw(peer.get(), hello());

@@ -24,8 +24,7 @@ Result<Netns> Netns::open(const std::string& path) {
   }
   int type = ::ioctl(fd.get(), NS_GET_NSTYPE);
   if (type != CLONE_NEWNET) {
-    return make_error(Errc::InvalidArgument,
-                      path + " is a namespace but not a network namespace");
+    return make_error(Errc::InvalidArgument, path + " is a namespace but not a network namespace");
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return sys_error("fstat " + path);

@@ -27,14 +27,14 @@ inline constexpr int kDnsPort = 15053;
 struct PodRedirectConfig {
   bool dns_capture = false;
   bool ipv6 = false;
-  bool ingress_mode = false;  // ambient.istio.io/bypass-inbound-capture
+  bool ingress_mode = false;                    // ambient.istio.io/bypass-inbound-capture
   std::vector<std::string> virtual_interfaces;  // istio.io/reroute-virtual-interfaces
   std::string probe_snat_ipv4 = "169.254.7.127";
   std::string probe_snat_ipv6 = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff";
 };
 
 struct VerifyReport {
-  bool complete = false;            // every expected rule, route and ip rule present
+  bool complete = false;              // every expected rule, route and ip rule present
   std::vector<std::string> problems;  // human-readable, one per finding
 };
 

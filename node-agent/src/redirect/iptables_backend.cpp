@@ -98,7 +98,8 @@ Result<std::vector<std::string>> IptablesBackend::check_rules(const PodRedirectC
     std::vector<std::string> argv = {bin(v6, ""), "-t", r.table, "-C", r.chain};
     argv.insert(argv.end(), r.params.begin(), r.params.end());
     if (legacy_) argv.push_back("--wait=30");
-    AMBIENT_ASSIGN_OR_RETURN(CommandResult c, run_command({.argv = argv, .sandbox = opts_.sandbox}));
+    AMBIENT_ASSIGN_OR_RETURN(CommandResult c,
+                             run_command({.argv = argv, .sandbox = opts_.sandbox}));
     if (c.exit_code != 0) {
       std::string text = r.chain;
       for (const auto& p : r.params) text += " " + p;

@@ -24,8 +24,7 @@ class IptablesBackend : public RedirectBackend {
 
   std::string_view name() const override { return name_; }
   Result<> install(const netns::Netns& ns, const PodRedirectConfig& cfg) override;
-  Result<VerifyReport> verify(const netns::Netns& ns,
-                              const PodRedirectConfig& cfg) const override;
+  Result<VerifyReport> verify(const netns::Netns& ns, const PodRedirectConfig& cfg) const override;
   Result<> remove(const netns::Netns& ns, const PodRedirectConfig& cfg) override;
 
  private:

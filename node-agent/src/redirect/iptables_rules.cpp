@@ -10,8 +10,8 @@ namespace ambient::redirect {
 namespace {
 
 bool is_builtin(const std::string& c) {
-  static const std::set<std::string> kBuiltin = {"INPUT",  "OUTPUT", "FORWARD", "PREROUTING",
-                                                 "POSTROUTING", "ACCEPT", "RETURN", "DROP"};
+  static const std::set<std::string> kBuiltin = {"INPUT",       "OUTPUT", "FORWARD", "PREROUTING",
+                                                 "POSTROUTING", "ACCEPT", "RETURN",  "DROP"};
   return kBuiltin.count(c) > 0;
 }
 
@@ -24,8 +24,8 @@ std::string hex(unsigned v) {
 }  // namespace
 
 std::vector<IptRule> inpod_rules(const PodRedirectConfig& cfg, bool v6) {
-  const std::string mark = hex(kZtunnelMark) + "/" + hex(kInpodMask);      // 0x539/0xfff
-  const std::string inpod = hex(kInpodMark) + "/" + hex(kInpodMask);       // 0x111/0xfff
+  const std::string mark = hex(kZtunnelMark) + "/" + hex(kInpodMask);  // 0x539/0xfff
+  const std::string inpod = hex(kInpodMark) + "/" + hex(kInpodMask);   // 0x111/0xfff
   const std::string loopback = v6 ? "::1/128" : "127.0.0.1/32";
   const std::string snat = v6 ? cfg.probe_snat_ipv6 : cfg.probe_snat_ipv4;
   const std::string out_port = std::to_string(kOutboundPort);
@@ -63,8 +63,8 @@ std::vector<IptRule> inpod_rules(const PodRedirectConfig& cfg, bool v6) {
     // All inbound plaintext TCP to ztunnel, except HBONE (15008), loopback
     // and ztunnel's own packets.
     add("nat", "ISTIO_PRERT",
-        {"!", "-d", loopback, "-p", "tcp", "!", "--dport", std::to_string(kInboundHbonePort),
-         "-m", "mark", "!", "--mark", mark, "-j", "REDIRECT", "--to-ports", in_port});
+        {"!", "-d", loopback, "-p", "tcp", "!", "--dport", std::to_string(kInboundHbonePort), "-m",
+         "mark", "!", "--mark", mark, "-j", "REDIRECT", "--to-ports", in_port});
   }
   add("mangle", "ISTIO_OUTPUT",
       {"-m", "connmark", "--mark", inpod, "-j", "CONNMARK", "--restore-mark", "--nfmask",
@@ -75,8 +75,8 @@ std::vector<IptRule> inpod_rules(const PodRedirectConfig& cfg, bool v6) {
         {"!", "-o", "lo", "-p", "udp", "-m", "mark", "!", "--mark", mark, "-m", "udp", "--dport",
          "53", "-j", "REDIRECT", "--to-port", dns_port});
     add("nat", "ISTIO_OUTPUT",
-        {"!", "-d", loopback, "-p", "tcp", "--dport", "53", "-m", "mark", "!", "--mark", mark,
-         "-j", "REDIRECT", "--to-ports", dns_port});
+        {"!", "-d", loopback, "-p", "tcp", "--dport", "53", "-m", "mark", "!", "--mark", mark, "-j",
+         "REDIRECT", "--to-ports", dns_port});
     // ztunnel's own DNS queries and the answers they get live in conntrack
     // zone 1, apart from the app's redirected flows.
     add("raw", "ISTIO_OUTPUT",

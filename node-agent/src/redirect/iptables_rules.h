@@ -10,9 +10,9 @@
 namespace ambient::redirect {
 
 struct IptRule {
-  std::string table;   // mangle, nat, raw
-  std::string verb;    // -A
-  std::string chain;   // PREROUTING, ISTIO_PRERT, ...
+  std::string table;  // mangle, nat, raw
+  std::string verb;   // -A
+  std::string chain;  // PREROUTING, ISTIO_PRERT, ...
   std::vector<std::string> params;
 };
 

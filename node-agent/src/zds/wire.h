@@ -22,9 +22,9 @@ Result<> send_message(int sock, const std::string& bytes, std::optional<int> pas
                       std::chrono::milliseconds timeout);
 
 struct Received {
-  std::string bytes;           // empty: the peer closed (EOF)
-  std::vector<UniqueFd> fds;   // every fd received, owned (never leaked)
-  bool truncated = false;      // MSG_TRUNC or MSG_CTRUNC
+  std::string bytes;          // empty: the peer closed (EOF)
+  std::vector<UniqueFd> fds;  // every fd received, owned (never leaked)
+  bool truncated = false;     // MSG_TRUNC or MSG_CTRUNC
 };
 
 // Waits at most `timeout` for one datagram; Errc::Timeout if none came.

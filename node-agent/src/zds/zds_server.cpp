@@ -61,8 +61,11 @@ pb::WorkloadRequest add_message(const Workload& w) {
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(UniqueFd sock, int stop_fd, std::chrono::milliseconds timeout, uint64_t id)
-      : sock_(std::move(sock)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
-        stop_fd_(stop_fd), timeout_(timeout), id_(id) {}
+      : sock_(std::move(sock)),
+        wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        stop_fd_(stop_fd),
+        timeout_(timeout),
+        id_(id) {}
 
   ~Connection() {
     if (thread_.joinable()) thread_.join();
@@ -141,7 +144,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       log::warn("zds conn {}: malformed hello", id_);
       return;
     }
-    if (h.version() != pb::V1) log::warn("zds conn {}: unexpected hello version {}", id_, h.version());
+    if (h.version() != pb::V1)
+      log::warn("zds conn {}: unexpected hello version {}", id_, h.version());
     log::info("zds conn {}: ztunnel connected, sending snapshot", id_);
 
     size_t sent = 0;
@@ -179,8 +183,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (fds[0].revents) {
         // Outside an exchange ztunnel only ever closes: data here is a bug.
         auto r = receive_message(sock_.get(), 0ms);
-        if (r && !r->bytes.empty()) log::warn("zds conn {}: ztunnel protocol error, unexpected message", id_);
-        else log::info("zds conn {}: ztunnel disconnected", id_);
+        if (r && !r->bytes.empty())
+          log::warn("zds conn {}: ztunnel protocol error, unexpected message", id_);
+        else
+          log::info("zds conn {}: ztunnel disconnected", id_);
         return;
       }
       if (fds[1].revents) {
@@ -288,9 +294,11 @@ void ZdsServer::accept_loop() {
     auto since = std::chrono::steady_clock::now() - last_accept;
     if (since < 200ms) {
       pollfd stop{stop_.get(), POLLIN, 0};
-      if (::poll(&stop, 1, static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                 200ms - since)
-                                                 .count())) > 0) {
+      if (::poll(
+              &stop, 1,
+              static_cast<int>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(200ms - since).count())) >
+          0) {
         return;
       }
     }
@@ -300,8 +308,8 @@ void ZdsServer::accept_loop() {
       log::warn("zds: accept failed: {}", std::strerror(errno));
       continue;
     }
-    auto conn = std::make_shared<Connection>(std::move(sock), stop_.get(), opts_.io_timeout,
-                                             next_id++);
+    auto conn =
+        std::make_shared<Connection>(std::move(sock), stop_.get(), opts_.io_timeout, next_id++);
     {
       std::lock_guard lk(mu_);
       // Reap finished connections so the list only holds live ones.
@@ -333,7 +341,8 @@ size_t ZdsServer::connected() const { return live_connections().size(); }
 Result<> ZdsServer::add(const Workload& w) {
   auto conns = live_connections();
   if (conns.empty()) {
-    return make_error(Errc::Unavailable, "no ztunnel connection (is ztunnel running on this node?)");
+    return make_error(Errc::Unavailable,
+                      "no ztunnel connection (is ztunnel running on this node?)");
   }
   auto fut = conns.back()->submit(add_message(w), w.netns);
   // Queued behind a snapshot in progress at worst; bounded all the same.
