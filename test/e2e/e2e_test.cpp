@@ -50,6 +50,15 @@ std::optional<json> find_record(SimNode& node, int port, const std::string& peer
   return std::nullopt;
 }
 
+// The emulator writes its state file after it acks, so state checks poll.
+bool eventually(const std::function<bool()>& pred) {
+  for (int i = 0; i < 200; ++i) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
 UniqueFd listen_in(const Pod& p, int port) {
   UniqueFd out;
   auto r = in_pod(p, [&]() -> Result<> {
@@ -193,11 +202,11 @@ TEST_CASE("ADD fails with a clear message when ztunnel is not connected, leaving
 TEST_CASE("DEL sends Del to ztunnel, which closes that pod's listeners", "[e2e]") {
   SimNode node;
   Pod a = node.must_add_pod("a", "ambient-demo");
-  CHECK(node.ztunnel_state()["workloads"].contains(a.uid));
+  CHECK(eventually([&] { return node.ztunnel_state()["workloads"].contains(a.uid); }));
   CHECK_THAT(in_pod_tcp(a, "127.0.0.1", 15001), Catch::Contains("port=15001"));
   auto d = node.del_pod(a);
   REQUIRE(d.ok);
-  CHECK_FALSE(node.ztunnel_state()["workloads"].contains(a.uid));
+  CHECK(eventually([&] { return !node.ztunnel_state()["workloads"].contains(a.uid); }));
   CHECK(node.ztunnel_state().value("dels", 0) >= 1);
   CHECK_FALSE(node.pod_has_our_rules(a));
   bool refused = false;
