@@ -92,6 +92,13 @@ Result<CommandResult> run_command(const CommandSpec& spec) {
     if (!overridden) env_store.push_back(std::move(kv));
   }
   for (const auto& o : spec.env) env_store.push_back(o);
+  if (spec.sandbox) {
+    // iptables >= 1.8.6 reads the lock path from here; older ones use this
+    // path anyway. Either way it is the private tmpfs mounted below.
+    std::erase_if(env_store,
+                  [](const std::string& kv) { return kv.rfind("XTABLES_LOCKFILE=", 0) == 0; });
+    env_store.push_back("XTABLES_LOCKFILE=/run/xtables.lock");
+  }
   std::vector<char*> envp;
   for (auto& e : env_store) envp.push_back(e.data());
   envp.push_back(nullptr);
