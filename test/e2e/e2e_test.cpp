@@ -279,7 +279,12 @@ TEST_CASE("bad inputs get clear errors and the agent keeps serving", "[e2e]") {
     CHECK(notns.status == 500);
     CHECK_THAT(notns.body, Catch::Contains("is not a network namespace"));
   }
-  // Whatever came before, the agent still enrolls pods.
+  // Whatever came before, the agent is ready and still enrolls pods.
+  std::string readyz = node.node_exec(
+      {"bash", "-c",
+       "exec 3<>/dev/tcp/127.0.0.1/8000; printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3; "
+       "head -n 1 <&3"});
+  CHECK_THAT(readyz, Catch::StartsWith("HTTP/1.1 200"));
   Pod a = node.must_add_pod("after", "ambient-demo");
   CHECK(node.pod_has_our_rules(a));
 }
