@@ -201,8 +201,12 @@ Emulator::StreamEnd Emulator::serve_connection(int sock) {
     } else {
       outcome = handle_datagram(std::move(received->bytes), std::move(received->fds));
     }
-    if (outcome.next == Next::Reconnect) log_error("failed to read message: " + outcome.ack_error);
+    if (outcome.next == Next::Reconnect)
+      log_error("read error, will reconnect: " + outcome.ack_error);
 
+    // State first: a test that saw the ack must find the state file
+    // already reflecting that message.
+    write_state();
     zdspb::WorkloadResponse response;
     response.mutable_ack()->set_error(outcome.ack_error);
     auto sent = zds::send_message(sock, response.SerializeAsString(), std::nullopt, kSendTimeout);
@@ -213,7 +217,6 @@ Emulator::StreamEnd Emulator::serve_connection(int sock) {
                                          : "sent nack error=" + json_quote(outcome.ack_error));
     }
     if (outcome.drain_after_ack) server_->remove(*outcome.drain_after_ack);
-    write_state();
     if (outcome.next == Next::Exit) return StreamEnd::ProtocolError;
     if (!sent || outcome.next == Next::Reconnect) return StreamEnd::Reconnect;
   }

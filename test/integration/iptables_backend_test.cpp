@@ -1,0 +1,148 @@
+// The iptables backend against a real, empty pod netns: install, verify,
+// idempotency, rollback on failure, removal without residue.
+#include <catch2/catch.hpp>
+
+#include <optional>
+#include <random>
+#include <sstream>
+
+#include "netns/netns.h"
+#include "process.h"
+#include "redirect/iptables_backend.h"
+
+using namespace ambient;
+using namespace ambient::redirect;
+
+namespace {
+
+// A uniquely named netns, deleted even when the test fails.
+class TestNetns {
+ public:
+  TestNetns() {
+    std::random_device rd;
+    name_ = "amb-it-" + std::to_string(rd() % 1000000);
+    REQUIRE(run_checked({.argv = {"ip", "netns", "add", name_}}));
+    REQUIRE(run_checked({.argv = {"ip", "netns", "exec", name_, "ip", "link", "set", "lo", "up"}}));
+    auto ns = netns::Netns::open("/var/run/netns/" + name_);
+    REQUIRE(ns);
+    ns_.emplace(std::move(*ns));
+  }
+  ~TestNetns() { (void)run_command({.argv = {"ip", "netns", "del", name_}}); }
+  const netns::Netns& ns() const { return *ns_; }
+  std::string exec(std::vector<std::string> argv) const {
+    argv.insert(argv.begin(), {"ip", "netns", "exec", name_});
+    auto r = run_checked({.argv = argv});
+    REQUIRE(r);
+    return r->out;
+  }
+
+ private:
+  std::string name_;
+  std::optional<netns::Netns> ns_;
+};
+
+size_t count(const std::string& hay, const std::string& needle) {
+  size_t n = 0;
+  for (auto p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
+  return n;
+}
+
+std::unique_ptr<IptablesBackend> backend() {
+  auto b = IptablesBackend::create({});
+  REQUIRE(b);
+  return std::move(*b);
+}
+
+}  // namespace
+
+TEST_CASE("iptables backend installs, verifies and removes without residue", "[iptables]") {
+  TestNetns pod;
+  auto b = backend();
+  PodRedirectConfig cfg{.dns_capture = true, .ipv6 = true};
+
+  auto before = b->verify(pod.ns(), cfg);
+  REQUIRE(before);
+  CHECK_FALSE(before->complete);
+
+  REQUIRE(b->install(pod.ns(), cfg));
+  auto after = b->verify(pod.ns(), cfg);
+  REQUIRE(after);
+  INFO((after->problems.empty() ? std::string() : after->problems.front()));
+  CHECK(after->complete);
+  CHECK_THAT(pod.exec({"ip", "rule"}), Catch::Contains("fwmark 0x111/0xfff lookup 100"));
+  CHECK_THAT(pod.exec({"ip", "-6", "rule"}), Catch::Contains("fwmark 0x111/0xfff lookup 100"));
+  CHECK_THAT(pod.exec({"ip", "route", "show", "table", "100"}),
+             Catch::Contains("local default dev lo"));
+  CHECK_THAT(pod.exec({"ip6tables-save"}), Catch::Contains("-j REDIRECT --to-ports 15001"));
+
+  SECTION("installing again changes nothing and never duplicates") {
+    std::string v4 = pod.exec({"iptables-save"});
+    REQUIRE(b->install(pod.ns(), cfg));
+    REQUIRE(b->install(pod.ns(), cfg));
+    CHECK(count(pod.exec({"iptables-save"}), "-A ") == count(v4, "-A "));
+    CHECK(count(pod.exec({"ip", "rule"}), "0x111/0xfff") == 1);
+  }
+  SECTION("a changed configuration is rebuilt, not stacked") {
+    PodRedirectConfig no_dns{.dns_capture = false, .ipv6 = true};
+    REQUIRE(b->install(pod.ns(), no_dns));
+    auto v = b->verify(pod.ns(), no_dns);
+    REQUIRE(v);
+    CHECK(v->complete);
+    std::string saved = pod.exec({"iptables-save"});
+    CHECK(saved.find("15053") == std::string::npos);
+    CHECK(count(saved, "-A ISTIO_OUTPUT") == 5);  // nat 4 (probe, 0x111, lo, 15001) + mangle 1
+  }
+  SECTION("a rule removed behind our back is found by verify and restored by install") {
+    pod.exec({"iptables", "-t", "nat", "-F", "ISTIO_OUTPUT"});
+    auto v = b->verify(pod.ns(), cfg);
+    REQUIRE(v);
+    CHECK_FALSE(v->complete);
+    REQUIRE(b->install(pod.ns(), cfg));
+    CHECK(b->verify(pod.ns(), cfg)->complete);
+  }
+
+  REQUIRE(b->remove(pod.ns(), cfg));
+  CHECK(pod.exec({"iptables-save"}).find("ISTIO") == std::string::npos);
+  CHECK(pod.exec({"ip6tables-save"}).find("ISTIO") == std::string::npos);
+  CHECK(pod.exec({"ip", "rule"}).find("0x111") == std::string::npos);
+  CHECK(pod.exec({"ip", "route", "show", "table", "100"}).empty());
+  REQUIRE(b->remove(pod.ns(), cfg));  // idempotent
+}
+
+TEST_CASE("a failure half-way through install leaves nothing behind", "[iptables]") {
+  TestNetns pod;
+  auto b = backend();
+  // v4 applies, then v6 fails on an interface name iptables rejects: the
+  // v4 rules that did go in must be taken out again.
+  PodRedirectConfig bad{.ipv6 = true};
+  bad.probe_snat_ipv6 = "not-an-address";
+  auto r = b->install(pod.ns(), bad);
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().describe(), Catch::Contains("ip6tables") && Catch::Contains("install"));
+  CHECK(pod.exec({"iptables-save"}).find("ISTIO") == std::string::npos);
+  CHECK(pod.exec({"ip6tables-save"}).find("ISTIO") == std::string::npos);
+  CHECK(pod.exec({"ip", "rule"}).find("0x111") == std::string::npos);
+}
+
+TEST_CASE("sandboxed commands get no NSS, a private /run and their own xtables lock", "[sandbox]") {
+  auto r = run_checked({.argv = {"sh", "-c",
+                                 "wc -c < /etc/nsswitch.conf; ls -A /run | wc -l; "
+                                 "echo \"$XTABLES_LOCKFILE\"; echo \"$PATH\""},
+                        .sandbox = true});
+  REQUIRE(r);
+  CHECK_THAT(r->err, !Catch::Contains("sandbox"));  // no fallback warning
+  std::istringstream out(r->out);
+  std::string nss, run_entries, lock, path;
+  std::getline(out, nss);
+  std::getline(out, run_entries);
+  std::getline(out, lock);
+  std::getline(out, path);
+  CHECK(nss == "0");          // /dev/null over nsswitch.conf
+  CHECK(run_entries == "0");  // a fresh tmpfs, not the host's /run
+  CHECK(lock == "/run/xtables.lock");
+  CHECK_FALSE(path.empty());  // the environment is kept (upstream dropped PATH)
+  // The host's view is untouched.
+  auto host = run_checked({.argv = {"sh", "-c", "wc -c < /etc/nsswitch.conf"}});
+  REQUIRE(host);
+  CHECK(host->out != "0\n");
+}
