@@ -2,19 +2,25 @@
 // with bridge + host-local + istio-cni, the real agent, the ztunnel
 // emulator binding real listeners inside the pods.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <future>
 #include <thread>
 
 #include "agent_client.h"
 #include "process.h"
 #include "sim_node.h"
 #include "unique_fd.h"
+#include "zds/wire.h"
 
 using namespace ambient;
 using namespace ambient::test;
@@ -287,4 +293,58 @@ TEST_CASE("bad inputs get clear errors and the agent keeps serving", "[e2e]") {
   CHECK_THAT(readyz, Catch::StartsWith("HTTP/1.1 200"));
   Pod a = node.must_add_pod("after", "ambient-demo");
   CHECK(node.pod_has_our_rules(a));
+}
+
+TEST_CASE("the ztunnel emulator exits on the protocol violations that make ztunnel exit",
+          "[e2e][emulator]") {
+  // Each violation after a normal snapshot: the NACK ztunnel sends, then exit 1.
+  struct Violation {
+    std::string name, bytes, message;
+    bool with_fd;
+  };
+  auto v = GENERATE(values<Violation>({
+      {"keep after snapshot", std::string("\x2a\x04\x0a\x02u1", 6),
+       "pod keep received after snapshot", false},
+      {"second snapshot", std::string("\x1a\x00", 2), "pod snapshot received already", false},
+      {"add without workload_info", std::string("\x0a\x04\x0a\x02u1", 6),
+       "workload_info is required but not present", true},
+  }));
+  INFO(v.name);
+  char tmpl[] = "/tmp/amb-emu-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  std::string sock = dir + "/z.sock";
+  UniqueFd listener(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, sock.c_str());
+  REQUIRE(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(listener.get(), 1) == 0);
+
+  auto emulator = std::async(std::launch::async, [&] {
+    return run_command({.argv = {std::string(AMBIENT_BIN_DIR) + "/ztunnel-emulator", "--uds", sock},
+                        .timeout = 10s});
+  });
+  pollfd p{listener.get(), POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 5000) == 1);
+  UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  auto hello = zds::receive_message(conn.get(), 5s);
+  REQUIRE(hello);
+  CHECK(hello->bytes == std::string("\x08\x01", 2));
+  REQUIRE(zds::send_message(conn.get(), std::string("\x1a\x00", 2), {}, 1s));
+  auto ack = zds::receive_message(conn.get(), 5s);
+  REQUIRE(ack);
+  CHECK(ack->bytes == std::string("\x0a\x00", 2));  // empty Ack: success
+
+  std::optional<int> fd;
+  UniqueFd self_ns(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (v.with_fd) fd = self_ns.get();
+  REQUIRE(zds::send_message(conn.get(), v.bytes, fd, 1s));
+  auto nack = zds::receive_message(conn.get(), 5s);
+  REQUIRE(nack);
+  CHECK_THAT(nack->bytes, Catch::Contains("failure to process message : ProtocolError(") &&
+                              Catch::Contains(v.message));
+  auto result = emulator.get();
+  REQUIRE(result);
+  CHECK(result->exit_code == 1);
+  std::filesystem::remove_all(dir);
 }
