@@ -201,8 +201,9 @@ Emulator::StreamEnd Emulator::serve_connection(int sock) {
     } else {
       outcome = handle_datagram(std::move(received->bytes), std::move(received->fds));
     }
-    if (outcome.next == Next::Reconnect)
+    if (outcome.next == Next::Reconnect) {
       log_error("read error, will reconnect: " + outcome.ack_error);
+    }
 
     // State first: a test that saw the ack must find the state file
     // already reflecting that message.
