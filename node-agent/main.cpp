@@ -11,6 +11,8 @@
 #include "agent.h"
 #include "config.h"
 #include "http_server.h"
+#include "k8s/controller.h"
+#include "k8s/kube_client.h"
 #include "log.h"
 #include "redirect/iptables_backend.h"
 #include "zds/zds_server.h"
@@ -57,12 +59,53 @@ int run(const agent::Config& cfg) {
     log::error("cannot set up the iptables backend: {}", backend.error().describe());
     return 1;
   }
-  agent::StandalonePolicy policy(cfg.enroll_namespaces, cfg.exclude_namespaces);
-  agent::Agent agent(cfg, **backend, policy);
+  agent::Agent agent(cfg, **backend);
 
-  auto zds = zds::ZdsServer::start({.socket_path = cfg.ztunnel_uds,
-                                    .io_timeout = std::chrono::milliseconds(cfg.zds_timeout_ms),
-                                    .snapshot = [&agent] { return agent.snapshot(); }});
+  // Standalone: a namespace list decides. Kubernetes: upstream's selectors
+  // over informer caches, plus the controller for running pods.
+  std::unique_ptr<agent::StandalonePolicy> standalone;
+  std::unique_ptr<k8s::KubeClient> kube;
+  std::unique_ptr<k8s::Controller> controller;
+  if (cfg.standalone()) {
+    standalone =
+        std::make_unique<agent::StandalonePolicy>(cfg.enroll_namespaces, cfg.exclude_namespaces);
+    agent.set_policy(standalone.get());
+    log::info("standalone mode: namespaces to enroll come from --enroll-namespaces");
+  } else {
+    auto kc = cfg.kubeconfig.empty()
+                  ? k8s::in_cluster_config([](const char* n) { return std::getenv(n); })
+                  : k8s::load_kubeconfig(cfg.kubeconfig);
+    if (!kc) {
+      log::error("cannot configure the Kubernetes client: {}", kc.error().describe());
+      return 1;
+    }
+    auto selectors = k8s::parse_selector_yaml(cfg.enablement_selector_yaml);
+    if (!selectors) {
+      log::error("{}", selectors.error().describe());
+      return 1;
+    }
+    if (selectors->empty()) log::warn("no enablement selectors: no pod will be enrolled");
+    // The host netns identity is read here: failing to, the /proc scan
+    // could claim the host's own netns for a pod.
+    auto proc = netns::real_proc_scan_deps(cfg.host_root + "/proc", cfg.host_netns);
+    if (!proc) {
+      log::error("cannot set up the /proc netns scan: {}", proc.error().describe());
+      return 1;
+    }
+    kube = std::make_unique<k8s::KubeClient>(std::move(*kc));
+    log::info("kubernetes mode: API server {}, node {}", kube->config().server, cfg.node_name);
+    controller = std::make_unique<k8s::Controller>(cfg, *kube, agent, std::move(*selectors),
+                                                   std::move(*proc));
+    agent.set_policy(controller.get());
+    agent.set_listener(controller.get());
+  }
+
+  auto zds =
+      zds::ZdsServer::start({.socket_path = cfg.ztunnel_uds,
+                             .io_timeout = std::chrono::milliseconds(cfg.zds_timeout_ms),
+                             .snapshot = [&agent] { return agent.snapshot(); },
+                             // In Kubernetes mode ztunnel waits until the pod cache is rebuilt.
+                             .accept_immediately = cfg.standalone()});
   if (!zds) {
     log::error("cannot start the ZDS server: {}", zds.error().describe());
     return 1;
@@ -114,14 +157,27 @@ int run(const agent::Config& cfg) {
     return 1;
   }
   std::thread io([&] { ioc.run(); });
-  ready = true;  // CNI socket and ZDS server are both up
-  log::info("ambient-agent ready: cni socket {}, zds {}, health :{}", sock_path, cfg.ztunnel_uds,
-            cfg.health_port);
+  // The CNI socket serves from here on (requests wait for the caches); the
+  // controller's start blocks until the caches synced and pods are rebuilt.
+  std::thread starter([&] {
+    if (controller && !controller->start()) return;
+    (*zds)->start_accepting();
+    ready = true;  // CNI socket, caches and ZDS server are all up
+    log::info("ambient-agent ready: cni socket {}, zds {}, health :{}", sock_path, cfg.ztunnel_uds,
+              cfg.health_port);
+  });
 
   int sig = 0;
   sigwait(&sigs, &sig);
   log::info("signal {}: shutting down (in-pod rules stay in place)", sig);
   ready = false;
+  if (controller) {
+    bool upgrade = controller->is_upgrade();
+    log::info("shutdown kind: {}",
+              upgrade ? "upgrade (leaving the plugin installed)" : "uninstall");
+    controller->stop();
+  }
+  starter.join();
   asio::post(ioc, [&] {
     cni_server->close();
     health_server->close();

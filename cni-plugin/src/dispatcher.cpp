@@ -279,15 +279,61 @@ class Plugin {
         ev.ips.push_back({.interface = ip.interface, .address = ip.address, .gateway = ip.gateway});
       }
     }
-    auto notified = notify(*conf, kCmdAddPath, encode_event(ev));
-    if (!notified) {
-      std::string msg =
-          "istio-cni cmdAdd failed to contact node Istio CNI agent: " + notified.error().describe();
+    auto reply = post(*conf, kCmdAddPath, encode_event(ev));
+    if (!reply) return agent_unreachable(*conf, *args, std::move(reply).error(), *result);
+    if (reply->status != 200) {
+      std::string msg = "istio-cni cmdAdd failed to contact node Istio CNI agent: " +
+                        status_error(*reply).describe();
       log_.log(Logger::Error, msg, pod);
       return fail({kErrInternal, msg, ""});
     }
     log_.log(Logger::Info, "pod enrolled or skipped by the node agent", pod);
     return finish_add(*result);
+  }
+
+  // The agent is down (restart, upgrade, crash loop). Decide as upstream's
+  // plugin does, through the API: pods that are not ambient must not stall
+  // on a missing agent; ambient pods fail closed, naming the agent.
+  int agent_unreachable(const PluginConf& conf, const CniArgs& args, Error agent_err,
+                        const std::string& result) {
+    const std::string pod = args.pod_namespace + "/" + args.pod_name;
+    const std::string agent_msg =
+        "istio-cni cmdAdd failed to contact node Istio CNI agent: " +
+        std::move(agent_err).with("failed to send event request").describe();
+    const std::string kubeconfig = run_dir(conf) + "/istio-cni-kubeconfig";
+    auto api = io_.kube_api ? io_.kube_api(kubeconfig) : [&]() -> Result<std::unique_ptr<KubeApi>> {
+      auto k = KubeconfigApi::load(kubeconfig);
+      if (!k) return std::move(k).error();
+      return std::unique_ptr<KubeApi>(std::move(*k));
+    }();
+    if (!api) {
+      return fail({kErrInternal,
+                   agent_msg + "; and failed to createNewK8sClient: " + api.error().describe(),
+                   ""});
+    }
+    auto selectors = k8s::parse_enablement_selectors(conf.enablement_selectors);
+    Result<bool> ambient =
+        selectors ? is_ambient_pod(**api, args.pod_namespace, args.pod_name, *selectors,
+                                   {.attempts = conf.enable_ambient_detection_retry ? 31 : 2,
+                                    .sleep = io_.sleep})
+                  : Result<bool>(std::move(selectors).error());
+    if (!ambient) {
+      if (conf.enable_ambient_detection_retry) {
+        return fail({kErrInternal, agent_msg + "; " + ambient.error().describe(), ""});
+      }
+      // Upstream falls through to the sidecar branch here: the pod starts.
+      log_.log(Logger::Warn,
+               "agent unreachable and ambient detection failed; treating the pod as not ambient: " +
+                   ambient.error().describe(),
+               pod);
+      return finish_add(result);
+    }
+    if (*ambient) {
+      log_.log(Logger::Error, agent_msg, pod);
+      return fail({kErrInternal, agent_msg, ""});
+    }
+    log_.log(Logger::Info, "agent unreachable; the pod is not ambient, letting it start", pod);
+    return finish_add(result);
   }
 
   int finish_add(const std::string& result) {
@@ -303,22 +349,23 @@ class Plugin {
     return 0;
   }
 
-  // POSTs an event and turns anything but 200 into an error carrying the
-  // agent's own text (upstream: "unable to push CNI event (status code N)").
-  Result<> notify(const PluginConf& conf, std::string_view target, const std::string& body) {
-    std::string run_dir =
-        conf.cni_agent_run_dir.empty() ? "/var/run/istio-cni" : conf.cni_agent_run_dir;
-    std::string sock = run_dir + "/" + std::string(kPluginEventSocket);
-    auto reply = agent_.post(sock, target, body,
-                             std::chrono::duration_cast<std::chrono::milliseconds>(kAgentTimeout));
-    if (!reply) return std::move(reply).error().with("failed to send event request");
-    if (reply->status != 200) {
-      std::string text = reply->body;
-      while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-      return make_error(Errc::Unavailable, "unable to push CNI event (status code " +
-                                               std::to_string(reply->status) + "): " + text);
-    }
-    return {};
+  static std::string run_dir(const PluginConf& conf) {
+    return conf.cni_agent_run_dir.empty() ? "/var/run/istio-cni" : conf.cni_agent_run_dir;
+  }
+
+  // One POST to the agent; transport failures are errors, any answer is not.
+  Result<HttpReply> post(const PluginConf& conf, std::string_view target, const std::string& body) {
+    std::string sock = run_dir(conf) + "/" + std::string(kPluginEventSocket);
+    return agent_.post(sock, target, body,
+                       std::chrono::duration_cast<std::chrono::milliseconds>(kAgentTimeout));
+  }
+
+  // Upstream's wording: "unable to push CNI event (status code N): <body>".
+  static Error status_error(const HttpReply& reply) {
+    std::string text = reply.body;
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    return make_error(Errc::Unavailable, "unable to push CNI event (status code " +
+                                             std::to_string(reply.status) + "): " + text);
   }
 
   // DEL never fails once the configuration is valid (CNI spec): the agent
@@ -341,9 +388,11 @@ class Plugin {
                 .pod_uid = args->pod_uid,
                 .container_id = env_.container_id,
                 .ifname = env_.ifname};
-    if (auto r = notify(*conf, kCmdDelPath, encode_event(ev)); !r) {
+    auto r = post(*conf, kCmdDelPath, encode_event(ev));
+    if (!r || r->status != 200) {
       log_.log(Logger::Warn,
-               "could not tell the node agent about DEL (ignored): " + r.error().describe(),
+               "could not tell the node agent about DEL (ignored): " +
+                   (r ? status_error(*r).describe() : r.error().describe()),
                args->pod_namespace + "/" + args->pod_name);
     }
     return 0;

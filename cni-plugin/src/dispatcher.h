@@ -9,6 +9,7 @@
 #include <string>
 
 #include "agent_client.h"
+#include "kube_fallback.h"
 
 namespace ambient::cni {
 
@@ -22,6 +23,10 @@ struct PluginIo {
   // Inode identity of the plugin's own netns ("dev:ino"), for the code-8
   // check; empty disables it.
   std::function<std::string(const std::string& path)> netns_identity;
+  // The API client for the fallback decision when the agent is unreachable;
+  // unset = KubeconfigApi from <run dir>/istio-cni-kubeconfig.
+  std::function<Result<std::unique_ptr<KubeApi>>(const std::string& kubeconfig)> kube_api;
+  std::function<void(std::chrono::milliseconds)> sleep;  // unset = real sleep
 };
 
 // CNI error codes (containernetworking/cni pkg/types).

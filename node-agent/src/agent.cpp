@@ -7,14 +7,20 @@
 
 namespace ambient::agent {
 
-bool StandalonePolicy::should_enroll(const cni::CniEvent& ev) const {
+Result<std::optional<PodIdentity>> StandalonePolicy::decide(const cni::CniEvent& ev) const {
   if (std::find(exclude_.begin(), exclude_.end(), ev.pod_namespace) != exclude_.end()) {
-    return false;
+    return std::optional<PodIdentity>();
   }
   for (const auto& ns : enroll_) {
-    if (ns == "*" || ns == ev.pod_namespace) return true;
+    if (ns == "*" || ns == ev.pod_namespace) {
+      // Without Kubernetes there is no service account to read: ztunnel
+      // matches workloads by name and namespace and gets "default".
+      return std::optional<PodIdentity>(PodIdentity{
+          .uid = pod_key(ev),
+          .info = {.name = ev.pod_name, .ns = ev.pod_namespace, .service_account = "default"}});
+    }
   }
-  return false;
+  return std::optional<PodIdentity>();
 }
 
 void PodCache::upsert(EnrolledPod p) {
@@ -71,18 +77,26 @@ Result<> Agent::cmd_add(const cni::CniEvent& ev) {
   if (ev.pod_name.empty() || ev.pod_namespace.empty()) {
     return make_error(Errc::InvalidArgument, "event has no pod name or namespace");
   }
-  if (!policy_.should_enroll(ev)) {
+  if (!policy_) return make_error(Errc::Unavailable, "agent is starting: no enrollment policy yet");
+  AMBIENT_ASSIGN_OR_RETURN(auto identity, policy_->decide(ev));
+  if (!identity) {
     log::info("pod {}: not selected for ambient, no redirection", pod);
     return {};
   }
-  const std::string uid = pod_key(ev);
-  std::lock_guard lk(pod_lock(uid));
-
   const std::string path = cfg_.host_root + ev.netns;
   auto opened = netns::Netns::open(path);
   if (!opened) return std::move(opened).error().with("pod " + pod + ": open netns");
-  auto ns = std::make_shared<const netns::Netns>(std::move(*opened));
+  return add_pod(*identity, std::make_shared<const netns::Netns>(std::move(*opened)));
+}
 
+Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
+  const std::string pod = id.name();
+  std::lock_guard lk(pod_lock(id.uid));
+  if (auto e = cache_.get(id.uid); e && e->workload.netns &&
+                                   e->workload.netns->inode() == ns->inode() &&
+                                   e->workload.netns->device() == ns->device()) {
+    return {};  // already enrolled in this very netns (e.g. CNI and informer both saw it)
+  }
   // Refuse before touching the pod: rules without a ztunnel behind them
   // would black-hole its traffic.
   if (!zds_ || !zds_->has_connection()) {
@@ -93,10 +107,7 @@ Result<> Agent::cmd_add(const cni::CniEvent& ev) {
   if (auto r = backend_.install(*ns, rcfg); !r) {
     return std::move(r).error().with("pod " + pod);
   }
-  zds::Workload w{
-      .uid = uid,
-      .info = {.name = ev.pod_name, .ns = ev.pod_namespace, .service_account = "default"},
-      .netns = ns};
+  zds::Workload w{.uid = id.uid, .info = id.info, .netns = ns};
   if (auto r = zds_->add(w); !r) {
     if (auto undo = backend_.remove(*ns, rcfg); !undo) {
       log::error("pod {}: rolling back rules after a failed ztunnel add: {}", pod,
@@ -105,31 +116,50 @@ Result<> Agent::cmd_add(const cni::CniEvent& ev) {
     return std::move(r).error().with("pod " + pod + ": hand netns to ztunnel");
   }
   cache_.upsert({.workload = std::move(w), .redirect = rcfg});
-  log::info("pod {}: enrolled (netns {}, backend {})", pod, path, backend_.name());
+  log::info("pod {}: enrolled (netns {}, backend {})", pod, ns->path(), backend_.name());
+  if (listener_) listener_->enrolled(id);
   return {};
 }
 
-Result<> Agent::cmd_del(const cni::CniEvent& ev) {
-  const std::string pod = ev.pod_namespace + "/" + ev.pod_name;
-  const std::string uid = pod_key(ev);
+Result<> Agent::adopt_pod(const PodIdentity& id, const netns::NetnsRef& ns, bool reconcile_rules) {
+  std::lock_guard lk(pod_lock(id.uid));
+  const auto rcfg = redirect_config();
+  Result<> r;
+  if (ns && reconcile_rules) r = backend_.install(*ns, rcfg).context("pod " + id.name());
+  cache_.upsert({.workload = {.uid = id.uid, .info = id.info, .netns = ns}, .redirect = rcfg});
+  return r;
+}
+
+Result<> Agent::remove_pod(const std::string& uid, bool netns_going_away) {
   std::lock_guard lk(pod_lock(uid));
   auto entry = cache_.get(uid);
   if (!entry) return {};  // never enrolled, or already removed
+  const std::string pod = entry->workload.info.ns + "/" + entry->workload.info.name;
   std::string errors;
-  // The netns usually still exists at CNI DEL; if it is gone there is
-  // nothing left to clean inside it.
-  if (auto r = backend_.remove(*entry->workload.netns, entry->redirect); !r) {
-    errors = r.error().describe();
+  if (!netns_going_away && entry->workload.netns) {
+    if (auto r = backend_.remove(*entry->workload.netns, entry->redirect); !r) {
+      errors = r.error().describe();
+    }
   }
   if (zds_) {
     if (auto r = zds_->del(uid); !r) {
       errors += (errors.empty() ? "" : "; ") + r.error().describe();
     }
   }
+  if (!errors.empty()) {
+    // Kept in the cache so a retry can still reach the netns (upstream
+    // forgets it first and then cannot clean up on retry).
+    return make_error(Errc::Internal, "pod " + pod + ": remove: " + errors);
+  }
   (void)cache_.take(uid);
-  if (!errors.empty()) return make_error(Errc::Internal, "pod " + pod + ": remove: " + errors);
   log::info("pod {}: removed from the mesh", pod);
   return {};
+}
+
+Result<> Agent::cmd_del(const cni::CniEvent& ev) {
+  // At CNI DEL the netns usually still exists; clean it anyway so a reused
+  // netns never keeps our rules.
+  return remove_pod(pod_key(ev), false);
 }
 
 http::Response Agent::handle_cni(const http::Request& req) {

@@ -20,21 +20,38 @@
 
 namespace ambient::agent {
 
-// Who gets enrolled. Standalone: by namespace, from a flag (no Kubernetes).
+// What ztunnel and our cache know a pod by.
+struct PodIdentity {
+  std::string uid;
+  zds::WorkloadInfo info;
+  std::string name() const { return info.ns + "/" + info.name; }
+};
+
+// Who gets enrolled on the CNI path. Standalone: by namespace, from a flag
+// (no Kubernetes). Kubernetes: upstream's selectors over the informer cache.
 class EnrollmentPolicy {
  public:
   virtual ~EnrollmentPolicy() = default;
-  virtual bool should_enroll(const cni::CniEvent& ev) const = 0;
+  // nullopt: not to be enrolled (200, no rules). An error: cannot decide.
+  virtual Result<std::optional<PodIdentity>> decide(const cni::CniEvent& ev) const = 0;
 };
 
 class StandalonePolicy : public EnrollmentPolicy {
  public:
   StandalonePolicy(std::vector<std::string> enroll, std::vector<std::string> exclude)
       : enroll_(std::move(enroll)), exclude_(std::move(exclude)) {}
-  bool should_enroll(const cni::CniEvent& ev) const override;
+  Result<std::optional<PodIdentity>> decide(const cni::CniEvent& ev) const override;
 
  private:
   std::vector<std::string> enroll_, exclude_;
+};
+
+// Told when a pod's enrollment changes (the Kubernetes controller writes
+// the redirection annotation from here, off the CNI path).
+class EnrollmentListener {
+ public:
+  virtual ~EnrollmentListener() = default;
+  virtual void enrolled(const PodIdentity& pod) = 0;
 };
 
 struct EnrolledPod {
@@ -62,16 +79,30 @@ struct Metrics {
 
 class Agent {
  public:
-  Agent(const Config& cfg, redirect::RedirectBackend& backend, const EnrollmentPolicy& policy)
-      : cfg_(cfg), backend_(backend), policy_(policy) {}
+  Agent(const Config& cfg, redirect::RedirectBackend& backend) : cfg_(cfg), backend_(backend) {}
+
+  // Must be set before the CNI socket serves requests.
+  void set_policy(const EnrollmentPolicy* p) { policy_ = p; }
 
   void set_zds(zds::ZdsServer* zds) { zds_ = zds; }
+  void set_listener(EnrollmentListener* l) { listener_ = l; }
 
   // HTTP handler for the plugin's socket (/cmdadd, /cmddel).
   http::Response handle_cni(const http::Request& req);
 
   Result<> cmd_add(const cni::CniEvent& ev);
   Result<> cmd_del(const cni::CniEvent& ev);
+
+  // The shared add pipeline: install redirection in `ns`, hand it to
+  // ztunnel, remember the pod. On failure nothing of ours stays in `ns`.
+  Result<> add_pod(const PodIdentity& pod, const netns::NetnsRef& ns);
+  // Forgets the pod and tells ztunnel. The in-pod rules are removed unless
+  // the netns is going away anyway (pod deleted or terminal).
+  Result<> remove_pod(const std::string& uid, bool netns_going_away);
+  // Startup: re-adopt a pod enrolled by an earlier run (netns may be
+  // unknown: ztunnel then gets Keep). Rules are reconciled when known.
+  Result<> adopt_pod(const PodIdentity& pod, const netns::NetnsRef& ns, bool reconcile_rules);
+  bool is_enrolled(const std::string& uid) const { return cache_.get(uid).has_value(); }
 
   std::vector<zds::Workload> snapshot() const { return cache_.workloads(); }
   const PodCache& cache() const { return cache_; }
@@ -83,8 +114,9 @@ class Agent {
 
   const Config& cfg_;
   redirect::RedirectBackend& backend_;
-  const EnrollmentPolicy& policy_;
+  const EnrollmentPolicy* policy_ = nullptr;
   zds::ZdsServer* zds_ = nullptr;
+  EnrollmentListener* listener_ = nullptr;
   PodCache cache_;
   Metrics metrics_;
   // Serialises work on one pod (a retried ADD racing a DEL) without

@@ -31,13 +31,47 @@ const std::vector<Option>& options() {
        "prefix for host paths such as the pod netns (upstream's DaemonSet uses /host); "
        "default empty, for an agent running directly on the host",
        [](Config& c) -> void* { return &c.host_root; }},
+      {"host-netns", "AMBIENT_HOST_NETNS", Kind::String,
+       "the node's network namespace, never taken for a pod's by the /proc scan; default "
+       "<host root>/proc/1/ns/net (use /proc/self/ns/net where pid 1 is not readable and the "
+       "agent shares the node's netns)",
+       [](Config& c) -> void* { return &c.host_netns; }},
       {"exclude-namespaces", "EXCLUDE_NAMESPACES", Kind::List,
        "comma-separated namespaces never enrolled; items trimmed, empty items dropped",
        [](Config& c) -> void* { return &c.exclude_namespaces; }},
       {"enroll-namespaces", "AMBIENT_ENROLL_NAMESPACES", Kind::List,
-       "standalone enrollment policy (no Kubernetes): comma-separated namespaces whose pods "
-       "are enrolled, or * for all; required",
+       "standalone mode (no Kubernetes): comma-separated namespaces whose pods are enrolled, "
+       "or * for all; when empty the agent runs in Kubernetes mode",
        [](Config& c) -> void* { return &c.enroll_namespaces; }},
+      {"kubeconfig", "KUBECONFIG", Kind::String,
+       "Kubernetes mode: kubeconfig to use; empty = the in-cluster service account "
+       "(KUBERNETES_SERVICE_HOST/PORT and its token, re-read when it rotates)",
+       [](Config& c) -> void* { return &c.kubeconfig; }},
+      {"node-name", "NODE_NAME", Kind::String,
+       "Kubernetes mode: this node's name; only its pods are watched (required)",
+       [](Config& c) -> void* { return &c.node_name; }},
+      {"pod-namespace", "POD_NAMESPACE", Kind::String,
+       "namespace of the agent's own DaemonSet (upgrade detection at shutdown)",
+       [](Config& c) -> void* { return &c.pod_namespace; }},
+      {"pod-name", "POD_NAME", Kind::String, "the agent's own pod name (logs)",
+       [](Config& c) -> void* { return &c.pod_name; }},
+      {"system-namespace", "SYSTEM_NAMESPACE", Kind::String,
+       "namespace of ztunnel's pods, which are never enrolled; default istio-system",
+       [](Config& c) -> void* { return &c.system_namespace; }},
+      {"ambient-enablement-selector", "AMBIENT_ENABLEMENT_SELECTOR", Kind::String,
+       "YAML list of {podSelector, namespaceSelector}: the pods to enroll (upstream's chart "
+       "value ambient.enablementSelectors); empty = no pod is enrolled",
+       [](Config& c) -> void* { return &c.enablement_selector_yaml; }},
+      {"ambient-reconcile-pod-rules-on-startup", "AMBIENT_RECONCILE_POD_RULES_ON_STARTUP",
+       Kind::Bool,
+       "re-check every enrolled pod's rules at startup, adding what is missing; default true",
+       [](Config& c) -> void* { return &c.reconcile_on_startup; }},
+      {"ambient-disable-safe-upgrade", "AMBIENT_DISABLE_SAFE_UPGRADE", Kind::Bool,
+       "treat every shutdown as an uninstall; default false",
+       [](Config& c) -> void* { return &c.disable_safe_upgrade; }},
+      {"istio-owned-cni-config", "ISTIO_OWNED_CNI_CONFIG", Kind::Bool,
+       "upgrade detection defaults to 'upgrade' and retries twice; default false",
+       [](Config& c) -> void* { return &c.istio_owned_cni_config; }},
       {"ambient-dns-capture", "AMBIENT_DNS_CAPTURE", Kind::Bool,
        "redirect pod DNS (udp/tcp 53) to ztunnel's 15053; default false",
        [](Config& c) -> void* { return &c.dns_capture; }},
@@ -199,9 +233,17 @@ Result<ParseOutcome> parse_config(int argc, const char* const* argv,
                                                  c.force_iptables_binary + "\"");
   }
   if (c.enroll_namespaces.empty()) {
-    return make_error(Errc::InvalidArgument,
-                      "no enrollment policy: set --enroll-namespaces (AMBIENT_ENROLL_NAMESPACES) "
-                      "to the namespaces to enroll, or * for all");
+    const char* host = getenv("KUBERNETES_SERVICE_HOST");
+    if (c.kubeconfig.empty() && (!host || !*host)) {
+      return make_error(Errc::InvalidArgument,
+                        "no enrollment source: set --enroll-namespaces "
+                        "(AMBIENT_ENROLL_NAMESPACES) for standalone mode, or --kubeconfig "
+                        "(KUBECONFIG) / run in a cluster for Kubernetes mode");
+    }
+    if (c.node_name.empty()) {
+      return make_error(Errc::InvalidArgument,
+                        "Kubernetes mode needs NODE_NAME (--node-name) to watch this node's pods");
+    }
   }
   return out;
 }

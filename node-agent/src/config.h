@@ -15,7 +15,8 @@ namespace ambient::agent {
 struct Config {
   std::string run_dir = "/var/run/istio-cni";
   std::string ztunnel_uds = "/var/run/ztunnel/ztunnel.sock";
-  std::string host_root;  // "" on the host; "/host" in upstream's DaemonSet layout
+  std::string host_root;   // "" on the host; "/host" in upstream's DaemonSet layout
+  std::string host_netns;  // "" = <host root>/proc/1/ns/net
   std::vector<std::string> exclude_namespaces;
   std::vector<std::string> enroll_namespaces;  // standalone policy; "*" = all
   bool dns_capture = false;
@@ -28,6 +29,18 @@ struct Config {
   int monitoring_port = 15014;
   std::string log_level = "info";
   int zds_timeout_ms = 5000;
+  // Kubernetes mode (when no standalone policy is given).
+  std::string kubeconfig;  // empty: in-cluster service account
+  std::string node_name;
+  std::string pod_namespace;
+  std::string pod_name;
+  std::string system_namespace = "istio-system";
+  std::string enablement_selector_yaml;
+  bool reconcile_on_startup = true;
+  bool disable_safe_upgrade = false;
+  bool istio_owned_cni_config = false;
+
+  bool standalone() const { return !enroll_namespaces.empty(); }
 };
 
 struct ParseOutcome {

@@ -47,7 +47,23 @@ std::map<std::string, std::string> add_env() {
       {"CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=web-1;K8S_POD_UID=u-1"}};
 }
 
-Run run(std::map<std::string, std::string> env, const std::string& in, FakeAgent& agent) {
+// The API server as the plugin's fallback sees it.
+class FakeKube : public KubeApi {
+ public:
+  std::map<std::string, HttpReply> objects;  // path -> reply
+  std::vector<std::string> gets;
+  Result<HttpReply> get(const std::string& path) override {
+    gets.push_back(path);
+    auto it = objects.find(path);
+    if (it == objects.end()) {
+      return HttpReply{404, R"({"kind":"Status","code":404,"message":"not found"})"};
+    }
+    return it->second;
+  }
+};
+
+Run run(std::map<std::string, std::string> env, const std::string& in, FakeAgent& agent,
+        FakeKube* kube = nullptr) {
   std::ostringstream out, err;
   PluginIo io{.getenv = [&](const char* n) -> std::optional<std::string> {
                 auto it = env.find(n);
@@ -57,7 +73,17 @@ Run run(std::map<std::string, std::string> env, const std::string& in, FakeAgent
               .stdin_data = in,
               .out = out,
               .err = err,
-              .netns_identity = {}};
+              .netns_identity = {},
+              .kube_api = [&](const std::string&) -> Result<std::unique_ptr<KubeApi>> {
+                if (!kube) return make_error(Errc::NotFound, "no kubeconfig in this test");
+                struct Borrowed : KubeApi {
+                  FakeKube* k;
+                  explicit Borrowed(FakeKube* f) : k(f) {}
+                  Result<HttpReply> get(const std::string& p) override { return k->get(p); }
+                };
+                return std::unique_ptr<KubeApi>(new Borrowed(kube));
+              },
+              .sleep = [](std::chrono::milliseconds) {}};
   int rc = run_plugin(io, agent);
   return {rc, out.str(), err.str()};
 }
@@ -349,4 +375,63 @@ TEST_CASE("DEL tells the agent but never fails on its answer", "[plugin][agent]"
   CHECK(agent.calls[0].target == "/cmddel");
   agent.reply = make_error(Errc::Unavailable, "agent down");
   CHECK(run(env, conf("1.0.0"), agent).rc == 0);
+}
+
+TEST_CASE("with the agent unreachable, the plugin decides through the API server",
+          "[plugin][fallback]") {
+  FakeAgent agent;
+  agent.reply =
+      make_error(Errc::Unavailable, "dial unix /run/x/pluginevent.sock: connect: refused");
+  FakeKube kube;
+  const std::string selectors =
+      R"("enablement_selectors":[{"podSelector":{"matchLabels":{"istio.io/dataplane-mode":"ambient"}}},)"
+      R"({"namespaceSelector":{"matchLabels":{"istio.io/dataplane-mode":"ambient"}},)"
+      R"("podSelector":{"matchExpressions":[{"key":"istio.io/dataplane-mode","operator":"NotIn","values":["none"]}]}}])";
+  kube.objects["/api/v1/namespaces/demo/pods/web-1"] =
+      HttpReply{200, R"({"metadata":{"name":"web-1","namespace":"demo"}})"};
+  SECTION("an ambient pod fails closed, naming the agent") {
+    kube.objects["/api/v1/namespaces/demo"] = HttpReply{
+        200, R"({"metadata":{"name":"demo","labels":{"istio.io/dataplane-mode":"ambient"}}})"};
+    auto r = run(add_env(), conf("1.0.0", selectors), agent, &kube);
+    CHECK(r.rc == 1);
+    CHECK_THAT(r.out_json()["msg"].get<std::string>(),
+               Catch::StartsWith("istio-cni cmdAdd failed to contact node Istio CNI agent") &&
+                   Catch::Contains("pluginevent.sock"));
+    CHECK(kube.gets.size() == 2);
+  }
+  SECTION("a pod that is not ambient starts") {
+    kube.objects["/api/v1/namespaces/demo"] = HttpReply{200, R"({"metadata":{"name":"demo"}})"};
+    auto r = run(add_env(), conf("1.0.0", selectors), agent, &kube);
+    CHECK(r.rc == 0);
+    CHECK(r.out_json()["ips"].size() == 2);
+  }
+  SECTION("API errors: two attempts, then the pod counts as not ambient") {
+    auto r = run(add_env(), conf("1.0.0", selectors), agent, &kube);
+    CHECK(r.rc == 0);
+    CHECK(kube.gets.size() == 4);  // pod + namespace (missing), twice
+  }
+  SECTION("API errors with enable_ambient_detection_retry: 31 attempts, then fail") {
+    auto r = run(add_env(), conf("1.0.0", selectors + R"(,"enable_ambient_detection_retry":true)"),
+                 agent, &kube);
+    CHECK(r.rc == 1);
+    CHECK(kube.gets.size() == 62);  // pod + namespace (missing), 31 times
+    CHECK_THAT(r.out_json()["msg"].get<std::string>(), Catch::Contains("31 attempts"));
+  }
+  SECTION("no kubeconfig: the ADD fails, saying both") {
+    auto r = run(add_env(), conf("1.0.0", selectors), agent, nullptr);
+    CHECK(r.rc == 1);
+    CHECK_THAT(r.out_json()["msg"].get<std::string>(),
+               Catch::Contains("failed to contact node Istio CNI agent") &&
+                   Catch::Contains("createNewK8sClient"));
+  }
+}
+
+TEST_CASE("while the agent answers, the plugin makes no API call", "[plugin][fallback]") {
+  FakeAgent agent;
+  FakeKube kube;
+  agent.reply = HttpReply{500, "pod demo/web-1: no ztunnel connection\n"};
+  CHECK(run(add_env(), conf("1.0.0"), agent, &kube).rc == 1);
+  agent.reply = HttpReply{200, ""};
+  CHECK(run(add_env(), conf("1.0.0"), agent, &kube).rc == 0);
+  CHECK(kube.gets.empty());
 }

@@ -31,6 +31,12 @@ Result<Netns> Netns::open(const std::string& path) {
   return Netns(std::move(fd), path, st.st_dev, st.st_ino);
 }
 
+Result<Netns> Netns::from_fd_for_test(UniqueFd fd, std::string path) {
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return sys_error("fstat " + path);
+  return Netns(std::move(fd), std::move(path), st.st_dev, st.st_ino);
+}
+
 Result<> run_in_netns(const Netns& ns, const std::function<Result<>()>& fn) {
   Result<> out;
   std::thread worker([&] {

@@ -21,6 +21,9 @@ class Netns {
   // CLONE_NEWNET). A plain file, a directory or another namespace type is
   // rejected with a message naming the path.
   static Result<Netns> open(const std::string& path);
+  // Test-only: wraps any open fd (e.g. a plain file standing in for a netns
+  // in a fake /proc) without the nsfs check; dev and inode come from fstat.
+  static Result<Netns> from_fd_for_test(UniqueFd fd, std::string path);
 
   int fd() const { return fd_.get(); }
   ino_t inode() const { return ino_; }

@@ -259,6 +259,9 @@ Result<std::unique_ptr<ZdsServer>> ZdsServer::start(Options opts) {
   if (::listen(s->listener_.get(), 128) != 0) return sys_error("listen " + path);
   s->stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!s->stop_.valid()) return sys_error("eventfd");
+  s->go_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->go_.valid()) return sys_error("eventfd");
+  if (s->opts_.accept_immediately) s->start_accepting();
   s->accept_thread_ = std::thread([p = s.get()] { p->accept_loop(); });
   log::info("zds: listening on {}", path);
   return s;
@@ -278,7 +281,19 @@ ZdsServer::~ZdsServer() {
   ::unlink(opts_.socket_path.c_str());
 }
 
+void ZdsServer::start_accepting() {
+  uint64_t one = 1;
+  ssize_t n = ::write(go_.get(), &one, sizeof one);
+  (void)n;
+}
+
 void ZdsServer::accept_loop() {
+  // Connections queue in the backlog until we may take them.
+  pollfd gate[2] = {{go_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+  while (::poll(gate, 2, -1) < 0 && errno == EINTR) {
+  }
+  if (gate[1].revents) return;
+  log::info("zds: accepting ztunnel connections");
   uint64_t next_id = 1;
   auto last_accept = std::chrono::steady_clock::now() - 1s;
   for (;;) {

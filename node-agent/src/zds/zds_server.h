@@ -43,6 +43,10 @@ class ZdsServer {
     std::chrono::milliseconds io_timeout{5000};  // per send and per ack
     // The current set of enrolled pods, for each new connection's snapshot.
     std::function<std::vector<Workload>()> snapshot;
+    // False: bind now, accept only after start_accepting(). Used at startup
+    // so ztunnel never gets a snapshot before the pod cache is rebuilt (an
+    // empty snapshot would drain every workload on the node).
+    bool accept_immediately = true;
   };
 
   // Binds and listens (removing a stale socket file) and starts accepting.
@@ -58,6 +62,8 @@ class ZdsServer {
   // (ztunnel drops the pod at its next snapshot).
   Result<> del(const std::string& uid);
 
+  void start_accepting();
+
   size_t connected() const;
   bool has_connection() const { return connected() > 0; }
 
@@ -69,6 +75,7 @@ class ZdsServer {
   Options opts_;
   UniqueFd listener_;
   UniqueFd stop_;  // eventfd: wakes the accept loop and connections at shutdown
+  UniqueFd go_;    // eventfd: accepting may begin
   std::thread accept_thread_;
   mutable std::mutex mu_;
   std::list<std::shared_ptr<Connection>> conns_;  // oldest first

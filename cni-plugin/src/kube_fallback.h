@@ -1,0 +1,48 @@
+// The plugin's own ambient decision, used only when the node agent cannot
+// be reached (restart, upgrade, crash loop): upstream's isAmbientPod — GET
+// the pod and its namespace with the installer's kubeconfig and apply the
+// enablement selectors — so pods that are not ambient still start while
+// ambient ones fail closed. While the agent answers, no API call is made.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "agent_client.h"
+#include "enablement.h"
+#include "result.h"
+
+namespace ambient::cni {
+
+class KubeApi {
+ public:
+  virtual ~KubeApi() = default;
+  // GET an API path; transport failures are errors, HTTP statuses are not.
+  virtual Result<HttpReply> get(const std::string& path) = 0;
+};
+
+// HTTPS (OpenSSL through Boost.Asio, linked statically into the plugin)
+// with the CA, token or client certificate of a kubeconfig file.
+class KubeconfigApi : public KubeApi {
+ public:
+  static Result<std::unique_ptr<KubeconfigApi>> load(const std::string& path);
+  Result<HttpReply> get(const std::string& path) override;
+
+ private:
+  std::string host_, port_, ca_pem_, token_, cert_pem_, key_pem_;
+  bool insecure_ = false;
+};
+
+struct DetectionOptions {
+  int attempts = 2;  // 31 with enable_ambient_detection_retry
+  std::chrono::milliseconds backoff{1000};
+  std::function<void(std::chrono::milliseconds)> sleep;  // injectable for tests
+};
+
+// true: ambient. An error: the pod or namespace could not be read.
+Result<bool> is_ambient_pod(KubeApi& api, const std::string& ns, const std::string& name,
+                            const std::vector<k8s::EnablementSelector>& selectors,
+                            const DetectionOptions& opts);
+
+}  // namespace ambient::cni

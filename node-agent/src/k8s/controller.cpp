@@ -1,0 +1,406 @@
+#include "k8s/controller.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+
+#include "log.h"
+
+namespace ambient::k8s {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string meta(const json::Json& obj, const char* key) {
+  const auto* md = json::find(obj, "metadata");
+  if (!md) return "";
+  const auto* v = json::find(*md, key);
+  return v && v->is_string() ? v->get<std::string>() : "";
+}
+
+std::string annotation(const json::Json& pod) {
+  auto a = annotations_of(pod);
+  auto it = a.find(std::string(kRedirectionAnnotation));
+  return it == a.end() ? "" : it->second;
+}
+
+std::vector<IpAddress> pod_ips(const json::Json& pod) {
+  std::vector<IpAddress> out;
+  const auto* status = json::find(pod, "status");
+  if (!status) return out;
+  if (const auto* ips = json::find(*status, "podIPs"); ips && ips->is_array()) {
+    for (const auto& e : *ips) {
+      if (const auto* ip = json::find(e, "ip"); ip && ip->is_string()) {
+        if (auto a = IpAddress::parse(ip->get<std::string>())) out.push_back(a->unmapped());
+      }
+    }
+  }
+  if (out.empty()) {
+    if (const auto* ip = json::find(*status, "podIP"); ip && ip->is_string()) {
+      if (auto a = IpAddress::parse(ip->get<std::string>())) out.push_back(a->unmapped());
+    }
+  }
+  return out;
+}
+
+agent::PodIdentity identity_of(const json::Json& pod) {
+  std::string sa;
+  if (const auto* spec = json::find(pod, "spec")) {
+    if (const auto* v = json::find(*spec, "serviceAccountName"); v && v->is_string()) {
+      sa = v->get<std::string>();
+    }
+  }
+  return {.uid = meta(pod, "uid"),
+          .info = {.name = meta(pod, "name"),
+                   .ns = meta(pod, "namespace"),
+                   .service_account = sa.empty() ? "default" : sa}};
+}
+
+json::Json yaml_to_json(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Sequence: {
+      json::Json a = json::Json::array();
+      for (const auto& e : n) a.push_back(yaml_to_json(e));
+      return a;
+    }
+    case YAML::NodeType::Map: {
+      json::Json o = json::Json::object();
+      for (const auto& kv : n) o[kv.first.as<std::string>()] = yaml_to_json(kv.second);
+      return o;
+    }
+    case YAML::NodeType::Scalar:
+      return n.as<std::string>();
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace
+
+Result<std::vector<EnablementSelector>> parse_selector_yaml(const std::string& yaml) {
+  if (yaml.find_first_not_of(" \t\r\n") == std::string::npos) {
+    return std::vector<EnablementSelector>{};
+  }
+  json::Json j;
+  try {
+    j = yaml_to_json(YAML::Load(yaml));
+  } catch (const YAML::Exception& e) {
+    return make_error(Errc::InvalidArgument,
+                      std::string("failed to parse ambient enablement selector: ") + e.what());
+  }
+  auto sel = parse_enablement_selectors(j);
+  if (!sel) return std::move(sel).error().with("failed to parse ambient enablement selector");
+  return sel;
+}
+
+Controller::Controller(const agent::Config& cfg, const KubeClient& client, agent::Agent& agent,
+                       std::vector<EnablementSelector> selectors, netns::ProcScanDeps proc)
+    : cfg_(cfg),
+      client_(client),
+      agent_(agent),
+      selectors_(std::move(selectors)),
+      proc_(std::move(proc)) {
+  pods_ = std::make_unique<Informer>(
+      client_,
+      Informer::Options{.path = "/api/v1/pods",
+                        .field_selector = "spec.nodeName=" + cfg_.node_name,
+                        .name = "pods"},
+      [this](EventType t, const ObjectRef& o, const ObjectRef& c) { on_pod(t, o, c); });
+  namespaces_ = std::make_unique<Informer>(
+      client_, Informer::Options{.path = "/api/v1/namespaces", .name = "namespaces"},
+      [this](EventType t, const ObjectRef& o, const ObjectRef& c) { on_namespace(t, o, c); });
+}
+
+Controller::~Controller() { stop(); }
+
+bool Controller::start() {
+  patcher_ = std::thread([this] { annotation_writer(); });
+  namespaces_->start();
+  pods_->start();
+  // Never go on with a partial view: an empty cache here would mean an
+  // empty snapshot for ztunnel, which drains every workload on the node.
+  while (!(namespaces_->wait_synced(1s) && pods_->wait_synced(1s))) {
+    std::lock_guard lk(mu_);
+    if (stopping_) return false;
+    log::info("waiting for the pod and namespace caches to sync");
+  }
+  rebuild_from_cluster();
+  {
+    std::lock_guard lk(mu_);
+    started_ = true;
+  }
+  worker_ = std::thread([this] { worker(); });
+  cv_.notify_all();
+  return true;
+}
+
+void Controller::stop() {
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  patch_cv_.notify_all();
+  if (pods_) pods_->stop();
+  if (namespaces_) namespaces_->stop();
+  if (worker_.joinable()) worker_.join();
+  if (patcher_.joinable()) patcher_.join();
+}
+
+bool Controller::should_enroll(const json::Json& pod, const json::Json* ns) const {
+  const std::string pod_ns = meta(pod, "namespace");
+  const auto& excl = cfg_.exclude_namespaces;
+  if (std::find(excl.begin(), excl.end(), pod_ns) != excl.end()) return false;
+  auto labels = labels_of(pod);
+  if (pod_ns == cfg_.system_namespace && labels["app"] == "ztunnel") return false;
+  if (!ns) return false;
+  return pod_matches(pod, *ns, selectors_);
+}
+
+Result<std::optional<agent::PodIdentity>> Controller::decide(const cni::CniEvent& ev) const {
+  const std::string key = ev.pod_namespace + "/" + ev.pod_name;
+  const auto deadline = Clock::now() + 5s;
+  ObjectRef pod, ns;
+  // Re-read the cache until the pod shows up (upstream looks once).
+  for (;;) {
+    pod = pods_->get(key);
+    ns = namespaces_->get(ev.pod_namespace);
+    bool same_pod = pod && (ev.pod_uid.empty() || meta(*pod, "uid") == ev.pod_uid);
+    if (same_pod && ns) break;
+    if (Clock::now() > deadline) {
+      return make_error(Errc::NotFound,
+                        "failed to get pod " + key + ": " +
+                            (!ns ? "namespace not in the agent's cache"
+                                 : "pod not in the agent's cache for node " + cfg_.node_name));
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  if (!should_enroll(*pod, ns.get())) return std::optional<agent::PodIdentity>();
+  return std::optional<agent::PodIdentity>(identity_of(*pod));
+}
+
+void Controller::enrolled(const agent::PodIdentity& pod) {
+  json::Json stub = {{"metadata", {{"name", pod.info.name}, {"namespace", pod.info.ns}}}};
+  annotate(stub, Annotation::Enabled);
+}
+
+void Controller::on_pod(EventType t, const ObjectRef&, const ObjectRef& cur) {
+  WorkItem item{.key = Informer::key_of(*cur)};
+  if (t == EventType::Deleted) item.deleted = cur;
+  enqueue(std::move(item));
+}
+
+void Controller::on_namespace(EventType t, const ObjectRef& old, const ObjectRef& cur) {
+  if (t == EventType::Deleted) return;
+  if (old && labels_of(*old) == labels_of(*cur)) return;
+  // A label change can flip every pod of the namespace: look at each.
+  const std::string name = meta(*cur, "name");
+  for (const auto& p : pods_->list()) {
+    if (meta(*p, "namespace") == name) enqueue({.key = Informer::key_of(*p)});
+  }
+}
+
+void Controller::enqueue(WorkItem item, std::chrono::milliseconds delay) {
+  {
+    std::lock_guard lk(mu_);
+    queue_.emplace(Clock::now() + delay, std::move(item));
+  }
+  cv_.notify_all();
+}
+
+void Controller::worker() {
+  std::unique_lock lk(mu_);
+  while (!stopping_) {
+    if (queue_.empty()) {
+      cv_.wait(lk);
+      continue;
+    }
+    auto due = queue_.begin()->first;
+    if (due > Clock::now()) {
+      cv_.wait_until(lk, due);
+      continue;
+    }
+    WorkItem item = std::move(queue_.begin()->second);
+    queue_.erase(queue_.begin());
+    lk.unlock();
+    auto r = reconcile(item);
+    lk.lock();
+    if (r) {
+      attempts_.erase(item.key);
+      continue;
+    }
+    int n = ++attempts_[item.key];
+    auto delay = std::min<std::chrono::milliseconds>(200ms * (1 << std::min(n, 8)), 30s);
+    log::warn("pod {}: {} (retry {} in {} ms)", item.key, r.error().describe(), n, delay.count());
+    queue_.emplace(Clock::now() + delay, std::move(item));
+  }
+}
+
+Result<> Controller::reconcile(const WorkItem& item) {
+  if (item.deleted) {
+    const auto& pod = *item.deleted;
+    const std::string uid = meta(pod, "uid");
+    std::string a = annotation(pod);
+    if (agent_.is_enrolled(uid) || a == "enabled" || a == "pending") {
+      return agent_.remove_pod(uid, /*netns_going_away=*/true);
+    }
+    return {};
+  }
+  ObjectRef pod = pods_->get(item.key);
+  if (!pod) return {};  // deleted meanwhile: its Delete event does the rest
+  const std::string uid = meta(*pod, "uid");
+  const std::string a = annotation(*pod);
+  const bool marked = a == "enabled" || a == "pending";
+  const bool enrolled = agent_.is_enrolled(uid);
+  ObjectRef ns = namespaces_->get(meta(*pod, "namespace"));
+
+  if (pod_is_terminal(*pod)) {
+    if (enrolled || marked) {
+      AMBIENT_RETURN_IF_ERROR(agent_.remove_pod(uid, /*netns_going_away=*/true));
+      annotate(*pod, Annotation::Remove);
+    }
+    return {};
+  }
+  if (!should_enroll(*pod, ns.get())) {
+    if (enrolled || marked) {
+      AMBIENT_RETURN_IF_ERROR(agent_.remove_pod(uid, /*netns_going_away=*/false));
+      if (marked) annotate(*pod, Annotation::Remove);
+      log::info("pod {}: unenrolled", item.key);
+    }
+    return {};
+  }
+  if (enrolled) {
+    if (a != "enabled") annotate(*pod, Annotation::Enabled);
+    return {};
+  }
+  if (pod_ips(*pod).empty()) return {};  // a later status update brings the IPs
+  auto r = enroll_running(*pod);
+  if (!r && a != "pending") annotate(*pod, Annotation::Pending);
+  return r;
+}
+
+Result<> Controller::enroll_running(const json::Json& pod) {
+  auto id = identity_of(pod);
+  std::vector<netns::WantedPod> wanted = {{.uid = id.uid, .ips = pod_ips(pod)}};
+  AMBIENT_ASSIGN_OR_RETURN(auto found, netns::scan_proc(proc_, wanted));
+  auto it = found.find(id.uid);
+  if (it == found.end()) {
+    return make_error(Errc::NotFound, "pod " + id.name() +
+                                          ": can't find its netns in /proc (not started yet, or "
+                                          "not on this node)");
+  }
+  return agent_.add_pod(id, it->second.netns);
+}
+
+void Controller::rebuild_from_cluster() {
+  std::vector<ObjectRef> enrolled;
+  for (const auto& p : pods_->list()) {
+    if (annotation(*p) != "enabled" || pod_is_terminal(*p)) continue;
+    if (meta(*p, "namespace") == cfg_.system_namespace && labels_of(*p)["app"] == "ztunnel") {
+      continue;
+    }
+    enrolled.push_back(p);
+  }
+  std::vector<netns::WantedPod> wanted;
+  for (const auto& p : enrolled) wanted.push_back({.uid = meta(*p, "uid"), .ips = pod_ips(*p)});
+  std::map<std::string, netns::FoundNetns> found;
+  if (!wanted.empty()) {
+    auto scanned = netns::scan_proc(proc_, wanted);
+    if (scanned) {
+      found = std::move(*scanned);
+    } else {
+      // Still adopt every pod (as Keep): an empty snapshot would drain them.
+      log::error("startup /proc scan failed: {}", scanned.error().describe());
+    }
+  }
+  size_t kept = 0;
+  for (const auto& p : enrolled) {
+    auto id = identity_of(*p);
+    auto it = found.find(id.uid);
+    netns::NetnsRef ns = it == found.end() ? nullptr : it->second.netns;
+    if (!ns) ++kept;
+    if (auto r = agent_.adopt_pod(id, ns, cfg_.reconcile_on_startup); !r) {
+      log::error(
+          "failed to reconcile inpod rules for pod, try restarting the pod, or removing and "
+          "re-adding it to the mesh: {}",
+          r.error().describe());
+    }
+  }
+  log::info("startup: {} enrolled pods rebuilt ({} without a netns, sent as Keep)", enrolled.size(),
+            kept);
+}
+
+void Controller::annotate(const json::Json& pod, Annotation a) {
+  static const char* kBodies[] = {
+      R"({"metadata":{"annotations":{"ambient.istio.io/redirection":"enabled"}}})",
+      R"({"metadata":{"annotations":{"ambient.istio.io/redirection":"pending"}}})",
+      R"({"metadata":{"annotations":{"ambient.istio.io/redirection":null}}})"};
+  {
+    std::lock_guard lk(mu_);
+    patches_.push_back({.ns = meta(pod, "namespace"),
+                        .name = meta(pod, "name"),
+                        .body = kBodies[static_cast<int>(a)],
+                        .due = Clock::now()});
+  }
+  patch_cv_.notify_all();
+}
+
+void Controller::annotation_writer() {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    patch_cv_.wait_for(lk, 200ms, [&] { return stopping_ || !patches_.empty(); });
+    if (stopping_) return;
+    if (patches_.empty() || patches_.front().due > Clock::now()) continue;
+    PatchJob job = std::move(patches_.front());
+    patches_.pop_front();
+    lk.unlock();
+    auto r =
+        client_.request("PATCH", "/api/v1/namespaces/" + job.ns + "/pods/" + job.name + "/status",
+                        job.body, "application/merge-patch+json", 10s);
+    lk.lock();
+    if (r && (r->status == 200 || r->status == 404)) continue;  // gone pods need nothing
+    std::string why = r ? api_error_message(*r) : r.error().describe();
+    bool newer = std::any_of(patches_.begin(), patches_.end(), [&](const PatchJob& p) {
+      return p.ns == job.ns && p.name == job.name;
+    });
+    if (newer || ++job.attempt >= 8) {
+      if (!newer) log::error("pod {}/{}: giving up on annotation patch: {}", job.ns, job.name, why);
+      continue;
+    }
+    log::warn("pod {}/{}: annotation patch failed (retrying): {}", job.ns, job.name, why);
+    job.due = Clock::now() + std::min<std::chrono::milliseconds>(100ms * (1 << job.attempt), 10s);
+    patches_.push_back(std::move(job));
+  }
+}
+
+bool Controller::is_upgrade() const {
+  if (cfg_.disable_safe_upgrade) {
+    log::info("Ambient node agent safe upgrade explicitly disabled via env");
+    return false;
+  }
+  const bool fallback = cfg_.istio_owned_cni_config;
+  const int attempts = cfg_.istio_owned_cni_config ? 3 : 1;
+  for (int i = 0; i < attempts; ++i) {
+    if (i) std::this_thread::sleep_for(1s);
+    auto r = client_.request(
+        "GET", "/apis/apps/v1/namespaces/" + cfg_.pod_namespace + "/daemonsets/istio-cni-node");
+    if (!r) continue;
+    if (r->status == 404 || r->status == 401 || r->status == 403) return false;
+    if (r->status != 200) continue;
+    auto ds = json::Json::parse(r->body, nullptr, false);
+    if (ds.is_discarded()) continue;
+    if (ds.contains("metadata") && ds["metadata"].contains("deletionTimestamp")) return false;
+    auto node = client_.request("GET", "/api/v1/nodes/" + cfg_.node_name);
+    if (!node || node->status != 200) continue;
+    log::info(
+        "DaemonSet istio-cni-node still exists: this is an upgrade or a node reboot, "
+        "leaving plugin in place");
+    return true;
+  }
+  return fallback;
+}
+
+}  // namespace ambient::k8s

@@ -1,0 +1,94 @@
+// Kubernetes mode of the agent: informers for this node's pods and all
+// namespaces, upstream's enrollment decision, enrolling and unenrolling
+// running pods, the redirection annotation, and startup reconciliation.
+//
+// Threads: the informers' threads only enqueue; one worker applies the
+// decision table (so pod work is serialised as upstream's queue is); one
+// writer patches annotations with retries, off the CNI path.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "agent.h"
+#include "enablement.h"
+#include "k8s/informer.h"
+#include "k8s/kube_client.h"
+#include "netns/proc_scan.h"
+
+namespace ambient::k8s {
+
+class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListener {
+ public:
+  Controller(const agent::Config& cfg, const KubeClient& client, agent::Agent& agent,
+             std::vector<EnablementSelector> selectors, netns::ProcScanDeps proc);
+  ~Controller() override;
+
+  // Starts the informers and waits (retrying, never giving up) until both
+  // listed; then rebuilds enrolled pods from annotations and /proc, and
+  // starts the worker. Returns false only when stop() was called meanwhile.
+  bool start();
+  void stop();
+
+  // CNI path: decide from the cache, waiting up to 5 s for the pod to
+  // appear (the plugin usually runs before the informer has seen it).
+  Result<std::optional<agent::PodIdentity>> decide(const cni::CniEvent& ev) const override;
+  void enrolled(const agent::PodIdentity& pod) override;
+
+  // Upgrade (DaemonSet still there) or uninstall, as upstream decides it.
+  bool is_upgrade() const;
+
+  const Informer& pods() const { return *pods_; }
+
+ private:
+  enum class Annotation { Enabled, Pending, Remove };
+  struct WorkItem {
+    std::string key;    // ns/name
+    ObjectRef deleted;  // set for a pod Delete event
+  };
+
+  void on_pod(EventType t, const ObjectRef& old, const ObjectRef& cur);
+  void on_namespace(EventType t, const ObjectRef& old, const ObjectRef& cur);
+  void enqueue(WorkItem item, std::chrono::milliseconds delay = {});
+  void worker();
+  // Applies the decision table to one pod; an error means retry later.
+  Result<> reconcile(const WorkItem& item);
+  Result<> enroll_running(const json::Json& pod);
+  bool should_enroll(const json::Json& pod, const json::Json* ns) const;
+  void annotate(const json::Json& pod, Annotation a);
+  void annotation_writer();
+  void rebuild_from_cluster();
+
+  const agent::Config& cfg_;
+  const KubeClient& client_;
+  agent::Agent& agent_;
+  std::vector<EnablementSelector> selectors_;
+  netns::ProcScanDeps proc_;
+  std::unique_ptr<Informer> pods_, namespaces_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  bool started_ = false;
+  std::multimap<std::chrono::steady_clock::time_point, WorkItem> queue_;
+  std::map<std::string, int> attempts_;
+  std::thread worker_;
+
+  struct PatchJob {
+    std::string ns, name, body;
+    int attempt = 0;
+    std::chrono::steady_clock::time_point due;
+  };
+  std::deque<PatchJob> patches_;
+  std::condition_variable patch_cv_;
+  std::thread patcher_;
+};
+
+// AMBIENT_ENABLEMENT_SELECTOR (YAML) -> selectors.
+Result<std::vector<EnablementSelector>> parse_selector_yaml(const std::string& yaml);
+
+}  // namespace ambient::k8s

@@ -1,0 +1,238 @@
+#include "k8s/informer.h"
+
+#include <random>
+
+#include "log.h"
+
+namespace ambient::k8s {
+
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string escape(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+std::string meta_string(const json::Json& obj, const char* key) {
+  auto md = obj.find("metadata");
+  if (md == obj.end() || !md->is_object()) return "";
+  auto v = md->find(key);
+  return v != md->end() && v->is_string() ? v->get<std::string>() : "";
+}
+
+}  // namespace
+
+Informer::Informer(const KubeClient& client, Options opts, Handler handler)
+    : client_(client), opts_(std::move(opts)), handler_(std::move(handler)) {}
+
+Informer::~Informer() { stop(); }
+
+void Informer::start() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void Informer::stop() {
+  stop_ = true;
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Informer::wait_synced(std::chrono::milliseconds timeout) {
+  std::unique_lock lk(synced_mu_);
+  return synced_cv_.wait_for(lk, timeout, [&] { return synced_.load(); });
+}
+
+std::string Informer::key_of(const json::Json& obj) {
+  std::string ns = meta_string(obj, "namespace");
+  std::string name = meta_string(obj, "name");
+  return ns.empty() ? name : ns + "/" + name;
+}
+
+ObjectRef Informer::get(const std::string& key) const {
+  std::shared_lock lk(mu_);
+  auto it = store_.find(key);
+  return it == store_.end() ? nullptr : it->second;
+}
+
+std::vector<ObjectRef> Informer::list() const {
+  std::shared_lock lk(mu_);
+  std::vector<ObjectRef> out;
+  out.reserve(store_.size());
+  for (const auto& [k, v] : store_) out.push_back(v);
+  return out;
+}
+
+std::string Informer::resource_version() const {
+  std::shared_lock lk(mu_);
+  return rv_;
+}
+
+bool Informer::sleep_for(std::chrono::milliseconds d) {
+  std::unique_lock lk(wake_mu_);
+  return !wake_.wait_for(lk, d, [&] { return stop_.load(); });
+}
+
+void Informer::apply(EventType t, ObjectRef obj) {
+  std::string key = key_of(*obj);
+  ObjectRef old;
+  {
+    std::unique_lock lk(mu_);
+    auto it = store_.find(key);
+    if (it != store_.end()) old = it->second;
+    if (t == EventType::Deleted) {
+      store_.erase(key);
+    } else {
+      store_[key] = obj;
+      if (old && t == EventType::Added) t = EventType::Modified;  // replayed add
+    }
+  }
+  if (t == EventType::Deleted && !old) return;  // never had it: nothing to tell
+  handler_(t, old, obj);
+}
+
+Result<> Informer::list_and_replace() {
+  std::string path = opts_.path;
+  if (!opts_.field_selector.empty()) path += "?fieldSelector=" + escape(opts_.field_selector);
+  AMBIENT_ASSIGN_OR_RETURN(HttpResult r, client_.request("GET", path));
+  if (r.status != 200) {
+    return make_error(Errc::Unavailable, "list " + opts_.name + ": " + api_error_message(r));
+  }
+  auto j = json::Json::parse(r.body, nullptr, false);
+  if (j.is_discarded() || !j.contains("items") || !j["items"].is_array()) {
+    return make_error(Errc::Internal, "list " + opts_.name + ": malformed list");
+  }
+  std::map<std::string, ObjectRef> fresh;
+  for (auto& item : j["items"]) {
+    auto obj = std::make_shared<const json::Json>(std::move(item));
+    fresh[key_of(*obj)] = obj;
+  }
+  std::string rv = j["metadata"].value("resourceVersion", "");
+  // Turn the difference with what we had into events (a relist after 410
+  // must not lose the deletes and updates that happened meanwhile).
+  std::vector<ObjectRef> gone;
+  {
+    std::shared_lock lk(mu_);
+    for (const auto& [k, v] : store_) {
+      if (!fresh.count(k)) gone.push_back(v);
+    }
+  }
+  for (auto& obj : gone) apply(EventType::Deleted, obj);
+  for (auto& [k, obj] : fresh) {
+    ObjectRef old = get(k);
+    if (old && meta_string(*old, "resourceVersion") == meta_string(*obj, "resourceVersion"))
+      continue;
+    apply(EventType::Added, obj);
+  }
+  {
+    std::unique_lock lk(mu_);
+    rv_ = rv;
+  }
+  return {};
+}
+
+Result<bool> Informer::watch() {
+  std::string path = opts_.path + "?watch=true&allowWatchBookmarks=true&timeoutSeconds=300" +
+                     "&resourceVersion=" + escape(resource_version());
+  if (!opts_.field_selector.empty()) path += "&fieldSelector=" + escape(opts_.field_selector);
+  bool gone = false;
+  std::string failure;
+  auto status = client_.stream_lines(
+      path,
+      [&](std::string_view line) {
+        auto ev = json::Json::parse(line, nullptr, false);
+        if (ev.is_discarded() || !ev.is_object()) {
+          failure = "malformed watch event";
+          return false;
+        }
+        if (ev.value("kind", "") == "Status") {  // an HTTP-level error body
+          gone = ev.value("code", 0) == 410;
+          failure = ev.value("message", "watch failed");
+          return false;
+        }
+        std::string type = ev.value("type", "");
+        if (!ev.contains("object")) return true;
+        auto obj = std::make_shared<const json::Json>(std::move(ev["object"]));
+        if (type == "ERROR") {
+          gone = obj->value("code", 0) == 410;
+          failure = obj->value("message", "watch error");
+          return false;
+        }
+        std::string rv = meta_string(*obj, "resourceVersion");
+        if (type == "ADDED")
+          apply(EventType::Added, obj);
+        else if (type == "MODIFIED")
+          apply(EventType::Modified, obj);
+        else if (type == "DELETED")
+          apply(EventType::Deleted, obj);
+        if (!rv.empty()) {  // BOOKMARK only moves the version
+          std::unique_lock lk(mu_);
+          rv_ = rv;
+        }
+        return true;
+      },
+      stop_);
+  if (!status) return std::move(status).error();
+  if (*status == 410) gone = true;
+  if (gone) return true;
+  if (!failure.empty())
+    return make_error(Errc::Unavailable, "watch " + opts_.name + ": " + failure);
+  if (*status != 200 && !stop_) {
+    return make_error(Errc::Unavailable,
+                      "watch " + opts_.name + ": HTTP " + std::to_string(*status));
+  }
+  return false;
+}
+
+void Informer::run() {
+  std::mt19937 rng(std::random_device{}());
+  auto backoff = 200ms;
+  bool need_list = true;
+  while (!stop_) {
+    if (need_list) {
+      auto r = list_and_replace();
+      if (!r) {
+        log::warn("informer {}: {}", opts_.name, r.error().describe());
+      } else {
+        need_list = false;
+        backoff = 200ms;
+        if (!synced_) {
+          std::lock_guard lk(synced_mu_);
+          synced_ = true;
+          synced_cv_.notify_all();
+        }
+        continue;
+      }
+    } else {
+      auto r = watch();
+      if (stop_) break;
+      if (r && *r) {
+        log::info("informer {}: resourceVersion expired (410), relisting", opts_.name);
+        ++relists_;
+        need_list = true;
+        continue;
+      }
+      if (r) {
+        backoff = 200ms;
+        continue;  // the server ended the watch normally: resume from rv
+      }
+      log::warn("informer {}: {}", opts_.name, r.error().describe());
+    }
+    // Jitter keeps a node fleet from hammering a recovering API server in step.
+    auto jitter = std::uniform_int_distribution<int>(0, static_cast<int>(backoff.count() / 2))(rng);
+    if (!sleep_for(backoff + std::chrono::milliseconds(jitter))) break;
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, 10s);
+  }
+}
+
+}  // namespace ambient::k8s

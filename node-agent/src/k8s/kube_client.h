@@ -1,0 +1,68 @@
+// A small Kubernetes API client over libcurl: TLS to the API server with a
+// bearer token (re-read from its file on every request, so rotated
+// service-account tokens keep working), plain requests and line-streamed
+// watches.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "result.h"
+
+namespace ambient::k8s {
+
+struct KubeConfig {
+  std::string server;            // https://host:port
+  std::string ca_file, ca_data;  // PEM
+  std::string token, token_file;
+  std::string client_cert_data, client_key_data;  // PEM
+  bool insecure = false;
+};
+
+// kubeconfig YAML: current-context -> cluster + user. Supports
+// certificate-authority(-data), token(-file), client-certificate/key(-data).
+Result<KubeConfig> load_kubeconfig(const std::string& path);
+// In-cluster: KUBERNETES_SERVICE_HOST/PORT and the service-account directory.
+Result<KubeConfig> in_cluster_config(
+    const std::function<const char*(const char*)>& getenv,
+    const std::string& sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount");
+
+struct HttpResult {
+  long status = 0;
+  std::string body;
+};
+
+class KubeClient {
+ public:
+  explicit KubeClient(KubeConfig cfg);
+  ~KubeClient();
+  KubeClient(const KubeClient&) = delete;
+  KubeClient& operator=(const KubeClient&) = delete;
+
+  // A transport failure is an error; any HTTP status is a result.
+  Result<HttpResult> request(std::string_view method, const std::string& path,
+                             const std::string& body = "", std::string_view content_type = "",
+                             std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
+
+  // GET `path` and hand each complete line of the body to `on_line` until
+  // the stream ends, `on_line` returns false, or `stop` becomes true. The
+  // stream is abandoned when no byte arrives for `idle_timeout`.
+  Result<long> stream_lines(const std::string& path,
+                            const std::function<bool(std::string_view)>& on_line,
+                            const std::atomic<bool>& stop,
+                            std::chrono::seconds idle_timeout = std::chrono::seconds(90)) const;
+
+  const KubeConfig& config() const { return cfg_; }
+
+ private:
+  KubeConfig cfg_;
+};
+
+// Message from an API error body (a Status object), else the raw body.
+std::string api_error_message(const HttpResult& r);
+
+}  // namespace ambient::k8s
