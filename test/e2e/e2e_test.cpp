@@ -29,42 +29,6 @@ using nlohmann::json;
 
 namespace {
 
-std::string in_pod_tcp(const Pod& p, const std::string& ip, int port, unsigned mark = 0) {
-  std::string reply;
-  auto r = in_pod(p, [&]() -> Result<> {
-    AMBIENT_ASSIGN_OR_RETURN(reply, tcp_exchange(ip, port, mark));
-    return {};
-  });
-  if (!r)
-    FAIL("tcp from " << p.name << " to " << ip << ":" << port << ": " << r.error().describe());
-  return reply;
-}
-
-// The emulator's record for a connection it accepted on `port` from `peer_ip`.
-std::optional<json> find_record(SimNode& node, int port, const std::string& peer_ip,
-                                const std::string& proto = "tcp") {
-  for (int i = 0; i < 100; ++i) {
-    for (const auto& r : node.records()) {
-      std::string peer = r.value("peer", "");
-      if (r.value("port", 0) == port && r.value("proto", "") == proto &&
-          peer.rfind(peer_ip + ":", 0) == 0) {
-        return r;
-      }
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-  return std::nullopt;
-}
-
-// The emulator writes its state file after it acks, so state checks poll.
-bool eventually(const std::function<bool()>& pred) {
-  for (int i = 0; i < 200; ++i) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return false;
-}
-
 UniqueFd listen_in(const Pod& p, int port) {
   UniqueFd out;
   auto r = in_pod(p, [&]() -> Result<> {

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,7 +53,40 @@ std::string must_run(const std::vector<std::string>& argv) {
 
 void best_effort(const std::vector<std::string>& argv) { (void)run_command({.argv = argv}); }
 
+const char* kDefaultSelectorsYaml = R"(- podSelector:
+    matchLabels: {istio.io/dataplane-mode: ambient}
+- podSelector:
+    matchExpressions:
+    - {key: istio.io/dataplane-mode, operator: NotIn, values: [none]}
+  namespaceSelector:
+    matchLabels: {istio.io/dataplane-mode: ambient}
+)";
+
+json default_selectors_json() {
+  return json::parse(R"([{"podSelector":{"matchLabels":{"istio.io/dataplane-mode":"ambient"}}},
+    {"podSelector":{"matchExpressions":[{"key":"istio.io/dataplane-mode","operator":"NotIn","values":["none"]}]},
+     "namespaceSelector":{"matchLabels":{"istio.io/dataplane-mode":"ambient"}}}])");
+}
+
 }  // namespace
+
+// A pod's sandbox ("pause") process: sleeps inside the pod netns, in a
+// kubepods-style cgroup named after the pod UID, as a runtime would place
+// it. Killed and its cgroup removed on teardown.
+struct SimNode::Sandbox {
+  pid_t pid = -1;
+  std::string top, leaf;
+  ~Sandbox() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+    for (std::string d = leaf; !d.empty() && d.size() >= top.size();
+         d = fs::path(d).parent_path().string()) {
+      ::rmdir(d.c_str());
+    }
+  }
+};
 
 BgProcess::BgProcess(std::vector<std::string> argv, const std::string& log_path) {
   std::vector<char*> args;
@@ -125,7 +159,9 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_id()) {
                       {"exclude_namespaces", opts_.exclude_namespaces},
                       {"pod_namespace", "istio-system"},
                       {"plugin_log_level", "debug"}}}}};
+  if (opts_.kubernetes) conflist["plugins"][1]["enablement_selectors"] = default_selectors_json();
   std::ofstream(dir_ + "/net.conflist") << conflist.dump(2);
+  if (opts_.kubernetes) start_apiserver();
   start_agent();
   if (opts_.start_ztunnel) {
     start_ztunnel();
@@ -144,6 +180,10 @@ SimNode::~SimNode() {
   }
   ztunnel_.reset();
   agent_.reset();
+  apiserver_.reset();
+  sandboxes_.clear();
+  apiserver_.reset();
+  sandboxes_.clear();
   for (auto it = netns_names_.rbegin(); it != netns_names_.rend(); ++it) {
     best_effort({"ip", "netns", "del", *it});
   }
@@ -155,14 +195,30 @@ void SimNode::start_agent() {
   std::string en, ex;
   for (const auto& n : opts_.enroll_namespaces) en += (en.empty() ? "" : ",") + n;
   for (const auto& n : opts_.exclude_namespaces) ex += (ex.empty() ? "" : ",") + n;
-  agent_.emplace(
-      std::vector<std::string>{
-          "ip", "netns", "exec", node_netns(), kBin + "/ambient-agent", "--cni-agent-run-dir",
-          dir_ + "/run", "--ztunnel-uds-address", dir_ + "/zds/ztunnel.sock", "--enroll-namespaces",
-          en, "--exclude-namespaces", ex,
-          std::string("--ambient-dns-capture=") + (opts_.dns_capture ? "true" : "false"),
-          "--log_output_level", "debug"},
-      dir_ + "/agent.log");
+  std::vector<std::string> argv = {
+      "ip",
+      "netns",
+      "exec",
+      node_netns(),
+      kBin + "/ambient-agent",
+      "--cni-agent-run-dir",
+      dir_ + "/run",
+      "--ztunnel-uds-address",
+      dir_ + "/zds/ztunnel.sock",
+      "--exclude-namespaces",
+      ex,
+      std::string("--ambient-dns-capture=") + (opts_.dns_capture ? "true" : "false"),
+      "--log_output_level",
+      "debug"};
+  if (opts_.kubernetes) {
+    // The node netns plays the host, and the agent runs in it.
+    argv.insert(argv.end(), {"--kubeconfig", kubeconfig(), "--node-name", kNodeName, "--host-netns",
+                             "/proc/self/ns/net", "--pod-namespace", "istio-system",
+                             "--ambient-enablement-selector", kDefaultSelectorsYaml});
+  } else {
+    argv.insert(argv.end(), {"--enroll-namespaces", en});
+  }
+  agent_.emplace(argv, dir_ + "/agent.log");
   for (int i = 0; i < 500; ++i) {
     if (fs::exists(agent_socket()) && fs::exists(dir_ + "/zds/ztunnel.sock")) return;
     if (!agent_->running()) FAIL("agent exited:\n" << agent_log());
@@ -215,17 +271,45 @@ std::string SimNode::cni(const std::string& op, const Pod& p, AddResult* res) {
   return r->out;
 }
 
-AddResult SimNode::add_pod(const std::string& name, const std::string& ns, Pod* out) {
+AddResult SimNode::add_pod(const std::string& name, const std::string& ns, Pod* out,
+                           const PodSpec& spec) {
   Pod p;
   p.name = name;
   p.ns = ns;
   p.uid = "uid-" + id_ + "-" + name;
+  if (opts_.kubernetes) {
+    json obj = {{"apiVersion", "v1"},
+                {"kind", "Pod"},
+                {"metadata",
+                 {{"name", name},
+                  {"namespace", ns},
+                  {"labels", spec.labels},
+                  {"annotations", spec.annotations}}},
+                {"spec",
+                 {{"nodeName", kNodeName},
+                  {"serviceAccountName", "sa-" + name},
+                  {"hostNetwork", spec.host_network},
+                  {"containers", {{{"name", "app"}, {"image", "app"}}}}}}};
+    json created = api_json("POST", "/api/v1/namespaces/" + ns + "/pods", obj.dump());
+    p.uid = created["metadata"]["uid"];
+  }
   p.netns_name = "amb-" + id_ + "-" + name;
   p.netns_path = "/var/run/netns/" + p.netns_name;
   p.container_id = id_ + name;
+  if (spec.host_network) {  // kubelet runs no CNI for these: only the object exists
+    AddResult res;
+    res.ok = true;
+    api_json(
+        "PATCH", "/api/v1/namespaces/" + ns + "/pods/" + name + "/status",
+        R"({"status":{"phase":"Running","podIP":"10.248.0.1","podIPs":[{"ip":"10.248.0.1"}]}})",
+        "application/merge-patch+json");
+    if (out) *out = p;
+    return res;
+  }
   must_run({"ip", "netns", "add", p.netns_name});
   netns_names_.push_back(p.netns_name);
   must_run({"ip", "netns", "exec", p.netns_name, "ip", "link", "set", "lo", "up"});
+  if (opts_.kubernetes) start_sandbox(p);
   pods_.push_back(p);  // DEL on teardown even if ADD fails half-way
   AddResult res;
   cni("add", p, &res);
@@ -233,14 +317,112 @@ AddResult SimNode::add_pod(const std::string& name, const std::string& ns, Pod* 
     std::string addr = res.output["ips"][0]["address"];
     p.ip = addr.substr(0, addr.find('/'));
     pods_.back().ip = p.ip;
+    if (opts_.kubernetes) {
+      json status = {
+          {"status", {{"phase", "Running"}, {"podIP", p.ip}, {"podIPs", {{{"ip", p.ip}}}}}}};
+      api_json("PATCH", "/api/v1/namespaces/" + ns + "/pods/" + name + "/status", status.dump(),
+               "application/merge-patch+json");
+    }
   }
   if (out) *out = p;
   return res;
 }
 
-Pod SimNode::must_add_pod(const std::string& name, const std::string& ns) {
+void SimNode::start_sandbox(const Pod& p) {
+  auto sb = std::make_unique<Sandbox>();
+  for (std::string root : {"/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
+    if (!fs::exists(root + "/cgroup.procs")) continue;
+    sb->top = root + "/amb-e2e-" + id_;
+    sb->leaf = sb->top + "/kubepods/besteffort/pod" + p.uid + "/" + p.container_id + "pause";
+    std::error_code ec;
+    fs::create_directories(sb->leaf, ec);
+    if (!ec) break;
+    sb->leaf.clear();
+  }
+  if (sb->leaf.empty()) FAIL("no writable cgroup hierarchy for a pod sandbox");
+  sb->pid = ::fork();
+  if (sb->pid == 0) {
+    ::execlp("ip", "ip", "netns", "exec", p.netns_name.c_str(), "sleep", "3600", nullptr);
+    ::_exit(127);
+  }
+  {
+    std::ofstream procs(sb->leaf + "/cgroup.procs");
+    procs << sb->pid << "\n";
+  }
+  // `ip netns exec` switches netns after starting: wait until it has.
+  struct stat want {};
+  ::stat(p.netns_path.c_str(), &want);
+  for (int i = 0; i < 500; ++i) {
+    struct stat have {};
+    if (::stat(("/proc/" + std::to_string(sb->pid) + "/ns/net").c_str(), &have) == 0 &&
+        have.st_ino == want.st_ino) {
+      sandboxes_.push_back(std::move(sb));
+      return;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  FAIL("pod sandbox process did not enter " << p.netns_name);
+}
+
+void SimNode::start_apiserver() {
+  fs::create_directories(dir_ + "/tls");
+  fs::remove(dir_ + "/apiserver.json");
+  apiserver_.emplace(
+      std::vector<std::string>{"ip", "netns", "exec", node_netns(), kBin + "/fake-apiserver",
+                               "--listen", "127.0.0.1:6443", "--tls-dir", dir_ + "/tls", "--state",
+                               dir_ + "/apiserver-state.json", "--ready-file",
+                               dir_ + "/apiserver.json", "--kubeconfig-out", kubeconfig(),
+                               "--bookmark-interval", "1s"},
+      dir_ + "/apiserver.log");
+  for (int i = 0; i < 500 && !fs::exists(dir_ + "/apiserver.json"); ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  if (!fs::exists(dir_ + "/apiserver.json"))
+    FAIL("fake-apiserver did not start:\n" << slurp(dir_ + "/apiserver.log"));
+  auto cfg = k8s::load_kubeconfig(kubeconfig());
+  if (!cfg) FAIL("kubeconfig: " << cfg.error().describe());
+  kube_ = std::make_unique<k8s::KubeClient>(*cfg);
+}
+
+void SimNode::stop_apiserver() { apiserver_.reset(); }
+
+Result<k8s::HttpResult> SimNode::api(const std::string& method, const std::string& path,
+                                     const std::string& body, const std::string& content_type) {
+  auto ns = netns::Netns::open("/var/run/netns/" + node_netns());
+  if (!ns) return std::move(ns).error();
+  Result<k8s::HttpResult> out = make_error(Errc::Internal, "not run");
+  auto r = netns::run_in_netns(*ns, [&]() -> Result<> {
+    out = kube_->request(method, path, body, content_type);
+    return {};
+  });
+  if (!r) return std::move(r).error();
+  return out;
+}
+
+json SimNode::api_json(const std::string& method, const std::string& path, const std::string& body,
+                       const std::string& content_type) {
+  auto r = api(method, path, body, content_type);
+  if (!r) FAIL(method << " " << path << ": " << r.error().describe());
+  if (r->status >= 300) FAIL(method << " " << path << ": HTTP " << r->status << " " << r->body);
+  return json::parse(r->body);
+}
+
+void SimNode::create_namespace(const std::string& name, json labels) {
+  json obj = {{"apiVersion", "v1"},
+              {"kind", "Namespace"},
+              {"metadata", {{"name", name}, {"labels", labels}}}};
+  api_json("POST", "/api/v1/namespaces", obj.dump());
+}
+
+void SimNode::label_namespace(const std::string& name, const std::string& key,
+                              std::optional<std::string> value) {
+  json patch = {{"metadata", {{"labels", {{key, value ? json(*value) : json(nullptr)}}}}}};
+  api_json("PATCH", "/api/v1/namespaces/" + name, patch.dump(), "application/merge-patch+json");
+}
+
+Pod SimNode::must_add_pod(const std::string& name, const std::string& ns, const PodSpec& spec) {
   Pod p;
-  auto r = add_pod(name, ns, &p);
+  auto r = add_pod(name, ns, &p, spec);
   if (!r.ok) {
     FAIL("ADD " << ns << "/" << name << " failed: " << r.output.dump() << "\n"
                 << r.stderr_text << "\nagent log:\n"
@@ -342,6 +524,43 @@ Result<std::string> udp_exchange(const std::string& ip, int port) {
   const char q[] = "dns?";
   if (::send(fd.get(), q, sizeof q - 1, 0) < 0) return sys_error("send");
   return read_line(fd.get());
+}
+
+std::string in_pod_tcp(const Pod& p, const std::string& ip, int port, unsigned mark) {
+  std::string reply;
+  auto r = in_pod(p, [&]() -> Result<> {
+    AMBIENT_ASSIGN_OR_RETURN(reply, tcp_exchange(ip, port, mark));
+    return {};
+  });
+  if (!r)
+    FAIL("tcp from " << p.name << " to " << ip << ":" << port << ": " << r.error().describe());
+  return reply;
+}
+
+// The emulator's record for a connection it accepted on `port` from `peer_ip`.
+std::optional<json> find_record(SimNode& node, int port, const std::string& peer_ip,
+                                const std::string& proto) {
+  for (int i = 0; i < 100; ++i) {
+    for (const auto& r : node.records()) {
+      std::string peer = r.value("peer", "");
+      if (r.value("port", 0) == port && r.value("proto", "") == proto &&
+          peer.rfind(peer_ip + ":", 0) == 0) {
+        return r;
+      }
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  return std::nullopt;
+}
+
+// The emulator writes its state file after it acks, so state checks poll.
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return pred();
 }
 
 }  // namespace ambient::test

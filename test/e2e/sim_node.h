@@ -8,11 +8,16 @@
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "agent_client.h"
+#include "k8s/kube_client.h"
 #include "netns/netns.h"
 #include "nlohmann/json.hpp"
 #include "result.h"
@@ -39,6 +44,13 @@ struct Pod {
   std::string ip;  // from the CNI result
 };
 
+// What a Kubernetes pod object should look like for a test.
+struct PodSpec {
+  nlohmann::json labels = nlohmann::json::object();
+  nlohmann::json annotations = nlohmann::json::object();
+  bool host_network = false;
+};
+
 struct AddResult {
   bool ok = false;
   nlohmann::json output;  // the CNI result, or the error object
@@ -50,7 +62,13 @@ struct NodeOptions {
   std::vector<std::string> exclude_namespaces = {"kube-system"};
   bool dns_capture = true;
   bool start_ztunnel = true;
+  // Kubernetes mode: a fake API server in the node netns, the agent with
+  // upstream's default selectors, pods as API objects with a sandbox
+  // process in a pod cgroup (so the /proc scan can find them).
+  bool kubernetes = false;
 };
+
+inline constexpr const char* kNodeName = "node-1";
 
 class SimNode {
  public:
@@ -70,9 +88,25 @@ class SimNode {
   // Waits until the emulator has taken the snapshot (state file).
   void wait_ztunnel_ready();
 
-  // Creates the pod netns and runs CNI ADD through the chain.
-  AddResult add_pod(const std::string& name, const std::string& ns, Pod* out);
-  Pod must_add_pod(const std::string& name, const std::string& ns);
+  // Kubernetes mode: the API server, reached from inside the node netns.
+  Result<k8s::HttpResult> api(const std::string& method, const std::string& path,
+                              const std::string& body = "",
+                              const std::string& content_type = "application/json");
+  nlohmann::json api_json(const std::string& method, const std::string& path,
+                          const std::string& body = "",
+                          const std::string& content_type = "application/json");
+  void create_namespace(const std::string& name, nlohmann::json labels = nlohmann::json::object());
+  void label_namespace(const std::string& name, const std::string& key,
+                       std::optional<std::string> value);
+  void start_apiserver();
+  void stop_apiserver();
+  std::string kubeconfig() const { return dir_ + "/run/istio-cni-kubeconfig"; }
+
+  // Creates the pod netns and runs CNI ADD through the chain (in Kubernetes
+  // mode: the pod object first, its status with the IP after, like kubelet).
+  AddResult add_pod(const std::string& name, const std::string& ns, Pod* out,
+                    const PodSpec& spec = {});
+  Pod must_add_pod(const std::string& name, const std::string& ns, const PodSpec& spec = {});
   AddResult del_pod(const Pod& p);
 
   // Runs `argv` inside the node netns; returns stdout, fails the test on error.
@@ -88,10 +122,14 @@ class SimNode {
 
  private:
   std::string cni(const std::string& op, const Pod& p, AddResult* res);
+  void start_sandbox(const Pod& p);
 
   NodeOptions opts_;
   std::string id_, dir_;
-  std::optional<BgProcess> agent_, ztunnel_;
+  std::optional<BgProcess> agent_, ztunnel_, apiserver_;
+  struct Sandbox;
+  std::vector<std::unique_ptr<Sandbox>> sandboxes_;
+  std::unique_ptr<k8s::KubeClient> kube_;
   std::vector<Pod> pods_;
   std::vector<std::string> netns_names_;
 };
@@ -103,5 +141,14 @@ Result<> in_pod(const Pod& p, const std::function<Result<>()>& fn);
 Result<std::string> tcp_exchange(const std::string& ip, int port, unsigned mark = 0);
 // UDP send to ip:port, wait for one datagram back.
 Result<std::string> udp_exchange(const std::string& ip, int port);
+
+// TCP from inside a pod; fails the test when the connection fails.
+std::string in_pod_tcp(const Pod& p, const std::string& ip, int port, unsigned mark = 0);
+// The emulator's record of a connection it took on `port` from `peer_ip`.
+std::optional<nlohmann::json> find_record(SimNode& node, int port, const std::string& peer_ip,
+                                          const std::string& proto = "tcp");
+// Polls `pred` for up to `timeout` (state changes land after acks).
+bool eventually(const std::function<bool()>& pred,
+                std::chrono::milliseconds timeout = std::chrono::seconds(2));
 
 }  // namespace ambient::test

@@ -1,0 +1,279 @@
+// Kubernetes mode end to end: the fake API server (the one stand-in for
+// kube-apiserver), the real CNI chain, the agent with upstream's default
+// selectors, and the ztunnel emulator.
+#include <catch2/catch.hpp>
+#include <sstream>
+#include <thread>
+
+#include "process.h"
+#include "sim_node.h"
+
+using namespace ambient;
+using namespace ambient::test;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+const json kAmbient = {{"istio.io/dataplane-mode", "ambient"}};
+
+NodeOptions k8s_node() {
+  NodeOptions o;
+  o.kubernetes = true;
+  return o;
+}
+
+std::string redirection(SimNode& node, const Pod& p) {
+  auto pod = node.api_json("GET", "/api/v1/namespaces/" + p.ns + "/pods/" + p.name);
+  return pod["metadata"]
+      .value("annotations", json::object())
+      .value("ambient.istio.io/redirection", "");
+}
+
+// iptables-save without its timestamped comments.
+std::string rules_only(const std::string& save) {
+  std::string out, line;
+  std::istringstream in(save);
+  while (std::getline(in, line)) {
+    if (!line.empty() && line[0] != '#') out += line + "\n";
+  }
+  return out;
+}
+
+bool ztunnel_has(SimNode& node, const Pod& p) {
+  return node.ztunnel_state()["workloads"].contains(p.uid);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "k8s: a new pod in an ambient namespace is enrolled through CNI, one in a plain "
+    "namespace is not",
+    "[e2e][k8s]") {
+  SimNode node(k8s_node());
+  node.create_namespace("mesh", kAmbient);
+  node.create_namespace("plain");
+  Pod a = node.must_add_pod("a", "mesh");
+  Pod p = node.must_add_pod("p", "plain");
+  CHECK(node.pod_has_our_rules(a));
+  CHECK(eventually([&] { return ztunnel_has(node, a); }));
+  auto w = node.ztunnel_state()["workloads"][a.uid]["info"];
+  CHECK(w["name"] == "a");
+  CHECK(w["namespace"] == "mesh");
+  CHECK(w["serviceAccount"] == "sa-a");  // from the pod spec, as ztunnel matches it
+  CHECK_FALSE(node.pod_has_our_rules(p));
+  CHECK_FALSE(ztunnel_has(node, p));
+  CHECK_THAT(in_pod_tcp(a, p.ip, 8080), Catch::Contains("port=15001"));
+}
+
+TEST_CASE(
+    "k8s: labelling a namespace enrolls its running pods; removing the label unenrolls "
+    "them",
+    "[e2e][k8s]") {
+  SimNode node(k8s_node());
+  node.create_namespace("later");
+  node.create_namespace("plain");
+  Pod a = node.must_add_pod("a", "later");
+  Pod c = node.must_add_pod("c", "plain");
+  CHECK_FALSE(node.pod_has_our_rules(a));
+
+  node.label_namespace("later", "istio.io/dataplane-mode", "ambient");
+  REQUIRE(eventually([&] { return ztunnel_has(node, a); }, 10s));
+  CHECK(node.pod_has_our_rules(a));
+  CHECK(eventually([&] { return redirection(node, a) == "enabled"; }, 5s));
+  CHECK_THAT(in_pod_tcp(a, c.ip, 8080), Catch::Contains("port=15001"));  // captured
+  CHECK_THAT(in_pod_tcp(c, a.ip, 8080), Catch::Contains("port=15006"));
+
+  int dels = node.ztunnel_state().value("dels", 0);
+  node.label_namespace("later", "istio.io/dataplane-mode", std::nullopt);
+  REQUIRE(eventually([&] { return !ztunnel_has(node, a); }, 10s));
+  CHECK(node.ztunnel_state().value("dels", 0) == dels + 1);
+  CHECK(eventually([&] { return !node.pod_has_our_rules(a); }, 5s));
+  CHECK(eventually([&] { return redirection(node, a).empty(); }, 5s));
+  // No longer captured: nothing listens on 8080 in C, so the connection fails.
+  auto r = in_pod(a, [&]() -> Result<> {
+    auto c8080 = tcp_exchange(c.ip, 8080);
+    if (c8080) return make_error(Errc::Internal, "still captured: " + *c8080);
+    return {};
+  });
+  CHECK(r);
+}
+
+TEST_CASE(
+    "k8s: with the agent stopped, plain pods start and ambient pods fail closed "
+    "(plugin fallback over TLS)",
+    "[e2e][k8s]") {
+  SimNode node(k8s_node());
+  node.create_namespace("mesh", kAmbient);
+  node.create_namespace("plain");
+  node.stop_agent();
+  Pod p;
+  auto plain = node.add_pod("p", "plain", &p);
+  CHECK(plain.ok);
+  Pod m;
+  auto mesh = node.add_pod("m", "mesh", &m);
+  REQUIRE_FALSE(mesh.ok);
+  CHECK_THAT(mesh.output["msg"].get<std::string>(),
+             Catch::Contains("failed to contact node Istio CNI agent") &&
+                 Catch::Contains("pluginevent.sock"));
+  CHECK_FALSE(node.pod_has_our_rules(m));
+  // The fallback asked the API server (over TLS, with the kubeconfig).
+  auto reqs = node.api_json("GET", "/fake/requests?path=/api/v1/namespaces/mesh");
+  bool saw_pod_get = false;
+  for (const auto& r : reqs["requests"]) {
+    if (r["method"] == "GET" && r["path"] == "/api/v1/namespaces/mesh/pods/m") saw_pod_get = true;
+  }
+  CHECK(saw_pod_get);
+}
+
+TEST_CASE("k8s: opted-out, hostNetwork, sidecar and excluded-namespace pods are never enrolled",
+          "[e2e][k8s]") {
+  SimNode node(k8s_node());
+  node.create_namespace("mesh", kAmbient);
+  node.label_namespace("kube-system", "istio.io/dataplane-mode", "ambient");
+  Pod none = node.must_add_pod("none", "mesh", {.labels = {{"istio.io/dataplane-mode", "none"}}});
+  Pod sidecar = node.must_add_pod(
+      "sidecar", "mesh", {.annotations = {{"sidecar.istio.io/status", R"({"containers":[]})"}}});
+  Pod excluded = node.must_add_pod("dns", "kube-system");
+  Pod hostnet;
+  REQUIRE(node.add_pod("hostnet", "mesh", &hostnet, {.host_network = true}).ok);
+  Pod control = node.must_add_pod("control", "mesh");
+  REQUIRE(eventually([&] { return ztunnel_has(node, control); }));
+  // Give the controller a moment to act on the others, then check it did not.
+  std::this_thread::sleep_for(500ms);
+  for (const Pod* p : {&none, &sidecar, &excluded}) {
+    INFO(p->name);
+    CHECK_FALSE(node.pod_has_our_rules(*p));
+    CHECK_FALSE(ztunnel_has(node, *p));
+    CHECK(redirection(node, *p).empty());
+  }
+  CHECK_FALSE(ztunnel_has(node, hostnet));
+  CHECK(redirection(node, hostnet).empty());
+}
+
+TEST_CASE("k8s: an API server restart with expired versions (410) loses no event", "[e2e][k8s]") {
+  SimNode node(k8s_node());
+  node.create_namespace("later");
+  node.create_namespace("plain");
+  Pod a = node.must_add_pod("a", "later");
+  node.stop_apiserver();
+  std::this_thread::sleep_for(300ms);  // the agent's watches fail and back off
+  node.start_apiserver();
+  // Everything before now is too old: the agent's resumed watches get 410.
+  node.api_json("POST", "/fake/compact");
+  node.label_namespace("later", "istio.io/dataplane-mode", "ambient");
+  REQUIRE(eventually([&] { return ztunnel_has(node, a); }, 15s));
+  CHECK(node.pod_has_our_rules(a));
+  CHECK(eventually([&] { return redirection(node, a) == "enabled"; }, 5s));
+  CHECK_THAT(node.agent_log(), Catch::Contains("(410), relisting"));
+}
+
+TEST_CASE(
+    "k8s: an agent restart with 20 enrolled pods re-sends them all, duplicates nothing, "
+    "and traffic never escapes",
+    "[e2e][k8s]") {
+  SimNode node(k8s_node());
+  node.create_namespace("mesh", kAmbient);
+  node.create_namespace("plain");
+  std::vector<Pod> pods;
+  for (int i = 0; i < 20; ++i) pods.push_back(node.must_add_pod("p" + std::to_string(i), "mesh"));
+  Pod c = node.must_add_pod("c", "plain");
+  REQUIRE(eventually([&] { return node.ztunnel_state()["workloads"].size() == 20; }, 5s));
+  for (const auto& p : pods)
+    REQUIRE(eventually([&] { return redirection(node, p) == "enabled"; }, 5s));
+  const std::string before = rules_only(node.pod_iptables(pods[0]));
+  const int adds_before = node.ztunnel_state().value("adds", 0);
+
+  // A client loop in pod 0 runs across the restart.
+  std::atomic<bool> done{false};
+  std::atomic<int> captured{0}, escaped{0};
+  std::string escape_sample;
+  std::thread client([&] {
+    while (!done) {
+      auto r = in_pod(pods[0], [&]() -> Result<> {
+        auto reply = tcp_exchange(c.ip, 8080);
+        if (reply && reply->find("port=15001") != std::string::npos) {
+          ++captured;
+        } else {
+          ++escaped;
+          escape_sample = reply ? *reply : reply.error().describe();
+        }
+        return {};
+      });
+      (void)r;
+      std::this_thread::sleep_for(5ms);
+    }
+  });
+  std::this_thread::sleep_for(200ms);
+  node.stop_agent();
+  std::this_thread::sleep_for(200ms);
+  node.start_agent();
+  // ztunnel reconnects and gets a snapshot: 20 Adds (netns found in /proc).
+  REQUIRE(
+      eventually([&] { return node.ztunnel_state().value("adds", 0) >= adds_before + 20; }, 15s));
+  CHECK(eventually([&] { return node.ztunnel_state().value("snapshot_received", false); }));
+  std::this_thread::sleep_for(300ms);
+  done = true;
+  client.join();
+  INFO("escaped sample: " << escape_sample);
+  CHECK(escaped == 0);
+  CHECK(captured > 10);
+  auto state = node.ztunnel_state();
+  CHECK(state["workloads"].size() == 20);
+  CHECK(state.value("keeps", 0) == 0);
+  for (const auto& p : pods) CHECK(state["workloads"][p.uid]["state"] == "Up");
+  CHECK(rules_only(node.pod_iptables(pods[0])) == before);  // reconciled, nothing duplicated
+  CHECK_THAT(node.agent_log(), Catch::Contains("20 enrolled pods rebuilt (0 without a netns"));
+}
+
+TEST_CASE("k8s: a listing that fails at startup does not produce an empty snapshot", "[e2e][k8s]") {
+  SimNode node(k8s_node());
+  node.create_namespace("mesh", kAmbient);
+  Pod a = node.must_add_pod("a", "mesh");
+  Pod b = node.must_add_pod("b", "mesh");
+  REQUIRE(eventually([&] { return redirection(node, b) == "enabled"; }, 5s));
+  node.stop_agent();
+  // The next three pod listings fail.
+  node.api_json("POST", "/fake/fail?path=/api/v1/pods&code=500&count=3&watch=false");
+  node.start_agent();
+  REQUIRE(eventually(
+      [&] {
+        return node.ztunnel_state().value("snapshot_received", false) &&
+               node.ztunnel_state()["connected"] == true;
+      },
+      15s));
+  std::this_thread::sleep_for(300ms);
+  auto state = node.ztunnel_state();
+  CHECK(state["workloads"].size() == 2);  // an empty snapshot would have drained both
+  CHECK(state["workloads"][a.uid]["state"] == "Up");
+  CHECK(state["workloads"][b.uid]["state"] == "Up");
+  CHECK_THAT(node.agent_log(), Catch::Contains("HTTP 500"));
+}
+
+TEST_CASE("k8s: the redirection annotation has upstream's exact values and patches", "[e2e][k8s]") {
+  SimNode node(k8s_node());
+  node.create_namespace("mesh", kAmbient);
+  node.api_json("DELETE", "/fake/requests");
+  Pod a = node.must_add_pod("a", "mesh");
+  REQUIRE(eventually([&] { return redirection(node, a) == "enabled"; }, 5s));
+  node.api_json("PATCH", "/api/v1/namespaces/mesh/pods/a",
+                R"({"metadata":{"labels":{"istio.io/dataplane-mode":"none"}}})",
+                "application/merge-patch+json");
+  REQUIRE(eventually([&] { return redirection(node, a).empty(); }, 10s));
+  CHECK_FALSE(node.pod_has_our_rules(a));
+  std::vector<std::string> bodies;
+  auto reqs = node.api_json("GET", "/fake/requests?method=PATCH")["requests"];
+  INFO(reqs.dump());
+  for (const auto& r : reqs) {
+    const std::string path = r.value("path", "");
+    const std::string body = r.value("body", "");
+    if (path == "/api/v1/namespaces/mesh/pods/a/status" &&
+        body.find("annotations") != std::string::npos) {
+      CHECK(r.value("contentType", "") == "application/merge-patch+json");
+      bodies.push_back(body);
+    }
+  }
+  REQUIRE(bodies.size() == 2);
+  CHECK(bodies[0] == R"({"metadata":{"annotations":{"ambient.istio.io/redirection":"enabled"}}})");
+  CHECK(bodies[1] == R"({"metadata":{"annotations":{"ambient.istio.io/redirection":null}}})");
+}
