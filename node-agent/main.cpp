@@ -72,9 +72,15 @@ int run(const agent::Config& cfg) {
     agent.set_policy(standalone.get());
     log::info("standalone mode: namespaces to enroll come from --enroll-namespaces");
   } else {
-    auto kc = cfg.kubeconfig.empty()
-                  ? k8s::in_cluster_config([](const char* n) { return std::getenv(n); })
-                  : k8s::load_kubeconfig(cfg.kubeconfig);
+    // Explicit kubeconfig, else the in-cluster service account, else the
+    // kubeconfig the installer writes for the plugin.
+    const std::string installer_kubeconfig = cfg.run_dir + "/istio-cni-kubeconfig";
+    auto kc = !cfg.kubeconfig.empty()
+                  ? k8s::load_kubeconfig(cfg.kubeconfig)
+                  : k8s::in_cluster_config([](const char* n) { return std::getenv(n); });
+    if (!kc && cfg.kubeconfig.empty() && std::filesystem::exists(installer_kubeconfig)) {
+      kc = k8s::load_kubeconfig(installer_kubeconfig);
+    }
     if (!kc) {
       log::error("cannot configure the Kubernetes client: {}", kc.error().describe());
       return 1;

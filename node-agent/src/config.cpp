@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include <sys/stat.h>
+
 #include <charconv>
 #include <sstream>
 
@@ -45,7 +47,8 @@ const std::vector<Option>& options() {
        [](Config& c) -> void* { return &c.enroll_namespaces; }},
       {"kubeconfig", "KUBECONFIG", Kind::String,
        "Kubernetes mode: kubeconfig to use; empty = the in-cluster service account "
-       "(KUBERNETES_SERVICE_HOST/PORT and its token, re-read when it rotates)",
+       "(KUBERNETES_SERVICE_HOST/PORT and its token, re-read when it rotates), else "
+       "<run dir>/istio-cni-kubeconfig as the installer writes it",
        [](Config& c) -> void* { return &c.kubeconfig; }},
       {"node-name", "NODE_NAME", Kind::String,
        "Kubernetes mode: this node's name; only its pods are watched (required)",
@@ -234,7 +237,9 @@ Result<ParseOutcome> parse_config(int argc, const char* const* argv,
   }
   if (c.enroll_namespaces.empty()) {
     const char* host = getenv("KUBERNETES_SERVICE_HOST");
-    if (c.kubeconfig.empty() && (!host || !*host)) {
+    struct stat st {};
+    bool installer_kubeconfig = ::stat((c.run_dir + "/istio-cni-kubeconfig").c_str(), &st) == 0;
+    if (c.kubeconfig.empty() && (!host || !*host) && !installer_kubeconfig) {
       return make_error(Errc::InvalidArgument,
                         "no enrollment source: set --enroll-namespaces "
                         "(AMBIENT_ENROLL_NAMESPACES) for standalone mode, or --kubeconfig "

@@ -277,3 +277,50 @@ TEST_CASE("k8s: the redirection annotation has upstream's exact values and patch
   CHECK(bodies[0] == R"({"metadata":{"annotations":{"ambient.istio.io/redirection":"enabled"}}})");
   CHECK(bodies[1] == R"({"metadata":{"annotations":{"ambient.istio.io/redirection":null}}})");
 }
+
+TEST_CASE("k8s: deleting a pod sends Del and forgets it", "[e2e][k8s]") {
+  SimNode node(k8s_node());
+  node.create_namespace("mesh", kAmbient);
+  Pod a = node.must_add_pod("a", "mesh");
+  REQUIRE(eventually([&] { return ztunnel_has(node, a); }));
+  node.api_json("DELETE", "/api/v1/namespaces/mesh/pods/a");
+  CHECK(eventually([&] { return !ztunnel_has(node, a); }, 5s));
+  CHECK(eventually([&] {
+    return node.agent_log().find("pod mesh/a: removed from the mesh") != std::string::npos;
+  }));
+}
+
+TEST_CASE("k8s: shutdown tells an upgrade (DaemonSet present) from an uninstall", "[e2e][k8s]") {
+  SimNode node(k8s_node());
+  node.create_namespace("istio-system");
+  node.stop_agent();
+  CHECK_THAT(node.agent_log(), Catch::Contains("shutdown kind: uninstall"));
+  node.api_json("POST", "/api/v1/nodes",
+                R"({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-1"}})");
+  node.api_json("POST", "/apis/apps/v1/namespaces/istio-system/daemonsets",
+                R"({"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"istio-cni-node"},
+                    "spec":{"selector":{"matchLabels":{"k8s-app":"istio-cni-node"}},
+                    "template":{"metadata":{"labels":{"k8s-app":"istio-cni-node"}},
+                    "spec":{"containers":[{"name":"install-cni","image":"x"}]}}}})");
+  node.start_agent();
+  node.stop_agent();
+  CHECK_THAT(node.agent_log(), Catch::Contains("shutdown kind: upgrade"));
+}
+
+TEST_CASE("k8s: after a restart, an enrolled pod whose netns cannot be found is sent as Keep",
+          "[e2e][k8s]") {
+  SimNode node(k8s_node());
+  node.create_namespace("mesh", kAmbient);
+  Pod a = node.must_add_pod("a", "mesh");
+  Pod b = node.must_add_pod("b", "mesh");
+  REQUIRE(eventually([&] { return redirection(node, b) == "enabled"; }, 5s));
+  node.stop_agent();
+  node.kill_sandbox(b);
+  int keeps = node.ztunnel_state().value("keeps", 0);
+  node.start_agent();
+  REQUIRE(eventually([&] { return node.ztunnel_state().value("keeps", 0) == keeps + 1; }, 15s));
+  auto state = node.ztunnel_state();
+  CHECK(state["workloads"].size() == 2);  // ztunnel keeps b's proxy
+  CHECK(state["workloads"][b.uid]["state"] == "Up");
+  CHECK_THAT(node.agent_log(), Catch::Contains("2 enrolled pods rebuilt (1 without a netns"));
+}

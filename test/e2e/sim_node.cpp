@@ -74,6 +74,7 @@ json default_selectors_json() {
 // kubepods-style cgroup named after the pod UID, as a runtime would place
 // it. Killed and its cgroup removed on teardown.
 struct SimNode::Sandbox {
+  std::string uid;
   pid_t pid = -1;
   std::string top, leaf;
   ~Sandbox() {
@@ -330,6 +331,7 @@ AddResult SimNode::add_pod(const std::string& name, const std::string& ns, Pod* 
 
 void SimNode::start_sandbox(const Pod& p) {
   auto sb = std::make_unique<Sandbox>();
+  sb->uid = p.uid;
   for (std::string root : {"/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
     if (!fs::exists(root + "/cgroup.procs")) continue;
     sb->top = root + "/amb-e2e-" + id_;
@@ -362,6 +364,15 @@ void SimNode::start_sandbox(const Pod& p) {
     std::this_thread::sleep_for(10ms);
   }
   FAIL("pod sandbox process did not enter " << p.netns_name);
+}
+
+void SimNode::kill_sandbox(const Pod& p) {
+  for (auto it = sandboxes_.begin(); it != sandboxes_.end(); ++it) {
+    if ((*it)->uid == p.uid) {
+      sandboxes_.erase(it);  // kills the process, removes its cgroup
+      return;
+    }
+  }
 }
 
 void SimNode::start_apiserver() {

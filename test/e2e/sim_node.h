@@ -99,6 +99,9 @@ class SimNode {
   void label_namespace(const std::string& name, const std::string& key,
                        std::optional<std::string> value);
   void start_apiserver();
+  // Kills a pod's sandbox process: the netns stays (bind-mounted), but the
+  // /proc scan can no longer find it.
+  void kill_sandbox(const Pod& p);
   void stop_apiserver();
   std::string kubeconfig() const { return dir_ + "/run/istio-cni-kubeconfig"; }
 
