@@ -116,7 +116,13 @@ Controller::Controller(const agent::Config& cfg, const KubeClient& client, agent
 Controller::~Controller() { stop(); }
 
 bool Controller::start() {
-  patcher_ = std::thread([this] { annotation_writer(); });
+  {
+    // Threads are only created under the lock and before stop() ran, so
+    // stop() always sees (and joins) every thread that exists.
+    std::lock_guard lk(mu_);
+    if (stopping_) return false;
+    patcher_ = std::thread([this] { annotation_writer(); });
+  }
   namespaces_->start();
   pods_->start();
   // Never go on with a partial view: an empty cache here would mean an
@@ -129,10 +135,9 @@ bool Controller::start() {
   rebuild_from_cluster();
   {
     std::lock_guard lk(mu_);
-    started_ = true;
+    if (stopping_) return false;
+    worker_ = std::thread([this] { worker(); });
   }
-  worker_ = std::thread([this] { worker(); });
-  cv_.notify_all();
   return true;
 }
 

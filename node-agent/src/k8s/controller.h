@@ -73,7 +73,6 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  bool started_ = false;
   std::multimap<std::chrono::steady_clock::time_point, WorkItem> queue_;
   std::map<std::string, int> attempts_;
   std::thread worker_;
