@@ -15,6 +15,7 @@
 #include "k8s/kube_client.h"
 #include "log.h"
 #include "redirect/iptables_backend.h"
+#include "redirect/nftables_backend.h"
 #include "zds/zds_server.h"
 
 namespace {
@@ -51,15 +52,25 @@ int run(const agent::Config& cfg) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
-  redirect::IptablesOptions iopts{.sandbox = cfg.scoped_xtables_locking};
-  if (cfg.force_iptables_binary == "legacy") iopts.family = "iptables-legacy";
-  if (cfg.force_iptables_binary == "nft") iopts.family = "iptables-nft";
-  auto backend = redirect::IptablesBackend::create(iopts);
-  if (!backend) {
-    log::error("cannot set up the iptables backend: {}", backend.error().describe());
-    return 1;
+  std::unique_ptr<redirect::RedirectBackend> backend;
+  if (cfg.native_nftables) {
+    if (!cfg.force_iptables_binary.empty()) {
+      log::warn("Using native nftables and ignoring iptables (FORCE_IPTABLES_BINARY is set)");
+    }
+    backend = std::make_unique<redirect::NftablesBackend>();
+    log::info("redirection backend: nftables (libnftables, in process)");
+  } else {
+    redirect::IptablesOptions iopts{.sandbox = cfg.scoped_xtables_locking};
+    if (cfg.force_iptables_binary == "legacy") iopts.family = "iptables-legacy";
+    if (cfg.force_iptables_binary == "nft") iopts.family = "iptables-nft";
+    auto ipt = redirect::IptablesBackend::create(iopts);
+    if (!ipt) {
+      log::error("cannot set up the iptables backend: {}", ipt.error().describe());
+      return 1;
+    }
+    backend = std::move(*ipt);
   }
-  agent::Agent agent(cfg, **backend);
+  agent::Agent agent(cfg, *backend);
 
   // Standalone: a namespace list decides. Kubernetes: upstream's selectors
   // over informer caches, plus the controller for running pods.

@@ -85,6 +85,10 @@ const std::vector<Option>& options() {
        "run iptables in a private mount namespace with its own xtables lock and no NSS; "
        "default true",
        [](Config& c) -> void* { return &c.scoped_xtables_locking; }},
+      {"native-nftables", "NATIVE_NFTABLES", Kind::Bool,
+       "redirect with native nftables (in process, one transaction per pod) instead of "
+       "iptables; default false",
+       [](Config& c) -> void* { return &c.native_nftables; }},
       {"force-iptables-binary", "FORCE_IPTABLES_BINARY", Kind::String,
        "legacy or nft: use iptables-legacy or iptables-nft instead of the host's default "
        "iptables; empty = default",

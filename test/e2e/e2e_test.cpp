@@ -51,7 +51,10 @@ UniqueFd listen_in(const Pod& p, int port) {
 
 TEST_CASE("outbound from an enrolled pod lands on its 15001 with the original destination",
           "[e2e]") {
-  SimNode node;
+  NodeOptions opts;
+  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  INFO("backend " << opts.backend);
+  SimNode node(opts);
   Pod a = node.must_add_pod("a", "ambient-demo");
   Pod b = node.must_add_pod("b", "ambient-demo");
   CHECK(node.pod_has_our_rules(a));
@@ -65,7 +68,10 @@ TEST_CASE("outbound from an enrolled pod lands on its 15001 with the original de
 }
 
 TEST_CASE("inbound to an enrolled pod lands on its 15006; 15008 is not redirected", "[e2e]") {
-  SimNode node;
+  NodeOptions opts;
+  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  INFO("backend " << opts.backend);
+  SimNode node(opts);
   Pod b = node.must_add_pod("b", "ambient-demo");
   Pod c = node.must_add_pod("c", "plain");  // not enrolled: its egress is not captured
   CHECK_FALSE(node.pod_has_our_rules(c));
@@ -83,7 +89,10 @@ TEST_CASE("inbound to an enrolled pod lands on its 15006; 15008 is not redirecte
 }
 
 TEST_CASE("DNS from an enrolled pod, udp and tcp port 53, lands on 15053", "[e2e]") {
-  SimNode node;
+  NodeOptions opts;
+  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  INFO("backend " << opts.backend);
+  SimNode node(opts);
   Pod a = node.must_add_pod("a", "ambient-demo");
   std::string udp_reply;
   auto r = in_pod(a, [&]() -> Result<> {
@@ -97,7 +106,10 @@ TEST_CASE("DNS from an enrolled pod, udp and tcp port 53, lands on 15053", "[e2e
 }
 
 TEST_CASE("traffic carrying ztunnel's mark 1337 is not captured", "[e2e]") {
-  SimNode node;
+  NodeOptions opts;
+  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  INFO("backend " << opts.backend);
+  SimNode node(opts);
   Pod a = node.must_add_pod("a", "ambient-demo");
   Pod c = node.must_add_pod("c", "plain");
   UniqueFd server = listen_in(c, 8080);
@@ -170,7 +182,10 @@ TEST_CASE("ADD fails with a clear message when ztunnel is not connected, leaving
 }
 
 TEST_CASE("DEL sends Del to ztunnel, which closes that pod's listeners", "[e2e]") {
-  SimNode node;
+  NodeOptions opts;
+  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  INFO("backend " << opts.backend);
+  SimNode node(opts);
   Pod a = node.must_add_pod("a", "ambient-demo");
   CHECK(eventually([&] { return node.ztunnel_state()["workloads"].contains(a.uid); }));
   CHECK_THAT(in_pod_tcp(a, "127.0.0.1", 15001), Catch::Contains("port=15001"));
@@ -311,4 +326,54 @@ TEST_CASE("the ztunnel emulator exits on the protocol violations that make ztunn
   REQUIRE(result);
   CHECK(result->exit_code == 1);
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("dual-stack pods: IPv6 traffic is captured like IPv4 on every backend", "[e2e][ipv6]") {
+  NodeOptions opts;
+  opts.dual_stack = true;
+  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  INFO("backend " << opts.backend);
+  SimNode node(opts);
+  Pod a = node.must_add_pod("a", "ambient-demo");
+  Pod b = node.must_add_pod("b", "ambient-demo");
+  Pod c = node.must_add_pod("c", "plain");
+  REQUIRE_FALSE(a.ip6.empty());
+  REQUIRE_FALSE(b.ip6.empty());
+  // Outbound from A over IPv6: A's 15001, original destination kept.
+  CHECK_THAT(in_pod_tcp(a, b.ip6, 8080), Catch::Contains("port=15001"));
+  auto out = find_record(node, 15001, a.ip6);
+  REQUIRE(out);
+  CHECK((*out)["orig_dst"] == "[" + b.ip6 + "]:8080");
+  // Inbound to B over IPv6: B's 15006; 15008 reached directly.
+  CHECK_THAT(in_pod_tcp(c, b.ip6, 8080), Catch::Contains("port=15006"));
+  auto in = find_record(node, 15006, c.ip6);
+  REQUIRE(in);
+  CHECK((*in)["uid"] == b.uid);
+  CHECK((*in)["orig_dst"] == "[" + b.ip6 + "]:8080");
+  CHECK_THAT(in_pod_tcp(c, b.ip6, 15008), Catch::Contains("port=15008"));
+  CHECK((*find_record(node, 15008, c.ip6))["nat"] == false);
+  // DNS over IPv6 to the gateway: 15053.
+  CHECK_THAT(in_pod_tcp(a, node.gateway6(), 53), Catch::Contains("port=15053"));
+  // IPv4 still works alongside.
+  CHECK_THAT(in_pod_tcp(a, b.ip, 8080), Catch::Contains("port=15001"));
+}
+
+TEST_CASE("a pod with IPv6 disabled is enrolled; IPv6 routing is skipped cleanly", "[e2e][ipv6]") {
+  NodeOptions opts;
+  opts.agent_ipv6 = true;
+  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "nftables");
+  INFO("backend " << opts.backend);
+  SimNode node(opts);
+  Pod a = node.must_add_pod("a", "ambient-demo", {.disable_ipv6 = true});
+  Pod b = node.must_add_pod("b", "ambient-demo");
+  CHECK(node.pod_has_our_rules(a));
+  // No IPv6 table 100 at all ("FIB table does not exist") or an empty one.
+  auto v6routes = run_command(
+      {.argv = {"ip", "netns", "exec", a.netns_name, "ip", "-6", "route", "show", "table", "100"}});
+  REQUIRE(v6routes);
+  CHECK(v6routes->out.find("local") == std::string::npos);
+  CHECK_THAT(
+      node.node_exec({"ip", "netns", "exec", a.netns_name, "ip", "route", "show", "table", "100"}),
+      Catch::Contains("local default dev lo"));
+  CHECK_THAT(in_pod_tcp(a, b.ip, 8080), Catch::Contains("port=15001"));
 }

@@ -152,7 +152,9 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_id()) {
                       {"ipMasq", false},
                       {"ipam",
                        {{"type", "host-local"},
-                        {"ranges", {{{{"subnet", "10.248.0.0/24"}}}}},
+                        {"ranges", opts_.dual_stack ? json{{{{"subnet", "10.248.0.0/24"}}},
+                                                           {{{"subnet", "fd00:248::/64"}}}}
+                                                    : json{{{{"subnet", "10.248.0.0/24"}}}}},
                         {"dataDir", dir_ + "/ipam"}}}},
                      {{"type", "istio-cni"},
                       {"ambient_enabled", true},
@@ -211,6 +213,11 @@ void SimNode::start_agent() {
       std::string("--ambient-dns-capture=") + (opts_.dns_capture ? "true" : "false"),
       "--log_output_level",
       "debug"};
+  if (opts_.backend == "nftables") argv.push_back("--native-nftables");
+  if (opts_.backend == "iptables-legacy")
+    argv.insert(argv.end(), {"--force-iptables-binary", "legacy"});
+  if (opts_.backend == "iptables-nft") argv.insert(argv.end(), {"--force-iptables-binary", "nft"});
+  if (opts_.dual_stack || opts_.agent_ipv6) argv.push_back("--ambient-ipv6");
   if (opts_.kubernetes) {
     // The node netns plays the host, and the agent runs in it.
     argv.insert(argv.end(), {"--kubeconfig", kubeconfig(), "--node-name", kNodeName, "--host-netns",
@@ -310,14 +317,23 @@ AddResult SimNode::add_pod(const std::string& name, const std::string& ns, Pod* 
   must_run({"ip", "netns", "add", p.netns_name});
   netns_names_.push_back(p.netns_name);
   must_run({"ip", "netns", "exec", p.netns_name, "ip", "link", "set", "lo", "up"});
+  if (spec.disable_ipv6) {
+    must_run({"ip", "netns", "exec", p.netns_name, "sysctl", "-qw",
+              "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
+              "net.ipv6.conf.lo.disable_ipv6=1"});
+  }
   if (opts_.kubernetes) start_sandbox(p);
   pods_.push_back(p);  // DEL on teardown even if ADD fails half-way
   AddResult res;
   cni("add", p, &res);
   if (res.ok) {
-    std::string addr = res.output["ips"][0]["address"];
-    p.ip = addr.substr(0, addr.find('/'));
+    for (const auto& ip : res.output["ips"]) {
+      std::string addr = ip["address"];
+      addr = addr.substr(0, addr.find('/'));
+      (addr.find(':') == std::string::npos ? p.ip : p.ip6) = addr;
+    }
     pods_.back().ip = p.ip;
+    pods_.back().ip6 = p.ip6;
     if (opts_.kubernetes) {
       json status = {
           {"status", {{"phase", "Running"}, {"podIP", p.ip}, {"podIPs", {{{"ip", p.ip}}}}}}};
@@ -454,10 +470,18 @@ std::string SimNode::pod_iptables(const Pod& p) {
 
 bool SimNode::pod_has_our_rules(const Pod& p) {
   std::string rules = must_run({"ip", "netns", "exec", p.netns_name, "ip", "rule"});
+  std::string rules6 = must_run({"ip", "netns", "exec", p.netns_name, "ip", "-6", "rule"});
   std::string routes =
       must_run({"ip", "netns", "exec", p.netns_name, "ip", "route", "show", "table", "all"});
-  return pod_iptables(p).find("ISTIO") != std::string::npos ||
+  // Every backend's view: iptables-nft and native nftables both show in
+  // `nft list ruleset`; legacy only in iptables-legacy-save.
+  std::string nft = must_run({"ip", "netns", "exec", p.netns_name, "nft", "list", "ruleset"});
+  std::string legacy = must_run({"ip", "netns", "exec", p.netns_name, "iptables-legacy-save"});
+  std::string legacy6 = must_run({"ip", "netns", "exec", p.netns_name, "ip6tables-legacy-save"});
+  return nft.find("ISTIO") != std::string::npos || nft.find("istio-ambient") != std::string::npos ||
+         legacy.find("ISTIO") != std::string::npos || legacy6.find("ISTIO") != std::string::npos ||
          rules.find("0x111/0xfff") != std::string::npos ||
+         rules6.find("0x111/0xfff") != std::string::npos ||
          routes.find("table 100") != std::string::npos;
 }
 
@@ -487,14 +511,29 @@ Result<> in_pod(const Pod& p, const std::function<Result<>()>& fn) {
 
 namespace {
 
-Result<sockaddr_in> v4addr(const std::string& ip, int port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (::inet_pton(AF_INET, ip.c_str(), &a.sin_addr) != 1) {
-    return make_error(Errc::InvalidArgument, "bad ip " + ip);
+struct SockAddr {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  int family = 0;
+};
+
+Result<SockAddr> sockaddr_of(const std::string& ip, int port) {
+  SockAddr a;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.ss);
+  if (::inet_pton(AF_INET, ip.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = a.family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    a.len = sizeof(sockaddr_in);
+    return a;
   }
-  return a;
+  if (::inet_pton(AF_INET6, ip.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = a.family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    a.len = sizeof(sockaddr_in6);
+    return a;
+  }
+  return make_error(Errc::InvalidArgument, "bad ip " + ip);
 }
 
 Result<std::string> read_line(int fd) {
@@ -514,23 +553,23 @@ Result<std::string> read_line(int fd) {
 }  // namespace
 
 Result<std::string> tcp_exchange(const std::string& ip, int port, unsigned mark) {
-  AMBIENT_ASSIGN_OR_RETURN(sockaddr_in a, v4addr(ip, port));
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  AMBIENT_ASSIGN_OR_RETURN(SockAddr a, sockaddr_of(ip, port));
+  UniqueFd fd(::socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (mark && ::setsockopt(fd.get(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
     return sys_error("SO_MARK");
   }
   timeval tv{3, 0};
   ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a.ss), a.len) != 0) {
     return sys_error("connect " + ip + ":" + std::to_string(port));
   }
   return read_line(fd.get());
 }
 
 Result<std::string> udp_exchange(const std::string& ip, int port) {
-  AMBIENT_ASSIGN_OR_RETURN(sockaddr_in a, v4addr(ip, port));
-  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+  AMBIENT_ASSIGN_OR_RETURN(SockAddr a, sockaddr_of(ip, port));
+  UniqueFd fd(::socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a.ss), a.len) != 0)
     return sys_error("connect");
   const char q[] = "dns?";
   if (::send(fd.get(), q, sizeof q - 1, 0) < 0) return sys_error("send");
@@ -554,8 +593,10 @@ std::optional<json> find_record(SimNode& node, int port, const std::string& peer
   for (int i = 0; i < 100; ++i) {
     for (const auto& r : node.records()) {
       std::string peer = r.value("peer", "");
+      const std::string prefix =
+          peer_ip.find(':') == std::string::npos ? peer_ip + ":" : "[" + peer_ip + "]:";
       if (r.value("port", 0) == port && r.value("proto", "") == proto &&
-          peer.rfind(peer_ip + ":", 0) == 0) {
+          peer.rfind(prefix, 0) == 0) {
         return r;
       }
     }

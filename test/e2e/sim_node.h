@@ -41,7 +41,8 @@ class BgProcess {
 
 struct Pod {
   std::string name, ns, uid, netns_name, netns_path, container_id;
-  std::string ip;  // from the CNI result
+  std::string ip;   // from the CNI result
+  std::string ip6;  // dual-stack only
 };
 
 // What a Kubernetes pod object should look like for a test.
@@ -49,6 +50,7 @@ struct PodSpec {
   nlohmann::json labels = nlohmann::json::object();
   nlohmann::json annotations = nlohmann::json::object();
   bool host_network = false;
+  bool disable_ipv6 = false;  // net.ipv6.conf.all.disable_ipv6=1 in the pod before ADD
 };
 
 struct AddResult {
@@ -62,6 +64,12 @@ struct NodeOptions {
   std::vector<std::string> exclude_namespaces = {"kube-system"};
   bool dns_capture = true;
   bool start_ztunnel = true;
+  // iptables-legacy, iptables-nft or nftables.
+  std::string backend = "iptables-nft";
+  // Pods get IPv6 addresses too (host-local ranges for both families) and
+  // the agent installs IPv6 rules.
+  bool dual_stack = false;
+  bool agent_ipv6 = false;  // --ambient-ipv6 without IPv6 pod addresses
   // Kubernetes mode: a fake API server in the node netns, the agent with
   // upstream's default selectors, pods as API objects with a sandbox
   // process in a pod cgroup (so the /proc scan can find them).
@@ -80,6 +88,7 @@ class SimNode {
   std::string node_netns() const { return "amb-" + id_ + "-node"; }
   std::string agent_socket() const { return dir_ + "/run/pluginevent.sock"; }
   std::string gateway() const { return "10.248.0.1"; }
+  std::string gateway6() const { return "fd00:248::1"; }
 
   void start_agent();
   void stop_agent();

@@ -1,0 +1,227 @@
+#include "host_nftables.h"
+
+#include <linux/netlink.h>
+#include <sys/socket.h>
+
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "log.h"
+#include "redirect/nft.h"
+#include "unique_fd.h"
+
+namespace ambient::redirect {
+
+namespace {
+
+// libnftables 1.0.x keeps process-global state (a one-time init flag in
+// nft_ctx_new, the interface cache every command and nft_ctx_free release),
+// so our calls are serialized. Other users of NftContext in the process do
+// not take this lock (see the report on sharing it).
+std::mutex g_nft_mu;
+
+const std::string kTable = "inet " + std::string(kHostNftTable);
+constexpr const char* kSetComment = "UUID of the pods that are part of ambient mesh";
+
+std::string set_name(bool v6) { return std::string(v6 ? kProbeSetV6 : kProbeSetV4); }
+
+std::string add_set_cmd(bool v6) {
+  return "add set " + kTable + " " + set_name(v6) + " { type " + (v6 ? "ipv6_addr" : "ipv4_addr") +
+         " ; comment \"" + kSetComment + "\" ; }\n";
+}
+
+// nft's error buffer, without the caret lines that point into the input.
+std::string clean_error(const std::string& err) {
+  std::string out;
+  std::istringstream in(err);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find_first_not_of(" ^~\t") == std::string::npos) continue;
+    if (!out.empty()) out += "; ";
+    out += line;
+  }
+  return out;
+}
+
+// One transaction through the shared NftContext (redirect/nft.h), made and
+// freed in the calling thread while holding g_nft_mu.
+Result<std::string> run_nft(const std::string& commands, bool json = false) {
+  // libnftables exit()s the process when it cannot open its netlink socket;
+  // find that out here first and fail like any other error.
+  UniqueFd probe(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER));
+  if (!probe.valid()) return sys_error("nftables: open netlink socket");
+  probe.reset();
+  std::lock_guard lock(g_nft_mu);
+  AMBIENT_ASSIGN_OR_RETURN(NftContext ctx, NftContext::create(json));
+  auto out = ctx.run(commands);
+  if (!out) {
+    Error e = std::move(out).error();
+    e.message = clean_error(e.message);
+    return e;
+  }
+  return out;
+}
+
+// What the table holds, from `list table` JSON: chain names, and each set's
+// elements (absent sets are missing from the map).
+struct TableState {
+  bool exists = false;
+  std::set<std::string> chains;
+  std::map<std::string, std::vector<ProbeSetEntry>> sets;
+};
+
+Result<ProbeSetEntry> parse_element(const nlohmann::json& e) {
+  // A bare element is a string; one with a comment is {"elem": {"val", "comment"}}.
+  const nlohmann::json* val = &e;
+  std::string comment;
+  if (e.is_object() && e.contains("elem") && e["elem"].is_object()) {
+    const auto& inner = e["elem"];
+    if (inner.contains("val")) val = &inner["val"];
+    if (inner.contains("comment") && inner["comment"].is_string()) {
+      comment = inner["comment"].get<std::string>();
+    }
+  }
+  if (!val->is_string()) {
+    return make_error(Errc::Internal, "unexpected set element in nft JSON: " + e.dump());
+  }
+  AMBIENT_ASSIGN_OR_RETURN(IpAddress ip, IpAddress::parse(val->get<std::string>()));
+  return ProbeSetEntry{.ip = ip, .uid = std::move(comment)};
+}
+
+Result<TableState> read_table() {
+  TableState state;
+  AMBIENT_ASSIGN_OR_RETURN(std::string tables, run_nft("list tables inet", true));
+  auto doc = nlohmann::json::parse(tables, nullptr, false);
+  if (doc.is_discarded()) return make_error(Errc::Internal, "nft list tables: invalid JSON");
+  for (const auto& item : doc.value("nftables", nlohmann::json::array())) {
+    if (item.contains("table") && item["table"].value("name", "") == kHostNftTable) {
+      state.exists = true;
+    }
+  }
+  if (!state.exists) return state;
+  AMBIENT_ASSIGN_OR_RETURN(std::string listing, run_nft("list table " + kTable, true));
+  doc = nlohmann::json::parse(listing, nullptr, false);
+  if (doc.is_discarded()) return make_error(Errc::Internal, "nft list table: invalid JSON");
+  for (const auto& item : doc.value("nftables", nlohmann::json::array())) {
+    if (item.contains("chain")) state.chains.insert(item["chain"].value("name", ""));
+    if (!item.contains("set")) continue;
+    const auto& s = item["set"];
+    auto& entries = state.sets[s.value("name", "")];
+    for (const auto& e : s.value("elem", nlohmann::json::array())) {
+      AMBIENT_ASSIGN_OR_RETURN(ProbeSetEntry entry, parse_element(e));
+      entries.push_back(std::move(entry));
+    }
+  }
+  return state;
+}
+
+}  // namespace
+
+Result<> NftablesHostRedirect::install_rules(const HostProbeConfig& cfg) {
+  ipv6_ = cfg.ipv6;
+  // The rules name the sets, so they are added first in the same
+  // transaction; `flush table` in host_nft_text keeps them and their
+  // elements (nftables 1.0.6; the integration test guards it).
+  std::string tx = "add table " + kTable + "\n" + add_set_cmd(false);
+  if (cfg.ipv6) tx += add_set_cmd(true);
+  tx += host_nft_text(cfg);
+  auto r = run_nft(tx);
+  if (!r) return std::move(r).error().with("install nftables host rules");
+  return {};
+}
+
+Result<> NftablesHostRedirect::remove_rules() {
+  AMBIENT_ASSIGN_OR_RETURN(TableState state, read_table().context("remove nftables host rules"));
+  if (!state.chains.count("postrouting")) return {};
+  auto r =
+      run_nft("flush chain " + kTable + " postrouting\ndelete chain " + kTable + " postrouting\n");
+  if (!r) return std::move(r).error().with("remove nftables host rules");
+  return {};
+}
+
+Result<> NftablesHostRedirect::ensure_sets(bool ipv6) {
+  ipv6_ = ipv6;
+  std::string tx = "add table " + kTable + "\n" + add_set_cmd(false);
+  if (ipv6) tx += add_set_cmd(true);
+  auto r = run_nft(tx);
+  if (!r) return std::move(r).error().with("create nftables probe sets");
+  return {};
+}
+
+Result<> NftablesHostRedirect::flush_sets() {
+  AMBIENT_ASSIGN_OR_RETURN(TableState state, read_table().context("flush nftables probe sets"));
+  std::string tx;
+  for (bool v6 : {false, true}) {
+    if (state.sets.count(set_name(v6))) tx += "flush set " + kTable + " " + set_name(v6) + "\n";
+  }
+  if (tx.empty()) return {};
+  auto r = run_nft(tx);
+  if (!r) return std::move(r).error().with("flush nftables probe sets");
+  return {};
+}
+
+Result<> NftablesHostRedirect::destroy_sets() {
+  AMBIENT_ASSIGN_OR_RETURN(TableState state, read_table().context("delete nftables table"));
+  if (!state.exists) return {};
+  auto r = run_nft("delete table " + kTable + "\n");
+  if (!r) return std::move(r).error().with("delete nftables table");
+  return {};
+}
+
+Result<> NftablesHostRedirect::add_pod_ip(const IpAddress& ip, const std::string& pod_uid) {
+  AMBIENT_RETURN_IF_ERROR(validate_pod_uid(pod_uid));
+  const IpAddress addr = ip.unmapped();
+  const bool v6 = addr.family == AF_INET6;
+  if (v6 && !ipv6_) {
+    log::debug("probe set: IPv6 is off, not adding {} (pod {})", addr.to_string(), pod_uid);
+    return {};
+  }
+  // add (so the delete cannot fail), delete, add with the comment: an
+  // existing element takes the new owner, atomically.
+  const std::string elem = "element " + kTable + " " + set_name(v6) + " { " + addr.to_string();
+  std::string tx = "add table " + kTable + "\n" + add_set_cmd(v6);
+  tx += "add " + elem + " }\n";
+  tx += "delete " + elem + " }\n";
+  tx += "add " + elem + " comment \"" + pod_uid + "\" }\n";
+  std::lock_guard lock(entries_mu_);
+  auto r = run_nft(tx);
+  if (!r) return std::move(r).error().with("add " + addr.to_string() + " to probe set");
+  return {};
+}
+
+Result<> NftablesHostRedirect::remove_pod_ip(const IpAddress& ip, const std::string& pod_uid) {
+  const IpAddress addr = ip.unmapped();
+  const bool v6 = addr.family == AF_INET6;
+  const std::string what = "remove " + addr.to_string() + " from probe set";
+  std::lock_guard lock(entries_mu_);
+  AMBIENT_ASSIGN_OR_RETURN(TableState state, read_table().context(what));
+  auto set = state.sets.find(set_name(v6));
+  if (set == state.sets.end()) return {};
+  for (const auto& e : set->second) {
+    if (e.ip != addr) continue;
+    if (e.uid != pod_uid) {
+      log::warn("probe set: {} belongs to pod {}, not {}: kept", addr.to_string(), e.uid, pod_uid);
+      return {};
+    }
+    auto r = run_nft("delete element " + kTable + " " + set_name(v6) + " { " + addr.to_string() +
+                     " }\n");
+    if (!r) return std::move(r).error().with(what);
+    return {};
+  }
+  return {};
+}
+
+Result<std::vector<ProbeSetEntry>> NftablesHostRedirect::list_sets() {
+  AMBIENT_ASSIGN_OR_RETURN(TableState state, read_table().context("list nftables probe sets"));
+  std::vector<ProbeSetEntry> all;
+  for (bool v6 : {false, true}) {
+    auto it = state.sets.find(set_name(v6));
+    if (it != state.sets.end()) all.insert(all.end(), it->second.begin(), it->second.end());
+  }
+  return all;
+}
+
+}  // namespace ambient::redirect

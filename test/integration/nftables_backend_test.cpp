@@ -1,0 +1,91 @@
+// The native nftables backend against real, empty pod netns.
+#include <catch2/catch.hpp>
+
+#include <optional>
+#include <random>
+
+#include "netns/netns.h"
+#include "process.h"
+#include "redirect/nftables_backend.h"
+#include "redirect/nftables_rules.h"
+
+using namespace ambient;
+using namespace ambient::redirect;
+
+namespace {
+
+class Netns {
+ public:
+  Netns() {
+    std::random_device rd;
+    name_ = "amb-nft-" + std::to_string(rd() % 1000000);
+    REQUIRE(run_checked({.argv = {"ip", "netns", "add", name_}}));
+    REQUIRE(run_checked({.argv = {"ip", "netns", "exec", name_, "ip", "link", "set", "lo", "up"}}));
+    auto ns = netns::Netns::open("/var/run/netns/" + name_);
+    REQUIRE(ns);
+    ns_.emplace(std::move(*ns));
+  }
+  ~Netns() { (void)run_command({.argv = {"ip", "netns", "del", name_}}); }
+  const netns::Netns& ns() const { return *ns_; }
+  std::string exec(std::vector<std::string> argv, const std::string& in = "") const {
+    argv.insert(argv.begin(), {"ip", "netns", "exec", name_});
+    auto r = run_checked({.argv = argv, .stdin_data = in});
+    REQUIRE(r);
+    return r->out;
+  }
+
+ private:
+  std::string name_;
+  std::optional<netns::Netns> ns_;
+};
+
+}  // namespace
+
+TEST_CASE("nftables backend: install, verify, idempotency, removal", "[nftables]") {
+  Netns pod;
+  NftablesBackend b;
+  PodRedirectConfig cfg{.dns_capture = true, .ipv6 = true};
+  REQUIRE(b.install(pod.ns(), cfg));
+  auto v = b.verify(pod.ns(), cfg);
+  REQUIRE(v);
+  INFO((v->problems.empty() ? std::string() : v->problems.front()));
+  CHECK(v->complete);
+
+  // The kernel holds exactly what the golden text gives when `nft` applies it.
+  Netns scratch;
+  scratch.exec({"nft", "-f", "-"}, inpod_nft_text(cfg));
+  CHECK(pod.exec({"nft", "list", "ruleset"}) == scratch.exec({"nft", "list", "ruleset"}));
+
+  const std::string once = pod.exec({"nft", "list", "ruleset"});
+  REQUIRE(b.install(pod.ns(), cfg));
+  CHECK(pod.exec({"nft", "list", "ruleset"}) == once);
+  CHECK_THAT(pod.exec({"ip", "rule"}), Catch::Contains("fwmark 0x111/0xfff lookup 100"));
+
+  SECTION("a later configuration without DNS leaves no raw table") {
+    PodRedirectConfig no_dns{.ipv6 = true};
+    REQUIRE(b.install(pod.ns(), no_dns));
+    CHECK(pod.exec({"nft", "list", "tables"}).find("istio-ambient-raw") == std::string::npos);
+    CHECK(b.verify(pod.ns(), no_dns)->complete);
+  }
+  SECTION("a rule deleted behind our back is found and put back") {
+    pod.exec({"nft", "flush", "chain", "inet", "istio-ambient-nat", "istio-output"});
+    CHECK_FALSE(b.verify(pod.ns(), cfg)->complete);
+    REQUIRE(b.install(pod.ns(), cfg));
+    CHECK(b.verify(pod.ns(), cfg)->complete);
+  }
+  REQUIRE(b.remove(pod.ns(), cfg));
+  CHECK(pod.exec({"nft", "list", "ruleset"}).empty());
+  CHECK(pod.exec({"ip", "rule"}).find("0x111") == std::string::npos);
+  REQUIRE(b.remove(pod.ns(), cfg));  // idempotent
+}
+
+TEST_CASE("nftables backend: a failing transaction leaves nothing installed", "[nftables]") {
+  Netns pod;
+  NftablesBackend b;
+  b.set_extra_commands_for_test("add rule inet istio-ambient-nat no-such-chain counter accept\n");
+  auto r = b.install(pod.ns(), {.dns_capture = true});
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().describe(), Catch::Contains("nft:") && Catch::Contains("install nftables"));
+  CHECK(pod.exec({"nft", "list", "ruleset"}).empty());  // not even the first table
+  CHECK(pod.exec({"ip", "rule"}).find("0x111") == std::string::npos);
+}
