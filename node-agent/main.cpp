@@ -14,7 +14,11 @@
 #include "k8s/controller.h"
 #include "k8s/kube_client.h"
 #include "log.h"
+#include "redirect/detect.h"
+#include "redirect/host_iptables.h"
+#include "redirect/host_nftables.h"
 #include "redirect/iptables_backend.h"
+#include "redirect/kubelet_uid.h"
 #include "redirect/nftables_backend.h"
 #include "zds/zds_server.h"
 
@@ -42,6 +46,38 @@ std::string metrics_text(const agent::Agent& a, const zds::ZdsServer& z) {
   return s;
 }
 
+// Creates (and empties) the probe sets and installs the probe SNAT rule,
+// retried as upstream does (11 attempts, 2 s apart).
+Result<> setup_host(const agent::Config& cfg, redirect::HostRedirect& host) {
+  redirect::HostProbeConfig hcfg{
+      .ipv6 = cfg.ipv6, .snat_v4 = cfg.probe_snat_ipv4, .snat_v6 = cfg.probe_snat_ipv6};
+  bool rules = true;
+  if (cfg.kubelet_uid >= 0) {
+    hcfg.kubelet_uid = static_cast<uid_t>(cfg.kubelet_uid);
+  } else if (auto uid = redirect::find_kubelet_uid(cfg.host_root + "/proc")) {
+    hcfg.kubelet_uid = *uid;
+  } else {
+    // Matching every host socket instead (upstream's --socket-exists) would
+    // SNAT all host traffic to pods (lesson P12): no rule is safer.
+    log::warn("no kubelet process found ({}): no probe SNAT rule; set --kubelet-uid",
+              uid.error().describe());
+    rules = false;
+  }
+  Result<> last;
+  for (int attempt = 0; attempt < 11; ++attempt) {
+    if (attempt) std::this_thread::sleep_for(std::chrono::seconds(2));
+    last = host.ensure_sets(cfg.ipv6);
+    if (last) last = host.flush_sets();
+    if (last && rules) last = host.install_rules(hcfg);
+    if (last) {
+      if (rules) log::info("host probe SNAT for UID {} via {}", hcfg.kubelet_uid, host.name());
+      return {};
+    }
+    log::warn("host rules attempt {}: {}", attempt + 1, last.error().describe());
+  }
+  return last;
+}
+
 int run(const agent::Config& cfg) {
   // Signals are taken synchronously on the main thread; every other thread
   // inherits the block. SIGPIPE would kill us when a peer goes away mid-write.
@@ -52,25 +88,52 @@ int run(const agent::Config& cfg) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
+  // The backend is chosen once per boot (persisted in the run dir), by
+  // reading state only: detection never creates tables (lesson P19).
+  auto detection = redirect::detect_backend({.run_dir = cfg.run_dir,
+                                             .native_nftables = cfg.native_nftables,
+                                             .force_iptables_binary = cfg.force_iptables_binary});
+  if (!detection) {
+    log::error("cannot choose a redirection backend: {}", detection.error().describe());
+    return 1;
+  }
+  const std::string backend_info =
+      std::string(redirect::backend_name(detection->kind)) + " (" + detection->reason + ")";
+  log::info("redirection backend: {}", backend_info);
+  for (const auto& w : detection->warnings) log::warn("backend detection: {}", w);
+  for (const auto& l : detection->leftovers) {
+    log::warn("leftover state of another backend (not used, not removed): {}", l);
+  }
   std::unique_ptr<redirect::RedirectBackend> backend;
-  if (cfg.native_nftables) {
-    if (!cfg.force_iptables_binary.empty()) {
-      log::warn("Using native nftables and ignoring iptables (FORCE_IPTABLES_BINARY is set)");
-    }
+  std::unique_ptr<redirect::HostRedirect> host;
+  if (detection->kind == redirect::BackendKind::Nftables) {
     backend = std::make_unique<redirect::NftablesBackend>();
-    log::info("redirection backend: nftables (libnftables, in process)");
+    host = std::make_unique<redirect::NftablesHostRedirect>();
+    if (auto compat = redirect::check_host_nft_compat(); compat && !compat->empty()) {
+      log::warn("the host's nft cannot read what we write (P24): {}", *compat);
+    }
   } else {
-    redirect::IptablesOptions iopts{.sandbox = cfg.scoped_xtables_locking};
-    if (cfg.force_iptables_binary == "legacy") iopts.family = "iptables-legacy";
-    if (cfg.force_iptables_binary == "nft") iopts.family = "iptables-nft";
+    redirect::IptablesOptions iopts{
+        .family = detection->kind == redirect::BackendKind::IptablesLegacy ? "iptables-legacy"
+                                                                           : "iptables-nft",
+        .sandbox = cfg.scoped_xtables_locking};
     auto ipt = redirect::IptablesBackend::create(iopts);
-    if (!ipt) {
-      log::error("cannot set up the iptables backend: {}", ipt.error().describe());
+    auto hipt = redirect::IptablesHostRedirect::create(iopts);
+    if (!ipt || !hipt) {
+      log::error("cannot set up the iptables backend: {}",
+                 !ipt ? ipt.error().describe() : hipt.error().describe());
       return 1;
     }
     backend = std::move(*ipt);
+    host = std::move(*hipt);
+  }
+  // Host side: the probe sets, and the SNAT rule for kubelet's probes.
+  if (auto r = setup_host(cfg, *host); !r) {
+    log::error("error initializing the host rules for health checks: {}", r.error().describe());
+    return 1;
   }
   agent::Agent agent(cfg, *backend);
+  agent.set_host(host.get());
 
   // Standalone: a namespace list decides. Kubernetes: upstream's selectors
   // over informer caches, plus the controller for running pods.
@@ -154,7 +217,7 @@ int run(const agent::Config& cfg) {
         [&](const http::Request& r) -> http::Response {
           if (r.target == "/healthz") return {200, "OK\n"};
           if (r.target == "/readyz") {
-            return ready ? http::Response{200, "OK\n"}
+            return ready ? http::Response{200, "OK\nbackend: " + backend_info + "\n"}
                          : http::Response{503, "Service Unavailable\n"};
           }
           return {404, "404 page not found\n"};
@@ -188,11 +251,18 @@ int run(const agent::Config& cfg) {
   sigwait(&sigs, &sig);
   log::info("signal {}: shutting down (in-pod rules stay in place)", sig);
   ready = false;
+  bool upgrade = false;
   if (controller) {
-    bool upgrade = controller->is_upgrade();
+    upgrade = controller->is_upgrade();
     log::info("shutdown kind: {}",
               upgrade ? "upgrade (leaving the plugin installed)" : "uninstall");
     controller->stop();
+  }
+  if (!upgrade) {
+    // Uninstall: the host-side rules and sets go; in-pod rules stay.
+    if (auto r = host->remove_rules(); !r) log::warn("remove host rules: {}", r.error().describe());
+    if (auto r = host->destroy_sets(); !r)
+      log::warn("destroy probe sets: {}", r.error().describe());
   }
   starter.join();
   asio::post(ioc, [&] {

@@ -86,7 +86,29 @@ Result<> Agent::cmd_add(const cni::CniEvent& ev) {
   const std::string path = cfg_.host_root + ev.netns;
   auto opened = netns::Netns::open(path);
   if (!opened) return std::move(opened).error().with("pod " + pod + ": open netns");
+  for (const auto& ip : ev.ips) identity->ips.push_back(ip.address.address);
   return add_pod(*identity, std::make_shared<const netns::Netns>(std::move(*opened)));
+}
+
+Result<> Agent::add_to_probe_set(const std::string& uid, const std::vector<IpAddress>& ips) {
+  if (!host_) return {};
+  std::lock_guard lk(host_mu_);
+  for (const auto& ip : ips) {
+    AMBIENT_RETURN_IF_ERROR(
+        host_->add_pod_ip(ip, uid).context("add " + ip.to_string() + " to the probe set"));
+  }
+  return {};
+}
+
+void Agent::remove_from_probe_set(const std::string& uid, const std::vector<IpAddress>& ips) {
+  if (!host_) return;
+  std::lock_guard lk(host_mu_);
+  for (const auto& ip : ips) {
+    if (auto r = host_->remove_pod_ip(ip, uid); !r) {
+      log::warn("remove {} (pod {}) from the probe set: {}", ip.to_string(), uid,
+                r.error().describe());
+    }
+  }
 }
 
 Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
@@ -115,7 +137,15 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
     }
     return std::move(r).error().with("pod " + pod + ": hand netns to ztunnel");
   }
-  cache_.upsert({.workload = std::move(w), .redirect = rcfg});
+  // Kubelet's probes must reach the app directly: its IPs go into the
+  // host's probe set (comment = pod UID). Without that, undo everything.
+  if (auto r = add_to_probe_set(id.uid, id.ips); !r) {
+    (void)zds_->del(id.uid);
+    (void)backend_.remove(*ns, rcfg);
+    remove_from_probe_set(id.uid, id.ips);
+    return std::move(r).error().with("pod " + pod);
+  }
+  cache_.upsert({.workload = std::move(w), .redirect = rcfg, .ips = id.ips});
   log::info("pod {}: enrolled (netns {}, backend {})", pod, ns->path(), backend_.name());
   if (listener_) listener_->enrolled(id);
   return {};
@@ -126,7 +156,10 @@ Result<> Agent::adopt_pod(const PodIdentity& id, const netns::NetnsRef& ns, bool
   const auto rcfg = redirect_config();
   Result<> r;
   if (ns && reconcile_rules) r = backend_.install(*ns, rcfg).context("pod " + id.name());
-  cache_.upsert({.workload = {.uid = id.uid, .info = id.info, .netns = ns}, .redirect = rcfg});
+  auto probes = add_to_probe_set(id.uid, id.ips);
+  if (!probes) log::error("pod {}: {}", id.name(), probes.error().describe());
+  cache_.upsert(
+      {.workload = {.uid = id.uid, .info = id.info, .netns = ns}, .redirect = rcfg, .ips = id.ips});
   return r;
 }
 
@@ -151,6 +184,7 @@ Result<> Agent::remove_pod(const std::string& uid, bool netns_going_away) {
     // forgets it first and then cannot clean up on retry).
     return make_error(Errc::Internal, "pod " + pod + ": remove: " + errors);
   }
+  remove_from_probe_set(uid, entry->ips);
   (void)cache_.take(uid);
   log::info("pod {}: removed from the mesh", pod);
   return {};

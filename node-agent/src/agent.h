@@ -16,6 +16,7 @@
 #include "http_server.h"
 #include "netns/netns.h"
 #include "redirect/backend.h"
+#include "redirect/host.h"
 #include "zds/zds_server.h"
 
 namespace ambient::agent {
@@ -24,6 +25,7 @@ namespace ambient::agent {
 struct PodIdentity {
   std::string uid;
   zds::WorkloadInfo info;
+  std::vector<IpAddress> ips;  // go into the host's probe set
   std::string name() const { return info.ns + "/" + info.name; }
 };
 
@@ -57,6 +59,7 @@ class EnrollmentListener {
 struct EnrolledPod {
   zds::Workload workload;
   redirect::PodRedirectConfig redirect;
+  std::vector<IpAddress> ips;
 };
 
 // Enrolled pods by UID. Thread-safe.
@@ -86,6 +89,8 @@ class Agent {
 
   void set_zds(zds::ZdsServer* zds) { zds_ = zds; }
   void set_listener(EnrollmentListener* l) { listener_ = l; }
+  // Host-side probe set (kubelet probe SNAT); optional.
+  void set_host(redirect::HostRedirect* h) { host_ = h; }
 
   // HTTP handler for the plugin's socket (/cmdadd, /cmddel).
   http::Response handle_cni(const http::Request& req);
@@ -110,6 +115,8 @@ class Agent {
 
  private:
   std::mutex& pod_lock(const std::string& uid);
+  Result<> add_to_probe_set(const std::string& uid, const std::vector<IpAddress>& ips);
+  void remove_from_probe_set(const std::string& uid, const std::vector<IpAddress>& ips);
   redirect::PodRedirectConfig redirect_config() const;
 
   const Config& cfg_;
@@ -117,6 +124,8 @@ class Agent {
   const EnrollmentPolicy* policy_ = nullptr;
   zds::ZdsServer* zds_ = nullptr;
   EnrollmentListener* listener_ = nullptr;
+  redirect::HostRedirect* host_ = nullptr;
+  std::mutex host_mu_;  // the host redirect's libraries are not thread-safe
   PodCache cache_;
   Metrics metrics_;
   // Serialises work on one pod (a retried ADD racing a DEL) without

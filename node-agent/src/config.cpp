@@ -89,6 +89,11 @@ const std::vector<Option>& options() {
        "redirect with native nftables (in process, one transaction per pod) instead of "
        "iptables; default false",
        [](Config& c) -> void* { return &c.native_nftables; }},
+      {"kubelet-uid", "AMBIENT_KUBELET_UID", Kind::Int,
+       "UID whose connections get the probe SNAT (only kubelet's health probes should); "
+       "default -1 = the UID of the kubelet (or kubelite, k3s) process found in "
+       "<host root>/proc",
+       [](Config& c) -> void* { return &c.kubelet_uid; }},
       {"force-iptables-binary", "FORCE_IPTABLES_BINARY", Kind::String,
        "legacy or nft: use iptables-legacy or iptables-nft instead of the host's default "
        "iptables; empty = default",

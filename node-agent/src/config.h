@@ -24,6 +24,7 @@ struct Config {
   bool scoped_xtables_locking = true;
   std::string force_iptables_binary;  // "", "legacy", "nft"
   bool native_nftables = false;
+  int kubelet_uid = -1;  // -1: find kubelet in <host root>/proc
   std::string probe_snat_ipv4 = "169.254.7.127";
   std::string probe_snat_ipv6 = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff";
   int health_port = 8000;

@@ -377,3 +377,48 @@ TEST_CASE("a pod with IPv6 disabled is enrolled; IPv6 routing is skipped cleanly
       Catch::Contains("local default dev lo"));
   CHECK_THAT(in_pod_tcp(a, b.ip, 8080), Catch::Contains("port=15001"));
 }
+
+TEST_CASE(
+    "kubelet's probes reach an enrolled pod from 169.254.7.127, unredirected; other host "
+    "processes are redirected",
+    "[e2e][probe]") {
+  NodeOptions opts;
+  opts.kubelet_uid = 4242;  // the node netns's "kubelet"
+  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  INFO("backend " << opts.backend);
+  SimNode node(opts);
+  Pod b = node.must_add_pod("b", "ambient-demo");
+  UniqueFd server = listen_in(b, 9090);
+  // Accepts one connection and answers with the peer address it saw.
+  auto serve_one = [&] {
+    return std::async(std::launch::async, [&]() -> std::string {
+      pollfd p{server.get(), POLLIN, 0};
+      if (::poll(&p, 1, 5000) != 1) return "";
+      sockaddr_in from{};
+      socklen_t len = sizeof from;
+      UniqueFd c(::accept4(server.get(), reinterpret_cast<sockaddr*>(&from), &len, SOCK_CLOEXEC));
+      char buf[INET_ADDRSTRLEN];
+      std::string peer = ::inet_ntop(AF_INET, &from.sin_addr, buf, sizeof buf);
+      std::string line = "direct from " + peer + "\n";
+      ssize_t n = ::write(c.get(), line.data(), line.size());
+      (void)n;
+      return peer;
+    });
+  };
+  auto host_connect = [&](const std::string& uid) {
+    auto r = run_command({.argv = {"ip", "netns", "exec", node.node_netns(), "setpriv", "--reuid",
+                                   uid, "--regid", uid, "--clear-groups", "bash", "-c",
+                                   "exec 3<>/dev/tcp/" + b.ip + "/9090 && timeout 3 head -n 1 <&3"},
+                          .timeout = 10s});
+    REQUIRE(r);
+    return r->out;
+  };
+  auto seen = serve_one();
+  std::string reply = host_connect("4242");
+  CHECK_THAT(reply, Catch::StartsWith("direct from 169.254.7.127"));
+  CHECK(seen.get() == "169.254.7.127");
+
+  // Any other host process: SNAT does not apply, the pod's inbound capture does.
+  std::string other = host_connect("0");
+  CHECK_THAT(other, Catch::Contains("port=15006"));
+}

@@ -143,25 +143,32 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_id()) {
   netns_names_.push_back(node_netns());
   node_exec({"ip", "link", "set", "lo", "up"});
 
-  json conflist = {{"cniVersion", "1.0.0"},
-                   {"name", "ambient-e2e"},
-                   {"plugins",
-                    {{{"type", "bridge"},
-                      {"bridge", "amb0"},
-                      {"isGateway", true},
-                      {"ipMasq", false},
-                      {"ipam",
-                       {{"type", "host-local"},
-                        {"ranges", opts_.dual_stack ? json{{{{"subnet", "10.248.0.0/24"}}},
-                                                           {{{"subnet", "fd00:248::/64"}}}}
-                                                    : json{{{{"subnet", "10.248.0.0/24"}}}}},
-                        {"dataDir", dir_ + "/ipam"}}}},
-                     {{"type", "istio-cni"},
-                      {"ambient_enabled", true},
-                      {"cni_agent_run_dir", dir_ + "/run"},
-                      {"exclude_namespaces", opts_.exclude_namespaces},
-                      {"pod_namespace", "istio-system"},
-                      {"plugin_log_level", "debug"}}}}};
+  json conflist = {
+      {"cniVersion", "1.0.0"},
+      {"name", "ambient-e2e"},
+      {"plugins",
+       {{{"type", "bridge"},
+         {"bridge", "amb0"},
+         {"isGateway", true},
+         {"ipMasq", false},
+         {"ipam",
+          {{"type", "host-local"},
+           {"ranges", opts_.dual_stack
+                          ? json{{{{"subnet", "10.248.0.0/24"}}}, {{{"subnet", "fd00:248::/64"}}}}
+                          : json{{{{"subnet", "10.248.0.0/24"}}}}},
+           // Replies to SNATed kubelet probes go back through the node (the
+           // only route out of the pod besides its subnet).
+           {"routes", opts_.dual_stack
+                          ? json{{{"dst", "169.254.7.127/32"}},
+                                 {{"dst", "fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128"}}}
+                          : json{{{"dst", "169.254.7.127/32"}}}},
+           {"dataDir", dir_ + "/ipam"}}}},
+        {{"type", "istio-cni"},
+         {"ambient_enabled", true},
+         {"cni_agent_run_dir", dir_ + "/run"},
+         {"exclude_namespaces", opts_.exclude_namespaces},
+         {"pod_namespace", "istio-system"},
+         {"plugin_log_level", "debug"}}}}};
   if (opts_.kubernetes) conflist["plugins"][1]["enablement_selectors"] = default_selectors_json();
   std::ofstream(dir_ + "/net.conflist") << conflist.dump(2);
   if (opts_.kubernetes) start_apiserver();
@@ -218,6 +225,9 @@ void SimNode::start_agent() {
     argv.insert(argv.end(), {"--force-iptables-binary", "legacy"});
   if (opts_.backend == "iptables-nft") argv.insert(argv.end(), {"--force-iptables-binary", "nft"});
   if (opts_.dual_stack || opts_.agent_ipv6) argv.push_back("--ambient-ipv6");
+  if (opts_.kubelet_uid >= 0) {
+    argv.insert(argv.end(), {"--kubelet-uid", std::to_string(opts_.kubelet_uid)});
+  }
   if (opts_.kubernetes) {
     // The node netns plays the host, and the agent runs in it.
     argv.insert(argv.end(), {"--kubeconfig", kubeconfig(), "--node-name", kNodeName, "--host-netns",

@@ -70,6 +70,7 @@ struct NodeOptions {
   // the agent installs IPv6 rules.
   bool dual_stack = false;
   bool agent_ipv6 = false;  // --ambient-ipv6 without IPv6 pod addresses
+  int kubelet_uid = -1;     // --kubelet-uid: who plays kubelet in the node netns
   // Kubernetes mode: a fake API server in the node netns, the agent with
   // upstream's default selectors, pods as API objects with a sandbox
   // process in a pod cgroup (so the /proc scan can find them).

@@ -348,6 +348,12 @@ TEST_CASE("kubelet's connections to an enrolled pod arrive from the probe SNAT a
     REQUIRE_OK(connect_as(host, kKubeletUid, port));
     CHECK(accept_peer(listener) == "10.253.0.1");
   }
+  SECTION("upstream's socket-exists match SNATs every host socket, root's too") {
+    REQUIRE_OK(
+        in_netns(host, [&] { return h.install_rules({.match = ProbeMatch::SocketExists}); }));
+    REQUIRE_OK(connect_as(host, 0, port));
+    CHECK(accept_peer(listener) == "169.254.7.127");
+  }
   SECTION("without the rules nothing is SNATed") {
     REQUIRE_OK(in_netns(host, [&] { return h.remove_rules(); }));
     REQUIRE_OK(connect_as(host, kKubeletUid, port));

@@ -55,7 +55,8 @@ agent::PodIdentity identity_of(const json::Json& pod) {
   return {.uid = meta(pod, "uid"),
           .info = {.name = meta(pod, "name"),
                    .ns = meta(pod, "namespace"),
-                   .service_account = sa.empty() ? "default" : sa}};
+                   .service_account = sa.empty() ? "default" : sa},
+          .ips = pod_ips(pod)};
 }
 
 json::Json yaml_to_json(const YAML::Node& n) {

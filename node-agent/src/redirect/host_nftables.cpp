@@ -91,26 +91,52 @@ Result<ProbeSetEntry> parse_element(const nlohmann::json& e) {
   return ProbeSetEntry{.ip = ip, .uid = std::move(comment)};
 }
 
+// The "nftables" array of `nft -j` output. Every access below checks types
+// first: nlohmann throws on a type mismatch, and our code throws nothing.
+Result<nlohmann::json> json_items(const std::string& text) {
+  auto doc = nlohmann::json::parse(text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("nftables") ||
+      !doc["nftables"].is_array()) {
+    return make_error(Errc::Internal, "nft: unexpected JSON output");
+  }
+  return std::move(doc["nftables"]);
+}
+
+// item[key] when item is an object whose `key` is an object, else nullptr.
+const nlohmann::json* member_object(const nlohmann::json& item, const char* key) {
+  if (!item.is_object()) return nullptr;
+  auto it = item.find(key);
+  return it != item.end() && it->is_object() ? &*it : nullptr;
+}
+
+std::string string_member(const nlohmann::json& object, const char* key) {
+  auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 Result<TableState> read_table() {
   TableState state;
   AMBIENT_ASSIGN_OR_RETURN(std::string tables, run_nft("list tables inet", true));
-  auto doc = nlohmann::json::parse(tables, nullptr, false);
-  if (doc.is_discarded()) return make_error(Errc::Internal, "nft list tables: invalid JSON");
-  for (const auto& item : doc.value("nftables", nlohmann::json::array())) {
-    if (item.contains("table") && item["table"].value("name", "") == kHostNftTable) {
+  AMBIENT_ASSIGN_OR_RETURN(nlohmann::json tables_items, json_items(tables));
+  for (const auto& item : tables_items) {
+    if (const auto* t = member_object(item, "table");
+        t && string_member(*t, "name") == kHostNftTable) {
       state.exists = true;
     }
   }
   if (!state.exists) return state;
   AMBIENT_ASSIGN_OR_RETURN(std::string listing, run_nft("list table " + kTable, true));
-  doc = nlohmann::json::parse(listing, nullptr, false);
-  if (doc.is_discarded()) return make_error(Errc::Internal, "nft list table: invalid JSON");
-  for (const auto& item : doc.value("nftables", nlohmann::json::array())) {
-    if (item.contains("chain")) state.chains.insert(item["chain"].value("name", ""));
-    if (!item.contains("set")) continue;
-    const auto& s = item["set"];
-    auto& entries = state.sets[s.value("name", "")];
-    for (const auto& e : s.value("elem", nlohmann::json::array())) {
+  AMBIENT_ASSIGN_OR_RETURN(nlohmann::json listing_items, json_items(listing));
+  for (const auto& item : listing_items) {
+    if (const auto* c = member_object(item, "chain")) {
+      state.chains.insert(string_member(*c, "name"));
+    }
+    const auto* s = member_object(item, "set");
+    if (!s) continue;
+    auto& entries = state.sets[string_member(*s, "name")];
+    const auto elems = s->value("elem", nlohmann::json::array());
+    if (!elems.is_array()) return make_error(Errc::Internal, "nft JSON: set elem is not a list");
+    for (const auto& e : elems) {
       AMBIENT_ASSIGN_OR_RETURN(ProbeSetEntry entry, parse_element(e));
       entries.push_back(std::move(entry));
     }
