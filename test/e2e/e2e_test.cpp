@@ -422,3 +422,64 @@ TEST_CASE(
   std::string other = host_connect("0");
   CHECK_THAT(other, Catch::Contains("port=15006"));
 }
+
+TEST_CASE(
+    "the app's replies on ztunnel's spoofed inbound connections go back to ztunnel, not "
+    "out or to 15001",
+    "[e2e]") {
+  NodeOptions opts;
+  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  INFO("backend " << opts.backend);
+  SimNode node(opts);
+  Pod b = node.must_add_pod("b", "ambient-demo");
+  Pod c = node.must_add_pod("c", "plain");
+  UniqueFd app = listen_in(b, 9090);
+  // ztunnel's inbound leg, as it does it: inside B, a transparent socket
+  // carrying mark 1337, bound to the client's (C's) address, to the app.
+  std::string reply;
+  auto leg = std::async(std::launch::async, [&] {
+    return in_pod(b, [&]() -> Result<> {
+      UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      int one = 1;
+      unsigned mark = 1337;
+      if (::setsockopt(s.get(), SOL_IP, IP_TRANSPARENT, &one, sizeof one) != 0) {
+        return sys_error("IP_TRANSPARENT");
+      }
+      if (::setsockopt(s.get(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+        return sys_error("SO_MARK");
+      }
+      timeval tv{3, 0};
+      ::setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      ::setsockopt(s.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      sockaddr_in src{}, dst{};
+      src.sin_family = dst.sin_family = AF_INET;
+      ::inet_pton(AF_INET, c.ip.c_str(), &src.sin_addr);
+      ::inet_pton(AF_INET, b.ip.c_str(), &dst.sin_addr);
+      dst.sin_port = htons(9090);
+      if (::bind(s.get(), reinterpret_cast<sockaddr*>(&src), sizeof src) != 0) {
+        return sys_error("bind spoofed source");
+      }
+      if (::connect(s.get(), reinterpret_cast<sockaddr*>(&dst), sizeof dst) != 0) {
+        return sys_error("connect to the app");
+      }
+      char buf[64] = {};
+      ssize_t n = ::read(s.get(), buf, sizeof buf - 1);
+      if (n > 0) reply.assign(buf, static_cast<size_t>(n));
+      return {};
+    });
+  });
+  // The app accepts (it sees C as the client) and answers.
+  pollfd p{app.get(), POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 3000) == 1);
+  sockaddr_in from{};
+  socklen_t len = sizeof from;
+  UniqueFd conn(::accept4(app.get(), reinterpret_cast<sockaddr*>(&from), &len, SOCK_CLOEXEC));
+  char peer[INET_ADDRSTRLEN];
+  CHECK(std::string(::inet_ntop(AF_INET, &from.sin_addr, peer, sizeof peer)) == c.ip);
+  ssize_t n = ::write(conn.get(), "hello\n", 6);
+  CHECK(n == 6);
+  auto r = leg.get();
+  INFO((r ? std::string() : r.error().describe()));
+  REQUIRE(r);
+  CHECK(reply == "hello\n");  // the reply found its way back to the spoofed socket
+}

@@ -74,7 +74,7 @@ auto in_netns(const NamedNetns& n, F fn) -> decltype(fn()) {
   return std::move(*out);
 }
 
-#define REQUIRE_OK(expr)                                                \
+#define AMBIENT_REQUIRE_OK(expr)                                        \
   do {                                                                  \
     auto ambient_r_ = (expr);                                           \
     INFO((ambient_r_ ? std::string() : ambient_r_.error().describe())); \
@@ -132,14 +132,14 @@ TEST_CASE("host probe sets and rules: owners, idempotency and no residue", "[hos
   HostRedirect& h = *b;
   const IpAddress a = ip("10.253.1.2"), c = ip("10.253.1.3"), v6 = ip("fd00:253::2");
 
-  REQUIRE_OK(in_netns(host, [&] { return h.ensure_sets(true); }));
-  REQUIRE_OK(in_netns(host, [&] { return h.ensure_sets(true); }));  // exists already: fine
-  REQUIRE_OK(in_netns(host, [&] { return h.add_pod_ip(a, "uid-a"); }));
-  REQUIRE_OK(in_netns(host, [&] { return h.add_pod_ip(c, "uid-c"); }));
-  REQUIRE_OK(in_netns(host, [&] { return h.add_pod_ip(v6, "uid-v6"); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.ensure_sets(true); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.ensure_sets(true); }));  // exists already: fine
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.add_pod_ip(a, "uid-a"); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.add_pod_ip(c, "uid-c"); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.add_pod_ip(v6, "uid-v6"); }));
 
   auto listed = in_netns(host, [&] { return h.list_sets(); });
-  REQUIRE_OK(listed);
+  AMBIENT_REQUIRE_OK(listed);
   CHECK(listed->size() == 3);
   CHECK(uid_of(*listed, a) == "uid-a");
   CHECK(uid_of(*listed, c) == "uid-c");
@@ -149,32 +149,32 @@ TEST_CASE("host probe sets and rules: owners, idempotency and no residue", "[hos
                        Catch::Contains("fd00:253::2 comment \"uid-v6\""));
 
   // The IP moves to a newer pod: the entry takes the new owner.
-  REQUIRE_OK(in_netns(host, [&] { return h.add_pod_ip(a, "uid-a2"); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.add_pod_ip(a, "uid-a2"); }));
   listed = in_netns(host, [&] { return h.list_sets(); });
-  REQUIRE_OK(listed);
+  AMBIENT_REQUIRE_OK(listed);
   CHECK(uid_of(*listed, a) == "uid-a2");
   CHECK(listed->size() == 3);
 
   // The old pod's removal must not take the new pod's entry.
-  REQUIRE_OK(in_netns(host, [&] { return h.remove_pod_ip(a, "uid-a"); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.remove_pod_ip(a, "uid-a"); }));
   listed = in_netns(host, [&] { return h.list_sets(); });
-  REQUIRE_OK(listed);
+  AMBIENT_REQUIRE_OK(listed);
   CHECK(uid_of(*listed, a) == "uid-a2");
 
-  REQUIRE_OK(in_netns(host, [&] { return h.remove_pod_ip(a, "uid-a2"); }));
-  REQUIRE_OK(in_netns(host, [&] { return h.remove_pod_ip(v6, "uid-v6"); }));
-  REQUIRE_OK(in_netns(host, [&] { return h.remove_pod_ip(a, "uid-a2"); }));  // absent: fine
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.remove_pod_ip(a, "uid-a2"); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.remove_pod_ip(v6, "uid-v6"); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.remove_pod_ip(a, "uid-a2"); }));  // absent: fine
   listed = in_netns(host, [&] { return h.list_sets(); });
-  REQUIRE_OK(listed);
+  AMBIENT_REQUIRE_OK(listed);
   REQUIRE(listed->size() == 1);
   CHECK(uid_of(*listed, c) == "uid-c");
 
   // Rules: install twice (plus, for iptables, a stray duplicate jump an
   // older agent might have left) and find exactly one copy.
   HostProbeConfig cfg{.ipv6 = true, .kubelet_uid = 4242};
-  REQUIRE_OK(in_netns(host, [&] { return h.install_rules(cfg); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.install_rules(cfg); }));
   if (kind != "nftables") host.exec({kind, "-t", "nat", "-A", "POSTROUTING", "-j", "ISTIO_POSTRT"});
-  REQUIRE_OK(in_netns(host, [&] { return h.install_rules(cfg); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.install_rules(cfg); }));
   std::string rules = dump_rules(host, kind);
   INFO(rules);
   if (kind == "nftables") {
@@ -189,48 +189,48 @@ TEST_CASE("host probe sets and rules: owners, idempotency and no residue", "[hos
   }
   // Installing rules never loses set entries (nft: `flush table` keeps them).
   listed = in_netns(host, [&] { return h.list_sets(); });
-  REQUIRE_OK(listed);
+  AMBIENT_REQUIRE_OK(listed);
   CHECK(uid_of(*listed, c) == "uid-c");
 
   // With IPv6 off, IPv6 pod IPs are skipped, not errors.
-  REQUIRE_OK(in_netns(host, [&] { return h.ensure_sets(false); }));
-  REQUIRE_OK(in_netns(host, [&] { return h.add_pod_ip(ip("fd00:253::9"), "uid-9"); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.ensure_sets(false); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.add_pod_ip(ip("fd00:253::9"), "uid-9"); }));
   listed = in_netns(host, [&] { return h.list_sets(); });
-  REQUIRE_OK(listed);
+  AMBIENT_REQUIRE_OK(listed);
   CHECK_FALSE(uid_of(*listed, ip("fd00:253::9")).has_value());
 
-  REQUIRE_OK(in_netns(host, [&] { return h.remove_rules(); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.remove_rules(); }));
   rules = dump_rules(host, kind);
   CHECK(rules.find("ISTIO_POSTRT") == std::string::npos);
   CHECK(rules.find("postrouting") == std::string::npos);
   CHECK(rules.find("snat") == std::string::npos);
-  REQUIRE_OK(in_netns(host, [&] { return h.remove_rules(); }));  // idempotent
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.remove_rules(); }));  // idempotent
   listed = in_netns(host, [&] { return h.list_sets(); });
-  REQUIRE_OK(listed);
+  AMBIENT_REQUIRE_OK(listed);
   CHECK(listed->size() == 1);  // the sets outlive the rules
 
-  REQUIRE_OK(in_netns(host, [&] { return h.flush_sets(); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.flush_sets(); }));
   listed = in_netns(host, [&] { return h.list_sets(); });
-  REQUIRE_OK(listed);
+  AMBIENT_REQUIRE_OK(listed);
   CHECK(listed->empty());
 
-  REQUIRE_OK(in_netns(host, [&] { return h.destroy_sets(); }));
-  REQUIRE_OK(in_netns(host, [&] { return h.destroy_sets(); }));  // idempotent
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.destroy_sets(); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.destroy_sets(); }));  // idempotent
   CHECK(dump_sets(host, kind).find("istio") == std::string::npos);
   rules = dump_rules(host, kind);
   CHECK(rules.find("istio") == std::string::npos);
   CHECK(rules.find("ISTIO") == std::string::npos);
   listed = in_netns(host, [&] { return h.list_sets(); });
-  REQUIRE_OK(listed);
+  AMBIENT_REQUIRE_OK(listed);
   CHECK(listed->empty());
-  REQUIRE_OK(in_netns(host, [&] { return h.remove_pod_ip(c, "uid-c"); }));  // no sets: fine
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.remove_pod_ip(c, "uid-c"); }));  // no sets: fine
 }
 
 TEST_CASE("bad pod UIDs never reach the sets", "[host]") {
   const std::string kind = GENERATE(as<std::string>{}, "iptables-nft", "nftables");
   NamedNetns host("amb-host-");
   auto b = make_backend(kind);
-  REQUIRE_OK(in_netns(host, [&] { return b->ensure_sets(false); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return b->ensure_sets(false); }));
   auto r = in_netns(host, [&] { return b->add_pod_ip(ip("10.253.1.2"), "x\" } ; flush ruleset"); });
   REQUIRE_FALSE(r);
   CHECK(r.error().code == Errc::InvalidArgument);
@@ -311,7 +311,7 @@ TEST_CASE("kubelet's connections to an enrolled pod arrive from the probe SNAT a
 
   UniqueFd listener;
   uint16_t port = 0;
-  REQUIRE_OK(in_netns(pod, [&]() -> Result<> {
+  AMBIENT_REQUIRE_OK(in_netns(pod, [&]() -> Result<> {
     listener = UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!listener.valid()) return sys_error("socket");
     sockaddr_in addr{};
@@ -331,32 +331,33 @@ TEST_CASE("kubelet's connections to an enrolled pod arrive from the probe SNAT a
 
   auto b = make_backend(kind);
   HostRedirect& h = *b;
-  REQUIRE_OK(in_netns(host, [&] { return h.ensure_sets(false); }));
-  REQUIRE_OK(in_netns(host, [&] { return h.add_pod_ip(ip("10.253.0.2"), "pod-uid"); }));
-  REQUIRE_OK(in_netns(host, [&] {
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.ensure_sets(false); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.add_pod_ip(ip("10.253.0.2"), "pod-uid"); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] {
     return h.install_rules({.match = ProbeMatch::KubeletUid, .kubelet_uid = kKubeletUid});
   }));
 
   SECTION("kubelet's UID is SNATed, root is not") {
-    REQUIRE_OK(connect_as(host, kKubeletUid, port));
+    AMBIENT_REQUIRE_OK(connect_as(host, kKubeletUid, port));
     CHECK(accept_peer(listener) == "169.254.7.127");
-    REQUIRE_OK(connect_as(host, 0, port));
+    AMBIENT_REQUIRE_OK(connect_as(host, 0, port));
     CHECK(accept_peer(listener) == "10.253.0.1");
   }
   SECTION("a pod taken out of the set is no longer SNATed") {
-    REQUIRE_OK(in_netns(host, [&] { return h.remove_pod_ip(ip("10.253.0.2"), "pod-uid"); }));
-    REQUIRE_OK(connect_as(host, kKubeletUid, port));
+    AMBIENT_REQUIRE_OK(
+        in_netns(host, [&] { return h.remove_pod_ip(ip("10.253.0.2"), "pod-uid"); }));
+    AMBIENT_REQUIRE_OK(connect_as(host, kKubeletUid, port));
     CHECK(accept_peer(listener) == "10.253.0.1");
   }
   SECTION("upstream's socket-exists match SNATs every host socket, root's too") {
-    REQUIRE_OK(
+    AMBIENT_REQUIRE_OK(
         in_netns(host, [&] { return h.install_rules({.match = ProbeMatch::SocketExists}); }));
-    REQUIRE_OK(connect_as(host, 0, port));
+    AMBIENT_REQUIRE_OK(connect_as(host, 0, port));
     CHECK(accept_peer(listener) == "169.254.7.127");
   }
   SECTION("without the rules nothing is SNATed") {
-    REQUIRE_OK(in_netns(host, [&] { return h.remove_rules(); }));
-    REQUIRE_OK(connect_as(host, kKubeletUid, port));
+    AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.remove_rules(); }));
+    AMBIENT_REQUIRE_OK(connect_as(host, kKubeletUid, port));
     CHECK(accept_peer(listener) == "10.253.0.1");
   }
 }

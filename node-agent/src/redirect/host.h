@@ -60,11 +60,14 @@ class HostRedirect {
   // Creates the v4 set (and the v6 set with `ipv6`) if missing. Also records
   // whether IPv6 entries are wanted at all (see add_pod_ip).
   virtual Result<> ensure_sets(bool ipv6) = 0;
-  virtual Result<> flush_sets() = 0;    // empties the sets that exist
-  virtual Result<> destroy_sets() = 0;  // idempotent; fails while rules still use them
+  virtual Result<> flush_sets() = 0;  // empties the sets that exist
+  // Idempotent. iptables: fails while rules still use the sets (remove the
+  // rules first). nftables: sets are table-local, so the table goes, rules too.
+  virtual Result<> destroy_sets() = 0;
 
-  // Adds (or re-owns) `ip` with comment `pod_uid`. An IPv6 address while the
-  // sets are v4-only is skipped with a debug log, not an error (spec §11 #5).
+  // Adds (or re-owns) `ip` with comment `pod_uid`, creating its set if
+  // missing. An IPv6 address while the sets are v4-only is skipped with a
+  // debug log, not an error (spec §11 #5). Bad UIDs: InvalidArgument.
   virtual Result<> add_pod_ip(const IpAddress& ip, const std::string& pod_uid) = 0;
   // Deletes `ip` only if its comment is `pod_uid`. Absent: success. Owned by
   // another UID (the IP was reused by a newer pod): kept, success, warning.
