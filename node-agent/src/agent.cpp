@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <functional>
+#include <sstream>
 
+#include "fault.h"
 #include "log.h"
 
 namespace ambient::agent {
@@ -65,11 +67,45 @@ std::mutex& Agent::pod_lock(const std::string& uid) {
   return pod_locks_[std::hash<std::string>{}(uid) % pod_locks_.size()];
 }
 
-redirect::PodRedirectConfig Agent::redirect_config() const {
-  return {.dns_capture = cfg_.dns_capture,
-          .ipv6 = cfg_.ipv6,
-          .probe_snat_ipv4 = cfg_.probe_snat_ipv4,
-          .probe_snat_ipv6 = cfg_.probe_snat_ipv6};
+namespace {
+// Go's strconv.ParseBool, as upstream reads these annotations.
+std::optional<bool> parse_go_bool(const std::string& v) {
+  for (const char* t : {"1", "t", "T", "TRUE", "true", "True"}) {
+    if (v == t) return true;
+  }
+  for (const char* f : {"0", "f", "F", "FALSE", "false", "False"}) {
+    if (v == f) return false;
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+redirect::PodRedirectConfig pod_redirect_config(const Config& cfg,
+                                                const std::map<std::string, std::string>& ann,
+                                                const std::string& pod) {
+  redirect::PodRedirectConfig r{.dns_capture = cfg.dns_capture,
+                                .ipv6 = cfg.ipv6,
+                                .probe_snat_ipv4 = cfg.probe_snat_ipv4,
+                                .probe_snat_ipv6 = cfg.probe_snat_ipv6};
+  auto flag = [&](const char* key) -> std::optional<bool> {
+    auto it = ann.find(key);
+    if (it == ann.end()) return std::nullopt;
+    auto b = parse_go_bool(it->second);
+    if (!b) log::warn("pod {}: ignoring annotation {}=\"{}\": not a boolean", pod, key, it->second);
+    return b;
+  };
+  if (auto b = flag("ambient.istio.io/bypass-inbound-capture")) r.ingress_mode = *b;
+  if (auto b = flag("ambient.istio.io/dns-capture")) r.dns_capture = *b;
+  if (auto it = ann.find("istio.io/reroute-virtual-interfaces"); it != ann.end()) {
+    std::stringstream ss(it->second);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      auto b = item.find_first_not_of(" \t");
+      auto e = item.find_last_not_of(" \t");
+      if (b != std::string::npos) r.virtual_interfaces.push_back(item.substr(b, e - b + 1));
+    }
+  }
+  return r;
 }
 
 Result<> Agent::cmd_add(const cni::CniEvent& ev) {
@@ -125,10 +161,11 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
     return make_error(Errc::Unavailable,
                       "pod " + pod + ": no ztunnel connection (is ztunnel running on this node?)");
   }
-  const auto rcfg = redirect_config();
+  const auto rcfg = pod_redirect_config(cfg_, id.annotations, pod);
   if (auto r = backend_.install(*ns, rcfg); !r) {
     return std::move(r).error().with("pod " + pod);
   }
+  crash_point_for_test("after-rules");
   zds::Workload w{.uid = id.uid, .info = id.info, .netns = ns};
   if (auto r = zds_->add(w); !r) {
     if (auto undo = backend_.remove(*ns, rcfg); !undo) {
@@ -153,7 +190,7 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
 
 Result<> Agent::adopt_pod(const PodIdentity& id, const netns::NetnsRef& ns, bool reconcile_rules) {
   std::lock_guard lk(pod_lock(id.uid));
-  const auto rcfg = redirect_config();
+  const auto rcfg = pod_redirect_config(cfg_, id.annotations, id.name());
   Result<> r;
   if (ns && reconcile_rules) r = backend_.install(*ns, rcfg).context("pod " + id.name());
   auto probes = add_to_probe_set(id.uid, id.ips);
@@ -191,9 +228,19 @@ Result<> Agent::remove_pod(const std::string& uid, bool netns_going_away) {
 }
 
 Result<> Agent::cmd_del(const cni::CniEvent& ev) {
-  // At CNI DEL the netns usually still exists; clean it anyway so a reused
-  // netns never keeps our rules.
-  return remove_pod(pod_key(ev), false);
+  const std::string uid = pod_key(ev);
+  if (is_enrolled(uid)) return remove_pod(uid, false);
+  // Not enrolled, but an ADD may have died half-way (agent killed): DEL,
+  // which runtimes send after a failed ADD, takes out whatever of ours is
+  // in the netns.
+  if (ev.netns.empty()) return {};
+  auto ns = netns::Netns::open(cfg_.host_root + ev.netns);
+  if (!ns) return {};  // already gone: nothing to clean
+  if (auto r = backend_.remove(*ns, pod_redirect_config(cfg_, {})); !r) {
+    log::warn("pod {}/{}: cleaning up after DEL: {}", ev.pod_namespace, ev.pod_name,
+              r.error().describe());
+  }
+  return {};
 }
 
 http::Response Agent::handle_cni(const http::Request& req) {

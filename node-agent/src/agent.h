@@ -25,7 +25,8 @@ namespace ambient::agent {
 struct PodIdentity {
   std::string uid;
   zds::WorkloadInfo info;
-  std::vector<IpAddress> ips;  // go into the host's probe set
+  std::vector<IpAddress> ips;                      // go into the host's probe set
+  std::map<std::string, std::string> annotations;  // per-pod redirection overrides
   std::string name() const { return info.ns + "/" + info.name; }
 };
 
@@ -117,7 +118,6 @@ class Agent {
   std::mutex& pod_lock(const std::string& uid);
   Result<> add_to_probe_set(const std::string& uid, const std::vector<IpAddress>& ips);
   void remove_from_probe_set(const std::string& uid, const std::vector<IpAddress>& ips);
-  redirect::PodRedirectConfig redirect_config() const;
 
   const Config& cfg_;
   redirect::RedirectBackend& backend_;
@@ -132,6 +132,14 @@ class Agent {
   // serialising different pods.
   std::array<std::mutex, 64> pod_locks_;
 };
+
+// Global settings plus the pod's override annotations (redirection.md §4):
+// ambient.istio.io/bypass-inbound-capture, ambient.istio.io/dns-capture,
+// istio.io/reroute-virtual-interfaces. Invalid values are ignored with a
+// warning.
+redirect::PodRedirectConfig pod_redirect_config(
+    const Config& cfg, const std::map<std::string, std::string>& annotations,
+    const std::string& pod = "");
 
 // The pod's key: the Kubernetes UID when the plugin sent it, else
 // namespace/name (upstream plugins do not send the UID).

@@ -14,6 +14,8 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <regex>
+#include <sstream>
 #include <thread>
 
 #include "agent_client.h"
@@ -482,4 +484,55 @@ TEST_CASE(
   INFO((r ? std::string() : r.error().describe()));
   REQUIRE(r);
   CHECK(reply == "hello\n");  // the reply found its way back to the spoofed socket
+}
+
+TEST_CASE("an agent killed in the middle of an install leaves all of the pod's rules or none",
+          "[e2e][fault]") {
+  NodeOptions opts;
+  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  const std::string point = GENERATE(as<std::string>{}, "after-routing", "after-rules");
+  INFO("backend " << opts.backend << ", crash " << point);
+  SimNode node(opts);
+  node.stop_agent();
+  node.set_crash_point(point);
+  node.start_agent();
+  Pod a;
+  auto r = node.add_pod("a", "ambient-demo", &a);
+  CHECK_FALSE(r.ok);  // the agent died: the ADD fails closed
+  REQUIRE(node.wait_agent_exit(5s) == 86);
+  // Netfilter state is whole or absent, never partial.
+  std::string nft = node.node_exec({"ip", "netns", "exec", a.netns_name, "nft", "list", "ruleset"});
+  std::string legacy =
+      node.node_exec({"ip", "netns", "exec", a.netns_name, "iptables-legacy-save"});
+  bool any = nft.find("ISTIO") != std::string::npos ||
+             nft.find("istio-ambient") != std::string::npos ||
+             legacy.find("ISTIO") != std::string::npos;
+  if (point == "after-routing") {
+    CHECK_FALSE(any);
+  } else {
+    // Whole: exactly what a normal enrollment installs.
+    node.set_crash_point("");
+    node.start_agent();
+    Pod ref = node.must_add_pod("ref", "ambient-demo");
+    auto rules_of = [&](const Pod& p) {
+      std::string all =
+          node.node_exec({"ip", "netns", "exec", p.netns_name, "nft", "list", "ruleset"}) +
+          node.node_exec({"ip", "netns", "exec", p.netns_name, "iptables-legacy-save"});
+      std::string out, line;
+      std::istringstream in(all);
+      while (std::getline(in, line)) {
+        if (!line.empty() && line[0] != '#') out += line + "\n";  // drop timestamps
+      }
+      // Packet counters differ between pods; the rules must not.
+      out = std::regex_replace(out, std::regex(R"(\[\d+:\d+\])"), "[0:0]");
+      return std::regex_replace(out, std::regex(R"(packets \d+ bytes \d+)"), "packets 0 bytes 0");
+    };
+    CHECK(any);
+    CHECK(rules_of(a) == rules_of(ref));
+  }
+  // What a runtime does after a failed ADD: DEL. Nothing of ours remains.
+  node.set_crash_point("");
+  if (!node.agent_running()) node.start_agent();
+  REQUIRE(node.del_pod(a).ok);
+  CHECK_FALSE(node.pod_has_our_rules(a));
 }

@@ -324,3 +324,43 @@ TEST_CASE("k8s: after a restart, an enrolled pod whose netns cannot be found is 
   CHECK(state["workloads"][b.uid]["state"] == "Up");
   CHECK_THAT(node.agent_log(), Catch::Contains("2 enrolled pods rebuilt (1 without a netns"));
 }
+
+TEST_CASE("k8s: per-pod annotations override DNS capture and inbound capture", "[e2e][k8s]") {
+  NodeOptions opts = k8s_node();
+  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "nftables");
+  INFO("backend " << opts.backend);
+  SimNode node(opts);  // DNS capture on globally
+  node.create_namespace("mesh", kAmbient);
+  node.create_namespace("plain");
+  Pod nodns = node.must_add_pod("nodns", "mesh",
+                                {.annotations = {{"ambient.istio.io/dns-capture", "false"}}});
+  Pod gw = node.must_add_pod("gw", "mesh",
+                             {.annotations = {{"ambient.istio.io/bypass-inbound-capture", "true"},
+                                              {"istio.io/reroute-virtual-interfaces", "tap0"}}});
+  Pod c = node.must_add_pod("c", "plain");
+  // DNS off for this pod: TCP 53 to the gateway is not sent to 15053 (and
+  // nothing listens there, so it fails), while other egress is still captured.
+  auto dns = in_pod(nodns, [&]() -> Result<> {
+    auto r = tcp_exchange(node.gateway(), 53);
+    if (r && r->find("port=15053") != std::string::npos) {
+      return make_error(Errc::Internal, "DNS captured despite the annotation");
+    }
+    return {};
+  });
+  CHECK(dns);
+  CHECK_THAT(in_pod_tcp(nodns, c.ip, 8080), Catch::Contains("port=15001"));
+  // Ingress mode: inbound is not captured, outbound still is.
+  auto in = in_pod(c, [&]() -> Result<> {
+    auto r = tcp_exchange(gw.ip, 8080);
+    if (r && r->find("port=15006") != std::string::npos) {
+      return make_error(Errc::Internal, "inbound captured despite the annotation");
+    }
+    return {};
+  });
+  CHECK(in);
+  CHECK_THAT(in_pod_tcp(gw, c.ip, 8080), Catch::Contains("port=15001"));
+  // The virtual interface rule is there.
+  std::string rules =
+      node.node_exec({"ip", "netns", "exec", gw.netns_name, "nft", "list", "ruleset"});
+  CHECK_THAT(rules, Catch::Contains("tap0"));
+}

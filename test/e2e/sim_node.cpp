@@ -111,10 +111,20 @@ bool BgProcess::running() {
   if (pid_ <= 0) return false;
   int st;
   if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+    exit_code_ = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     pid_ = -1;
     return false;
   }
   return true;
+}
+
+std::optional<int> BgProcess::wait(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (running()) {
+    if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
+    std::this_thread::sleep_for(10ms);
+  }
+  return exit_code_;
 }
 
 void BgProcess::stop() {
@@ -201,6 +211,7 @@ SimNode::~SimNode() {
 }
 
 void SimNode::start_agent() {
+  const size_t log_size = agent_log().size();
   std::vector<std::string> enroll, exclude;
   std::string en, ex;
   for (const auto& n : opts_.enroll_namespaces) en += (en.empty() ? "" : ",") + n;
@@ -210,6 +221,8 @@ void SimNode::start_agent() {
       "netns",
       "exec",
       node_netns(),
+      "env",
+      "AMBIENT_CRASH_POINT_FOR_TEST=" + opts_.crash_point,
       kBin + "/ambient-agent",
       "--cni-agent-run-dir",
       dir_ + "/run",
@@ -238,14 +251,31 @@ void SimNode::start_agent() {
   }
   agent_.emplace(argv, dir_ + "/agent.log");
   for (int i = 0; i < 500; ++i) {
-    if (fs::exists(agent_socket()) && fs::exists(dir_ + "/zds/ztunnel.sock")) return;
+    if (fs::exists(agent_socket()) && fs::exists(dir_ + "/zds/ztunnel.sock")) break;
     if (!agent_->running()) FAIL("agent exited:\n" << agent_log());
     std::this_thread::sleep_for(10ms);
   }
-  FAIL("agent did not come up:\n" << agent_log());
+  if (!fs::exists(agent_socket())) FAIL("agent did not come up:\n" << agent_log());
+  // A running emulator reconnects to the new agent on its own; pods added
+  // before it has taken its snapshot would find no ztunnel.
+  if (ztunnel_ && ztunnel_->running()) {
+    const size_t from = log_size;
+    bool ok = eventually(
+        [&] {
+          std::string log = agent_log();
+          return log.size() > from && log.find("workloads acked", from) != std::string::npos;
+        },
+        10s);
+    if (!ok) FAIL("ztunnel did not reconnect to the restarted agent:\n" << agent_log());
+  }
 }
 
 void SimNode::stop_agent() { agent_.reset(); }
+
+std::optional<int> SimNode::wait_agent_exit(std::chrono::milliseconds timeout) {
+  if (!agent_) return std::nullopt;
+  return agent_->wait(timeout);
+}
 
 void SimNode::start_ztunnel() {
   std::error_code ec;

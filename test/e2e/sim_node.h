@@ -33,10 +33,12 @@ class BgProcess {
   BgProcess& operator=(const BgProcess&) = delete;
   void stop();
   bool running();
+  std::optional<int> wait(std::chrono::milliseconds timeout);
   pid_t pid() const { return pid_; }
 
  private:
   pid_t pid_ = -1;
+  std::optional<int> exit_code_;
 };
 
 struct Pod {
@@ -71,6 +73,7 @@ struct NodeOptions {
   bool dual_stack = false;
   bool agent_ipv6 = false;  // --ambient-ipv6 without IPv6 pod addresses
   int kubelet_uid = -1;     // --kubelet-uid: who plays kubelet in the node netns
+  std::string crash_point;  // AMBIENT_CRASH_POINT_FOR_TEST for the agent
   // Kubernetes mode: a fake API server in the node netns, the agent with
   // upstream's default selectors, pods as API objects with a sandbox
   // process in a pod cgroup (so the /proc scan can find them).
@@ -92,6 +95,10 @@ class SimNode {
   std::string gateway6() const { return "fd00:248::1"; }
 
   void start_agent();
+  // Waits for the agent to exit (after an injected crash); its exit code.
+  std::optional<int> wait_agent_exit(std::chrono::milliseconds timeout);
+  void set_crash_point(std::string p) { opts_.crash_point = std::move(p); }
+  bool agent_running() { return agent_ && agent_->running(); }
   void stop_agent();
   void start_ztunnel();
   void stop_ztunnel();

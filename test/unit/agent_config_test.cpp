@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "agent.h"
 #include "config.h"
 
 using namespace ambient::agent;
@@ -60,4 +61,22 @@ TEST_CASE("--help documents every flag with its env var", "[agent][config]") {
         "AMBIENT_IPV6", "AMBIENT_HOST_ROOT", "AMBIENT_ENROLL_NAMESPACES", "AMBIENT_HEALTH_PORT"}) {
     CHECK_THAT(h, Catch::Contains(env));
   }
+}
+
+TEST_CASE("per-pod override annotations", "[agent][config]") {
+  Config cfg;
+  cfg.dns_capture = true;
+  auto c = pod_redirect_config(cfg, {{"ambient.istio.io/dns-capture", "false"},
+                                     {"ambient.istio.io/bypass-inbound-capture", "True"},
+                                     {"istio.io/reroute-virtual-interfaces", "en0ps1, en1ps1,,"}});
+  CHECK_FALSE(c.dns_capture);
+  CHECK(c.ingress_mode);
+  CHECK(c.virtual_interfaces == std::vector<std::string>{"en0ps1", "en1ps1"});
+  // Invalid values are ignored: the global setting stays.
+  auto bad = pod_redirect_config(cfg, {{"ambient.istio.io/dns-capture", "yes please"},
+                                       {"ambient.istio.io/bypass-inbound-capture", "nope"}});
+  CHECK(bad.dns_capture);
+  CHECK_FALSE(bad.ingress_mode);
+  cfg.dns_capture = false;
+  CHECK(pod_redirect_config(cfg, {{"ambient.istio.io/dns-capture", "1"}}).dns_capture);
 }

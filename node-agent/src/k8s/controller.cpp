@@ -56,7 +56,8 @@ agent::PodIdentity identity_of(const json::Json& pod) {
           .info = {.name = meta(pod, "name"),
                    .ns = meta(pod, "namespace"),
                    .service_account = sa.empty() ? "default" : sa},
-          .ips = pod_ips(pod)};
+          .ips = pod_ips(pod),
+          .annotations = annotations_of(pod)};
 }
 
 json::Json yaml_to_json(const YAML::Node& n) {

@@ -3,6 +3,7 @@
 #include <map>
 #include <sstream>
 
+#include "fault.h"
 #include "log.h"
 #include "process.h"
 #include "redirect/inpod_netlink.h"
@@ -117,6 +118,10 @@ Result<> IptablesBackend::remove_here(bool v6) const {
 }
 
 Result<> IptablesBackend::install_here(const PodRedirectConfig& cfg) {
+  // Routing first (upstream's order): on its own it is inert, since only
+  // packets our connmark rules mark ever use table 100.
+  AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
+  crash_point_for_test("after-routing");
   std::vector<bool> families = {false};
   if (cfg.ipv6) families.push_back(true);
   for (bool v6 : families) {
@@ -127,11 +132,10 @@ Result<> IptablesBackend::install_here(const PodRedirectConfig& cfg) {
       log::info("rebuilding in-pod {} rules: {}", v6 ? "ipv6" : "ipv4", problems.front());
       AMBIENT_RETURN_IF_ERROR(restore(v6, removal_text(state)));
     }
+    // One restore per family: each family's rules go in whole or not at all.
     AMBIENT_RETURN_IF_ERROR(restore(v6, restore_text(inpod_rules(cfg, v6))));
   }
-  // Routing after the rules (upstream order for iptables): ztunnel cannot
-  // spoof toward the app before its replies have a way back anyway.
-  return add_inpod_routing(cfg.ipv6);
+  return {};
 }
 
 Result<> IptablesBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg) {

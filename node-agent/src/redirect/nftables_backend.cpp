@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "fault.h"
 #include "json_fields.h"
 #include "log.h"
 #include "redirect/inpod_netlink.h"
@@ -60,14 +61,15 @@ Result<> NftablesBackend::install(const netns::Netns& ns, const PodRedirectConfi
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
     AMBIENT_ASSIGN_OR_RETURN(auto problems, problems_here(cfg));
     if (problems.empty()) return {};  // exactly right already: leave it alone
+    // Routing first: inert on its own (only packets our rules mark use
+    // table 100), so the one transaction below is the moment the pod is
+    // redirected: all of it, or nothing.
+    AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
+    crash_point_for_test("after-routing");
     AMBIENT_ASSIGN_OR_RETURN(NftContext ctx, NftContext::create());
-    AMBIENT_RETURN_IF_ERROR(ctx.run(inpod_nft_apply_text(cfg) + extra_for_test_));
-    // nftables first, then routing (upstream's order for this backend);
-    // without routing the rules must not stay.
-    if (auto routed = add_inpod_routing(cfg.ipv6); !routed) {
-      (void)ctx.run(inpod_nft_delete_text());
+    if (auto applied = ctx.run(inpod_nft_apply_text(cfg) + extra_for_test_); !applied) {
       (void)remove_inpod_routing();
-      return routed;
+      return std::move(applied).error();
     }
     return {};
   });
