@@ -354,8 +354,22 @@ TEST_CASE("dual-stack pods: IPv6 traffic is captured like IPv4 on every backend"
   CHECK((*in)["orig_dst"] == "[" + b.ip6 + "]:8080");
   CHECK_THAT(in_pod_tcp(c, b.ip6, 15008), Catch::Contains("port=15008"));
   CHECK((*find_record(node, 15008, c.ip6))["nat"] == false);
-  // DNS over IPv6 to the gateway: 15053.
+  // DNS over IPv6 to the gateway, TCP and UDP: 15053.
   CHECK_THAT(in_pod_tcp(a, node.gateway6(), 53), Catch::Contains("port=15053"));
+  std::string udp6;
+  REQUIRE(in_pod(a, [&]() -> Result<> {
+    AMBIENT_ASSIGN_OR_RETURN(udp6, udp_exchange(node.gateway6(), 53));
+    return {};
+  }));
+  CHECK_THAT(udp6, Catch::Contains("port=15053"));
+  // ztunnel's own (marked) IPv6 traffic is not captured: nothing listens on
+  // C:8080, so it is refused instead of answered by A's 15001.
+  auto marked = in_pod(a, [&]() -> Result<> {
+    auto r = tcp_exchange(c.ip6, 8080, 1337);
+    if (r) return make_error(Errc::Internal, "marked connection was captured: " + *r);
+    return {};
+  });
+  CHECK(marked);
   // IPv4 still works alongside.
   CHECK_THAT(in_pod_tcp(a, b.ip, 8080), Catch::Contains("port=15001"));
 }
