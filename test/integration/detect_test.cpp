@@ -12,38 +12,15 @@
 #include "netns/netns.h"
 #include "process.h"
 #include "redirect/detect.h"
+#include "test_netns.h"
 
 using namespace ambient;
 using namespace ambient::redirect;
 namespace fs = std::filesystem;
 
+using HostNetns = ambient::test::TestNetns;
+
 namespace {
-
-// A uniquely named netns playing the host, deleted even when the test fails.
-class HostNetns {
- public:
-  HostNetns() {
-    std::random_device rd;
-    name_ = "amb-det-" + std::to_string(rd() % 1000000);
-    REQUIRE(run_checked({.argv = {"ip", "netns", "add", name_}}));
-    auto ns = netns::Netns::open("/var/run/netns/" + name_);
-    REQUIRE(ns);
-    ns_.emplace(std::move(*ns));
-  }
-  ~HostNetns() { (void)run_command({.argv = {"ip", "netns", "del", name_}}); }
-  const netns::Netns& ns() const { return *ns_; }
-  std::string exec(std::vector<std::string> argv) const {
-    argv.insert(argv.begin(), {"ip", "netns", "exec", name_});
-    auto r = run_checked({.argv = argv});
-    INFO((r ? std::string() : r.error().describe()));
-    REQUIRE(r);
-    return r->out;
-  }
-
- private:
-  std::string name_;
-  std::optional<netns::Netns> ns_;
-};
 
 class TempDir {
  public:

@@ -19,47 +19,14 @@
 #include "process.h"
 #include "redirect/host_iptables.h"
 #include "redirect/host_nftables.h"
+#include "test_netns.h"
 #include "unique_fd.h"
 
 using namespace ambient;
 using namespace ambient::redirect;
+using NamedNetns = ambient::test::TestNetns;
 
 namespace {
-
-// A uniquely named netns (`ip netns add`), deleted even when the test fails.
-class NamedNetns {
- public:
-  explicit NamedNetns(const std::string& prefix) {
-    std::random_device rd;
-    name_ = prefix + std::to_string(rd() % 1000000);
-    REQUIRE(run_checked({.argv = {"ip", "netns", "add", name_}}));
-    created_ = true;
-    exec({"ip", "link", "set", "lo", "up"});
-    auto ns = netns::Netns::open("/var/run/netns/" + name_);
-    REQUIRE(ns);
-    ns_.emplace(std::move(*ns));
-  }
-  ~NamedNetns() {
-    if (created_) (void)run_command({.argv = {"ip", "netns", "del", name_}});
-  }
-  NamedNetns(const NamedNetns&) = delete;
-  NamedNetns& operator=(const NamedNetns&) = delete;
-
-  const netns::Netns& ns() const { return *ns_; }
-  const std::string& name() const { return name_; }
-  std::string exec(std::vector<std::string> argv) const {
-    argv.insert(argv.begin(), {"ip", "netns", "exec", name_});
-    auto r = run_checked({.argv = argv});
-    INFO((r ? std::string() : r.error().describe()));
-    REQUIRE(r);
-    return r->out;
-  }
-
- private:
-  std::string name_;
-  bool created_ = false;
-  std::optional<netns::Netns> ns_;
-};
 
 // Runs fn on a thread inside `n` and hands its Result back to the test's
 // thread (Catch2 assertions stay out of the worker).

@@ -9,37 +9,13 @@
 #include "netns/netns.h"
 #include "process.h"
 #include "redirect/iptables_backend.h"
+#include "test_netns.h"
 
 using namespace ambient;
 using namespace ambient::redirect;
+using ambient::test::TestNetns;
 
 namespace {
-
-// A uniquely named netns, deleted even when the test fails.
-class TestNetns {
- public:
-  TestNetns() {
-    std::random_device rd;
-    name_ = "amb-it-" + std::to_string(rd() % 1000000);
-    REQUIRE(run_checked({.argv = {"ip", "netns", "add", name_}}));
-    REQUIRE(run_checked({.argv = {"ip", "netns", "exec", name_, "ip", "link", "set", "lo", "up"}}));
-    auto ns = netns::Netns::open("/var/run/netns/" + name_);
-    REQUIRE(ns);
-    ns_.emplace(std::move(*ns));
-  }
-  ~TestNetns() { (void)run_command({.argv = {"ip", "netns", "del", name_}}); }
-  const netns::Netns& ns() const { return *ns_; }
-  std::string exec(std::vector<std::string> argv) const {
-    argv.insert(argv.begin(), {"ip", "netns", "exec", name_});
-    auto r = run_checked({.argv = argv});
-    REQUIRE(r);
-    return r->out;
-  }
-
- private:
-  std::string name_;
-  std::optional<netns::Netns> ns_;
-};
 
 size_t count(const std::string& hay, const std::string& needle) {
   size_t n = 0;

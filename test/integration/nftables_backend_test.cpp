@@ -8,38 +8,13 @@
 #include "process.h"
 #include "redirect/nftables_backend.h"
 #include "redirect/nftables_rules.h"
+#include "test_netns.h"
 
 using namespace ambient;
 using namespace ambient::redirect;
+using Netns = ambient::test::TestNetns;
 
-namespace {
-
-class Netns {
- public:
-  Netns() {
-    std::random_device rd;
-    name_ = "amb-nft-" + std::to_string(rd() % 1000000);
-    REQUIRE(run_checked({.argv = {"ip", "netns", "add", name_}}));
-    REQUIRE(run_checked({.argv = {"ip", "netns", "exec", name_, "ip", "link", "set", "lo", "up"}}));
-    auto ns = netns::Netns::open("/var/run/netns/" + name_);
-    REQUIRE(ns);
-    ns_.emplace(std::move(*ns));
-  }
-  ~Netns() { (void)run_command({.argv = {"ip", "netns", "del", name_}}); }
-  const netns::Netns& ns() const { return *ns_; }
-  std::string exec(std::vector<std::string> argv, const std::string& in = "") const {
-    argv.insert(argv.begin(), {"ip", "netns", "exec", name_});
-    auto r = run_checked({.argv = argv, .stdin_data = in});
-    REQUIRE(r);
-    return r->out;
-  }
-
- private:
-  std::string name_;
-  std::optional<netns::Netns> ns_;
-};
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("nftables backend: install, verify, idempotency, removal", "[nftables]") {
   Netns pod;
