@@ -1,7 +1,5 @@
 #include "kube_fallback.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -15,6 +13,7 @@
 
 #include "ip_address.h"
 #include "json_fields.h"
+#include "kubeconfig.h"
 
 namespace ambient::cni {
 
@@ -25,80 +24,43 @@ namespace http = boost::beast::http;
 namespace {
 
 std::string read_file(const std::string& path) {
+  if (path.empty()) return "";
   std::ifstream f(path);
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
 }
 
-Result<std::string> decode_data(const YAML::Node& n, const std::string& what) {
-  auto pem = base64_decode(n.as<std::string>());
-  if (!pem) return make_error(Errc::InvalidArgument, "bad base64 in " + what);
-  return *pem;
-}
-
 }  // namespace
 
 Result<std::unique_ptr<KubeconfigApi>> KubeconfigApi::load(const std::string& path) {
+  AMBIENT_ASSIGN_OR_RETURN(k8s::KubeConfig cfg, k8s::load_kubeconfig(path));
   std::unique_ptr<KubeconfigApi> api(new KubeconfigApi());
-  try {
-    YAML::Node root = YAML::LoadFile(path);
-    std::string current = root["current-context"].as<std::string>("");
-    auto named = [&](const char* list, const std::string& name) -> YAML::Node {
-      for (const auto& item : root[list]) {
-        if (name.empty() || item["name"].as<std::string>("") == name) return item;
-      }
-      return YAML::Node();
-    };
-    YAML::Node ctx = named("contexts", current)["context"];
-    YAML::Node cluster =
-        named("clusters", ctx ? ctx["cluster"].as<std::string>("") : "")["cluster"];
-    YAML::Node user = named("users", ctx ? ctx["user"].as<std::string>("") : "")["user"];
-    if (!cluster || !cluster["server"]) {
-      return make_error(Errc::InvalidArgument, "kubeconfig " + path + " has no cluster server");
-    }
-    std::string server = cluster["server"].as<std::string>();
-    if (server.rfind("https://", 0) != 0) {
-      return make_error(Errc::InvalidArgument, "kubeconfig server must be https: " + server);
-    }
-    std::string hostport = server.substr(8);
-    if (auto slash = hostport.find('/'); slash != std::string::npos) hostport.resize(slash);
-    auto colon = hostport.rfind(':');
-    if (colon != std::string::npos && hostport.find(']') < colon) {
-      api->host_ = hostport.substr(0, colon);
-      api->port_ = hostport.substr(colon + 1);
-    } else if (colon != std::string::npos && hostport.find('[') == std::string::npos) {
-      api->host_ = hostport.substr(0, colon);
-      api->port_ = hostport.substr(colon + 1);
-    } else {
-      api->host_ = hostport;
-      api->port_ = "443";
-    }
-    if (api->host_.size() > 1 && api->host_.front() == '[') {
-      api->host_ = api->host_.substr(1, api->host_.size() - 2);
-    }
-    api->insecure_ = cluster["insecure-skip-tls-verify"].as<bool>(false);
-    if (auto d = cluster["certificate-authority-data"]) {
-      AMBIENT_ASSIGN_OR_RETURN(api->ca_pem_, decode_data(d, "certificate-authority-data"));
-    } else if (auto f = cluster["certificate-authority"]) {
-      api->ca_pem_ = read_file(f.as<std::string>());
-    }
-    if (user) {
-      api->token_ = user["token"].as<std::string>("");
-      if (auto f = user["tokenFile"]) api->token_ = read_file(f.as<std::string>());
-      if (auto d = user["client-certificate-data"]) {
-        AMBIENT_ASSIGN_OR_RETURN(api->cert_pem_, decode_data(d, "client-certificate-data"));
-      }
-      if (auto d = user["client-key-data"]) {
-        AMBIENT_ASSIGN_OR_RETURN(api->key_pem_, decode_data(d, "client-key-data"));
-      }
-    }
-    while (!api->token_.empty() && (api->token_.back() == '\n' || api->token_.back() == '\r')) {
-      api->token_.pop_back();
-    }
-  } catch (const YAML::Exception& e) {
-    return make_error(Errc::InvalidArgument, "kubeconfig " + path + ": " + e.what());
+  const std::string& server = cfg.server;
+  if (server.rfind("https://", 0) != 0) {
+    return make_error(Errc::InvalidArgument, "kubeconfig server must be https: " + server);
   }
+  std::string hostport = server.substr(8);
+  if (auto slash = hostport.find('/'); slash != std::string::npos) hostport.resize(slash);
+  if (!hostport.empty() && hostport.front() == '[') {  // [v6]:port
+    auto close = hostport.find(']');
+    api->host_ = hostport.substr(1, close - 1);
+    api->port_ = close + 1 < hostport.size() ? hostport.substr(close + 2) : "443";
+  } else if (auto colon = hostport.rfind(':'); colon != std::string::npos) {
+    api->host_ = hostport.substr(0, colon);
+    api->port_ = hostport.substr(colon + 1);
+  } else {
+    api->host_ = hostport;
+    api->port_ = "443";
+  }
+  api->insecure_ = cfg.insecure;
+  api->ca_pem_ = !cfg.ca_data.empty() ? cfg.ca_data : read_file(cfg.ca_file);
+  api->token_ = cfg.token_file.empty() ? cfg.token : read_file(cfg.token_file);
+  while (!api->token_.empty() && (api->token_.back() == '\n' || api->token_.back() == '\r')) {
+    api->token_.pop_back();
+  }
+  api->cert_pem_ = cfg.client_cert_data;
+  api->key_pem_ = cfg.client_key_data;
   return api;
 }
 

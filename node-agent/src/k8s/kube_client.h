@@ -11,21 +11,11 @@
 #include <string>
 #include <string_view>
 
+#include "kubeconfig.h"
 #include "result.h"
 
 namespace ambient::k8s {
 
-struct KubeConfig {
-  std::string server;            // https://host:port
-  std::string ca_file, ca_data;  // PEM
-  std::string token, token_file;
-  std::string client_cert_data, client_key_data;  // PEM
-  bool insecure = false;
-};
-
-// kubeconfig YAML: current-context -> cluster + user. Supports
-// certificate-authority(-data), token(-file), client-certificate/key(-data).
-Result<KubeConfig> load_kubeconfig(const std::string& path);
 // In-cluster: KUBERNETES_SERVICE_HOST/PORT and the service-account directory.
 Result<KubeConfig> in_cluster_config(
     const std::function<const char*(const char*)>& getenv,
