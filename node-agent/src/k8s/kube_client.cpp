@@ -1,7 +1,6 @@
 #include "k8s/kube_client.h"
 
 #include <curl/curl.h>
-#include <yaml-cpp/yaml.h>
 
 #include <fstream>
 #include <mutex>
