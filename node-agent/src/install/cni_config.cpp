@@ -1,0 +1,175 @@
+#include "install/cni_config.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "unique_fd.h"
+
+namespace ambient::install {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+bool valid_conflist(const Json& j) {
+  if (!j.is_object() || !j.contains("name") || !j["name"].is_string()) return false;
+  if (j.contains("cniVersion") && !j["cniVersion"].is_string()) return false;
+  if (!j.contains("plugins")) return false;  // "has no networks"
+  const auto& p = j["plugins"];
+  if (!p.is_array() || p.empty()) return false;
+  for (const auto& e : p) {
+    if (!e.is_object() || !e.contains("type") || !e["type"].is_string() ||
+        e["type"].get<std::string>().empty()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool valid_conf(const Json& j) {
+  return j.is_object() && j.contains("type") && j["type"].is_string() &&
+         !j["type"].get<std::string>().empty();
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> valid_config_files(const std::string& dir) {
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (!e.is_regular_file()) continue;
+    auto ext = e.path().extension().string();
+    if (ext == ".conf" || ext == ".conflist") names.push_back(e.path().string());
+  }
+  if (ec) return make_error(Errc::NotFound, "read " + dir + ": " + ec.message());
+  if (names.empty()) return make_error(Errc::NotFound, "no networks found in " + dir);
+  std::sort(names.begin(), names.end());
+  std::vector<std::string> valid;
+  for (const auto& n : names) {
+    auto j = Json::parse(slurp(n), nullptr, false);
+    if (j.is_discarded()) continue;
+    bool ok =
+        n.size() > 9 && n.substr(n.size() - 9) == ".conflist" ? valid_conflist(j) : valid_conf(j);
+    if (ok) valid.push_back(n);
+  }
+  if (valid.empty()) return make_error(Errc::NotFound, "no valid networks found in " + dir);
+  return valid;
+}
+
+std::string go_json(const Json& j) {
+  std::string s = j.dump(2);
+  // Go escapes these even inside strings; outside strings they cannot occur.
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    if (c == '&')
+      out += "\\u0026";
+    else if (c == '<')
+      out += "\\u003c";
+    else if (c == '>')
+      out += "\\u003e";
+    else
+      out += c;
+  }
+  return out + "\n";
+}
+
+Result<std::string> insert_entry(const std::string& existing, const Json& entry_in) {
+  Json entry = entry_in;
+  entry.erase("cniVersion");
+  auto j = Json::parse(existing, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return make_error(Errc::InvalidArgument, "primary CNI config is not a JSON object");
+  }
+  if (j.contains("type")) {
+    j.erase("cniVersion");
+    Json wrapped = {{"cniVersion", "0.3.1"}, {"name", "k8s-pod-network"}};
+    wrapped["plugins"] = Json::array({j, entry});
+    return go_json(wrapped);
+  }
+  if (!j.contains("plugins") || !j["plugins"].is_array()) {
+    return make_error(Errc::InvalidArgument, "primary CNI config has no plugins list");
+  }
+  auto& plugins = j["plugins"];
+  for (const auto& p : plugins) {
+    if (!p.is_object()) return make_error(Errc::InvalidArgument, "plugins must be objects");
+  }
+  for (auto it = plugins.begin(); it != plugins.end(); ++it) {
+    if (it->value("type", "") == "istio-cni") {
+      plugins.erase(it);
+      break;
+    }
+  }
+  plugins.push_back(entry);
+  return go_json(j);
+}
+
+Result<std::string> remove_entry(const std::string& existing) {
+  auto j = Json::parse(existing, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("plugins") || !j["plugins"].is_array()) {
+    return make_error(Errc::InvalidArgument, "not a conflist");
+  }
+  auto& plugins = j["plugins"];
+  for (auto it = plugins.begin(); it != plugins.end(); ++it) {
+    if (it->is_object() && it->value("type", "") == "istio-cni") {
+      plugins.erase(it);
+      break;
+    }
+  }
+  return go_json(j);
+}
+
+bool has_entry(const std::string& conflist, const Json& entry_in) {
+  Json entry = entry_in;
+  entry.erase("cniVersion");
+  auto j = Json::parse(conflist, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("plugins") || !j["plugins"].is_array()) {
+    return false;
+  }
+  for (const auto& p : j["plugins"]) {
+    if (p.is_object() && p.value("type", "") == "istio-cni") return p == entry;
+  }
+  return false;
+}
+
+Result<> write_atomic(const std::string& path, const std::string& content, mode_t mode) {
+  const fs::path target(path);
+  std::random_device rd;
+  const std::string tmp =
+      (target.parent_path() / (target.filename().string() + ".tmp." + std::to_string(rd())))
+          .string();
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode));
+  if (!fd.valid()) return sys_error("create " + tmp);
+  auto fail = [&](const std::string& step) {
+    Error e = sys_error(step + " " + tmp);
+    ::unlink(tmp.c_str());
+    return e;
+  };
+  if (::fchmod(fd.get(), mode) != 0) return fail("chmod");
+  size_t off = 0;
+  while (off < content.size()) {
+    ssize_t n = ::write(fd.get(), content.data() + off, content.size() - off);
+    if (n < 0) return fail("write");
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd.get()) != 0) return fail("fsync");
+  fd.reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename to " + path);
+  return {};
+}
+
+}  // namespace ambient::install

@@ -1,0 +1,39 @@
+// The host's CNI configuration, edited exactly as upstream's installer does
+// (installer-and-chart.md §2-3, §7): find the primary file, insert or
+// remove the istio-cni entry, and write it back formatted like Go's
+// json.MarshalIndent of a map (keys sorted, 2-space indent, HTML-escaped,
+// trailing newline), atomically.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "json_fields.h"
+#include "result.h"
+
+namespace ambient::install {
+
+using Json = nlohmann::json;  // std::map: keys come out sorted, as Go's maps do
+
+// Valid .conf/.conflist files in `dir`, in the byte-wise order runtimes use.
+Result<std::vector<std::string>> valid_config_files(const std::string& dir);
+
+// Go's json.MarshalIndent(v, "", "  ") + "\n", including its HTML escaping.
+std::string go_json(const Json& j);
+
+// Inserts `entry` (its cniVersion dropped) at the end of a conflist's
+// plugins, replacing an existing istio-cni entry; a single .conf is wrapped
+// into {"cniVersion":"0.3.1","name":"k8s-pod-network","plugins":[...]}.
+Result<std::string> insert_entry(const std::string& existing, const Json& entry);
+// Removes the first istio-cni entry; other content stays as it is.
+Result<std::string> remove_entry(const std::string& existing);
+// True when the conflist has an istio-cni entry equal to `entry`.
+bool has_entry(const std::string& conflist, const Json& entry);
+
+// temp file in the same directory + rename: readers never see half a file,
+// and a symlink at `path` is replaced, never followed.
+Result<> write_atomic(const std::string& path, const std::string& content, mode_t mode);
+
+}  // namespace ambient::install

@@ -1,0 +1,272 @@
+#include "install/installer.h"
+
+#include <poll.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "ip_address.h"
+#include "log.h"
+#include "unique_fd.h"
+
+namespace ambient::install {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+Json plugin_entry(bool ambient_enabled, const std::string& run_dir,
+                  const Json& enablement_selectors, const std::vector<std::string>& exclude,
+                  const std::string& pod_namespace, bool native_nftables, bool detection_retry,
+                  const std::string& log_level) {
+  Json e = Json::object();
+  e["cniVersion"] = "0.3.1";
+  e["name"] = "istio-cni";
+  e["type"] = "istio-cni";
+  e["ipam"] = Json::object();
+  e["dns"] = Json::object();
+  e["plugin_log_level"] = log_level;
+  e["cni_agent_run_dir"] = run_dir;
+  e["ambient_enabled"] = ambient_enabled;
+  e["enablement_selectors"] = enablement_selectors.is_null() ? Json::array() : enablement_selectors;
+  e["exclude_namespaces"] = exclude.empty() ? Json(nullptr) : Json(exclude);  // upstream: null
+  e["pod_namespace"] = pod_namespace;
+  e["native_nftables"] = native_nftables;
+  e["enable_ambient_detection_retry"] = detection_retry;
+  return e;
+}
+
+std::string kubeconfig_yaml(const std::string& server, const std::string& ca_pem,
+                            const std::string& token, bool skip_tls_verify) {
+  std::string y = "apiVersion: v1\nclusters:\n- cluster:\n";
+  if (skip_tls_verify) {
+    y += "    insecure-skip-tls-verify: true\n";
+  } else {
+    y += "    certificate-authority-data: " + base64_encode(ca_pem) + "\n";
+  }
+  y += "    server: " + server + "\n";
+  y += "  name: local\ncontexts:\n- context:\n    cluster: local\n    user: istio-cni\n"
+       "  name: istio-cni-context\ncurrent-context: istio-cni-context\nkind: Config\n"
+       "users:\n- name: istio-cni\n  user:\n    token: " +
+       token + "\n";
+  return y;
+}
+
+Result<> Installer::copy_binaries() {
+  std::error_code ec;
+  for (const auto& src : fs::directory_iterator(cfg_.bin_source_dir, ec)) {
+    if (!src.is_regular_file()) continue;
+    const std::string name = src.path().filename().string();
+    const std::string content = slurp(src.path().string());
+    struct stat st {};
+    ::stat(src.path().c_str(), &st);
+    for (const auto& dir : cfg_.bin_target_dirs) {
+      for (const auto& e : fs::directory_iterator(dir, ec)) {  // stale temp files of ours
+        if (e.path().filename().string().rfind(name + ".tmp.", 0) == 0) fs::remove(e.path(), ec);
+      }
+      const std::string target = dir + "/" + name;
+      if (fs::exists(target) && slurp(target) == content) continue;
+      // rename over the old file: a runtime executing it keeps its inode.
+      AMBIENT_RETURN_IF_ERROR(write_atomic(target, content, st.st_mode & 07777)
+                                  .context("install " + name + " into " + dir));
+    }
+  }
+  if (ec) return make_error(Errc::NotFound, "read " + cfg_.bin_source_dir + ": " + ec.message());
+  return {};
+}
+
+Result<> Installer::write_kubeconfig() {
+  if (!cfg_.write_kubeconfig) return {};
+  if (cfg_.k8s_host.empty() || cfg_.k8s_port.empty()) {
+    return make_error(Errc::InvalidArgument,
+                      "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set");
+  }
+  std::string host =
+      cfg_.k8s_host.find(':') != std::string::npos ? "[" + cfg_.k8s_host + "]" : cfg_.k8s_host;
+  const std::string server = cfg_.k8s_protocol + "://" + host + ":" + cfg_.k8s_port;
+  const std::string ca =
+      cfg_.skip_tls_verify
+          ? ""
+          : slurp(cfg_.kube_ca_file.empty() ? cfg_.sa_dir + "/ca.crt" : cfg_.kube_ca_file);
+  const std::string token = slurp(cfg_.sa_dir + "/token");
+  const std::string path = cfg_.run_dir + "/istio-cni-kubeconfig";
+  const std::string yaml = kubeconfig_yaml(server, ca, token, cfg_.skip_tls_verify);
+  if (fs::exists(path) && slurp(path) == yaml) return {};
+  return write_atomic(path, yaml, cfg_.kubeconfig_mode).context("write kubeconfig");
+}
+
+Result<std::string> Installer::target_config_path() {
+  const std::string& dir = cfg_.cni_net_dir;
+  if (!cfg_.chained) {
+    return dir + "/" + (cfg_.cni_conf_name.empty() ? "YYY-istio-cni.conf" : cfg_.cni_conf_name);
+  }
+  if (cfg_.istio_owned) return dir + "/" + cfg_.istio_owned_filename;
+  if (!cfg_.cni_conf_name.empty()) {
+    std::string p = dir + "/" + cfg_.cni_conf_name;
+    if (fs::exists(p)) return p;
+    for (auto [from, to] : {std::pair{".conflist", ".conf"}, std::pair{".conf", ".conflist"}}) {
+      if (ends_with(p, from)) {
+        std::string sibling = p.substr(0, p.size() - std::string(from).size()) + to;
+        if (fs::exists(sibling)) return sibling;
+      }
+    }
+    return make_error(Errc::NotFound, "CNI config " + p + " does not exist yet");
+  }
+  AMBIENT_ASSIGN_OR_RETURN(auto files, valid_config_files(dir));
+  return files.front();
+}
+
+// The primary config of an Istio-owned setup: the first valid file not ours.
+static Result<std::string> primary_for_owned(const InstallerConfig& cfg) {
+  if (!cfg.cni_conf_name.empty()) return cfg.cni_net_dir + "/" + cfg.cni_conf_name;
+  AMBIENT_ASSIGN_OR_RETURN(auto files, valid_config_files(cfg.cni_net_dir));
+  for (const auto& f : files) {
+    if (fs::path(f).filename() != cfg.istio_owned_filename) return f;
+  }
+  return make_error(Errc::NotFound, "primary CNI config name is not specified");
+}
+
+Result<std::string> Installer::install_once() {
+  AMBIENT_RETURN_IF_ERROR(copy_binaries());
+  AMBIENT_RETURN_IF_ERROR(write_kubeconfig());
+  const mode_t own_mode = cfg_.conf_group_read ? 0640 : 0600;
+  if (!cfg_.chained) {
+    AMBIENT_ASSIGN_OR_RETURN(std::string path, target_config_path());
+    const std::string text = cfg_.entry.dump(2) + "\n";
+    if (!fs::exists(path) || slurp(path) != text) {
+      AMBIENT_RETURN_IF_ERROR(write_atomic(path, text, own_mode));
+    }
+    config_path_ = path;
+    return path;
+  }
+  if (cfg_.istio_owned) {
+    AMBIENT_ASSIGN_OR_RETURN(std::string primary, primary_for_owned(cfg_));
+    AMBIENT_ASSIGN_OR_RETURN(std::string merged, insert_entry(slurp(primary), cfg_.entry));
+    const std::string path = cfg_.cni_net_dir + "/" + cfg_.istio_owned_filename;
+    if (!fs::exists(path) || slurp(path) != merged) {
+      AMBIENT_RETURN_IF_ERROR(write_atomic(path, merged, own_mode));
+      ++repairs_;
+    }
+    config_path_ = path;
+    return path;
+  }
+  AMBIENT_ASSIGN_OR_RETURN(std::string path, target_config_path());
+  const std::string current = slurp(path);
+  if (has_entry(current, cfg_.entry)) {
+    config_path_ = path;
+    return path;
+  }
+  AMBIENT_ASSIGN_OR_RETURN(std::string merged, insert_entry(current, cfg_.entry));
+  struct stat st {};
+  mode_t mode = ::stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : own_mode;
+  std::string out = path;
+  if (ends_with(path, ".conf")) out = path + "list";  // a wrapped .conf becomes a conflist
+  AMBIENT_RETURN_IF_ERROR(write_atomic(out, merged, mode).context("insert istio-cni into " + out));
+  if (out != path) ::unlink(path.c_str());
+  ++repairs_;
+  log::info("installer: istio-cni entry written to {}", out);
+  config_path_ = out;
+  return out;
+}
+
+Result<> Installer::run(const std::atomic<bool>& stop) {
+  UniqueFd in(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (!in.valid()) return sys_error("inotify_init1");
+  const uint32_t kEvents = IN_CREATE | IN_CLOSE_WRITE | IN_MODIFY | IN_DELETE | IN_MOVED_TO |
+                           IN_MOVED_FROM | IN_DELETE_SELF;
+  std::vector<std::string> watched = {cfg_.cni_net_dir};
+  watched.insert(watched.end(), cfg_.bin_target_dirs.begin(), cfg_.bin_target_dirs.end());
+  if (cfg_.write_kubeconfig) watched.push_back(cfg_.sa_dir);
+  for (const auto& w : watched) {
+    if (fs::exists(w) && ::inotify_add_watch(in.get(), w.c_str(), kEvents) < 0) {
+      return sys_error("inotify_add_watch " + w);
+    }
+  }
+  int fights = 0;
+  auto last_write = Clock::now() - 1h;
+  uint64_t writes_before = repairs_;
+  while (!stop) {
+    auto r = install_once();
+    if (!r) {
+      ready_ = false;
+      log::warn("installer: {}", r.error().describe());
+    } else {
+      ready_ = true;
+    }
+    if (repairs_ != writes_before) {
+      // We had to write. Another writer undoing us within moments, again
+      // and again, is a fight (two installers, a CNI that owns its file):
+      // back off instead of spinning with it. An occasional rewrite by
+      // another CNI is repaired at once.
+      auto now = Clock::now();
+      fights = now - last_write < 150ms ? fights + 1 : 0;
+      last_write = now;
+      writes_before = repairs_;
+      if (fights >= 5) {
+        auto delay = std::min<std::chrono::milliseconds>(10ms * (1 << std::min(fights, 9)), 5s);
+        ++throttled_;
+        log::warn(
+            "installer: our CNI config entry keeps being removed ({} rewrites in a row); "
+            "throttling for {} ms. Is another CNI installer (e.g. Cilium with "
+            "cni.exclusive=true) fighting over {}?",
+            fights, delay.count(), config_path_);
+        std::this_thread::sleep_for(delay);
+        last_write = Clock::now();  // an undo during our pause still counts as a fight
+      }
+    }
+    // Wait for a change (or stop); then drain the burst of events.
+    pollfd p{in.get(), POLLIN, 0};
+    int rc = ::poll(&p, 1, r ? 200 : 1000);
+    if (rc > 0) {
+      char buf[4096];
+      while (::read(in.get(), buf, sizeof buf) > 0) {
+      }
+    }
+  }
+  return {};
+}
+
+Result<> Installer::cleanup() {
+  std::string errors;
+  if (!config_path_.empty() && fs::exists(config_path_)) {
+    if (cfg_.chained && !cfg_.istio_owned) {
+      // The primary belongs to another CNI: only our entry goes.
+      auto text = remove_entry(slurp(config_path_));
+      struct stat st {};
+      ::stat(config_path_.c_str(), &st);
+      auto w = text ? write_atomic(config_path_, *text, st.st_mode & 07777)
+                    : Result<>(std::move(text).error());
+      if (!w) errors += w.error().describe() + "; ";
+    } else {
+      ::unlink(config_path_.c_str());  // our own file
+    }
+  }
+  if (cfg_.write_kubeconfig) ::unlink((cfg_.run_dir + "/istio-cni-kubeconfig").c_str());
+  for (const auto& dir : cfg_.bin_target_dirs) ::unlink((dir + "/istio-cni").c_str());
+  ready_ = false;
+  if (!errors.empty()) return make_error(Errc::Internal, "installer cleanup: " + errors);
+  return {};
+}
+
+}  // namespace ambient::install

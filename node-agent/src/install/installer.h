@@ -1,0 +1,81 @@
+// The installer part of the agent (upstream runs installer and agent in one
+// process): puts the plugin binary, its kubeconfig and the istio-cni entry
+// onto the node, keeps them there when other components rewrite or delete
+// them (inotify, repaired at once), and removes them on uninstall.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "install/cni_config.h"
+#include "result.h"
+
+namespace ambient::install {
+
+struct InstallerConfig {
+  std::string cni_net_dir = "/host/etc/cni/net.d";  // MOUNTED_CNI_NET_DIR
+  std::string cni_conf_name;                        // CNI_CONF_NAME
+  bool chained = true;                              // CHAINED_CNI_PLUGIN
+  bool istio_owned = false;                         // ISTIO_OWNED_CNI_CONFIG (with ambient)
+  std::string istio_owned_filename = "02-istio-cni.conflist";
+  std::string bin_source_dir = "/opt/cni/bin";
+  std::vector<std::string> bin_target_dirs = {"/host/opt/cni/bin"};
+  std::string run_dir = "/var/run/istio-cni";  // kubeconfig goes here
+  mode_t kubeconfig_mode = 0600;               // KUBECONFIG_MODE
+  bool conf_group_read = false;                // CNI_CONF_GROUP_READ
+  std::string sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+  std::string kube_ca_file;                                // KUBE_CA_FILE ("" = <sa dir>/ca.crt)
+  bool skip_tls_verify = false;                            // SKIP_TLS_VERIFY
+  std::string k8s_protocol = "https", k8s_host, k8s_port;  // KUBERNETES_SERVICE_*
+  bool write_kubeconfig = true;  // false where there is no service account (standalone)
+  Json entry;                    // the istio-cni plugin entry (cni-plugin.md §1.3)
+};
+
+// The entry the installer writes, from the agent's settings.
+Json plugin_entry(bool ambient_enabled, const std::string& run_dir,
+                  const Json& enablement_selectors, const std::vector<std::string>& exclude,
+                  const std::string& pod_namespace, bool native_nftables, bool detection_retry,
+                  const std::string& log_level);
+
+// YAML exactly as upstream writes it (sorted keys).
+std::string kubeconfig_yaml(const std::string& server, const std::string& ca_pem,
+                            const std::string& token, bool skip_tls_verify);
+
+class Installer {
+ public:
+  explicit Installer(InstallerConfig cfg) : cfg_(std::move(cfg)) {}
+
+  // One pass: binaries, kubeconfig, and the config entry if it is missing
+  // or differs. Returns the config path in use.
+  Result<std::string> install_once();
+  // Installs, then repairs on every change until `stop`. Rewrites are
+  // throttled when something keeps undoing ours (two installers, a CNI
+  // that owns its file): each consecutive fight doubles the wait, up to 5 s.
+  Result<> run(const std::atomic<bool>& stop);
+  // Uninstall: our entry (or our own file), the kubeconfig and the binary.
+  // A primary config we did not create is never deleted.
+  Result<> cleanup();
+
+  bool ready() const { return ready_; }
+  uint64_t repairs() const { return repairs_; }
+  uint64_t throttled() const { return throttled_; }
+
+ private:
+  Result<> copy_binaries();
+  Result<> write_kubeconfig();
+  Result<std::string> target_config_path();
+  Result<bool> config_is_valid(const std::string& path);
+
+  InstallerConfig cfg_;
+  std::string config_path_;
+  bool converted_conf_ = false;
+  std::atomic<bool> ready_{false};
+  std::atomic<uint64_t> repairs_{0}, throttled_{0};
+};
+
+}  // namespace ambient::install
