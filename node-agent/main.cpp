@@ -11,6 +11,7 @@
 #include "agent.h"
 #include "config.h"
 #include "http_server.h"
+#include "install/installer.h"
 #include "k8s/controller.h"
 #include "k8s/kube_client.h"
 #include "log.h"
@@ -192,6 +193,48 @@ int run(const agent::Config& cfg) {
   }
   agent.set_zds(zds->get());
 
+  // The installer: plugin binary, kubeconfig and CNI config entry on the node.
+  std::unique_ptr<install::Installer> installer;
+  std::atomic<bool> install_stop{false};
+  if (cfg.installer_enabled()) {
+    auto selectors_json = k8s::selector_yaml_to_json(cfg.enablement_selector_yaml);
+    if (!selectors_json) {
+      log::error("{}", selectors_json.error().describe());
+      return 1;
+    }
+    auto env = [](const char* n) {
+      const char* v = std::getenv(n);
+      return std::string(v ? v : "");
+    };
+    install::InstallerConfig icfg{
+        .cni_net_dir = cfg.cni_net_dir,
+        .cni_conf_name = cfg.cni_conf_name,
+        .chained = cfg.chained_cni_plugin,
+        .istio_owned = cfg.istio_owned_cni_config && cfg.chained_cni_plugin,
+        .istio_owned_filename = cfg.istio_owned_cni_config_filename.empty()
+                                    ? "02-istio-cni.conflist"
+                                    : cfg.istio_owned_cni_config_filename,
+        .bin_source_dir = cfg.cni_bin_source_dir,
+        .bin_target_dirs = {cfg.cni_bin_dir},
+        .run_dir = cfg.run_dir,
+        .kubeconfig_mode = static_cast<mode_t>(cfg.kubeconfig_mode),
+        .conf_group_read = cfg.cni_conf_group_read,
+        .sa_dir = cfg.service_account_dir,
+        .kube_ca_file = cfg.kube_ca_file,
+        .skip_tls_verify = cfg.skip_tls_verify,
+        .k8s_protocol = env("KUBERNETES_SERVICE_PROTOCOL").empty()
+                            ? "https"
+                            : env("KUBERNETES_SERVICE_PROTOCOL"),
+        .k8s_host = env("KUBERNETES_SERVICE_HOST"),
+        .k8s_port = env("KUBERNETES_SERVICE_PORT"),
+        .write_kubeconfig = !cfg.standalone(),
+        .entry =
+            install::plugin_entry(true, cfg.run_dir, install::Json::parse(selectors_json->dump()),
+                                  cfg.exclude_namespaces, cfg.pod_namespace, cfg.native_nftables,
+                                  cfg.enable_ambient_detection_retry, cfg.plugin_log_level)};
+    installer = std::make_unique<install::Installer>(std::move(icfg));
+  }
+
   asio::io_context ioc;
   asio::thread_pool pool(16);  // CNI handlers block on netns work and ztunnel acks
   std::atomic<bool> ready{false};
@@ -217,8 +260,11 @@ int run(const agent::Config& cfg) {
         [&](const http::Request& r) -> http::Response {
           if (r.target == "/healthz") return {200, "OK\n"};
           if (r.target == "/readyz") {
-            return ready ? http::Response{200, "OK\nbackend: " + backend_info + "\n"}
-                         : http::Response{503, "Service Unavailable\n"};
+            // Ready only when both halves are: the agent, and the installer
+            // with our entry in place.
+            return ready && (!installer || installer->ready())
+                       ? http::Response{200, "OK\nbackend: " + backend_info + "\n"}
+                       : http::Response{503, "Service Unavailable\n"};
           }
           return {404, "404 page not found\n"};
         },
@@ -237,6 +283,11 @@ int run(const agent::Config& cfg) {
     return 1;
   }
   std::thread io([&] { ioc.run(); });
+  std::thread installer_thread([&] {
+    if (!installer) return;
+    if (auto r = installer->run(install_stop); !r)
+      log::error("installer: {}", r.error().describe());
+  });
   // The CNI socket serves from here on (requests wait for the caches); the
   // controller's start blocks until the caches synced and pods are rebuilt.
   std::thread starter([&] {
@@ -257,6 +308,14 @@ int run(const agent::Config& cfg) {
     log::info("shutdown kind: {}",
               upgrade ? "upgrade (leaving the plugin installed)" : "uninstall");
     controller->stop();
+  }
+  install_stop = true;
+  installer_thread.join();
+  if (!upgrade && installer) {
+    if (auto r = installer->cleanup(); !r)
+      log::warn("{}", r.error().describe());
+    else
+      log::info("installer: removed our CNI config entry, kubeconfig and plugin binary");
   }
   if (!upgrade) {
     // Uninstall: the host-side rules and sets go; in-pod rules stay.

@@ -75,6 +75,51 @@ const std::vector<Option>& options() {
       {"istio-owned-cni-config", "ISTIO_OWNED_CNI_CONFIG", Kind::Bool,
        "upgrade detection defaults to 'upgrade' and retries twice; default false",
        [](Config& c) -> void* { return &c.istio_owned_cni_config; }},
+      {"install-cni", "AMBIENT_INSTALL_CNI", Kind::String,
+       "run the installer (plugin binary, kubeconfig, CNI config entry, kept in place and "
+       "removed on uninstall): true, false or auto (= on in Kubernetes mode); default auto",
+       [](Config& c) -> void* { return &c.install_cni; }},
+      {"mounted-cni-net-dir", "MOUNTED_CNI_NET_DIR", Kind::String,
+       "the host's CNI configuration directory as mounted; default /host/etc/cni/net.d",
+       [](Config& c) -> void* { return &c.cni_net_dir; }},
+      {"cni-conf-name", "CNI_CONF_NAME", Kind::String,
+       "primary CNI config file; empty = the first valid .conf/.conflist in name order",
+       [](Config& c) -> void* { return &c.cni_conf_name; }},
+      {"chained-cni-plugin", "CHAINED_CNI_PLUGIN", Kind::Bool,
+       "insert into the primary config (true) or write a standalone conf; default true",
+       [](Config& c) -> void* { return &c.chained_cni_plugin; }},
+      {"istio-owned-cni-config-filename", "ISTIO_OWNED_CNI_CONFIG_FILENAME", Kind::String,
+       "file of the Istio-owned conflist (also read from ISTIO_OWNED_CNI_CONF_FILENAME, as the "
+       "chart sets it); default 02-istio-cni.conflist",
+       [](Config& c) -> void* { return &c.istio_owned_cni_config_filename; }},
+      {"cni-bin-source-dir", "AMBIENT_CNI_BIN_SOURCE_DIR", Kind::String,
+       "where the plugin binary to install is; default /opt/cni/bin",
+       [](Config& c) -> void* { return &c.cni_bin_source_dir; }},
+      {"cni-bin-dir", "AMBIENT_CNI_BIN_DIR", Kind::String,
+       "the host's CNI binary directory as mounted; default /host/opt/cni/bin",
+       [](Config& c) -> void* { return &c.cni_bin_dir; }},
+      {"kubeconfig-mode", "KUBECONFIG_MODE", Kind::Int,
+       "file mode of the plugin's kubeconfig (decimal, e.g. 384 = 0600); default 384",
+       [](Config& c) -> void* { return &c.kubeconfig_mode; }},
+      {"cni-conf-group-read", "CNI_CONF_GROUP_READ", Kind::Bool,
+       "config files we own get mode 0640 instead of 0600; default false",
+       [](Config& c) -> void* { return &c.cni_conf_group_read; }},
+      {"kube-ca-file", "KUBE_CA_FILE", Kind::String,
+       "CA for the plugin's kubeconfig; default <service account dir>/ca.crt",
+       [](Config& c) -> void* { return &c.kube_ca_file; }},
+      {"skip-tls-verify", "SKIP_TLS_VERIFY", Kind::Bool,
+       "write insecure-skip-tls-verify into the plugin's kubeconfig; default false",
+       [](Config& c) -> void* { return &c.skip_tls_verify; }},
+      {"service-account-dir", "AMBIENT_SERVICE_ACCOUNT_DIR", Kind::String,
+       "token and CA for the plugin's kubeconfig; default "
+       "/var/run/secrets/kubernetes.io/serviceaccount",
+       [](Config& c) -> void* { return &c.service_account_dir; }},
+      {"enable-ambient-detection-retry", "ENABLE_AMBIENT_DETECTION_RETRY", Kind::Bool,
+       "written into the plugin config: long API retries when the agent is down; default false",
+       [](Config& c) -> void* { return &c.enable_ambient_detection_retry; }},
+      {"plugin-log-level", "AMBIENT_PLUGIN_LOG_LEVEL", Kind::String,
+       "written into the plugin config as plugin_log_level; default info",
+       [](Config& c) -> void* { return &c.plugin_log_level; }},
       {"ambient-dns-capture", "AMBIENT_DNS_CAPTURE", Kind::Bool,
        "redirect pod DNS (udp/tcp 53) to ztunnel's 15053; default false",
        [](Config& c) -> void* { return &c.dns_capture; }},
@@ -229,6 +274,10 @@ Result<ParseOutcome> parse_config(int argc, const char* const* argv,
     AMBIENT_RETURN_IF_ERROR(assign(*opt, out.config, value, "flag --" + name));
   }
   Config& c = out.config;
+  if (c.istio_owned_cni_config_filename.empty()) {
+    if (const char* v = getenv("ISTIO_OWNED_CNI_CONF_FILENAME"))
+      c.istio_owned_cni_config_filename = v;
+  }
   auto v4 = IpAddress::parse(c.probe_snat_ipv4);
   if (!v4 || v4->family != AF_INET) {
     return make_error(Errc::InvalidArgument,

@@ -42,7 +42,26 @@ struct Config {
   bool disable_safe_upgrade = false;
   bool istio_owned_cni_config = false;
 
+  // Installer (upstream's install-cni in the same process).
+  std::string install_cni = "auto";  // auto = on in Kubernetes mode, off standalone
+  std::string cni_net_dir = "/host/etc/cni/net.d";
+  std::string cni_conf_name;
+  bool chained_cni_plugin = true;
+  std::string istio_owned_cni_config_filename;
+  std::string cni_bin_source_dir = "/opt/cni/bin";
+  std::string cni_bin_dir = "/host/opt/cni/bin";
+  int kubeconfig_mode = 0600;
+  bool cni_conf_group_read = false;
+  std::string kube_ca_file;
+  bool skip_tls_verify = false;
+  std::string service_account_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+  bool enable_ambient_detection_retry = false;
+  std::string plugin_log_level = "info";
+
   bool standalone() const { return !enroll_namespaces.empty(); }
+  bool installer_enabled() const {
+    return install_cni == "true" || (install_cni == "auto" && !standalone());
+  }
 };
 
 struct ParseOutcome {

@@ -2,6 +2,8 @@
 // kube-apiserver), the real CNI chain, the agent with upstream's default
 // selectors, and the ztunnel emulator.
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <thread>
 
@@ -363,4 +365,50 @@ TEST_CASE("k8s: per-pod annotations override DNS capture and inbound capture", "
   std::string rules =
       node.node_exec({"ip", "netns", "exec", gw.netns_name, "nft", "list", "ruleset"});
   CHECK_THAT(rules, Catch::Contains("tap0"));
+}
+
+TEST_CASE("k8s: the agent installs itself; SIGTERM uninstalls, unless it is an upgrade",
+          "[e2e][k8s][installer]") {
+  NodeOptions opts = k8s_node();
+  opts.installer = true;
+  SimNode node(opts);
+  const std::string conf = node.dir() + "/host/net.d/10-bridge.conflist";
+  auto slurp = [](const std::string& p) {
+    std::ifstream f(p);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  };
+  const json original = json::parse(slurp(conf));
+  auto installed = [&] {
+    return slurp(conf).find("\"type\": \"istio-cni\"") != std::string::npos &&
+           std::filesystem::exists(node.dir() + "/host/bin/istio-cni") &&
+           std::filesystem::exists(node.kubeconfig());
+  };
+  REQUIRE(eventually(installed, 10s));
+  std::string readyz = node.node_exec(
+      {"bash", "-c",
+       "exec 3<>/dev/tcp/127.0.0.1/8000; printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"});
+  CHECK_THAT(readyz, Catch::StartsWith("HTTP/1.1 200") && Catch::Contains("backend: "));
+
+  // No DaemonSet: an uninstall. Our entry, binary and kubeconfig go; the
+  // primary config is otherwise untouched.
+  node.stop_agent();
+  CHECK(json::parse(slurp(conf)) == original);
+  CHECK_FALSE(std::filesystem::exists(node.dir() + "/host/bin/istio-cni"));
+
+  // With the DaemonSet: an upgrade. Everything stays for the next agent.
+  node.create_namespace("istio-system");
+  node.api_json("POST", "/api/v1/nodes",
+                R"({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-1"}})");
+  node.api_json("POST", "/apis/apps/v1/namespaces/istio-system/daemonsets",
+                R"({"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"istio-cni-node"},
+                    "spec":{"selector":{"matchLabels":{"k8s-app":"istio-cni-node"}},
+                    "template":{"metadata":{"labels":{"k8s-app":"istio-cni-node"}},
+                    "spec":{"containers":[{"name":"install-cni","image":"x"}]}}}})");
+  node.start_agent();
+  REQUIRE(eventually(installed, 10s));
+  node.stop_agent();
+  CHECK(slurp(conf).find("\"type\": \"istio-cni\"") != std::string::npos);
+  CHECK(std::filesystem::exists(node.dir() + "/host/bin/istio-cni"));
 }

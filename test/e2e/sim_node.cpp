@@ -223,6 +223,8 @@ void SimNode::start_agent() {
       node_netns(),
       "env",
       "AMBIENT_CRASH_POINT_FOR_TEST=" + opts_.crash_point,
+      "KUBERNETES_SERVICE_HOST=127.0.0.1",
+      "KUBERNETES_SERVICE_PORT=6443",
       kBin + "/ambient-agent",
       "--cni-agent-run-dir",
       dir_ + "/run",
@@ -238,6 +240,23 @@ void SimNode::start_agent() {
     argv.insert(argv.end(), {"--force-iptables-binary", "legacy"});
   if (opts_.backend == "iptables-nft") argv.insert(argv.end(), {"--force-iptables-binary", "nft"});
   if (opts_.dual_stack || opts_.agent_ipv6) argv.push_back("--ambient-ipv6");
+  if (opts_.installer) {
+    for (const char* d : {"/host/net.d", "/host/bin", "/plugin", "/sa"})
+      fs::create_directories(dir_ + d);
+    if (!fs::exists(dir_ + "/host/net.d/10-bridge.conflist")) {
+      std::ofstream(dir_ + "/host/net.d/10-bridge.conflist")
+          << R"({"cniVersion":"0.3.1","name":"k8s-pod-network","plugins":[{"type":"bridge"}]})";
+    }
+    fs::copy_file(kBin + "/istio-cni", dir_ + "/plugin/istio-cni",
+                  fs::copy_options::overwrite_existing);
+    std::ofstream(dir_ + "/sa/token") << "fake-token";
+    fs::copy_file(dir_ + "/tls/ca.crt", dir_ + "/sa/ca.crt", fs::copy_options::overwrite_existing);
+    argv.insert(argv.end(), {"--install-cni", "true", "--mounted-cni-net-dir", dir_ + "/host/net.d",
+                             "--cni-bin-source-dir", dir_ + "/plugin", "--cni-bin-dir",
+                             dir_ + "/host/bin", "--service-account-dir", dir_ + "/sa"});
+  } else {
+    argv.insert(argv.end(), {"--install-cni", "false"});
+  }
   if (opts_.kubelet_uid >= 0) {
     argv.insert(argv.end(), {"--kubelet-uid", std::to_string(opts_.kubelet_uid)});
   }
@@ -446,6 +465,9 @@ void SimNode::start_apiserver() {
   }
   if (!fs::exists(dir_ + "/apiserver.json"))
     FAIL("fake-apiserver did not start:\n" << slurp(dir_ + "/apiserver.log"));
+  if (!opts_.installer) {  // else the agent's installer writes the plugin's kubeconfig
+    fs::copy_file(kubeconfig(), plugin_kubeconfig(), fs::copy_options::overwrite_existing);
+  }
   auto cfg = k8s::load_kubeconfig(kubeconfig());
   if (!cfg) FAIL("kubeconfig: " << cfg.error().describe());
   kube_ = std::make_unique<k8s::KubeClient>(*cfg);

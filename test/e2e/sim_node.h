@@ -74,6 +74,9 @@ struct NodeOptions {
   bool agent_ipv6 = false;  // --ambient-ipv6 without IPv6 pod addresses
   int kubelet_uid = -1;     // --kubelet-uid: who plays kubelet in the node netns
   std::string crash_point;  // AMBIENT_CRASH_POINT_FOR_TEST for the agent
+  // Run the agent's installer against a simulated host: <dir>/host/net.d
+  // (with a bridge conflist), <dir>/host/bin, a service-account dir.
+  bool installer = false;
   // Kubernetes mode: a fake API server in the node netns, the agent with
   // upstream's default selectors, pods as API objects with a sandbox
   // process in a pod cgroup (so the /proc scan can find them).
@@ -120,7 +123,10 @@ class SimNode {
   // /proc scan can no longer find it.
   void kill_sandbox(const Pod& p);
   void stop_apiserver();
-  std::string kubeconfig() const { return dir_ + "/run/istio-cni-kubeconfig"; }
+  // The agent's and the test's credentials (in a cluster: the service account).
+  std::string kubeconfig() const { return dir_ + "/admin-kubeconfig"; }
+  // The plugin's, as the installer writes it.
+  std::string plugin_kubeconfig() const { return dir_ + "/run/istio-cni-kubeconfig"; }
 
   // Creates the pod netns and runs CNI ADD through the chain (in Kubernetes
   // mode: the pod object first, its status with the IP after, like kubelet).

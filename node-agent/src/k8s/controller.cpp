@@ -81,6 +81,16 @@ json::Json yaml_to_json(const YAML::Node& n) {
 
 }  // namespace
 
+Result<json::Json> selector_yaml_to_json(const std::string& yaml) {
+  if (yaml.find_first_not_of(" \t\r\n") == std::string::npos) return json::Json::array();
+  try {
+    return yaml_to_json(YAML::Load(yaml));
+  } catch (const YAML::Exception& e) {
+    return make_error(Errc::InvalidArgument,
+                      std::string("failed to parse ambient enablement selector: ") + e.what());
+  }
+}
+
 Result<std::vector<EnablementSelector>> parse_selector_yaml(const std::string& yaml) {
   if (yaml.find_first_not_of(" \t\r\n") == std::string::npos) {
     return std::vector<EnablementSelector>{};

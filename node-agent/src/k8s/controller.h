@@ -87,6 +87,10 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
   std::thread patcher_;
 };
 
+// AMBIENT_ENABLEMENT_SELECTOR (YAML) -> JSON, as the installer writes it
+// into the plugin's config.
+Result<json::Json> selector_yaml_to_json(const std::string& yaml);
+
 // AMBIENT_ENABLEMENT_SELECTOR (YAML) -> selectors.
 Result<std::vector<EnablementSelector>> parse_selector_yaml(const std::string& yaml);
 
