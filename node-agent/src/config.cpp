@@ -99,7 +99,7 @@ const std::vector<Option>& options() {
        "the host's CNI binary directory as mounted; default /host/opt/cni/bin",
        [](Config& c) -> void* { return &c.cni_bin_dir; }},
       {"kubeconfig-mode", "KUBECONFIG_MODE", Kind::Int,
-       "file mode of the plugin's kubeconfig (decimal, e.g. 384 = 0600); default 384",
+       "file mode of the plugin's kubeconfig (0600 octal, 384 decimal, 0x180 …); default 0600",
        [](Config& c) -> void* { return &c.kubeconfig_mode; }},
       {"cni-conf-group-read", "CNI_CONF_GROUP_READ", Kind::Bool,
        "config files we own get mode 0640 instead of 0600; default false",
@@ -203,9 +203,24 @@ Result<> assign(const Option& o, Config& c, const std::string& v, const std::str
       return {};
     }
     case Kind::Int: {
+      // Base prefixes as Go's flag parsing (strconv base 0): "0600" is octal,
+      // as upstream's KUBECONFIG_MODE is usually written.
       int n = 0;
-      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-      if (ec != std::errc() || end != v.data() + v.size()) {
+      int base = 10;
+      std::string_view digits = v;
+      if (digits.size() > 2 && (digits.substr(0, 2) == "0x" || digits.substr(0, 2) == "0X")) {
+        base = 16;
+        digits.remove_prefix(2);
+      } else if (digits.size() > 2 &&
+                 (digits.substr(0, 2) == "0o" || digits.substr(0, 2) == "0O")) {
+        base = 8;
+        digits.remove_prefix(2);
+      } else if (digits.size() > 1 && digits[0] == '0') {
+        base = 8;
+        digits.remove_prefix(1);
+      }
+      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n, base);
+      if (ec != std::errc() || end != digits.data() + digits.size() || v.empty()) {
         return make_error(Errc::InvalidArgument, source + ": \"" + v + "\" is not an integer");
       }
       *static_cast<int*>(f) = n;

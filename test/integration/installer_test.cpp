@@ -312,3 +312,31 @@ TEST_CASE("installer: uninstall removes only what is ours", "[installer]") {
     CHECK(n.read("net.d/10-bridge.conflist") == before);
   }
 }
+
+TEST_CASE("installer: a standalone conf keeps upstream's key order", "[installer]") {
+  Node n;
+  auto cfg = n.config();
+  cfg.chained = false;
+  Installer inst(cfg);
+  auto path = inst.install_once();
+  REQUIRE(path);
+  CHECK(*path == n.root + "/net.d/YYY-istio-cni.conf");
+  std::string text = n.read("net.d/YYY-istio-cni.conf");
+  std::vector<std::string> keys;
+  for (const char* k :
+       {"cniVersion", "name", "type", "ipam", "dns", "plugin_log_level", "cni_agent_run_dir",
+        "ambient_enabled", "enablement_selectors", "exclude_namespaces", "pod_namespace",
+        "native_nftables", "enable_ambient_detection_retry"}) {
+    keys.push_back(std::string("\n  \"") + k + "\"");
+  }
+  size_t pos = 0;
+  for (const auto& k : keys) {
+    size_t at = text.find(k);
+    INFO(k);
+    REQUIRE(at != std::string::npos);
+    CHECK(at >= pos);
+    pos = at;
+  }
+  REQUIRE(inst.cleanup());
+  CHECK_FALSE(fs::exists(n.root + "/net.d/YYY-istio-cni.conf"));
+}

@@ -80,3 +80,14 @@ TEST_CASE("per-pod override annotations", "[agent][config]") {
   cfg.dns_capture = false;
   CHECK(pod_redirect_config(cfg, {{"ambient.istio.io/dns-capture", "1"}}).dns_capture);
 }
+
+TEST_CASE("integer settings take Go's base prefixes (KUBECONFIG_MODE=0600)", "[agent][config]") {
+  const char* argv[] = {"ambient-agent"};
+  for (auto [text, want] : std::vector<std::pair<std::string, int>>{
+           {"0600", 0600}, {"384", 384}, {"0o640", 0640}, {"0x180", 0x180}}) {
+    auto r = parse_config(1, argv,
+                          env_of({{"KUBECONFIG_MODE", text}, {"AMBIENT_ENROLL_NAMESPACES", "*"}}));
+    REQUIRE(r);
+    CHECK(r->config.kubeconfig_mode == want);
+  }
+}

@@ -36,6 +36,18 @@ bool ends_with(const std::string& s, std::string_view suffix) {
 
 }  // namespace
 
+std::string standalone_conf(const Json& entry) {
+  // Upstream writes the struct, so the keys come in declaration order.
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  for (const char* key :
+       {"cniVersion", "name", "type", "ipam", "dns", "plugin_log_level", "cni_agent_run_dir",
+        "ambient_enabled", "enablement_selectors", "exclude_namespaces", "pod_namespace",
+        "native_nftables", "enable_ambient_detection_retry"}) {
+    if (entry.contains(key)) out[key] = nlohmann::ordered_json::parse(entry[key].dump());
+  }
+  return out.dump(2) + "\n";
+}
+
 Json plugin_entry(bool ambient_enabled, const std::string& run_dir,
                   const Json& enablement_selectors, const std::vector<std::string>& exclude,
                   const std::string& pod_namespace, bool native_nftables, bool detection_retry,
@@ -153,7 +165,7 @@ Result<std::string> Installer::install_once() {
   const mode_t own_mode = cfg_.conf_group_read ? 0640 : 0600;
   if (!cfg_.chained) {
     AMBIENT_ASSIGN_OR_RETURN(std::string path, target_config_path());
-    const std::string text = cfg_.entry.dump(2) + "\n";
+    const std::string text = standalone_conf(cfg_.entry);
     if (!fs::exists(path) || slurp(path) != text) {
       AMBIENT_RETURN_IF_ERROR(write_atomic(path, text, own_mode));
     }

@@ -42,6 +42,9 @@ Json plugin_entry(bool ambient_enabled, const std::string& run_dir,
                   const std::string& pod_namespace, bool native_nftables, bool detection_retry,
                   const std::string& log_level);
 
+// The standalone (not chained) .conf: upstream's declaration key order.
+std::string standalone_conf(const Json& entry);
+
 // YAML exactly as upstream writes it (sorted keys).
 std::string kubeconfig_yaml(const std::string& server, const std::string& ca_pem,
                             const std::string& token, bool skip_tls_verify);
