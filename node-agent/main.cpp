@@ -44,6 +44,16 @@ std::string metrics_text(const agent::Agent& a, const zds::ZdsServer& z) {
   s += "# HELP ambient_enrolled_pods Pods currently enrolled by this agent.\n";
   s += "# TYPE ambient_enrolled_pods gauge\n";
   s += "ambient_enrolled_pods " + std::to_string(a.cache().size()) + "\n";
+  s += "# HELP ambient_cmdadd_duration_seconds Time to answer the plugin's /cmdadd.\n";
+  s += "# TYPE ambient_cmdadd_duration_seconds histogram\n";
+  s += m.cmdadd.render("ambient_cmdadd_duration_seconds");
+  s += "# HELP ambient_enroll_phase_duration_seconds Enrollment time by phase.\n";
+  s += "# TYPE ambient_enroll_phase_duration_seconds histogram\n";
+  s += m.decision.render("ambient_enroll_phase_duration_seconds", "phase=\"decision\"");
+  s += m.netns_open.render("ambient_enroll_phase_duration_seconds", "phase=\"netns\"");
+  s += m.rules.render("ambient_enroll_phase_duration_seconds", "phase=\"rules\"");
+  s += m.zds_add.render("ambient_enroll_phase_duration_seconds", "phase=\"zds\"");
+  s += m.probe_set.render("ambient_enroll_phase_duration_seconds", "phase=\"probe_set\"");
   return s;
 }
 

@@ -114,13 +114,20 @@ Result<> Agent::cmd_add(const cni::CniEvent& ev) {
     return make_error(Errc::InvalidArgument, "event has no pod name or namespace");
   }
   if (!policy_) return make_error(Errc::Unavailable, "agent is starting: no enrollment policy yet");
-  AMBIENT_ASSIGN_OR_RETURN(auto identity, policy_->decide(ev));
+  auto decided = [&] {
+    metrics::Timer t(metrics_.decision);
+    return policy_->decide(ev);
+  }();
+  AMBIENT_ASSIGN_OR_RETURN(auto identity, std::move(decided));
   if (!identity) {
     log::info("pod {}: not selected for ambient, no redirection", pod);
     return {};
   }
   const std::string path = cfg_.host_root + ev.netns;
-  auto opened = netns::Netns::open(path);
+  auto opened = [&] {
+    metrics::Timer t(metrics_.netns_open);
+    return netns::Netns::open(path);
+  }();
   if (!opened) return std::move(opened).error().with("pod " + pod + ": open netns");
   for (const auto& ip : ev.ips) identity->ips.push_back(ip.address.address);
   return add_pod(*identity, std::make_shared<const netns::Netns>(std::move(*opened)));
@@ -162,12 +169,20 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
                       "pod " + pod + ": no ztunnel connection (is ztunnel running on this node?)");
   }
   const auto rcfg = pod_redirect_config(cfg_, id.annotations, pod);
-  if (auto r = backend_.install(*ns, rcfg); !r) {
+  auto installed = [&] {
+    metrics::Timer t(metrics_.rules);
+    return backend_.install(*ns, rcfg);
+  }();
+  if (auto r = std::move(installed); !r) {
     return std::move(r).error().with("pod " + pod);
   }
   crash_point_for_test("after-rules");
   zds::Workload w{.uid = id.uid, .info = id.info, .netns = ns};
-  if (auto r = zds_->add(w); !r) {
+  auto acked = [&] {
+    metrics::Timer t(metrics_.zds_add);
+    return zds_->add(w);
+  }();
+  if (auto r = std::move(acked); !r) {
     if (auto undo = backend_.remove(*ns, rcfg); !undo) {
       log::error("pod {}: rolling back rules after a failed ztunnel add: {}", pod,
                  undo.error().describe());
@@ -176,7 +191,11 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   }
   // Kubelet's probes must reach the app directly: its IPs go into the
   // host's probe set (comment = pod UID). Without that, undo everything.
-  if (auto r = add_to_probe_set(id.uid, id.ips); !r) {
+  auto probed = [&] {
+    metrics::Timer t(metrics_.probe_set);
+    return add_to_probe_set(id.uid, id.ips);
+  }();
+  if (auto r = std::move(probed); !r) {
     (void)zds_->del(id.uid);
     (void)backend_.remove(*ns, rcfg);
     remove_from_probe_set(id.uid, id.ips);
@@ -253,6 +272,8 @@ http::Response Agent::handle_cni(const http::Request& req) {
      : status == 400 ? metrics_.requests_400
                      : metrics_.requests_500)++;
   };
+  std::optional<metrics::Timer> whole;
+  if (add) whole.emplace(metrics_.cmdadd);
   auto ev = cni::decode_event(req.body);
   if (!ev) {
     count(400);

@@ -14,6 +14,7 @@
 #include "cni_event.h"
 #include "config.h"
 #include "http_server.h"
+#include "metrics.h"
 #include "netns/netns.h"
 #include "redirect/backend.h"
 #include "redirect/host.h"
@@ -79,6 +80,8 @@ class PodCache {
 
 struct Metrics {
   std::atomic<uint64_t> requests_200{0}, requests_400{0}, requests_500{0};
+  // Where /cmdadd time goes (seconds): the whole request, and its phases.
+  metrics::Histogram cmdadd, decision, netns_open, rules, zds_add, probe_set;
 };
 
 class Agent {
@@ -113,6 +116,7 @@ class Agent {
   std::vector<zds::Workload> snapshot() const { return cache_.workloads(); }
   const PodCache& cache() const { return cache_; }
   const Metrics& metrics() const { return metrics_; }
+  Metrics& metrics() { return metrics_; }
 
  private:
   std::mutex& pod_lock(const std::string& uid);

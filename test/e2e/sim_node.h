@@ -102,6 +102,7 @@ class SimNode {
   std::optional<int> wait_agent_exit(std::chrono::milliseconds timeout);
   void set_crash_point(std::string p) { opts_.crash_point = std::move(p); }
   bool agent_running() { return agent_ && agent_->running(); }
+  pid_t agent_pid() const { return agent_ ? agent_->pid() : -1; }
   void stop_agent();
   void start_ztunnel();
   void stop_ztunnel();
