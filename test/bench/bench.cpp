@@ -60,7 +60,7 @@ void emit(const std::string& bench, const std::string& backend, json params, jso
 // Runs the plugin once, as a runtime does; returns microseconds exec -> exit.
 double exec_plugin(const std::vector<std::string>& env, const std::string& stdin_data) {
   int in[2];
-  if (::pipe(in) != 0) return -1;
+  if (::pipe2(in, O_CLOEXEC) != 0) return -1;  // no other spawned child may hold it
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, in[0], 0);
