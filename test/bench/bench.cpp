@@ -130,14 +130,19 @@ std::string metrics(SimNode& node) {
        ">&3; cat <&3"});
 }
 
-// Mean of a histogram series (sum / count), in microseconds.
-double mean_us(const std::string& text, const std::string& series) {
+// Mean of a histogram series (sum / count), in microseconds. `labels` as
+// rendered inside the braces, e.g. phase="rules" (empty: none).
+double mean_us(const std::string& text, const std::string& name, const std::string& labels = "") {
+  const std::string suffix = labels.empty() ? " " : "{" + labels + "} ";
   double sum = 0, count = 0;
   std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind(series + "_sum", 0) == 0) sum = std::stod(line.substr(line.rfind(' ') + 1));
-    if (line.rfind(series + "_count", 0) == 0) count = std::stod(line.substr(line.rfind(' ') + 1));
+    if (line.rfind(name + "_sum" + suffix, 0) == 0)
+      sum = std::stod(line.substr(line.rfind(' ') + 1));
+    if (line.rfind(name + "_count" + suffix, 0) == 0) {
+      count = std::stod(line.substr(line.rfind(' ') + 1));
+    }
   }
   return count > 0 ? sum / count * 1e6 : 0;
 }
@@ -189,7 +194,7 @@ void bench_enroll(const std::string& backend) {
   json phases;
   for (const char* p : {"decision", "netns", "rules", "zds", "probe_set"}) {
     phases[std::string(p) + "_mean_us"] =
-        mean_us(m, std::string("ambient_enroll_phase_duration_seconds{phase=\"") + p + "\"}");
+        mean_us(m, "ambient_enroll_phase_duration_seconds", std::string("phase=\"") + p + "\"");
   }
   phases["cmdadd_mean_us"] = mean_us(m, "ambient_cmdadd_duration_seconds");
   emit("enroll-phases", backend, {{"pods", pods.size()}}, phases);
