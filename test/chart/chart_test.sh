@@ -15,8 +15,7 @@ fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 bin="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-mkdir -p "$2"
-gocache="$(cd "$2" && pwd)"
+gocache_dir="$2"
 shift 2
 
 if [[ ! -x "$bin" ]]; then
@@ -24,18 +23,9 @@ if [[ ! -x "$bin" ]]; then
   exit 1
 fi
 
-scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch"' EXIT
-
-export GO111MODULE=off
-export GOPATH="$scratch:/usr/share/gocode"
-export GOCACHE="$gocache"
-export GOFLAGS=
-export GOPROXY=off
-export GOSUMDB=off
-export GOENV=off
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
+# shellcheck source=../tools/go-offline.sh
+source "$repo/test/tools/go-offline.sh"
+go_offline_env "$gocache_dir" /usr/share/gocode
 
 (cd "$repo/test/tools/chart-render" && go vet . && go test -p 1 -count=1 "$@" .)
 

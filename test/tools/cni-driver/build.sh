@@ -20,36 +20,17 @@ out="$1"
 gocache="$2"
 debian_gopath=/usr/share/gocode
 
-if ! command -v go >/dev/null 2>&1; then
-  echo "build.sh: 'go' not found; run scripts/install-deps (golang-go)" >&2
-  exit 1
-fi
 if [[ ! -d "$debian_gopath/src/github.com/containernetworking/cni/libcni" ]]; then
   echo "build.sh: libcni not found under $debian_gopath; run scripts/install-deps (golang-github-appc-cni-dev)" >&2
   exit 1
 fi
 
-mkdir -p "$(dirname "$out")" "$gocache"
-# Absolute paths: go resolves -o and GOCACHE relative to its own cwd.
+# shellcheck source=../go-offline.sh
+source "$here/../go-offline.sh"
+go_offline_env "$gocache" "$debian_gopath"
+mkdir -p "$(dirname "$out")"
+# Absolute: go resolves -o relative to its own cwd.
 out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
-gocache="$(cd "$gocache" && pwd)"
-
-# A throwaway first GOPATH entry keeps any write the go tool might attempt
-# (e.g. pkg/) out of the root-owned Debian tree; sources still resolve from
-# the second entry.
-scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch"' EXIT
-
-export GO111MODULE=off
-export GOPATH="$scratch:$debian_gopath"
-export GOCACHE="$gocache"
-export GOFLAGS=
-export GOPROXY=off
-export GOSUMDB=off
-export GOENV=off
-export GOTOOLCHAIN=local
-# Static binary: no dependency on the host's libc at test time.
-export CGO_ENABLED=0
 
 cd "$here"
 go build -trimpath -o "$out" ./main.go

@@ -11,22 +11,10 @@ if (($# < 1)); then
 fi
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-mkdir -p "$1"
-gocache="$(cd "$1" && pwd)"
+# shellcheck source=../go-offline.sh
+source "$here/../go-offline.sh"
+go_offline_env "$1"
 shift
-
-scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch"' EXIT
-
-export GO111MODULE=off
-export GOPATH="$scratch"
-export GOCACHE="$gocache"
-export GOFLAGS=
-export GOPROXY=off
-export GOSUMDB=off
-export GOENV=off
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
 
 cd "$here"
 go vet .
