@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -40,6 +41,7 @@ using nlohmann::json;
 namespace {
 
 const std::string kBin = AMBIENT_BIN_DIR;
+std::vector<std::string> g_backends = {"iptables-legacy", "iptables-nft", "nftables"};
 
 struct Stats {
   double p50, p99, max;
@@ -130,21 +132,53 @@ std::string metrics(SimNode& node) {
        ">&3; cat <&3"});
 }
 
-// Mean of a histogram series (sum / count), in microseconds. `labels` as
-// rendered inside the braces, e.g. phase="rules" (empty: none).
-double mean_us(const std::string& text, const std::string& name, const std::string& labels = "") {
-  const std::string suffix = labels.empty() ? " " : "{" + labels + "} ";
-  double sum = 0, count = 0;
+// Every histogram's _sum and _count in a /metrics text, keyed by the
+// series name as rendered (e.g. `x_sum{phase="rules"}`).
+std::map<std::string, double> histogram_totals(const std::string& text) {
+  std::map<std::string, double> out;
   std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind(name + "_sum" + suffix, 0) == 0)
-      sum = std::stod(line.substr(line.rfind(' ') + 1));
-    if (line.rfind(name + "_count" + suffix, 0) == 0) {
-      count = std::stod(line.substr(line.rfind(' ') + 1));
+    if (line.empty() || line[0] == '#') continue;
+    auto space = line.rfind(' ');
+    if (space == std::string::npos) continue;
+    std::string series = line.substr(0, space);
+    std::string base = series.substr(0, series.find('{'));
+    if (base.size() > 4 && (base.ends_with("_sum") || base.ends_with("_count"))) {
+      out[series] = std::stod(line.substr(space + 1));
     }
   }
-  return count > 0 ? sum / count * 1e6 : 0;
+  return out;
+}
+
+// Mean of one histogram series between two snapshots, in microseconds.
+// `labels` as rendered inside the braces, e.g. phase="rules" (empty: none).
+double mean_us(const std::map<std::string, double>& before,
+               const std::map<std::string, double>& after, const std::string& name,
+               const std::string& labels = "") {
+  const std::string suffix = labels.empty() ? "" : "{" + labels + "}";
+  auto delta = [&](const std::string& key) {
+    auto a = after.find(key);
+    auto b = before.find(key);
+    return (a == after.end() ? 0 : a->second) - (b == before.end() ? 0 : b->second);
+  };
+  double count = delta(name + "_count" + suffix);
+  return count > 0 ? delta(name + "_sum" + suffix) / count * 1e6 : 0;
+}
+
+// The agent's own account of the pods just enrolled: mean per phase.
+json agent_phases(const std::map<std::string, double>& before,
+                  const std::map<std::string, double>& after) {
+  json phases;
+  for (const char* p : {"decision", "netns", "rules", "zds", "probe_set"}) {
+    phases[std::string(p) + "_mean_us"] = mean_us(before, after,
+                                                  "ambient_enroll_phase_duration_seconds",
+                                                  std::string("phase=\"") + p + "\"");
+  }
+  phases["cmdadd_mean_us"] = mean_us(before, after, "ambient_cmdadd_duration_seconds");
+  phases["zds_round_trip_mean_us"] =
+      mean_us(before, after, "ambient_zds_round_trip_duration_seconds", "op=\"add\"");
+  return phases;
 }
 
 void bench_enroll(const std::string& backend) {
@@ -182,23 +216,19 @@ void bench_enroll(const std::string& backend) {
   for (auto [n, conc, tag] :
        {std::tuple{200, 1, std::string("s")}, std::tuple{10, 10, std::string("b")},
         std::tuple{100, 100, std::string("c")}}) {
+    auto before = histogram_totals(metrics(node));
     auto [ok, failures] = run_batch(n, conc, tag);
+    auto after = histogram_totals(metrics(node));
     auto s = stats(ok);
     emit("enroll", backend, {{"pods", n}, {"concurrency", conc}},
          {{"p50_us", s.p50}, {"p99_us", s.p99}, {"max_us", s.max}, {"failures", failures}});
     std::cerr << "enroll " << backend << " n=" << n << " concurrency=" << conc << ": p50 "
               << s.p50 / 1000 << " ms, p99 " << s.p99 / 1000 << " ms, max " << s.max / 1000
               << " ms, failures " << failures << "\n";
+    json phases = agent_phases(before, after);
+    emit("enroll-phases", backend, {{"pods", n}, {"concurrency", conc}}, phases);
+    std::cerr << "  agent phases: " << phases.dump() << "\n";
   }
-  std::string m = metrics(node);
-  json phases;
-  for (const char* p : {"decision", "netns", "rules", "zds", "probe_set"}) {
-    phases[std::string(p) + "_mean_us"] =
-        mean_us(m, "ambient_enroll_phase_duration_seconds", std::string("phase=\"") + p + "\"");
-  }
-  phases["cmdadd_mean_us"] = mean_us(m, "ambient_cmdadd_duration_seconds");
-  emit("enroll-phases", backend, {{"pods", pods.size()}}, phases);
-  std::cerr << "agent phases (" << backend << "): " << phases.dump() << "\n";
 }
 
 void bench_plugin_exec() {
@@ -317,11 +347,13 @@ void bench_datapath(const std::string& backend) {
 // (FAIL in SimNode) report properly; Catch's own report goes to stderr.
 TEST_CASE("plugin-exec", "[.][plugin-exec]") { bench_plugin_exec(); }
 TEST_CASE("enroll", "[.][enroll]") {
-  for (const char* b : {"iptables-legacy", "iptables-nft", "nftables"}) bench_enroll(b);
+  for (const auto& b : g_backends) bench_enroll(b);
 }
-TEST_CASE("rss", "[.][rss]") { bench_rss("nftables"); }
+TEST_CASE("rss", "[.][rss]") {
+  for (const auto& b : g_backends) bench_rss(b);
+}
 TEST_CASE("datapath", "[.][datapath]") {
-  for (const char* b : {"iptables-legacy", "iptables-nft", "nftables"}) bench_datapath(b);
+  for (const auto& b : g_backends) bench_datapath(b);
 }
 
 int main(int argc, char** argv) {
@@ -330,12 +362,28 @@ int main(int argc, char** argv) {
     return 77;
   }
   ::signal(SIGPIPE, SIG_IGN);
-  std::string what = argc > 1 ? argv[1] : "all";
-  if (what == "--help" || what == "-h") {
-    std::cout << "usage: ambient-bench [enroll|plugin-exec|rss|datapath|all]\n"
-                 "Prints one JSON object per result on stdout, a summary on stderr.\n";
-    return 0;
+  const char* usage =
+      "usage: ambient-bench [enroll|plugin-exec|rss|datapath|all] [--backend B]...\n"
+      "Prints one JSON object per result on stdout, a summary on stderr.\n"
+      "  --backend B   iptables-legacy, iptables-nft or nftables; repeat for several\n"
+      "                (default: all three; rss measures each one given)\n";
+  std::string what = "all";
+  std::vector<std::string> backends;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::cout << usage;
+      return 0;
+    } else if (a == "--backend" && i + 1 < argc) {
+      backends.push_back(argv[++i]);
+    } else if (a.rfind("--", 0) == 0) {
+      std::cerr << "ambient-bench: unknown flag " << a << "\n" << usage;
+      return 2;
+    } else {
+      what = a;
+    }
   }
+  if (!backends.empty()) g_backends = backends;
   std::string filter = what == "all" ? "[plugin-exec],[enroll],[rss],[datapath]" : "[" + what + "]";
   const char* args[] = {"ambient-bench", "-o", "/dev/stderr", filter.c_str()};
   return Catch::Session().run(4, const_cast<char**>(args));

@@ -17,12 +17,6 @@ namespace ambient::redirect {
 
 namespace {
 
-// libnftables 1.0.x keeps process-global state (a one-time init flag in
-// nft_ctx_new, the interface cache every command and nft_ctx_free release),
-// so our calls are serialized. Other users of NftContext in the process do
-// not take this lock (see the report on sharing it).
-std::mutex g_nft_mu;
-
 const std::string kTable = "inet " + std::string(kHostNftTable);
 constexpr const char* kSetComment = "UUID of the pods that are part of ambient mesh";
 
@@ -45,33 +39,6 @@ std::string clean_error(const std::string& err) {
   }
   return out;
 }
-
-// One transaction through the shared NftContext (redirect/nft.h), made and
-// freed in the calling thread while holding g_nft_mu.
-Result<std::string> run_nft(const std::string& commands, bool json = false) {
-  // libnftables exit()s the process when it cannot open its netlink socket;
-  // find that out here first and fail like any other error.
-  UniqueFd probe(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER));
-  if (!probe.valid()) return sys_error("nftables: open netlink socket");
-  probe.reset();
-  std::lock_guard lock(g_nft_mu);
-  AMBIENT_ASSIGN_OR_RETURN(NftContext ctx, NftContext::create(json));
-  auto out = ctx.run(commands);
-  if (!out) {
-    Error e = std::move(out).error();
-    e.message = clean_error(e.message);
-    return e;
-  }
-  return out;
-}
-
-// What the table holds, from `list table` JSON: chain names, and each set's
-// elements (absent sets are missing from the map).
-struct TableState {
-  bool exists = false;
-  std::set<std::string> chains;
-  std::map<std::string, std::vector<ProbeSetEntry>> sets;
-};
 
 Result<ProbeSetEntry> parse_element(const nlohmann::json& e) {
   // A bare element is a string; one with a comment is {"elem": {"val", "comment"}}.
@@ -114,7 +81,28 @@ std::string string_member(const nlohmann::json& object, const char* key) {
   return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
-Result<TableState> read_table() {
+}  // namespace
+
+Result<std::string> NftablesHostRedirect::run_nft(const std::string& commands, bool json) {
+  std::lock_guard lock(ctx_mu_);
+  if (!ctx_) {
+    AMBIENT_ASSIGN_OR_RETURN(NftContext ctx, NftContext::create());
+    ctx_.emplace(std::move(ctx));
+  }
+  ctx_->set_json(json);
+  auto out = ctx_->run(commands);
+  if (!out) {
+    // A socket in a bad state (say, ENOBUFS after a burst of notifications)
+    // must not fail every later call: the next one starts afresh.
+    ctx_.reset();
+    Error e = std::move(out).error();
+    e.message = clean_error(e.message);
+    return e;
+  }
+  return out;
+}
+
+Result<NftablesHostRedirect::TableState> NftablesHostRedirect::read_table() {
   TableState state;
   AMBIENT_ASSIGN_OR_RETURN(std::string tables, run_nft("list tables inet", true));
   AMBIENT_ASSIGN_OR_RETURN(nlohmann::json tables_items, json_items(tables));
@@ -143,8 +131,6 @@ Result<TableState> read_table() {
   }
   return state;
 }
-
-}  // namespace
 
 Result<> NftablesHostRedirect::install_rules(const HostProbeConfig& cfg) {
   ipv6_ = cfg.ipv6;

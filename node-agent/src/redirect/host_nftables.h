@@ -1,14 +1,21 @@
 // Host probe SNAT with libnftables: table `inet istio-ambient-nat` holds the
 // sets `istio-inpod-probes-v4/-v6` and a `postrouting` nat chain. Every
-// call is one nft transaction run through a fresh nft_ctx made in the
-// calling thread, so its netlink socket lives in that thread's netns.
+// call is one nft transaction through one long-lived nft_ctx, made on the
+// first call: callers are in the host netns (never inside run_in_netns).
+// Reusing it keeps socket close, which waits for an RCU grace period after
+// a commit, off every pod's enrollment (redirect/nft.h).
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "redirect/host.h"
+#include "redirect/nft.h"
 
 namespace ambient::redirect {
 
@@ -33,8 +40,20 @@ class NftablesHostRedirect : public HostRedirect {
   Result<std::vector<ProbeSetEntry>> list_sets() override;
 
  private:
+  // What the table holds, from `list table` JSON: chain names, and each
+  // set's elements (absent sets are missing from the map).
+  struct TableState {
+    bool exists = false;
+    std::set<std::string> chains;
+    std::map<std::string, std::vector<ProbeSetEntry>> sets;
+  };
+  Result<std::string> run_nft(const std::string& commands, bool json = false);
+  Result<TableState> read_table();
+
   std::atomic<bool> ipv6_{false};
   std::mutex entries_mu_;  // see IptablesHostRedirect::entries_mu_
+  std::mutex ctx_mu_;      // guards ctx_; taken inside entries_mu_
+  std::optional<NftContext> ctx_;
 };
 
 }  // namespace ambient::redirect

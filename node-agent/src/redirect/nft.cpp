@@ -45,6 +45,13 @@ Result<NftContext> NftContext::create(bool json_output) {
   return ctx;
 }
 
+void NftContext::set_json(bool json) {
+  std::lock_guard lk(nft_mutex());
+  unsigned flags = nft_ctx_output_get_flags(ctx_.get());
+  nft_ctx_output_set_flags(ctx_.get(),
+                           json ? flags | NFT_CTX_OUTPUT_JSON : flags & ~NFT_CTX_OUTPUT_JSON);
+}
+
 Result<std::string> NftContext::run(const std::string& commands) {
   std::lock_guard lk(nft_mutex());
   int rc = nft_run_cmd_from_buffer(ctx_.get(), commands.c_str());

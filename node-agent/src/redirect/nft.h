@@ -1,7 +1,12 @@
-// libnftables in process: one nft_ctx per use, created on the calling
-// thread so its netlink socket lives in that thread's network namespace
-// (create it inside run_in_netns for a pod). Each run() is one netlink
-// batch: all of it applies, or none of it.
+// libnftables in process: an nft_ctx is created on the calling thread, so
+// its netlink socket lives in that thread's network namespace (create it
+// inside run_in_netns for a pod). Each run() is one netlink batch: all of
+// it applies, or none of it.
+//
+// Closing a context's socket is not free: the kernel's NETLINK_URELEASE
+// handler waits for nf_tables' pending destroy work, i.e. an RCU grace
+// period after the last commit in that netns (10-30 ms here). Contexts
+// used for every pod in one netns (the host's) are therefore kept open.
 #pragma once
 
 #include <memory>
@@ -19,6 +24,8 @@ class NftContext {
   // Runs commands (one per line); the whole text is one transaction.
   // Returns nft's output (listings); errors carry nft's message.
   Result<std::string> run(const std::string& commands);
+  // Listings as JSON (`nft -j`) or as nft syntax.
+  void set_json(bool json);
 
  private:
   struct Deleter {
