@@ -54,6 +54,14 @@ std::string metrics_text(const agent::Agent& a, const zds::ZdsServer& z) {
   s += m.rules.render("ambient_enroll_phase_duration_seconds", "phase=\"rules\"");
   s += m.zds_add.render("ambient_enroll_phase_duration_seconds", "phase=\"zds\"");
   s += m.probe_set.render("ambient_enroll_phase_duration_seconds", "phase=\"probe_set\"");
+  s += m.parse.render("ambient_enroll_phase_duration_seconds", "phase=\"parse\"");
+  const auto& zm = z.metrics();
+  s += "# HELP ambient_zds_round_trip_duration_seconds ZDS message sent to ztunnel's ack.\n";
+  s += "# TYPE ambient_zds_round_trip_duration_seconds histogram\n";
+  s += zm.add.render("ambient_zds_round_trip_duration_seconds", "op=\"add\"");
+  s += zm.del.render("ambient_zds_round_trip_duration_seconds", "op=\"del\"");
+  s += zm.keep.render("ambient_zds_round_trip_duration_seconds", "op=\"keep\"");
+  s += zm.snapshot_sent.render("ambient_zds_round_trip_duration_seconds", "op=\"snapshot_sent\"");
   return s;
 }
 
@@ -350,6 +358,8 @@ int run(const agent::Config& cfg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread exists: each enrolled pod holds a netns fd.
+  reserve_fd_table(4096);
   auto parsed = agent::parse_config(argc, argv, [](const char* n) { return std::getenv(n); });
   if (!parsed) {
     std::cerr << "ambient-agent: " << parsed.error().describe() << "\n";

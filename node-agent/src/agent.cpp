@@ -169,8 +169,9 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
                       "pod " + pod + ": no ztunnel connection (is ztunnel running on this node?)");
   }
   const auto rcfg = pod_redirect_config(cfg_, id.annotations, pod);
+  double rules_s = 0, zds_s = 0, probes_s = 0;
   auto installed = [&] {
-    metrics::Timer t(metrics_.rules);
+    metrics::Timer t(metrics_.rules, &rules_s);
     return backend_.install(*ns, rcfg);
   }();
   if (auto r = std::move(installed); !r) {
@@ -179,7 +180,7 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   crash_point_for_test("after-rules");
   zds::Workload w{.uid = id.uid, .info = id.info, .netns = ns};
   auto acked = [&] {
-    metrics::Timer t(metrics_.zds_add);
+    metrics::Timer t(metrics_.zds_add, &zds_s);
     return zds_->add(w);
   }();
   if (auto r = std::move(acked); !r) {
@@ -192,7 +193,7 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   // Kubelet's probes must reach the app directly: its IPs go into the
   // host's probe set (comment = pod UID). Without that, undo everything.
   auto probed = [&] {
-    metrics::Timer t(metrics_.probe_set);
+    metrics::Timer t(metrics_.probe_set, &probes_s);
     return add_to_probe_set(id.uid, id.ips);
   }();
   if (auto r = std::move(probed); !r) {
@@ -202,7 +203,11 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
     return std::move(r).error().with("pod " + pod);
   }
   cache_.upsert({.workload = std::move(w), .redirect = rcfg, .ips = id.ips});
-  log::info("pod {}: enrolled (netns {}, backend {})", pod, ns->path(), backend_.name());
+  // The phases in the log line too: a slow enrollment explains itself.
+  log::info(
+      "pod {}: enrolled (netns {}, backend {}; rules {:.2f} ms, ztunnel {:.2f} ms, probe set "
+      "{:.2f} ms)",
+      pod, ns->path(), backend_.name(), rules_s * 1e3, zds_s * 1e3, probes_s * 1e3);
   if (listener_) listener_->enrolled(id);
   return {};
 }
@@ -274,7 +279,11 @@ http::Response Agent::handle_cni(const http::Request& req) {
   };
   std::optional<metrics::Timer> whole;
   if (add) whole.emplace(metrics_.cmdadd);
-  auto ev = cni::decode_event(req.body);
+  auto ev = [&] {
+    std::optional<metrics::Timer> t;
+    if (add) t.emplace(metrics_.parse);
+    return cni::decode_event(req.body);
+  }();
   if (!ev) {
     count(400);
     log::warn("{}: bad request: {}", req.target, ev.error().describe());

@@ -81,7 +81,7 @@ class PodCache {
 struct Metrics {
   std::atomic<uint64_t> requests_200{0}, requests_400{0}, requests_500{0};
   // Where /cmdadd time goes (seconds): the whole request, and its phases.
-  metrics::Histogram cmdadd, decision, netns_open, rules, zds_add, probe_set;
+  metrics::Histogram cmdadd, parse, decision, netns_open, rules, zds_add, probe_set;
 };
 
 class Agent {

@@ -25,18 +25,23 @@ class Histogram {
   std::atomic<uint64_t> sum_ns_{0};
 };
 
-// Observes the elapsed time into `h` when it goes out of scope.
+// Observes the elapsed time into `h` when it goes out of scope, and also
+// stores it (seconds) in *out when given.
 class Timer {
  public:
-  explicit Timer(Histogram& h) : h_(h), start_(std::chrono::steady_clock::now()) {}
+  explicit Timer(Histogram& h, double* out = nullptr)
+      : h_(h), out_(out), start_(std::chrono::steady_clock::now()) {}
   ~Timer() {
-    h_.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    h_.observe(s);
+    if (out_) *out_ = s;
   }
   Timer(const Timer&) = delete;
   Timer& operator=(const Timer&) = delete;
 
  private:
   Histogram& h_;
+  double* out_;
   std::chrono::steady_clock::time_point start_;
 };
 

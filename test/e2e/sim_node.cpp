@@ -146,7 +146,7 @@ void BgProcess::stop() {
 }
 
 SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_id()) {
-  dir_ = "/tmp/amb-e2e-" + id_;
+  dir_ = opts_.work_root + "/amb-e2e-" + id_;
   fs::create_directories(dir_ + "/run");
   fs::create_directories(dir_ + "/zds");
   must_run({"ip", "netns", "add", node_netns()});

@@ -8,6 +8,9 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <thread>
 
 namespace ambient::netns {
@@ -37,19 +40,92 @@ Result<Netns> Netns::from_fd_for_test(UniqueFd fd, std::string path) {
   return Netns(std::move(fd), std::move(path), st.st_dev, st.st_ino);
 }
 
-Result<> run_in_netns(const Netns& ns, const std::function<Result<>()>& fn) {
+namespace {
+
+struct Job {
+  const Netns* ns;
+  const std::function<Result<>()>* fn;
   Result<> out;
-  std::thread worker([&] {
-    // CLONE_NEWNET alone: the thread keeps the process's mount namespace, so
-    // paths like /proc/sys/net resolve in the target netns for this thread.
-    if (::setns(ns.fd(), CLONE_NEWNET) != 0) {
-      out = sys_error("setns(" + ns.path() + ")");
-      return;
+  bool done = false;
+};
+
+// The workers behind run_in_netns. Never destroyed: workers may be busy
+// while static destructors run at exit.
+class Workers {
+ public:
+  Result<> run(const Netns& ns, const std::function<Result<>()>& fn) {
+    Job job{.ns = &ns, .fn = &fn};
+    std::unique_lock lk(mu_);
+    if (!home_.valid()) {
+      // The thread group leader's netns: the main thread never switches.
+      home_.reset(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+      struct stat st {};
+      if (!home_.valid() || ::fstat(home_.get(), &st) != 0) {
+        home_.reset();
+        return sys_error("open the agent's own netns (/proc/self/ns/net)");
+      }
+      home_ino_ = st.st_ino;
+      home_dev_ = st.st_dev;
     }
-    out = fn();
-  });
-  worker.join();
-  return out;
+    queue_.push_back(&job);
+    if (idle_ == 0 && workers_ < kMaxNetnsWorkers) {
+      ++workers_;
+      std::thread([this] { serve(); }).detach();
+    } else {
+      work_cv_.notify_one();
+    }
+    done_cv_.wait(lk, [&] { return job.done; });
+    return std::move(job.out);
+  }
+
+ private:
+  void serve() {
+    std::unique_lock lk(mu_);
+    for (;;) {
+      ++idle_;
+      work_cv_.wait(lk, [&] { return !queue_.empty(); });
+      --idle_;
+      Job* job = queue_.front();
+      queue_.pop_front();
+      lk.unlock();
+      bool home = true;
+      if (::setns(job->ns->fd(), CLONE_NEWNET) != 0) {
+        job->out = sys_error("setns(" + job->ns->path() + ")");
+      } else {
+        job->out = (*job->fn)();
+        home = go_home();
+      }
+      lk.lock();
+      job->done = true;
+      done_cv_.notify_all();
+      if (!home) {
+        --workers_;
+        return;  // retire: its netns is not the agent's
+      }
+    }
+  }
+
+  bool go_home() const {
+    struct stat st {};
+    return ::setns(home_.get(), CLONE_NEWNET) == 0 &&
+           ::stat("/proc/thread-self/ns/net", &st) == 0 && st.st_ino == home_ino_ &&
+           st.st_dev == home_dev_;
+  }
+
+  std::mutex mu_;
+  std::condition_variable work_cv_, done_cv_;
+  std::deque<Job*> queue_;
+  size_t workers_ = 0, idle_ = 0;
+  UniqueFd home_;
+  ino_t home_ino_ = 0;
+  dev_t home_dev_ = 0;
+};
+
+}  // namespace
+
+Result<> run_in_netns(const Netns& ns, const std::function<Result<>()>& fn) {
+  static Workers* workers = new Workers();
+  return workers->run(ns, fn);
 }
 
 }  // namespace ambient::netns

@@ -1,7 +1,9 @@
 // Network namespaces. Only this folder calls setns(): everything else asks
-// run_in_netns() to run a function on a fresh thread that enters the
-// namespace and then dies, so no thread ever returns to service in the wrong
-// namespace and request-serving threads never switch.
+// run_in_netns() to run a function on one of a few dedicated worker
+// threads, which enters the namespace, runs it, and goes back to the
+// process's own netns. A worker that cannot prove it is back home retires,
+// so no thread ever serves in the wrong namespace, and request-serving
+// threads never switch.
 #pragma once
 
 #include <sys/types.h>
@@ -43,8 +45,11 @@ class Netns {
 // replaces or forgets the entry (spec: reference-count netns handles).
 using NetnsRef = std::shared_ptr<const Netns>;
 
-// Runs `fn` inside `ns` on a new thread and waits for it. The thread
-// never leaves the namespace; it exits when fn returns.
+// Runs `fn` inside `ns` on a netns worker and waits for it. Workers are
+// made on demand, up to kMaxNetnsWorkers at once; more callers queue.
+// Reusing them saves a thread's creation and teardown (about 0.2 ms, most
+// of it unmapping the stack) on every pod.
+inline constexpr size_t kMaxNetnsWorkers = 8;
 Result<> run_in_netns(const Netns& ns, const std::function<Result<>()>& fn);
 
 }  // namespace ambient::netns

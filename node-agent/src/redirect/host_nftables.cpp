@@ -92,9 +92,6 @@ Result<std::string> NftablesHostRedirect::run_nft(const std::string& commands, b
   ctx_->set_json(json);
   auto out = ctx_->run(commands);
   if (!out) {
-    // A socket in a bad state (say, ENOBUFS after a burst of notifications)
-    // must not fail every later call: the next one starts afresh.
-    ctx_.reset();
     Error e = std::move(out).error();
     e.message = clean_error(e.message);
     return e;
@@ -170,16 +167,20 @@ Result<> NftablesHostRedirect::flush_sets() {
     if (state.sets.count(set_name(v6))) tx += "flush set " + kTable + " " + set_name(v6) + "\n";
   }
   if (tx.empty()) return {};
+  std::lock_guard lock(entries_mu_);
   auto r = run_nft(tx);
   if (!r) return std::move(r).error().with("flush nftables probe sets");
+  listed_.clear();
   return {};
 }
 
 Result<> NftablesHostRedirect::destroy_sets() {
   AMBIENT_ASSIGN_OR_RETURN(TableState state, read_table().context("delete nftables table"));
   if (!state.exists) return {};
+  std::lock_guard lock(entries_mu_);
   auto r = run_nft("delete table " + kTable + "\n");
   if (!r) return std::move(r).error().with("delete nftables table");
+  listed_.clear();
   return {};
 }
 
@@ -191,16 +192,33 @@ Result<> NftablesHostRedirect::add_pod_ip(const IpAddress& ip, const std::string
     log::debug("probe set: IPv6 is off, not adding {} (pod {})", addr.to_string(), pod_uid);
     return {};
   }
-  // add (so the delete cannot fail), delete, add with the comment: an
-  // existing element takes the new owner, atomically.
   const std::string elem = "element " + kTable + " " + set_name(v6) + " { " + addr.to_string();
-  std::string tx = "add table " + kTable + "\n" + add_set_cmd(v6);
-  tx += "add " + elem + " }\n";
+  const std::string prefix = "add table " + kTable + "\n" + add_set_cmd(v6);
+  std::lock_guard lock(entries_mu_);
+  if (!listed_.count(addr.to_string())) {
+    // A new IP, the usual case: `create` fails if the element exists. It
+    // deletes nothing, so the commit leaves no destroy work for the kernel,
+    // whose RCU wait would otherwise stall the next netlink socket close
+    // (redirect/nft.h), a pod's included. (A failed batch costs such a
+    // wait too, hence listed_, which knows the IPs we added.)
+    auto created = run_nft(prefix + "create " + elem + " comment \"" + pod_uid + "\" }\n");
+    if (created) {
+      listed_.insert(addr.to_string());
+      return {};
+    }
+    if (created.error().message.find("File exists") == std::string::npos) {
+      return std::move(created).error().with("add " + addr.to_string() + " to probe set");
+    }
+  }
+  // The IP is listed already (a reused IP, or a retried ADD): add (so the
+  // delete cannot fail), delete, add with the comment, so the element
+  // takes the new owner atomically.
+  std::string tx = prefix + "add " + elem + " }\n";
   tx += "delete " + elem + " }\n";
   tx += "add " + elem + " comment \"" + pod_uid + "\" }\n";
-  std::lock_guard lock(entries_mu_);
   auto r = run_nft(tx);
   if (!r) return std::move(r).error().with("add " + addr.to_string() + " to probe set");
+  listed_.insert(addr.to_string());
   return {};
 }
 
@@ -221,6 +239,7 @@ Result<> NftablesHostRedirect::remove_pod_ip(const IpAddress& ip, const std::str
     auto r = run_nft("delete element " + kTable + " " + set_name(v6) + " { " + addr.to_string() +
                      " }\n");
     if (!r) return std::move(r).error().with(what);
+    listed_.erase(addr.to_string());
     return {};
   }
   return {};

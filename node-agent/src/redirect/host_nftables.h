@@ -54,6 +54,10 @@ class NftablesHostRedirect : public HostRedirect {
   std::mutex entries_mu_;  // see IptablesHostRedirect::entries_mu_
   std::mutex ctx_mu_;      // guards ctx_; taken inside entries_mu_
   std::optional<NftContext> ctx_;
+  // IPs this process put in the sets (under entries_mu_): a hint that picks
+  // the re-owning transaction over a `create` bound to fail. Elements made
+  // by others are found by that failure.
+  std::set<std::string> listed_;
 };
 
 }  // namespace ambient::redirect

@@ -12,15 +12,24 @@
 namespace ambient::redirect {
 
 // What the kernel holds, read back as JSON: rule counts per table/chain.
-Result<std::vector<std::string>> NftablesBackend::problems_here(
-    const PodRedirectConfig& cfg) const {
-  AMBIENT_ASSIGN_OR_RETURN(NftContext ctx, NftContext::create(/*json_output=*/true));
-  AMBIENT_ASSIGN_OR_RETURN(std::string listing, ctx.run("list ruleset"));
+Result<std::vector<std::string>> NftablesBackend::problems_here(NftContext& ctx,
+                                                                const PodRedirectConfig& cfg,
+                                                                bool* any_ours) const {
+  ctx.set_json(true);
+  auto listed = ctx.run("list ruleset");
+  ctx.set_json(false);
+  AMBIENT_ASSIGN_OR_RETURN(std::string listing, std::move(listed));
   auto j = json::Json::parse(listing, nullptr, false);
   std::map<std::string, int> have;  // "table/chain" -> rules; chains present with 0
   if (!j.is_discarded() && j.contains("nftables")) {
     for (const auto& item : j["nftables"]) {
-      if (item.contains("chain")) {
+      if (item.contains("table") && any_ours) {
+        const auto& t = item["table"];
+        if (t.value("family", "") == "inet" &&
+            t.value("name", "").rfind("istio-ambient-", 0) == 0) {
+          *any_ours = true;
+        }
+      } else if (item.contains("chain")) {
         const auto& c = item["chain"];
         if (c.value("family", "") == "inet")
           have.try_emplace(c.value("table", "") + "/" + c.value("name", ""), 0);
@@ -59,15 +68,21 @@ Result<std::vector<std::string>> NftablesBackend::problems_here(
 
 Result<> NftablesBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg) {
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
-    AMBIENT_ASSIGN_OR_RETURN(auto problems, problems_here(cfg));
+    // One context (one netlink socket) for the check and the transaction.
+    AMBIENT_ASSIGN_OR_RETURN(NftContext ctx, NftContext::create());
+    bool any_ours = false;
+    AMBIENT_ASSIGN_OR_RETURN(auto problems, problems_here(ctx, cfg, &any_ours));
     if (problems.empty()) return {};  // exactly right already: leave it alone
     // Routing first: inert on its own (only packets our rules mark use
     // table 100), so the one transaction below is the moment the pod is
     // redirected: all of it, or nothing.
     AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
     crash_point_for_test("after-routing");
-    AMBIENT_ASSIGN_OR_RETURN(NftContext ctx, NftContext::create());
-    if (auto applied = ctx.run(inpod_nft_apply_text(cfg) + extra_for_test_); !applied) {
+    // A fresh netns holds no table of ours, so there is none to delete: a
+    // commit without deletions leaves the kernel no destroy work, which
+    // closing the socket would otherwise wait for (redirect/nft.h).
+    const std::string text = any_ours ? inpod_nft_apply_text(cfg) : inpod_nft_text(cfg);
+    if (auto applied = ctx.run(text + extra_for_test_); !applied) {
       (void)remove_inpod_routing();
       return std::move(applied).error();
     }
@@ -80,7 +95,8 @@ Result<VerifyReport> NftablesBackend::verify(const netns::Netns& ns,
                                              const PodRedirectConfig& cfg) const {
   VerifyReport report;
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
-    AMBIENT_ASSIGN_OR_RETURN(report.problems, problems_here(cfg));
+    AMBIENT_ASSIGN_OR_RETURN(NftContext ctx, NftContext::create());
+    AMBIENT_ASSIGN_OR_RETURN(report.problems, problems_here(ctx, cfg));
     return {};
   });
   if (!r) return std::move(r).error().with("verify nftables rules in " + ns.path());

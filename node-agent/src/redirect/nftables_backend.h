@@ -6,6 +6,7 @@
 #include <string>
 
 #include "redirect/backend.h"
+#include "redirect/nft.h"
 
 namespace ambient::redirect {
 
@@ -21,7 +22,10 @@ class NftablesBackend : public RedirectBackend {
   void set_extra_commands_for_test(std::string text) { extra_for_test_ = std::move(text); }
 
  private:
-  Result<std::vector<std::string>> problems_here(const PodRedirectConfig& cfg) const;
+  // What differs from the wanted rules in the calling thread's netns;
+  // *any_ours (if given) tells whether any istio-ambient-* table exists.
+  Result<std::vector<std::string>> problems_here(NftContext& ctx, const PodRedirectConfig& cfg,
+                                                 bool* any_ours = nullptr) const;
   std::string extra_for_test_;
 };
 

@@ -60,8 +60,10 @@ pb::WorkloadRequest add_message(const Workload& w) {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(UniqueFd sock, int stop_fd, std::chrono::milliseconds timeout, uint64_t id)
-      : sock_(std::move(sock)),
+  Connection(UniqueFd sock, int stop_fd, std::chrono::milliseconds timeout, uint64_t id,
+             ZdsMetrics& metrics)
+      : metrics_(metrics),
+        sock_(std::move(sock)),
         wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
         stop_fd_(stop_fd),
         timeout_(timeout),
@@ -119,6 +121,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     msg.SerializeToString(&bytes);
     std::optional<int> fd;
     if (ns) fd = ns->fd();
+    metrics::Timer timer(msg.has_add()    ? metrics_.add
+                         : msg.has_del()  ? metrics_.del
+                         : msg.has_keep() ? metrics_.keep
+                                          : metrics_.snapshot_sent);
     AMBIENT_RETURN_IF_ERROR(send_message(sock_.get(), bytes, fd, timeout_));
     AMBIENT_ASSIGN_OR_RETURN(Received r, receive_message(sock_.get(), timeout_));
     if (r.bytes.empty()) return make_error(Errc::Unavailable, "ztunnel closed the connection");
@@ -228,6 +234,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     sock_.reset();
   }
 
+  ZdsMetrics& metrics_;  // the server's; it outlives its connections
   UniqueFd sock_;
   UniqueFd wake_;
   int stop_fd_;
@@ -323,8 +330,8 @@ void ZdsServer::accept_loop() {
       log::warn("zds: accept failed: {}", std::strerror(errno));
       continue;
     }
-    auto conn =
-        std::make_shared<Connection>(std::move(sock), stop_.get(), opts_.io_timeout, next_id++);
+    auto conn = std::make_shared<Connection>(std::move(sock), stop_.get(), opts_.io_timeout,
+                                             next_id++, metrics_);
     {
       std::lock_guard lk(mu_);
       // Reap finished connections so the list only holds live ones.

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "metrics.h"
 #include "netns/netns.h"
 #include "result.h"
 #include "unique_fd.h"
@@ -35,6 +36,11 @@ struct Workload {
 };
 
 class Connection;
+
+// Send to ack, per message type, on every connection (snapshot included).
+struct ZdsMetrics {
+  metrics::Histogram add, del, keep, snapshot_sent;
+};
 
 class ZdsServer {
  public:
@@ -66,6 +72,7 @@ class ZdsServer {
 
   size_t connected() const;
   bool has_connection() const { return connected() > 0; }
+  const ZdsMetrics& metrics() const { return metrics_; }
 
  private:
   explicit ZdsServer(Options opts) : opts_(std::move(opts)) {}
@@ -79,6 +86,7 @@ class ZdsServer {
   std::thread accept_thread_;
   mutable std::mutex mu_;
   std::list<std::shared_ptr<Connection>> conns_;  // oldest first
+  ZdsMetrics metrics_;
 };
 
 }  // namespace ambient::zds

@@ -63,6 +63,9 @@ int usage_error(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread exists, as ztunnel's runtime would want: each proxy
+  // holds five listening sockets and a netns fd.
+  ambient::reserve_fd_table(16384);
   using ambient::test::LogLevel;
   ambient::test::Options options{
       .uds = env_or("INPOD_UDS", "/var/run/ztunnel/ztunnel.sock"),
