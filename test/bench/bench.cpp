@@ -5,6 +5,7 @@
 //   ambient-bench enroll        plugin exec -> exit for ADD of enrolled pods, per backend:
 //                               200 sequential, then bursts of 10 and 100 concurrent
 //   ambient-bench plugin-exec   fixed cost of the plugin: excluded namespace, VERSION
+//   ambient-bench restart       agent start -> snapshot acked, with 50, 110, 250 enrolled pods
 //   ambient-bench rss           agent RSS (steady and peak) at 0, 110 and 250 pods
 //   ambient-bench datapath      new TCP connections/s through redirection vs. without
 //   ambient-bench all
@@ -18,6 +19,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <ctime>
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 #include <cstdio>
@@ -343,6 +345,68 @@ void bench_rss(const std::string& backend) {
   }
 }
 
+// "2026-11-28T00:40:15.697749Z" (the agent's log timestamps) as a time point.
+std::optional<std::chrono::system_clock::time_point> parse_log_time(const std::string& line) {
+  std::tm tm{};
+  int micros = 0;
+  if (std::sscanf(line.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &micros) != 7) {
+    return std::nullopt;
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return std::chrono::system_clock::from_time_t(::timegm(&tm)) + std::chrono::microseconds(micros);
+}
+
+// Agent restart with N enrolled pods (Kubernetes mode, an upgrade: the
+// rules stay): from the agent's exec to ztunnel's ack of the snapshot,
+// which the agent only sends once the pod cache is rebuilt from the API
+// and every pod's rules are verified (reconciled) in its netns. ztunnel is
+// restarted with the agent, as soon as the ZDS socket exists, so its
+// reconnect back-off does not count.
+void bench_restart(const std::string& backend) {
+  NodeOptions o = bench_node(backend);
+  o.kubernetes = true;
+  SimNode node(o);
+  node.create_namespace("mesh", {{"istio.io/dataplane-mode", "ambient"}});
+  node.create_namespace("istio-system");
+  node.create_agent_daemonset();
+  std::vector<Pod> pods;
+  for (int target : {50, 110, 250}) {
+    while (static_cast<int>(pods.size()) < target) {
+      pods.push_back(node.must_add_pod("p" + std::to_string(pods.size()), "mesh"));
+    }
+    for (int i = 0; i < 500 && node.ztunnel_state()["workloads"].size() < pods.size(); ++i) {
+      std::this_thread::sleep_for(10ms);
+    }
+    if (node.ztunnel_state()["workloads"].size() != pods.size()) FAIL("pods did not enroll");
+    node.stop_agent();
+    node.stop_ztunnel();
+    const size_t log_from = node.agent_log().size();
+    const auto start = std::chrono::system_clock::now();
+    node.start_agent();  // returns once its sockets exist
+    node.start_ztunnel();
+    const std::string acked = "snapshot of " + std::to_string(target) + " workloads acked";
+    std::optional<std::chrono::system_clock::time_point> end;
+    std::string rebuilt;
+    for (int i = 0; i < 3000 && !end; ++i) {
+      std::istringstream log(node.agent_log().substr(log_from));
+      std::string line;
+      while (std::getline(log, line)) {
+        if (line.find("enrolled pods rebuilt") != std::string::npos) rebuilt = line;
+        if (line.find(acked) != std::string::npos) end = parse_log_time(line);
+      }
+      if (!end) std::this_thread::sleep_for(5ms);
+    }
+    if (!end)
+      FAIL("no snapshot of " << target << " acked after the restart:\n" << node.agent_log());
+    double ms = std::chrono::duration<double, std::milli>(*end - start).count();
+    emit("restart", backend, {{"pods", target}}, {{"restart_ms", ms}});
+    std::cerr << "restart " << backend << " pods=" << target << ": " << ms << " ms to the acked "
+              << "snapshot (" << rebuilt.substr(rebuilt.find("startup:")) << ")\n";
+  }
+}
+
 void bench_datapath(const std::string& backend) {
   SimNode node(bench_node(backend));
   Pod a = node.must_add_pod("a", "ambient-demo");
@@ -407,6 +471,9 @@ TEST_CASE("plugin-exec", "[.][plugin-exec]") { bench_plugin_exec(); }
 TEST_CASE("enroll", "[.][enroll]") {
   for (const auto& b : g_backends) bench_enroll(b);
 }
+TEST_CASE("restart", "[.][restart]") {
+  for (const auto& b : g_backends) bench_restart(b);
+}
 TEST_CASE("rss", "[.][rss]") {
   for (const auto& b : g_backends) bench_rss(b);
 }
@@ -421,7 +488,7 @@ int main(int argc, char** argv) {
   }
   ::signal(SIGPIPE, SIG_IGN);
   const char* usage =
-      "usage: ambient-bench [enroll|plugin-exec|rss|datapath|all] [--backend B]...\n"
+      "usage: ambient-bench [enroll|plugin-exec|restart|rss|datapath|all] [--backend B]...\n"
       "Prints one JSON object per result on stdout, a summary on stderr.\n"
       "  --backend B   iptables-legacy, iptables-nft or nftables; repeat for several\n"
       "                (default: all three; rss measures each one given)\n";
@@ -442,7 +509,8 @@ int main(int argc, char** argv) {
     }
   }
   if (!backends.empty()) g_backends = backends;
-  std::string filter = what == "all" ? "[plugin-exec],[enroll],[rss],[datapath]" : "[" + what + "]";
+  std::string filter =
+      what == "all" ? "[plugin-exec],[enroll],[restart],[rss],[datapath]" : "[" + what + "]";
   const char* args[] = {"ambient-bench", "-o", "/dev/stderr", filter.c_str()};
   return Catch::Session().run(4, const_cast<char**>(args));
 }

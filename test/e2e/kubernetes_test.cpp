@@ -42,18 +42,6 @@ std::string rules_only(const std::string& save) {
   return out;
 }
 
-// What makes a shutdown an upgrade: the node, and the agent's DaemonSet
-// (istio-cni-node in istio-system) still there.
-void create_agent_daemonset(SimNode& node) {
-  node.api_json("POST", "/api/v1/nodes",
-                R"({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-1"}})");
-  node.api_json("POST", "/apis/apps/v1/namespaces/istio-system/daemonsets",
-                R"({"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"istio-cni-node"},
-                    "spec":{"selector":{"matchLabels":{"k8s-app":"istio-cni-node"}},
-                    "template":{"metadata":{"labels":{"k8s-app":"istio-cni-node"}},
-                    "spec":{"containers":[{"name":"install-cni","image":"x"}]}}}})");
-}
-
 bool ztunnel_has(SimNode& node, const Pod& p) {
   return node.ztunnel_state()["workloads"].contains(p.uid);
 }
@@ -309,7 +297,7 @@ TEST_CASE("k8s: shutdown tells an upgrade (DaemonSet present) from an uninstall"
   node.create_namespace("istio-system");
   node.stop_agent();
   CHECK_THAT(node.agent_log(), Catch::Contains("shutdown kind: uninstall"));
-  create_agent_daemonset(node);
+  node.create_agent_daemonset();
   node.start_agent();
   node.stop_agent();
   CHECK_THAT(node.agent_log(), Catch::Contains("shutdown kind: upgrade"));
@@ -405,7 +393,7 @@ TEST_CASE("k8s: the agent installs itself; SIGTERM uninstalls, unless it is an u
 
   // With the DaemonSet: an upgrade. Everything stays for the next agent.
   node.create_namespace("istio-system");
-  create_agent_daemonset(node);
+  node.create_agent_daemonset();
   node.start_agent();
   REQUIRE(eventually(installed, 10s));
   node.stop_agent();

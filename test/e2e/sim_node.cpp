@@ -296,6 +296,16 @@ std::optional<int> SimNode::wait_agent_exit(std::chrono::milliseconds timeout) {
   return agent_->wait(timeout);
 }
 
+void SimNode::create_agent_daemonset() {
+  api_json("POST", "/api/v1/nodes",
+           R"({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-1"}})");
+  api_json("POST", "/apis/apps/v1/namespaces/istio-system/daemonsets",
+           R"({"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"istio-cni-node"},
+               "spec":{"selector":{"matchLabels":{"k8s-app":"istio-cni-node"}},
+               "template":{"metadata":{"labels":{"k8s-app":"istio-cni-node"}},
+               "spec":{"containers":[{"name":"install-cni","image":"x"}]}}}})");
+}
+
 void SimNode::start_ztunnel() {
   std::error_code ec;
   fs::remove(dir_ + "/ztunnel-state.json", ec);

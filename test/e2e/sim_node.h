@@ -124,6 +124,9 @@ class SimNode {
   void label_namespace(const std::string& name, const std::string& key,
                        std::optional<std::string> value);
   void start_apiserver();
+  // What makes an agent's shutdown an upgrade (its state stays): the node,
+  // and the agent's DaemonSet (istio-cni-node in istio-system).
+  void create_agent_daemonset();
   // Kills a pod's sandbox process: the netns stays (bind-mounted), but the
   // /proc scan can no longer find it.
   void kill_sandbox(const Pod& p);

@@ -1,10 +1,15 @@
 #include "redirect/nft.h"
 
 #include <linux/netlink.h>
+#include <malloc.h>
 #include <nftables/libnftables.h>
 #include <sys/socket.h>
 
+#include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <mutex>
+#include <thread>
 
 #include "unique_fd.h"
 
@@ -19,9 +24,69 @@ std::mutex& nft_mutex() {
 }
 }  // namespace
 
+// Frees contexts some time after their last use. nft_ctx_free closes the
+// netlink socket, and the kernel makes that close wait for nf_tables'
+// pending destroy work (an RCU grace period, 10-30 ms) when the context
+// just committed a deletion, e.g. a pod's tables at DEL. Waiting there,
+// under the process-wide lock, would stall every other pod's nft work; a
+// little later the work is done and the close is instant.
+class Reaper {
+ public:
+  static constexpr std::chrono::milliseconds kDelay{100};
+  void push(nft_ctx* c) {
+    {
+      std::lock_guard lk(mu_);
+      queue_.push_back({std::chrono::steady_clock::now() + kDelay, c});
+      if (!started_) {
+        started_ = true;
+        std::thread([this] { run(); }).detach();
+      }
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void run() {
+    std::unique_lock lk(mu_);
+    for (;;) {
+      cv_.wait(lk, [&] { return !queue_.empty(); });
+      auto [due, c] = queue_.front();
+      if (std::chrono::steady_clock::now() < due) {
+        cv_.wait_until(lk, due);
+        continue;
+      }
+      queue_.pop_front();
+      lk.unlock();
+      {
+        std::lock_guard nft(nft_mutex());
+        nft_ctx_free(c);
+      }
+      lk.lock();
+      if (queue_.empty()) {
+        // A burst is over: hand the parser's and caches' memory back (a
+        // context allocates a few hundred KiB that glibc would keep).
+        lk.unlock();
+        ::malloc_trim(0);
+        lk.lock();
+      }
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<std::chrono::steady_clock::time_point, nft_ctx*>> queue_;
+  bool started_ = false;
+};
+
 void NftContext::Deleter::operator()(nft_ctx* c) const {
-  std::lock_guard lk(nft_mutex());
-  nft_ctx_free(c);
+  if (!deferred) {
+    std::lock_guard lk(nft_mutex());
+    nft_ctx_free(c);
+    return;
+  }
+  // Never destroyed: contexts may still be queued when the process exits.
+  static Reaper* reaper = new Reaper();
+  reaper->push(c);
 }
 
 Result<NftContext> NftContext::create(bool json_output) {
@@ -44,6 +109,8 @@ Result<NftContext> NftContext::create(bool json_output) {
   if (!buffered) return make_error(Errc::Internal, "nft: cannot buffer output");
   return ctx;
 }
+
+void NftContext::close_later() { ctx_.get_deleter().deferred = true; }
 
 void NftContext::set_json(bool json) {
   std::lock_guard lk(nft_mutex());

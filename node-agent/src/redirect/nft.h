@@ -26,12 +26,17 @@ class NftContext {
   Result<std::string> run(const std::string& commands);
   // Listings as JSON (`nft -j`) or as nft syntax.
   void set_json(bool json);
+  // For a context that committed deletions: its socket's close would wait
+  // for the kernel's destroy work, so a background thread closes it a
+  // little later, off the caller's path and outside the process-wide lock.
+  void close_later();
 
  private:
   struct Deleter {
+    bool deferred = false;  // close_later()
     void operator()(nft_ctx* c) const;
   };
-  explicit NftContext(nft_ctx* c) : ctx_(c) {}
+  explicit NftContext(nft_ctx* c) : ctx_(c, Deleter{}) {}
   std::unique_ptr<nft_ctx, Deleter> ctx_;
 };
 

@@ -82,6 +82,7 @@ Result<> NftablesBackend::install(const netns::Netns& ns, const PodRedirectConfi
     // commit without deletions leaves the kernel no destroy work, which
     // closing the socket would otherwise wait for (redirect/nft.h).
     const std::string text = any_ours ? inpod_nft_apply_text(cfg) : inpod_nft_text(cfg);
+    if (any_ours) ctx.close_later();
     if (auto applied = ctx.run(text + extra_for_test_); !applied) {
       (void)remove_inpod_routing();
       return std::move(applied).error();
@@ -107,6 +108,7 @@ Result<VerifyReport> NftablesBackend::verify(const netns::Netns& ns,
 Result<> NftablesBackend::remove(const netns::Netns& ns, const PodRedirectConfig&) {
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
     AMBIENT_ASSIGN_OR_RETURN(NftContext ctx, NftContext::create());
+    ctx.close_later();
     auto tables = ctx.run(inpod_nft_delete_text());
     auto routing = remove_inpod_routing();
     if (!tables) return std::move(tables).error();
