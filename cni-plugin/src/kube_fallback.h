@@ -11,6 +11,7 @@
 
 #include "agent_client.h"
 #include "enablement.h"
+#include "kube_https.h"
 #include "result.h"
 
 namespace ambient::cni {
@@ -22,16 +23,16 @@ class KubeApi {
   virtual Result<HttpReply> get(const std::string& path) = 0;
 };
 
-// HTTPS (OpenSSL through Boost.Asio, linked statically into the plugin)
-// with the CA, token or client certificate of a kubeconfig file.
+// HTTPS (kube_https.h; OpenSSL linked statically into the plugin) with the
+// CA, token or client certificate of a kubeconfig file.
 class KubeconfigApi : public KubeApi {
  public:
   static Result<std::unique_ptr<KubeconfigApi>> load(const std::string& path);
   Result<HttpReply> get(const std::string& path) override;
 
  private:
-  std::string host_, port_, ca_pem_, token_, cert_pem_, key_pem_;
-  bool insecure_ = false;
+  explicit KubeconfigApi(k8s::KubeHttps https) : https_(std::move(https)) {}
+  k8s::KubeHttps https_;
 };
 
 struct DetectionOptions {

@@ -6,6 +6,7 @@
 //                               200 sequential, then bursts of 10 and 100 concurrent
 //   ambient-bench plugin-exec   fixed cost of the plugin: excluded namespace, VERSION
 //   ambient-bench restart       agent start -> snapshot acked, with 50, 110, 250 enrolled pods
+//   ambient-bench stomp-repair  another CNI rewrites the conflist -> our entry is back
 //   ambient-bench rss           agent RSS (steady and peak) at 0, 110 and 250 pods
 //   ambient-bench datapath      new TCP connections/s through redirection vs. without
 //   ambient-bench all
@@ -23,6 +24,7 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -389,7 +391,7 @@ void bench_restart(const std::string& backend) {
     const std::string acked = "snapshot of " + std::to_string(target) + " workloads acked";
     std::optional<std::chrono::system_clock::time_point> end;
     std::string rebuilt;
-    for (int i = 0; i < 3000 && !end; ++i) {
+    for (int i = 0; i < 12000 && !end; ++i) {  // up to a minute
       std::istringstream log(node.agent_log().substr(log_from));
       std::string line;
       while (std::getline(log, line)) {
@@ -405,6 +407,46 @@ void bench_restart(const std::string& backend) {
     std::cerr << "restart " << backend << " pods=" << target << ": " << ms << " ms to the acked "
               << "snapshot (" << rebuilt.substr(rebuilt.find("startup:")) << ")\n";
   }
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// The agent's installer against another CNI that rewrites its conflist (a
+// new file renamed over it, as Cilium does), now and then: the time until
+// our entry is back in the file.
+void bench_stomp_repair() {
+  NodeOptions o = bench_node("iptables-nft");
+  o.installer = true;
+  SimNode node(o);
+  const std::string conflist = node.dir() + "/host/net.d/10-bridge.conflist";
+  const std::string theirs =
+      R"({"cniVersion":"0.3.1","name":"k8s-pod-network","plugins":[{"type":"bridge"}]})";
+  auto has_entry = [&] { return slurp(conflist).find("istio-cni") != std::string::npos; };
+  for (int i = 0; i < 500 && !has_entry(); ++i) std::this_thread::sleep_for(10ms);
+  if (!has_entry()) FAIL("the installer never wrote its entry:\n" << node.agent_log());
+  std::vector<double> us;
+  for (int i = 0; i < 100; ++i) {
+    std::this_thread::sleep_for(100ms);  // occasional rewrites: not a fight (no throttling)
+    std::ofstream(conflist + ".other") << theirs;
+    auto start = std::chrono::steady_clock::now();
+    std::filesystem::rename(conflist + ".other", conflist);
+    while (!has_entry()) {
+      if (std::chrono::steady_clock::now() - start > 5s) FAIL("entry not repaired within 5 s");
+      std::this_thread::sleep_for(200us);
+    }
+    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+                     .count());
+  }
+  auto s = stats(us);
+  emit("stomp-repair", "-", {{"rewrites", us.size()}},
+       {{"p50_us", s.p50}, {"p99_us", s.p99}, {"max_us", s.max}});
+  std::cerr << "stomp-repair: p50 " << s.p50 / 1000 << " ms, p99 " << s.p99 / 1000 << " ms, max "
+            << s.max / 1000 << " ms\n";
 }
 
 void bench_datapath(const std::string& backend) {
@@ -474,6 +516,7 @@ TEST_CASE("enroll", "[.][enroll]") {
 TEST_CASE("restart", "[.][restart]") {
   for (const auto& b : g_backends) bench_restart(b);
 }
+TEST_CASE("stomp-repair", "[.][stomp-repair]") { bench_stomp_repair(); }
 TEST_CASE("rss", "[.][rss]") {
   for (const auto& b : g_backends) bench_rss(b);
 }
@@ -488,7 +531,8 @@ int main(int argc, char** argv) {
   }
   ::signal(SIGPIPE, SIG_IGN);
   const char* usage =
-      "usage: ambient-bench [enroll|plugin-exec|restart|rss|datapath|all] [--backend B]...\n"
+      "usage: ambient-bench [enroll|plugin-exec|restart|stomp-repair|rss|datapath|all]\n"
+      "                     [--backend B]...\n"
       "Prints one JSON object per result on stdout, a summary on stderr.\n"
       "  --backend B   iptables-legacy, iptables-nft or nftables; repeat for several\n"
       "                (default: all three; rss measures each one given)\n";
@@ -509,8 +553,9 @@ int main(int argc, char** argv) {
     }
   }
   if (!backends.empty()) g_backends = backends;
-  std::string filter =
-      what == "all" ? "[plugin-exec],[enroll],[restart],[rss],[datapath]" : "[" + what + "]";
+  std::string filter = what == "all"
+                           ? "[plugin-exec],[enroll],[restart],[stomp-repair],[rss],[datapath]"
+                           : "[" + what + "]";
   const char* args[] = {"ambient-bench", "-o", "/dev/stderr", filter.c_str()};
   return Catch::Session().run(4, const_cast<char**>(args));
 }

@@ -3,6 +3,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 
 #include "log.h"
 
@@ -312,6 +314,10 @@ Result<> Controller::enroll_running(const json::Json& pod) {
   return agent_.add_pod(id, it->second.netns);
 }
 
+namespace {
+constexpr size_t kRebuildParallelism = 4;
+}  // namespace
+
 void Controller::rebuild_from_cluster() {
   std::vector<ObjectRef> enrolled;
   for (const auto& p : pods_->list()) {
@@ -333,21 +339,31 @@ void Controller::rebuild_from_cluster() {
       log::error("startup /proc scan failed: {}", scanned.error().describe());
     }
   }
-  size_t kept = 0;
-  for (const auto& p : enrolled) {
-    auto id = identity_of(*p);
-    auto it = found.find(id.uid);
-    netns::NetnsRef ns = it == found.end() ? nullptr : it->second.netns;
-    if (!ns) ++kept;
-    if (auto r = agent_.adopt_pod(id, ns, cfg_.reconcile_on_startup); !r) {
-      log::error(
-          "failed to reconcile inpod rules for pod, try restarting the pod, or removing and "
-          "re-adding it to the mesh: {}",
-          r.error().describe());
+  // A few pods at a time: verifying rules is mostly waiting on netlink and
+  // on iptables processes, and ztunnel gets no snapshot until all are done.
+  std::atomic<size_t> next{0}, kept{0};
+  auto adopt = [&] {
+    for (size_t i; (i = next++) < enrolled.size();) {
+      auto id = identity_of(*enrolled[i]);
+      auto it = found.find(id.uid);
+      netns::NetnsRef ns = it == found.end() ? nullptr : it->second.netns;
+      if (!ns) ++kept;
+      if (auto r = agent_.adopt_pod(id, ns, cfg_.reconcile_on_startup); !r) {
+        log::error(
+            "failed to reconcile inpod rules for pod, try restarting the pod, or removing and "
+            "re-adding it to the mesh: {}",
+            r.error().describe());
+      }
     }
+  };
+  std::vector<std::thread> workers;
+  for (size_t w = 1; w < std::min<size_t>(kRebuildParallelism, enrolled.size()); ++w) {
+    workers.emplace_back(adopt);
   }
+  adopt();
+  for (auto& t : workers) t.join();
   log::info("startup: {} enrolled pods rebuilt ({} without a netns, sent as Keep)", enrolled.size(),
-            kept);
+            kept.load());
 }
 
 void Controller::annotate(const json::Json& pod, Annotation a) {

@@ -1,7 +1,7 @@
-// A small Kubernetes API client over libcurl: TLS to the API server with a
-// bearer token (re-read from its file on every request, so rotated
-// service-account tokens keep working), plain requests and line-streamed
-// watches.
+// The agent's Kubernetes API client: plain requests and line-streamed
+// watches over the HTTPS client it shares with the plugin (kube_https.h:
+// Beast and OpenSSL; the bearer token is re-read from its file on every
+// request, so rotated service-account tokens keep working).
 #pragma once
 
 #include <atomic>
@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "kube_https.h"
 #include "kubeconfig.h"
 #include "result.h"
 
@@ -20,11 +21,6 @@ namespace ambient::k8s {
 Result<KubeConfig> in_cluster_config(
     const std::function<const char*(const char*)>& getenv,
     const std::string& sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount");
-
-struct HttpResult {
-  long status = 0;
-  std::string body;
-};
 
 class KubeClient {
  public:
@@ -50,6 +46,8 @@ class KubeClient {
 
  private:
   KubeConfig cfg_;
+  // The client, or why the config cannot make one (returned by every call).
+  Result<KubeHttps> https_;
 };
 
 // Message from an API error body (a Status object), else the raw body.

@@ -31,6 +31,24 @@ std::map<std::string, int> istio_rule_counts(const std::string& save_output) {
   return counts;
 }
 
+// Our part of an iptables-save dump: each table's header and every line
+// naming an ISTIO_ chain (no counters: user chains print [0:0], and the
+// built-in chains' policy lines are not ours).
+std::string istio_lines(const std::string& save_output) {
+  std::string out, table, line;
+  std::istringstream in(save_output);
+  while (std::getline(in, line)) {
+    if (line.rfind("*", 0) == 0) table = line;
+    if (line.find("ISTIO_") == std::string::npos) continue;
+    if (!table.empty()) {
+      out += table + "\n";
+      table.clear();
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<IptablesBackend>> IptablesBackend::create(IptablesOptions opts) {
@@ -67,10 +85,13 @@ Result<> IptablesBackend::restore(bool v6, const std::string& text) const {
 
 // Checks each expected rule with `-C` (what the kernel holds, not how
 // iptables-save happens to print it) plus the rule count of each chain.
-Result<std::vector<std::string>> IptablesBackend::check_rules(const PodRedirectConfig& cfg,
-                                                              bool v6) const {
+// One -C is an exec per rule (~20 per family, ~40 ms a pod), so once a pod
+// passes, iptables-save's rendering of its rules becomes the reference for
+// that rule set: later pods (an agent restart reconciles every pod) only
+// compare their dump to it. Same binary, same kernel, same text.
+Result<std::vector<std::string>> IptablesBackend::check_rules(const PodRedirectConfig& cfg, bool v6,
+                                                              const std::string& state) const {
   std::vector<std::string> problems;
-  AMBIENT_ASSIGN_OR_RETURN(std::string state, save(v6));
   auto have = istio_rule_counts(state);
   std::map<std::string, int> want;
   const auto rules = inpod_rules(cfg, v6);
@@ -95,6 +116,17 @@ Result<std::vector<std::string>> IptablesBackend::check_rules(const PodRedirectC
     if (!want.count(chain)) problems.push_back(std::string(fam) + " unexpected chain " + chain);
   }
   if (!problems.empty()) return problems;
+  const std::string key = std::string(fam) + "\n" + restore_text(rules);
+  const std::string mine = istio_lines(state);
+  {
+    std::lock_guard lk(reference_mu_);
+    if (auto it = reference_.find(key); it != reference_.end()) {
+      if (mine != it->second) {
+        problems.push_back(std::string(fam) + " rules differ from the verified rendering");
+      }
+      return problems;
+    }
+  }
   for (const auto& r : rules) {
     std::vector<std::string> argv = {bin(v6, ""), "-t", r.table, "-C", r.chain};
     argv.insert(argv.end(), r.params.begin(), r.params.end());
@@ -106,6 +138,10 @@ Result<std::vector<std::string>> IptablesBackend::check_rules(const PodRedirectC
       for (const auto& p : r.params) text += " " + p;
       problems.push_back(std::string(fam) + " rule missing: -t " + r.table + " " + text);
     }
+  }
+  if (problems.empty()) {
+    std::lock_guard lk(reference_mu_);
+    reference_.emplace(key, mine);
   }
   return problems;
 }
@@ -127,7 +163,7 @@ Result<> IptablesBackend::install_here(const PodRedirectConfig& cfg) {
   for (bool v6 : families) {
     AMBIENT_ASSIGN_OR_RETURN(std::string state, save(v6));
     if (has_our_state(state)) {
-      AMBIENT_ASSIGN_OR_RETURN(auto problems, check_rules(cfg, v6));
+      AMBIENT_ASSIGN_OR_RETURN(auto problems, check_rules(cfg, v6, state));
       if (problems.empty()) continue;  // already exactly right: leave it alone
       log::info("rebuilding in-pod {} rules: {}", v6 ? "ipv6" : "ipv4", problems.front());
       AMBIENT_RETURN_IF_ERROR(restore(v6, removal_text(state)));
@@ -157,7 +193,8 @@ Result<VerifyReport> IptablesBackend::verify(const netns::Netns& ns,
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
     for (bool v6 : {false, true}) {
       if (v6 && !cfg.ipv6) continue;
-      AMBIENT_ASSIGN_OR_RETURN(auto problems, check_rules(cfg, v6));
+      AMBIENT_ASSIGN_OR_RETURN(std::string state, save(v6));
+      AMBIENT_ASSIGN_OR_RETURN(auto problems, check_rules(cfg, v6, state));
       report.problems.insert(report.problems.end(), problems.begin(), problems.end());
     }
     AMBIENT_ASSIGN_OR_RETURN(auto missing, check_inpod_routing(cfg.ipv6));

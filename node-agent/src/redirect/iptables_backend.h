@@ -2,6 +2,8 @@
 // dedicated thread, each command in its own mount-namespace sandbox.
 #pragma once
 
+#include <map>
+#include <mutex>
 #include <string>
 
 #include "redirect/backend.h"
@@ -32,13 +34,18 @@ class IptablesBackend : public RedirectBackend {
   std::string bin(bool v6, std::string_view suffix) const;
   Result<std::string> save(bool v6) const;
   Result<> restore(bool v6, const std::string& text) const;
-  Result<std::vector<std::string>> check_rules(const PodRedirectConfig& cfg, bool v6) const;
+  // `state`: the netns's iptables-save dump for that family.
+  Result<std::vector<std::string>> check_rules(const PodRedirectConfig& cfg, bool v6,
+                                               const std::string& state) const;
   Result<> remove_here(bool v6) const;
   Result<> install_here(const PodRedirectConfig& cfg);
 
   IptablesOptions opts_;
   bool legacy_;
   std::string name_;
+  // Verified iptables-save rendering per rule set (see check_rules).
+  mutable std::mutex reference_mu_;
+  mutable std::map<std::string, std::string> reference_;
 };
 
 }  // namespace ambient::redirect
