@@ -4,12 +4,15 @@
 // them (inotify, repaired at once), and removes them on uninstall.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "install/cni_config.h"
@@ -69,6 +72,9 @@ class Installer {
   uint64_t throttled() const { return throttled_; }
 
  private:
+  // What identifies a file's version cheaply: dev, inode, size, mtime.
+  using Stamp = std::tuple<dev_t, ino_t, off_t, time_t, long>;
+  static Stamp stamp(const struct stat& st);
   Result<> copy_binaries();
   Result<> write_kubeconfig();
   Result<std::string> target_config_path();
@@ -76,6 +82,8 @@ class Installer {
 
   InstallerConfig cfg_;
   std::string config_path_;
+  // Per installed binary: (source, target) stamps when last found equal.
+  std::map<std::string, std::pair<Stamp, Stamp>> verified_;
   bool converted_conf_ = false;
   std::atomic<bool> ready_{false};
   std::atomic<uint64_t> repairs_{0}, throttled_{0};
