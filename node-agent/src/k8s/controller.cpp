@@ -262,6 +262,10 @@ Result<> Controller::reconcile(const WorkItem& item) {
   if (item.deleted) {
     const auto& pod = *item.deleted;
     const std::string uid = meta(pod, "uid");
+    {
+      std::lock_guard lk(mu_);
+      last_patched_.erase(meta(pod, "namespace") + "/" + meta(pod, "name"));
+    }
     std::string a = annotation(pod);
     if (agent_.is_enrolled(uid) || a == "enabled" || a == "pending") {
       return agent_.remove_pod(uid, /*netns_going_away=*/true);
@@ -373,10 +377,17 @@ void Controller::annotate(const json::Json& pod, Annotation a) {
       R"({"metadata":{"annotations":{"ambient.istio.io/redirection":null}}})"};
   {
     std::lock_guard lk(mu_);
-    patches_.push_back({.ns = meta(pod, "namespace"),
-                        .name = meta(pod, "name"),
-                        .body = kBodies[static_cast<int>(a)],
-                        .due = Clock::now()});
+    const std::string ns = meta(pod, "namespace"), name = meta(pod, "name");
+    const std::string body = kBodies[static_cast<int>(a)];
+    // The informer may still show the pod as it was before our own patch
+    // (CNI enrolled it, then a status update arrived): same value, no
+    // second patch.
+    auto last = last_patched_.find(ns + "/" + name);
+    if (last != last_patched_.end() && last->second == body) return;
+    for (const auto& p : patches_) {
+      if (p.ns == ns && p.name == name && p.body == body) return;
+    }
+    patches_.push_back({.ns = ns, .name = name, .body = body, .due = Clock::now()});
   }
   patch_cv_.notify_all();
 }
@@ -394,7 +405,14 @@ void Controller::annotation_writer() {
         client_.request("PATCH", "/api/v1/namespaces/" + job.ns + "/pods/" + job.name + "/status",
                         job.body, "application/merge-patch+json", 10s);
     lk.lock();
-    if (r && (r->status == 200 || r->status == 404)) continue;  // gone pods need nothing
+    if (r && r->status == 200) {
+      last_patched_[job.ns + "/" + job.name] = job.body;
+      continue;
+    }
+    if (r && r->status == 404) {  // gone pods need nothing
+      last_patched_.erase(job.ns + "/" + job.name);
+      continue;
+    }
     std::string why = r ? api_error_message(*r) : r.error().describe();
     bool newer = std::any_of(patches_.begin(), patches_.end(), [&](const PatchJob& p) {
       return p.ns == job.ns && p.name == job.name;

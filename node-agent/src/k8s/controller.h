@@ -83,6 +83,8 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
     std::chrono::steady_clock::time_point due;
   };
   std::deque<PatchJob> patches_;
+  // ns/name -> the annotation body last patched successfully (under mu_).
+  std::map<std::string, std::string> last_patched_;
   std::condition_variable patch_cv_;
   std::thread patcher_;
 };
