@@ -387,6 +387,10 @@ void Controller::annotate(const json::Json& pod, Annotation a) {
     for (const auto& p : patches_) {
       if (p.ns == ns && p.name == name && p.body == body) return;
     }
+    if (in_flight_ && in_flight_->ns == ns && in_flight_->name == name &&
+        in_flight_->body == body) {
+      return;
+    }
     patches_.push_back({.ns = ns, .name = name, .body = body, .due = Clock::now()});
   }
   patch_cv_.notify_all();
@@ -400,11 +404,13 @@ void Controller::annotation_writer() {
     if (patches_.empty() || patches_.front().due > Clock::now()) continue;
     PatchJob job = std::move(patches_.front());
     patches_.pop_front();
+    in_flight_ = job;
     lk.unlock();
     auto r =
         client_.request("PATCH", "/api/v1/namespaces/" + job.ns + "/pods/" + job.name + "/status",
                         job.body, "application/merge-patch+json", 10s);
     lk.lock();
+    in_flight_.reset();
     if (r && r->status == 200) {
       last_patched_[job.ns + "/" + job.name] = job.body;
       continue;

@@ -11,6 +11,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -83,8 +84,10 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
     std::chrono::steady_clock::time_point due;
   };
   std::deque<PatchJob> patches_;
-  // ns/name -> the annotation body last patched successfully (under mu_).
+  // ns/name -> the annotation body last patched successfully, and the
+  // patch being sent now (under mu_): what annotate() need not repeat.
   std::map<std::string, std::string> last_patched_;
+  std::optional<PatchJob> in_flight_;
   std::condition_variable patch_cv_;
   std::thread patcher_;
 };
