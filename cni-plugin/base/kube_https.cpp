@@ -70,6 +70,10 @@ class Exchange {
           tcp().async_connect(endpoints, [done](auto ec, const auto&) { done(ec); });
         },
         [&] { tcp().cancel(); }));
+    // Small writes (TLS records of a request) must not wait for the
+    // server's delayed ACK under Nagle: 40 ms per request otherwise.
+    boost::system::error_code nodelay_ec;
+    tcp().socket().set_option(asio::ip::tcp::no_delay(true), nodelay_ec);
     if (!k_.insecure) stream_.set_verify_callback(ssl::host_name_verification(k_.host));
     // SNI only for names (RFC 6066 forbids IP literals).
     boost::system::error_code addr_ec;

@@ -1,24 +1,35 @@
 #include "kubelet_uid.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <sstream>
 #include <vector>
+
+#include "unique_fd.h"
 
 namespace ambient::redirect {
 
 namespace {
 
+// Plain read(2): this runs for every process on the node at start-up, and
+// an ifstream per file made the scan ~14 ms with 450 processes.
 std::optional<std::string> read_file(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) return std::nullopt;
-  std::stringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) return std::nullopt;
-  return ss.str();
+  UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return std::nullopt;
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::nullopt;
+    if (n == 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+  }
 }
 
 bool all_digits(const std::string& s) {
