@@ -274,23 +274,19 @@ Result<long> KubeHttps::stream_lines(const std::string& path,
   AMBIENT_RETURN_IF_ERROR(x.write(req, idle_timeout));
   http::response_parser<http::buffer_body> parser;
   parser.body_limit(boost::none);  // a watch has no end
-  auto status_or_stop = [&](Result<> r) -> Result<long> {
-    if (r) return 0;
+  // A read cut short by `stop` is no error: the caller asked for it.
+  auto ended = [&](Error e) -> Result<long> {
     if (x.stopped()) return static_cast<long>(parser.get().result_int());
-    return std::move(r).error();
+    return e;
   };
-  if (auto r = x.read_header(parser, idle_timeout); !r) return status_or_stop(std::move(r));
+  if (auto r = x.read_header(parser, idle_timeout); !r) return ended(std::move(r).error());
   const long status = parser.get().result_int();
   std::string pending;
   char chunk[16384];
   while (!parser.is_done()) {
     parser.get().body().data = chunk;
     parser.get().body().size = sizeof chunk;
-    if (auto r = x.read_some(parser, idle_timeout); !r) {
-      auto s = status_or_stop(std::move(r));
-      if (!s) return s;
-      return status;
-    }
+    if (auto r = x.read_some(parser, idle_timeout); !r) return ended(std::move(r).error());
     pending.append(chunk, sizeof chunk - parser.get().body().size);
     size_t start = 0;
     for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {

@@ -136,6 +136,20 @@ TEST_CASE("host probe sets and rules: owners, idempotency and no residue", "[hos
   REQUIRE(listed->size() == 1);
   CHECK(uid_of(*listed, c) == "uid-c");
 
+  // An entry this instance never made (an earlier agent's): a new agent
+  // that re-adds the IP for another pod still takes it over.
+  auto fresh = make_backend(kind);
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return fresh->ensure_sets(true); }));
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return fresh->add_pod_ip(c, "uid-c2"); }));
+  listed = in_netns(host, [&] { return h.list_sets(); });
+  AMBIENT_REQUIRE_OK(listed);
+  REQUIRE(listed->size() == 1);
+  CHECK(uid_of(*listed, c) == "uid-c2");
+  AMBIENT_REQUIRE_OK(in_netns(host, [&] { return fresh->add_pod_ip(c, "uid-c"); }));
+  listed = in_netns(host, [&] { return h.list_sets(); });
+  AMBIENT_REQUIRE_OK(listed);
+  CHECK(uid_of(*listed, c) == "uid-c");
+
   // Rules: install twice (plus, for iptables, a stray duplicate jump an
   // older agent might have left) and find exactly one copy.
   HostProbeConfig cfg{.ipv6 = true, .kubelet_uid = 4242};

@@ -1,5 +1,7 @@
 #include "host.h"
 
+#include "log.h"
+
 #include "redirect/iptables_rules.h"
 
 namespace ambient::redirect {
@@ -56,6 +58,17 @@ Result<> validate_pod_uid(const std::string& pod_uid) {
     }
   }
   return {};
+}
+
+Result<std::optional<IpAddress>> probe_set_address(const IpAddress& ip, const std::string& pod_uid,
+                                                   bool ipv6_on) {
+  AMBIENT_RETURN_IF_ERROR(validate_pod_uid(pod_uid));
+  const IpAddress addr = ip.unmapped();
+  if (addr.family == AF_INET6 && !ipv6_on) {
+    log::debug("probe set: IPv6 is off, not adding {} (pod {})", addr.to_string(), pod_uid);
+    return std::optional<IpAddress>();
+  }
+  return std::optional<IpAddress>(addr);
 }
 
 }  // namespace ambient::redirect

@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -90,5 +91,10 @@ std::string host_nft_text(const HostProbeConfig& cfg);
 // Pod UIDs become set comments and nft command text: only [A-Za-z0-9._-],
 // 1..128 characters, is accepted (Kubernetes UIDs are UUIDs).
 Result<> validate_pod_uid(const std::string& pod_uid);
+
+// What add_pod_ip stores for `ip` (v4-mapped v6 unmapped), after checking
+// the UID; nullopt for an IPv6 address while IPv6 is off (nothing to add).
+Result<std::optional<IpAddress>> probe_set_address(const IpAddress& ip, const std::string& pod_uid,
+                                                   bool ipv6_on);
 
 }  // namespace ambient::redirect

@@ -309,13 +309,10 @@ Result<> IptablesHostRedirect::destroy_sets() {
 }
 
 Result<> IptablesHostRedirect::add_pod_ip(const IpAddress& ip, const std::string& pod_uid) {
-  AMBIENT_RETURN_IF_ERROR(validate_pod_uid(pod_uid));
-  const IpAddress addr = ip.unmapped();
+  AMBIENT_ASSIGN_OR_RETURN(auto wanted, probe_set_address(ip, pod_uid, ipv6_));
+  if (!wanted) return {};
+  const IpAddress addr = *wanted;
   const bool v6 = addr.family == AF_INET6;
-  if (v6 && !ipv6_) {
-    log::debug("probe set: IPv6 is off, not adding {} (pod {})", addr.to_string(), pod_uid);
-    return {};
-  }
   std::lock_guard lock(entries_mu_);
   AMBIENT_RETURN_IF_ERROR(create_set(v6).context("add " + addr.to_string() + " to probe set"));
   // -exist: an existing entry takes the new comment (the IP was reused).

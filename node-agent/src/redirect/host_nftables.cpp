@@ -185,13 +185,10 @@ Result<> NftablesHostRedirect::destroy_sets() {
 }
 
 Result<> NftablesHostRedirect::add_pod_ip(const IpAddress& ip, const std::string& pod_uid) {
-  AMBIENT_RETURN_IF_ERROR(validate_pod_uid(pod_uid));
-  const IpAddress addr = ip.unmapped();
+  AMBIENT_ASSIGN_OR_RETURN(auto wanted, probe_set_address(ip, pod_uid, ipv6_));
+  if (!wanted) return {};
+  const IpAddress addr = *wanted;
   const bool v6 = addr.family == AF_INET6;
-  if (v6 && !ipv6_) {
-    log::debug("probe set: IPv6 is off, not adding {} (pod {})", addr.to_string(), pod_uid);
-    return {};
-  }
   const std::string elem = "element " + kTable + " " + set_name(v6) + " { " + addr.to_string();
   const std::string prefix = "add table " + kTable + "\n" + add_set_cmd(v6);
   std::lock_guard lock(entries_mu_);

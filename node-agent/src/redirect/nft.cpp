@@ -89,7 +89,7 @@ void NftContext::Deleter::operator()(nft_ctx* c) const {
   reaper->push(c);
 }
 
-Result<NftContext> NftContext::create(bool json_output) {
+Result<NftContext> NftContext::create() {
   // nft_ctx_new() calls exit() when it cannot open its netlink socket; find
   // out first, so that case is an error and not the end of the agent.
   UniqueFd probe(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER));
@@ -101,7 +101,6 @@ Result<NftContext> NftContext::create(bool json_output) {
     c = nft_ctx_new(NFT_CTX_DEFAULT);
     if (c) {
       buffered = nft_ctx_buffer_output(c) == 0 && nft_ctx_buffer_error(c) == 0;
-      if (json_output) nft_ctx_output_set_flags(c, NFT_CTX_OUTPUT_JSON);
     }
   }
   if (!c) return make_error(Errc::Internal, "nft_ctx_new failed");

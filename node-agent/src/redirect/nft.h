@@ -20,7 +20,7 @@ namespace ambient::redirect {
 
 class NftContext {
  public:
-  static Result<NftContext> create(bool json_output = false);
+  static Result<NftContext> create();
   // Runs commands (one per line); the whole text is one transaction.
   // Returns nft's output (listings); errors carry nft's message.
   Result<std::string> run(const std::string& commands);

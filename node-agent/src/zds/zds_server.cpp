@@ -106,9 +106,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
     return closed_;
   }
   uint64_t id() const { return id_; }
-  void detach_thread() {
-    if (thread_.joinable()) thread_.detach();
-  }
   void join() {
     if (thread_.joinable()) thread_.join();
   }
