@@ -1,6 +1,7 @@
 #include "agent.h"
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <sstream>
 
@@ -170,44 +171,50 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   }
   const auto rcfg = pod_redirect_config(cfg_, id.annotations, pod);
   double rules_s = 0, zds_s = 0, probes_s = 0;
+  // ztunnel sets the pod up (five listeners in its netns) while we install
+  // the rules: the ack costs no time of its own unless it is the slower
+  // half. Either order is safe for a pod being created, whose containers
+  // start only after the ADD returns; for a running pod, ztunnel first is
+  // the better order (redirected traffic finds its listeners). The pod is
+  // enrolled only once both halves and the probe set succeeded; otherwise
+  // whatever did succeed is undone.
+  zds::Workload w{.uid = id.uid, .info = id.info, .netns = ns};
+  const auto zds_start = std::chrono::steady_clock::now();
+  zds::PendingAdd pending = zds_->begin_add(w);
   auto installed = [&] {
     metrics::Timer t(metrics_.rules, &rules_s);
     return backend_.install(*ns, rcfg);
   }();
-  if (auto r = std::move(installed); !r) {
-    return std::move(r).error().with("pod " + pod);
-  }
-  crash_point_for_test("after-rules");
-  zds::Workload w{.uid = id.uid, .info = id.info, .netns = ns};
-  auto acked = [&] {
-    metrics::Timer t(metrics_.zds_add, &zds_s);
-    return zds_->add(w);
-  }();
-  if (auto r = std::move(acked); !r) {
-    if (auto undo = backend_.remove(*ns, rcfg); !undo) {
-      log::error("pod {}: rolling back rules after a failed ztunnel add: {}", pod,
-                 undo.error().describe());
-    }
-    return std::move(r).error().with("pod " + pod + ": hand netns to ztunnel");
-  }
+  if (installed) crash_point_for_test("after-rules");
   // Kubelet's probes must reach the app directly: its IPs go into the
-  // host's probe set (comment = pod UID). Without that, undo everything.
-  auto probed = [&] {
+  // host's probe set (comment = pod UID).
+  Result<> probed;
+  if (installed) {
     metrics::Timer t(metrics_.probe_set, &probes_s);
-    return add_to_probe_set(id.uid, id.ips);
-  }();
-  if (auto r = std::move(probed); !r) {
-    (void)zds_->del(id.uid);
-    (void)backend_.remove(*ns, rcfg);
-    remove_from_probe_set(id.uid, id.ips);
-    return std::move(r).error().with("pod " + pod);
+    probed = add_to_probe_set(id.uid, id.ips);
+  }
+  Result<> acked = pending.wait();
+  zds_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - zds_start).count();
+  metrics_.zds_add.observe(zds_s);
+  if (!installed || !probed || !acked) {
+    if (acked) (void)zds_->del(id.uid);
+    if (installed) {
+      if (auto undo = backend_.remove(*ns, rcfg); !undo) {
+        log::error("pod {}: rolling back rules after a failed enrollment: {}", pod,
+                   undo.error().describe());
+      }
+    }
+    if (installed) remove_from_probe_set(id.uid, id.ips);
+    if (!installed) return std::move(installed).error().with("pod " + pod);
+    if (!probed) return std::move(probed).error().with("pod " + pod);
+    return std::move(acked).error().with("pod " + pod + ": hand netns to ztunnel");
   }
   cache_.upsert({.workload = std::move(w), .redirect = rcfg, .ips = id.ips});
   // The phases in the log line too: a slow enrollment explains itself.
   log::info(
-      "pod {}: enrolled (netns {}, backend {}; rules {:.2f} ms, ztunnel {:.2f} ms, probe set "
-      "{:.2f} ms)",
-      pod, ns->path(), backend_.name(), rules_s * 1e3, zds_s * 1e3, probes_s * 1e3);
+      "pod {}: enrolled (netns {}, backend {}; rules {:.2f} ms, probe set {:.2f} ms, ztunnel "
+      "{:.2f} ms alongside)",
+      pod, ns->path(), backend_.name(), rules_s * 1e3, probes_s * 1e3, zds_s * 1e3);
   if (listener_) listener_->enrolled(id);
   return {};
 }

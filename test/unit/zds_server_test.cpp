@@ -1,77 +1,14 @@
 // The agent's ZDS server against a hand-driven ztunnel peer on a real
 // SOCK_SEQPACKET socket.
-#include <catch2/catch.hpp>
-
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
-#include <cstring>
-#include <filesystem>
 #include <future>
 
-#include "netns/netns.h"
-#include "zds.pb.h"
-#include "zds/wire.h"
 #include "zds/zds_server.h"
+#include "zds_peer.h"
 
 using namespace ambient;
-using namespace std::chrono_literals;
-namespace pb = istio::workload::zds;
-
-namespace {
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/zds-test-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
-
-UniqueFd connect_peer(const std::string& path) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strcpy(a.sun_path, path.c_str());
-  REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  return fd;
-}
-
-void send_raw(int fd, const std::string& bytes) { REQUIRE(zds::send_message(fd, bytes, {}, 1s)); }
-
-std::string hello() { return std::string("\x08\x01", 2); }
-
-std::string ack(const std::string& err = "") {
-  pb::WorkloadResponse r;
-  r.mutable_ack()->set_error(err);
-  std::string s;
-  r.SerializeToString(&s);
-  return s;
-}
-
-pb::WorkloadRequest next(int fd, std::vector<UniqueFd>* fds = nullptr) {
-  auto r = zds::receive_message(fd, 2s);
-  REQUIRE(r);
-  REQUIRE_FALSE(r->bytes.empty());
-  pb::WorkloadRequest m;
-  REQUIRE(m.ParseFromString(r->bytes));
-  if (fds)
-    *fds = std::move(r->fds);
-  else
-    REQUIRE(r->fds.empty());
-  return m;
-}
-
-netns::NetnsRef own_netns() {
-  auto ns = netns::Netns::open("/proc/self/ns/net");
-  REQUIRE(ns);
-  return std::make_shared<const netns::Netns>(std::move(*ns));
-}
-
-}  // namespace
+using namespace ambient::test;
 
 TEST_CASE("ZDS: snapshot, live add and delete in lock-step", "[zds]") {
   TempDir dir;

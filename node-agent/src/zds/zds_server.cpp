@@ -357,18 +357,22 @@ std::vector<std::shared_ptr<Connection>> ZdsServer::live_connections() const {
 
 size_t ZdsServer::connected() const { return live_connections().size(); }
 
-Result<> ZdsServer::add(const Workload& w) {
+PendingAdd ZdsServer::begin_add(const Workload& w) {
   auto conns = live_connections();
   if (conns.empty()) {
-    return make_error(Errc::Unavailable,
-                      "no ztunnel connection (is ztunnel running on this node?)");
+    return {w.uid, make_error(Errc::Unavailable,
+                              "no ztunnel connection (is ztunnel running on this node?)")};
   }
-  auto fut = conns.back()->submit(add_message(w), w.netns);
   // Queued behind a snapshot in progress at worst; bounded all the same.
-  if (fut.wait_for(opts_.io_timeout * 3) != std::future_status::ready) {
-    return make_error(Errc::Timeout, "ztunnel did not ack AddWorkload " + w.uid + " in time");
+  return {w.uid, conns.back()->submit(add_message(w), w.netns), opts_.io_timeout * 3};
+}
+
+Result<> PendingAdd::wait() {
+  if (!ack_.valid()) return std::move(failed_);
+  if (ack_.wait_for(timeout_) != std::future_status::ready) {
+    return make_error(Errc::Timeout, "ztunnel did not ack AddWorkload " + uid_ + " in time");
   }
-  return fut.get();
+  return ack_.get();
 }
 
 Result<> ZdsServer::del(const std::string& uid) {

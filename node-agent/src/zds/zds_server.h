@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <future>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -36,6 +37,23 @@ struct Workload {
 };
 
 class Connection;
+
+// An AddWorkload on its way: the caller goes on (installing the pod's
+// rules) while ztunnel sets the pod up, and collects the ack with wait().
+class PendingAdd {
+ public:
+  PendingAdd(std::string uid, Result<> failed) : uid_(std::move(uid)), failed_(std::move(failed)) {}
+  PendingAdd(std::string uid, std::future<Result<>> ack, std::chrono::milliseconds timeout)
+      : uid_(std::move(uid)), ack_(std::move(ack)), timeout_(timeout) {}
+  // The ack's outcome; blocks up to the timeout. Call once.
+  Result<> wait();
+
+ private:
+  std::string uid_;
+  Result<> failed_;  // set when nothing was sent
+  std::future<Result<>> ack_;
+  std::chrono::milliseconds timeout_{0};
+};
 
 // Send to ack, per message type, on every connection (snapshot included).
 struct ZdsMetrics {
@@ -63,7 +81,9 @@ class ZdsServer {
 
   // AddWorkload with the netns fd to the newest connection; succeeds only
   // on an empty Ack. "no ztunnel connection" when none is connected.
-  Result<> add(const Workload& w);
+  Result<> add(const Workload& w) { return begin_add(w).wait(); }
+  // The same, without waiting: the message is queued on the connection.
+  PendingAdd begin_add(const Workload& w);
   // DelWorkload to every connection; success when none is connected
   // (ztunnel drops the pod at its next snapshot).
   Result<> del(const std::string& uid);
