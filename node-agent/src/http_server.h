@@ -93,31 +93,57 @@ class Server {
       Request req{std::string(msg.method_string()), std::string(msg.target()),
                   std::move(msg.body())};
       stream_.expires_never();
-      // Blocking work goes to the pool; the answer comes back to this
-      // session's executor.
+      // Blocking work goes to the pool.
       asio::post(srv_.pool_, [self = this->shared_from_this(), req = std::move(req)] {
-        Response res = self->srv_.handler_(req);
-        asio::post(self->stream_.get_executor(), [self, res = std::move(res)]() mutable {
-          self->reply(std::move(res), self->keep_alive_);
+        auto res = make_response(self->srv_.handler_(req), self->keep_alive_);
+        // A small answer is written by the pool thread itself, saving a
+        // hand-off back to the I/O thread on every request: no operation
+        // on this session is pending while its handler runs, and the
+        // socket's buffer takes the answer at once. The rest of the
+        // session continues on its executor.
+        if (res->body().size() <= kDirectWriteLimit) {
+          beast::error_code wec;
+          bhttp::write(self->stream_.socket(), *res, wec);
+          asio::post(self->stream_.get_executor(), [self, wec] { self->after_write(wec); });
+          return;
+        }
+        asio::post(self->stream_.get_executor(), [self, res] {
+          self->stream_.expires_after(self->srv_.opts_.read_timeout);
+          bhttp::async_write(self->stream_, *res, [self, res](beast::error_code wec, size_t) {
+            self->after_write(wec);
+          });
         });
       });
     }
 
-    void reply(Response r, bool keep_alive) {
+    static constexpr size_t kDirectWriteLimit = 4096;
+
+    static std::shared_ptr<bhttp::response<bhttp::string_body>> make_response(Response r,
+                                                                              bool keep_alive) {
       auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
           static_cast<bhttp::status>(r.status), 11);
       res->set(bhttp::field::content_type, r.content_type);
       res->keep_alive(keep_alive);
       res->body() = std::move(r.body);
       res->prepare_payload();
+      return res;
+    }
+
+    void after_write(beast::error_code ec) {
+      if (ec) return close();
+      if (!keep_alive_) return linger();
+      read();
+    }
+
+    // An answer from the I/O thread (before any handler ran).
+    void reply(Response r, bool keep_alive) {
+      keep_alive_ = keep_alive;
+      auto res = make_response(std::move(r), keep_alive);
       stream_.expires_after(srv_.opts_.read_timeout);
-      bhttp::async_write(
-          stream_, *res,
-          [self = this->shared_from_this(), res, keep_alive](beast::error_code ec, size_t) {
-            if (ec) return self->close();
-            if (!keep_alive) return self->linger();
-            self->read();
-          });
+      bhttp::async_write(stream_, *res,
+                         [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
+                           self->after_write(ec);
+                         });
     }
 
     // After an early answer (e.g. body too large) the client may still be

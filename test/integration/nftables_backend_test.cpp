@@ -54,6 +54,41 @@ TEST_CASE("nftables backend: install, verify, idempotency, removal", "[nftables]
   REQUIRE(b.remove(pod.ns(), cfg));  // idempotent
 }
 
+TEST_CASE("nftables backend: verification against a verified rendering still finds every problem",
+          "[nftables]") {
+  NftablesBackend b;
+  PodRedirectConfig cfg{.dns_capture = true};
+  Netns first, second;
+  REQUIRE(b.install(first.ns(), cfg));
+  REQUIRE(b.install(second.ns(), cfg));
+  REQUIRE(b.verify(first.ns(), cfg)->complete);   // walks the JSON, keeps the rendering
+  REQUIRE(b.verify(second.ns(), cfg)->complete);  // the same listing: compared only
+  SECTION("someone else's table next to ours is no problem") {
+    second.exec({"nft", "add", "table", "inet", "other"});
+    CHECK(b.verify(second.ns(), cfg)->complete);
+    CHECK(b.verify(first.ns(), cfg)->complete);  // the rendering kept is still ours alone
+  }
+  SECTION("a flushed chain") {
+    second.exec({"nft", "flush", "chain", "inet", "istio-ambient-nat", "istio-output"});
+    auto v = b.verify(second.ns(), cfg);
+    REQUIRE(v);
+    CHECK_FALSE(v->complete);
+    CHECK_THAT(v->problems.front(), Catch::Contains("istio-ambient-nat/istio-output has 0 rules"));
+  }
+  SECTION("a missing table") {
+    second.exec({"nft", "delete", "table", "inet", "istio-ambient-raw"});
+    CHECK_FALSE(b.verify(second.ns(), cfg)->complete);
+  }
+  SECTION("missing routing, with the rules intact") {
+    second.exec({"ip", "rule", "del", "fwmark", "0x111/0xfff", "table", "100"});
+    auto v = b.verify(second.ns(), cfg);
+    REQUIRE(v);
+    CHECK_FALSE(v->complete);
+    REQUIRE(b.install(second.ns(), cfg));  // and the install puts it back
+    CHECK(b.verify(second.ns(), cfg)->complete);
+  }
+}
+
 TEST_CASE("nftables backend: a failing transaction leaves nothing installed", "[nftables]") {
   Netns pod;
   NftablesBackend b;

@@ -88,16 +88,22 @@ class Workers {
       Job* job = queue_.front();
       queue_.pop_front();
       lk.unlock();
-      bool home = true;
-      if (::setns(job->ns->fd(), CLONE_NEWNET) != 0) {
+      const bool entered = ::setns(job->ns->fd(), CLONE_NEWNET) == 0;
+      if (!entered) {
         job->out = sys_error("setns(" + job->ns->path() + ")");
       } else {
         job->out = (*job->fn)();
-        home = go_home();
       }
+      // The caller has its answer before this thread goes home: the way
+      // back is not on its path. (job lives on the caller's stack: not
+      // touched after this.)
       lk.lock();
       job->done = true;
       done_cv_.notify_all();
+      lk.unlock();
+      // Idle (and so eligible for the next job) only once proven home.
+      const bool home = !entered || go_home();
+      lk.lock();
       if (!home) {
         --workers_;
         return;  // retire: its netns is not the agent's

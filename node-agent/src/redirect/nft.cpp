@@ -5,10 +5,12 @@
 #include <nftables/libnftables.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "unique_fd.h"
@@ -24,69 +26,97 @@ std::mutex& nft_mutex() {
 }
 }  // namespace
 
-// Frees contexts some time after their last use. nft_ctx_free closes the
-// netlink socket, and the kernel makes that close wait for nf_tables'
-// pending destroy work (an RCU grace period, 10-30 ms) when the context
-// just committed a deletion, e.g. a pod's tables at DEL. Waiting there,
-// under the process-wide lock, would stall every other pod's nft work; a
-// little later the work is done and the close is instant.
+// Frees contexts some time after their last use, and gives memory back to
+// the kernel once nft work pauses.
+//
+// nft_ctx_free closes the netlink socket, and the kernel makes that close
+// wait for nf_tables' pending destroy work (an RCU grace period, 10-30 ms)
+// when the context just committed a deletion, e.g. a pod's tables at DEL.
+// Waiting there, under the process-wide lock, would stall every other
+// pod's nft work; a little later the work is done and the close is instant.
+//
+// Every run() mallocs a 2 MiB batch buffer. The agent keeps that on the
+// heap (main.cpp: an mmap'd one costs a munmap and a TLB shootdown per
+// transaction), and trims the heap here instead, when nothing has used
+// libnftables for a while.
 class Reaper {
  public:
   static constexpr std::chrono::milliseconds kDelay{100};
+  static Reaper& get() {
+    // Never destroyed: contexts may still be queued when the process exits.
+    static Reaper* reaper = new Reaper();
+    return *reaper;
+  }
   void push(nft_ctx* c) {
     {
       std::lock_guard lk(mu_);
       queue_.push_back({std::chrono::steady_clock::now() + kDelay, c});
-      if (!started_) {
-        started_ = true;
-        std::thread([this] { run(); }).detach();
-      }
+      note_locked();
+    }
+    cv_.notify_one();
+  }
+  // Some libnftables work just finished.
+  void note_activity() {
+    {
+      std::lock_guard lk(mu_);
+      note_locked();
     }
     cv_.notify_one();
   }
 
  private:
+  void note_locked() {
+    trim_due_ = std::chrono::steady_clock::now() + kDelay;
+    if (!started_) {
+      started_ = true;
+      std::thread([this] { run(); }).detach();
+    }
+  }
   void run() {
     std::unique_lock lk(mu_);
     for (;;) {
-      cv_.wait(lk, [&] { return !queue_.empty(); });
-      auto [due, c] = queue_.front();
-      if (std::chrono::steady_clock::now() < due) {
-        cv_.wait_until(lk, due);
+      cv_.wait(lk, [&] { return !queue_.empty() || trim_due_; });
+      const auto now = std::chrono::steady_clock::now();
+      if (!queue_.empty() && queue_.front().first <= now) {
+        nft_ctx* c = queue_.front().second;
+        queue_.pop_front();
+        lk.unlock();
+        {
+          std::lock_guard nft(nft_mutex());
+          nft_ctx_free(c);
+        }
+        lk.lock();
         continue;
       }
-      queue_.pop_front();
-      lk.unlock();
-      {
-        std::lock_guard nft(nft_mutex());
-        nft_ctx_free(c);
-      }
-      lk.lock();
-      if (queue_.empty()) {
-        // A burst is over: hand the parser's and caches' memory back (a
-        // context allocates a few hundred KiB that glibc would keep).
+      if (queue_.empty() && trim_due_ && *trim_due_ <= now) {
+        // A burst is over: hand the batch buffers', parser's and caches'
+        // memory back (glibc would keep it all).
+        trim_due_.reset();
         lk.unlock();
         ::malloc_trim(0);
         lk.lock();
+        continue;
       }
+      auto wake = trim_due_.value_or(std::chrono::steady_clock::time_point::max());
+      if (!queue_.empty()) wake = std::min(wake, queue_.front().first);
+      cv_.wait_until(lk, wake);
     }
   }
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<std::chrono::steady_clock::time_point, nft_ctx*>> queue_;
+  std::optional<std::chrono::steady_clock::time_point> trim_due_;
   bool started_ = false;
 };
 
 void NftContext::Deleter::operator()(nft_ctx* c) const {
-  if (!deferred) {
-    std::lock_guard lk(nft_mutex());
-    nft_ctx_free(c);
+  if (deferred) {
+    Reaper::get().push(c);
     return;
   }
-  // Never destroyed: contexts may still be queued when the process exits.
-  static Reaper* reaper = new Reaper();
-  reaper->push(c);
+  std::lock_guard lk(nft_mutex());
+  nft_ctx_free(c);
 }
 
 Result<NftContext> NftContext::create() {
@@ -111,18 +141,28 @@ Result<NftContext> NftContext::create() {
 
 void NftContext::close_later() { ctx_.get_deleter().deferred = true; }
 
-void NftContext::set_json(bool json) {
+void NftContext::set_output_flag(unsigned flag, bool on) {
   std::lock_guard lk(nft_mutex());
   unsigned flags = nft_ctx_output_get_flags(ctx_.get());
-  nft_ctx_output_set_flags(ctx_.get(),
-                           json ? flags | NFT_CTX_OUTPUT_JSON : flags & ~NFT_CTX_OUTPUT_JSON);
+  nft_ctx_output_set_flags(ctx_.get(), on ? flags | flag : flags & ~flag);
+}
+
+void NftContext::set_json(bool json) { set_output_flag(NFT_CTX_OUTPUT_JSON, json); }
+
+void NftContext::set_stateless(bool stateless) {
+  set_output_flag(NFT_CTX_OUTPUT_STATELESS, stateless);
 }
 
 Result<std::string> NftContext::run(const std::string& commands) {
-  std::lock_guard lk(nft_mutex());
-  int rc = nft_run_cmd_from_buffer(ctx_.get(), commands.c_str());
-  std::string out = nft_ctx_get_output_buffer(ctx_.get());
-  std::string err = nft_ctx_get_error_buffer(ctx_.get());
+  std::string out, err;
+  int rc = 0;
+  {
+    std::lock_guard lk(nft_mutex());
+    rc = nft_run_cmd_from_buffer(ctx_.get(), commands.c_str());
+    out = nft_ctx_get_output_buffer(ctx_.get());
+    err = nft_ctx_get_error_buffer(ctx_.get());
+  }
+  Reaper::get().note_activity();
   if (rc != 0) {
     while (!err.empty() && err.back() == '\n') err.pop_back();
     return make_error(Errc::Internal, "nft: " + (err.empty() ? std::string("failed") : err));

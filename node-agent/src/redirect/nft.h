@@ -26,6 +26,8 @@ class NftContext {
   Result<std::string> run(const std::string& commands);
   // Listings as JSON (`nft -j`) or as nft syntax.
   void set_json(bool json);
+  // Listings without counter values (`nft -s`): equal rules list equal.
+  void set_stateless(bool stateless);
   // For a context that committed deletions: its socket's close would wait
   // for the kernel's destroy work, so a background thread closes it a
   // little later, off the caller's path and outside the process-wide lock.
@@ -37,6 +39,7 @@ class NftContext {
     void operator()(nft_ctx* c) const;
   };
   explicit NftContext(nft_ctx* c) : ctx_(c, Deleter{}) {}
+  void set_output_flag(unsigned flag, bool on);
   std::unique_ptr<nft_ctx, Deleter> ctx_;
 };
 

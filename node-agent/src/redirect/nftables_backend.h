@@ -3,6 +3,8 @@
 // failure leaves nothing half-installed.
 #pragma once
 
+#include <map>
+#include <mutex>
 #include <string>
 
 #include "redirect/backend.h"
@@ -22,11 +24,15 @@ class NftablesBackend : public RedirectBackend {
   void set_extra_commands_for_test(std::string text) { extra_for_test_ = std::move(text); }
 
  private:
-  // What differs from the wanted rules in the calling thread's netns;
-  // *any_ours (if given) tells whether any istio-ambient-* table exists.
-  Result<std::vector<std::string>> problems_here(NftContext& ctx, const PodRedirectConfig& cfg,
-                                                 bool* any_ours = nullptr) const;
+  // The calling thread's netns's ruleset as text, without counter values.
+  static Result<std::string> list_here(NftContext& ctx);
+  // How our tables in that listing differ from the wanted ones.
+  Result<std::vector<std::string>> table_problems(NftContext& ctx, const std::string& listing,
+                                                  const PodRedirectConfig& cfg) const;
   std::string extra_for_test_;
+  // Listings that passed table_problems, by configuration (its nft text).
+  mutable std::mutex reference_mu_;
+  mutable std::map<std::string, std::string> reference_;
 };
 
 }  // namespace ambient::redirect
