@@ -205,6 +205,15 @@ TEST_CASE("host probe sets and rules: owners, idempotency and no residue", "[hos
   AMBIENT_REQUIRE_OK(listed);
   CHECK(listed->empty());
   AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.remove_pod_ip(c, "uid-c"); }));  // no sets: fine
+  if (kind == "nftables") {
+    // The table deleted behind our back: the next add makes it again (the
+    // fast netlink path gets ENOENT and hands over to nft).
+    AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.add_pod_ip(c, "uid-c"); }));
+    listed = in_netns(host, [&] { return h.list_sets(); });
+    AMBIENT_REQUIRE_OK(listed);
+    CHECK(uid_of(*listed, c) == "uid-c");
+    AMBIENT_REQUIRE_OK(in_netns(host, [&] { return h.destroy_sets(); }));
+  }
 }
 
 TEST_CASE("bad pod UIDs never reach the sets", "[host]") {

@@ -1,8 +1,18 @@
 #include "host_nftables.h"
 
+#include <libmnl/libmnl.h>
+#include <libnftnl/common.h>
+#include <libnftnl/set.h>
+#include <libnftnl/udata.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
 #include <linux/netlink.h>
 #include <sys/socket.h>
 
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -82,6 +92,83 @@ std::string string_member(const nlohmann::json& object, const char* key) {
 }
 
 }  // namespace
+
+// One NEWSETELEM with NLM_F_EXCL in its own batch, as `nft create element`
+// sends it: the key, and the pod UID as the element's comment, encoded
+// the way nft encodes comments (so nft and our listings read it back).
+// errno-style result: 0, EEXIST (the IP is in the set), ENOENT (no table
+// or set yet), or another error.
+class NftablesHostRedirect::ElementCreator {
+ public:
+  ~ElementCreator() {
+    if (sock_) mnl_socket_close(sock_);
+  }
+  int create(const std::string& set_name, const IpAddress& ip, const std::string& comment) {
+    if (!sock_) {
+      // In the calling thread's netns: the host's (see the header).
+      sock_ = mnl_socket_open(NETLINK_NETFILTER);
+      if (!sock_) return errno;
+      if (mnl_socket_bind(sock_, 0, MNL_SOCKET_AUTOPID) < 0) {
+        int e = errno;
+        mnl_socket_close(sock_);
+        sock_ = nullptr;
+        return e;
+      }
+    }
+    std::unique_ptr<nftnl_set, void (*)(const nftnl_set*)> set(nftnl_set_alloc(), nftnl_set_free);
+    nftnl_set_elem* elem = nftnl_set_elem_alloc();
+    nftnl_udata_buf* udata = nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN);
+    if (!set || !elem || !udata) {
+      if (elem) nftnl_set_elem_free(elem);
+      if (udata) nftnl_udata_buf_free(udata);
+      return ENOMEM;
+    }
+    nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, std::string(kHostNftTable).c_str());
+    nftnl_set_set_str(set.get(), NFTNL_SET_NAME, set_name.c_str());
+    nftnl_set_elem_set(elem, NFTNL_SET_ELEM_KEY, ip.bytes.data(), static_cast<uint32_t>(ip.size()));
+    nftnl_udata_put_strz(udata, NFTNL_UDATA_SET_ELEM_COMMENT, comment.c_str());
+    nftnl_set_elem_set(elem, NFTNL_SET_ELEM_USERDATA, nftnl_udata_buf_data(udata),
+                       nftnl_udata_buf_len(udata));
+    nftnl_udata_buf_free(udata);
+    nftnl_set_elem_add(set.get(), elem);  // the set owns it now
+
+    std::array<char, 4096> buf{};
+    mnl_nlmsg_batch* batch = mnl_nlmsg_batch_start(buf.data(), buf.size());
+    nftnl_batch_begin(static_cast<char*>(mnl_nlmsg_batch_current(batch)), seq_++);
+    mnl_nlmsg_batch_next(batch);
+    const uint32_t seq = seq_++;
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(static_cast<char*>(mnl_nlmsg_batch_current(batch)),
+                                          NFT_MSG_NEWSETELEM, NFPROTO_INET,
+                                          NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq);
+    nftnl_set_elems_nlmsg_build_payload(nlh, set.get());
+    mnl_nlmsg_batch_next(batch);
+    nftnl_batch_end(static_cast<char*>(mnl_nlmsg_batch_current(batch)), seq_++);
+    mnl_nlmsg_batch_next(batch);
+    const ssize_t sent =
+        mnl_socket_sendto(sock_, mnl_nlmsg_batch_head(batch), mnl_nlmsg_batch_size(batch));
+    mnl_nlmsg_batch_stop(batch);
+    if (sent < 0) return errno;
+    // The kernel answers the element's ACK (or its error) before sendto
+    // returns; read until that one.
+    // An error answer quotes our request (< 4 KiB): 8 KiB holds either.
+    std::array<char, 8192> reply{};
+    for (;;) {
+      ssize_t n = mnl_socket_recvfrom(sock_, reply.data(), reply.size());
+      if (n < 0) return errno;
+      int r = mnl_cb_run(reply.data(), static_cast<size_t>(n), seq, mnl_socket_get_portid(sock_),
+                         nullptr, nullptr);
+      if (r == MNL_CB_ERROR) return errno;
+      if (r == MNL_CB_STOP) return 0;
+    }
+  }
+
+ private:
+  mnl_socket* sock_ = nullptr;
+  uint32_t seq_ = static_cast<uint32_t>(::time(nullptr));
+};
+
+NftablesHostRedirect::NftablesHostRedirect() : creator_(std::make_unique<ElementCreator>()) {}
+NftablesHostRedirect::~NftablesHostRedirect() = default;
 
 Result<std::string> NftablesHostRedirect::run_nft(const std::string& commands, bool json) {
   std::lock_guard lock(ctx_mu_);
@@ -197,14 +284,26 @@ Result<> NftablesHostRedirect::add_pod_ip(const IpAddress& ip, const std::string
     // deletes nothing, so the commit leaves no destroy work for the kernel,
     // whose RCU wait would otherwise stall the next netlink socket close
     // (redirect/nft.h), a pod's included. (A failed batch costs such a
-    // wait too, hence listed_, which knows the IPs we added.)
-    auto created = run_nft(prefix + "create " + elem + " comment \"" + pod_uid + "\" }\n");
-    if (created) {
+    // wait too, hence listed_, which knows the IPs we added.) Sent with
+    // libnftnl: ~20 us instead of ~90, and outside libnftables' lock, so
+    // beside other pods' transactions.
+    int e = creator_->create(set_name(v6), addr, pod_uid);
+    if (e == 0) {
       listed_.insert(addr.to_string());
       return {};
     }
-    if (created.error().message.find("File exists") == std::string::npos) {
-      return std::move(created).error().with("add " + addr.to_string() + " to probe set");
+    if (e == ENOENT) {  // no table or set (yet, or deleted by someone): nft makes them
+      auto created = run_nft(prefix + "create " + elem + " comment \"" + pod_uid + "\" }\n");
+      if (created) {
+        listed_.insert(addr.to_string());
+        return {};
+      }
+      if (created.error().message.find("File exists") == std::string::npos) {
+        return std::move(created).error().with("add " + addr.to_string() + " to probe set");
+      }
+    } else if (e != EEXIST) {
+      return make_error(Errc::Internal,
+                        "add " + addr.to_string() + " to probe set: netlink: " + std::strerror(e));
     }
   }
   // The IP is listed already (a reused IP, or a retried ADD): add (so the

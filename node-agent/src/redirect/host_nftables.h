@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -21,6 +22,8 @@ namespace ambient::redirect {
 
 class NftablesHostRedirect : public HostRedirect {
  public:
+  NftablesHostRedirect();
+  ~NftablesHostRedirect() override;
   std::string_view name() const override { return "nftables"; }
   // Adds the sets and replaces the chain's rules in one transaction
   // (`flush table` empties chains but keeps sets and their elements).
@@ -47,6 +50,7 @@ class NftablesHostRedirect : public HostRedirect {
     std::set<std::string> chains;
     std::map<std::string, std::vector<ProbeSetEntry>> sets;
   };
+  class ElementCreator;
   Result<std::string> run_nft(const std::string& commands, bool json = false);
   Result<TableState> read_table();
 
@@ -58,6 +62,7 @@ class NftablesHostRedirect : public HostRedirect {
   // the re-owning transaction over a `create` bound to fail. Elements made
   // by others are found by that failure.
   std::set<std::string> listed_;
+  std::unique_ptr<ElementCreator> creator_;  // under entries_mu_
 };
 
 }  // namespace ambient::redirect
