@@ -5,6 +5,7 @@
 #include <optional>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "netns/netns.h"
 #include "process.h"
@@ -121,4 +122,22 @@ TEST_CASE("sandboxed commands get no NSS, a private /run and their own xtables l
   auto host = run_checked({.argv = {"sh", "-c", "wc -c < /etc/nsswitch.conf"}});
   REQUIRE(host);
   CHECK(host->out != "0\n");
+}
+
+TEST_CASE("sandboxed commands of one thread share a mount namespace; other threads get their own",
+          "[sandbox]") {
+  auto mntns = [] {
+    auto r = run_checked({.argv = {"readlink", "/proc/self/ns/mnt"}, .sandbox = true});
+    REQUIRE(r);
+    return r->out;
+  };
+  auto host = run_checked({.argv = {"readlink", "/proc/self/ns/mnt"}});
+  REQUIRE(host);
+  const std::string first = mntns();
+  CHECK(first != host->out);
+  CHECK(mntns() == first);  // entered again, not made again
+  std::string other;
+  std::thread([&] { other = mntns(); }).join();
+  CHECK(other != first);  // so concurrent commands never share an xtables lock
+  CHECK(other != host->out);
 }
