@@ -107,6 +107,7 @@ class SimNode {
   void set_crash_point(std::string p) { opts_.crash_point = std::move(p); }
   bool agent_running() { return agent_ && agent_->running(); }
   pid_t agent_pid() const { return agent_ ? agent_->pid() : -1; }
+  pid_t ztunnel_pid() const { return ztunnel_ ? ztunnel_->pid() : -1; }
   void stop_agent();
   void start_ztunnel();
   void stop_ztunnel();
