@@ -67,9 +67,12 @@ class Logger {
     std::time_t secs = us / 1000000;
     std::tm tm{};
     gmtime_r(&secs, &tm);
+    // Not strftime: it reads the time zone file (/etc/localtime) first,
+    // seven system calls on every plugin run for a UTC timestamp.
     char buf[64];
-    size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-    std::snprintf(buf + n, sizeof buf - n, ".%06ldZ", static_cast<long>(us % 1000000));
+    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<long>(us % 1000000));
     return buf;
   }
   std::ostream& err_;
