@@ -1,5 +1,7 @@
 // istio-cni: the chained CNI plugin. All logic is in dispatcher.cpp; this
 // file binds it to the real process environment.
+#include <nss.h>
+#include <openssl/crypto.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
@@ -8,6 +10,7 @@
 #include <string>
 
 #include "dispatcher.h"
+#include "kube_fallback.h"
 
 namespace {
 constexpr const char* kHelp = R"(istio-cni: Istio ambient chained CNI plugin (ambient-cni)
@@ -37,6 +40,22 @@ Configuration keys (stdin): cniVersion, name, type, prevResult,
   enable_ambient_detection_retry. Keys match case-insensitively; unknown keys
   are ignored; a wrong type is an error.
 )";
+// The binary is fully static (cni-plugin/CMakeLists.txt). Two things could
+// still make glibc or OpenSSL load the host's shared objects, built for
+// other library versions, and both only matter on the API fallback path:
+// NSS modules named in the host's nsswitch.conf (hosts: resolve,
+// myhostname, ...) and providers named in its openssl.cnf. Before that
+// path runs, host lookups are pinned to glibc's built-in files and dns
+// modules and OpenSSL is told not to read its configuration.
+ambient::Result<std::unique_ptr<ambient::cni::KubeApi>> fallback_api(
+    const std::string& kubeconfig) {
+  ::__nss_configure_lookup("hosts", "files dns");
+  ::OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, nullptr);
+  auto api = ambient::cni::KubeconfigApi::load(kubeconfig);
+  if (!api) return std::move(api).error();
+  return std::unique_ptr<ambient::cni::KubeApi>(std::move(*api));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -66,6 +85,7 @@ int main(int argc, char** argv) {
         if (path.empty() || ::stat(path.c_str(), &st) != 0) return "";
         return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
       },
+      .kube_api = fallback_api,
   };
   UnixHttpClient agent;
   int rc = run_plugin(io, agent);
