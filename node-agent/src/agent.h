@@ -1,5 +1,6 @@
 // The enrollment pipeline behind /cmdadd and /cmddel: decide, open the pod
-// netns, install redirection, hand the netns to ztunnel, remember the pod.
+// netns, hand it to ztunnel and install redirection meanwhile, add the pod's
+// IPs to the host's probe set, remember the pod.
 // A pod is either fully enrolled (rules in place and ztunnel acked) or
 // carries none of our rules: every failure after the install rolls it back.
 #pragma once
@@ -102,8 +103,9 @@ class Agent {
   Result<> cmd_add(const cni::CniEvent& ev);
   Result<> cmd_del(const cni::CniEvent& ev);
 
-  // The shared add pipeline: install redirection in `ns`, hand it to
-  // ztunnel, remember the pod. On failure nothing of ours stays in `ns`.
+  // The shared add pipeline: hand `ns` to ztunnel, install redirection in
+  // it while ztunnel works, remember the pod. On failure nothing of ours
+  // stays in `ns`, and ztunnel is told to forget the pod.
   Result<> add_pod(const PodIdentity& pod, const netns::NetnsRef& ns);
   // Forgets the pod and tells ztunnel. The in-pod rules are removed unless
   // the netns is going away anyway (pod deleted or terminal).
