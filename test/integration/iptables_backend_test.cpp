@@ -86,6 +86,40 @@ TEST_CASE("iptables backend installs, verifies and removes without residue", "[i
   REQUIRE(b->remove(pod.ns(), cfg));  // idempotent
 }
 
+TEST_CASE("iptables-nft: pods equal to a verified pod are checked in process, others in full",
+          "[iptables]") {
+  auto created = IptablesBackend::create({.family = "iptables-nft"});
+  REQUIRE(created);
+  auto& b = **created;
+  PodRedirectConfig cfg{.dns_capture = true, .ipv6 = true};
+  TestNetns first, second;
+  REQUIRE(b.install(first.ns(), cfg));  // fresh netns: no iptables-save before the restores
+  REQUIRE(b.install(second.ns(), cfg));
+  REQUIRE(b.verify(first.ns(), cfg)->complete);   // iptables-save, -C: keeps the listing
+  REQUIRE(b.verify(second.ns(), cfg)->complete);  // the same listing: compared only
+  const std::string once = second.exec({"iptables-nft-save", "-t", "nat"});
+  REQUIRE(b.install(second.ns(), cfg));  // exactly right: left alone
+  CHECK(second.exec({"iptables-nft-save", "-t", "nat"}) == once);
+  SECTION("a rule rewritten in place (same count) is found") {
+    second.exec({"iptables-nft", "-t", "nat", "-R", "ISTIO_OUTPUT", "4", "-p", "tcp", "-j",
+                 "REDIRECT", "--to-ports", "15002"});
+    auto v = b.verify(second.ns(), cfg);
+    REQUIRE(v);
+    CHECK_FALSE(v->complete);
+    REQUIRE(b.install(second.ns(), cfg));
+    CHECK(b.verify(second.ns(), cfg)->complete);
+    CHECK(second.exec({"iptables-nft-save", "-t", "nat"}).find("15002") == std::string::npos);
+  }
+  SECTION("an IPv6 chain flushed") {
+    second.exec({"ip6tables-nft", "-t", "nat", "-F", "ISTIO_PRERT"});
+    CHECK_FALSE(b.verify(second.ns(), cfg)->complete);
+  }
+  SECTION("someone else's nft table next to ours: checked in full, still complete") {
+    second.exec({"nft", "add", "table", "inet", "other"});
+    CHECK(b.verify(second.ns(), cfg)->complete);
+  }
+}
+
 TEST_CASE("a failure half-way through install leaves nothing behind", "[iptables]") {
   TestNetns pod;
   auto b = backend();

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "redirect/backend.h"
@@ -39,13 +40,22 @@ class IptablesBackend : public RedirectBackend {
                                                const std::string& state) const;
   Result<> remove_here(bool v6) const;
   Result<> install_here(const PodRedirectConfig& cfg);
+  // iptables-nft only: the netns's nf_tables ruleset (see the .cpp).
+  std::optional<std::string> nft_listing_here() const;
+  static std::string nft_key(const PodRedirectConfig& cfg);
+  bool is_nft_reference(const PodRedirectConfig& cfg,
+                        const std::optional<std::string>& listing) const;
+  void keep_nft_reference(const PodRedirectConfig& cfg,
+                          const std::optional<std::string>& listing) const;
 
   IptablesOptions opts_;
   bool legacy_;
   std::string name_;
-  // Verified iptables-save rendering per rule set (see check_rules).
+  // Verified iptables-save rendering per rule set (see check_rules), and
+  // for iptables-nft the verified nf_tables listing per configuration.
   mutable std::mutex reference_mu_;
   mutable std::map<std::string, std::string> reference_;
+  mutable std::map<std::string, std::string> nft_reference_;
 };
 
 }  // namespace ambient::redirect
