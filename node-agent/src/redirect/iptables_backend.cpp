@@ -172,8 +172,12 @@ std::optional<std::string> IptablesBackend::nft_listing_here() const {
 }
 
 std::string IptablesBackend::nft_key(const PodRedirectConfig& cfg) {
-  return restore_text(inpod_rules(cfg, false)) +
-         (cfg.ipv6 ? "\n" + restore_text(inpod_rules(cfg, true)) : std::string());
+  std::string key = restore_text(inpod_rules(cfg, false));
+  if (cfg.ipv6) {
+    key += '\n';
+    key += restore_text(inpod_rules(cfg, true));
+  }
+  return key;
 }
 
 bool IptablesBackend::is_nft_reference(const PodRedirectConfig& cfg,
