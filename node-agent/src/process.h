@@ -22,7 +22,9 @@ struct CommandSpec {
   // Run in a private mount namespace: /dev/null over /etc/nsswitch.conf (no
   // NSS lookups for -m owner, lesson P21) and a private tmpfs on /run, so
   // the xtables lock is ours alone and never the host's /run/xtables.lock
-  // that kube-proxy holds (lesson P20).
+  // that kube-proxy holds (lesson P20). The namespace is made once per
+  // calling thread and entered by each of its commands, so commands run at
+  // the same time from different threads never share a lock.
   bool sandbox = false;
   std::chrono::milliseconds timeout{30000};
 };

@@ -1,5 +1,7 @@
 // In-pod redirection with iptables-restore, run inside the pod netns from a
-// dedicated thread, each command in its own mount-namespace sandbox.
+// dedicated thread, each command in a sandbox mount namespace (one per
+// thread, process.h). With iptables-nft the pod's nf_tables ruleset is read
+// in process first, sparing most iptables-save runs.
 #pragma once
 
 #include <map>
