@@ -86,7 +86,7 @@ TEST_CASE("iptables backend installs, verifies and removes without residue", "[i
   REQUIRE(b->remove(pod.ns(), cfg));  // idempotent
 }
 
-TEST_CASE("iptables-nft: pods equal to a verified pod are checked in process, others in full",
+TEST_CASE("iptables-nft: a new pod's netns needs no iptables-save; changed rules are still found",
           "[iptables]") {
   auto created = IptablesBackend::create({.family = "iptables-nft"});
   REQUIRE(created);
@@ -95,8 +95,8 @@ TEST_CASE("iptables-nft: pods equal to a verified pod are checked in process, ot
   TestNetns first, second;
   REQUIRE(b.install(first.ns(), cfg));  // fresh netns: no iptables-save before the restores
   REQUIRE(b.install(second.ns(), cfg));
-  REQUIRE(b.verify(first.ns(), cfg)->complete);   // iptables-save, -C: keeps the listing
-  REQUIRE(b.verify(second.ns(), cfg)->complete);  // the same listing: compared only
+  REQUIRE(b.verify(first.ns(), cfg)->complete);   // iptables-save, -C: keeps the rendering
+  REQUIRE(b.verify(second.ns(), cfg)->complete);  // the same rendering: compared only
   const std::string once = second.exec({"iptables-nft-save", "-t", "nat"});
   REQUIRE(b.install(second.ns(), cfg));  // exactly right: left alone
   CHECK(second.exec({"iptables-nft-save", "-t", "nat"}) == once);
@@ -114,7 +114,7 @@ TEST_CASE("iptables-nft: pods equal to a verified pod are checked in process, ot
     second.exec({"ip6tables-nft", "-t", "nat", "-F", "ISTIO_PRERT"});
     CHECK_FALSE(b.verify(second.ns(), cfg)->complete);
   }
-  SECTION("someone else's nft table next to ours: checked in full, still complete") {
+  SECTION("someone else's nft table next to ours: still complete") {
     second.exec({"nft", "add", "table", "inet", "other"});
     CHECK(b.verify(second.ns(), cfg)->complete);
   }

@@ -1,7 +1,6 @@
 #include "iptables_backend.h"
 
 #include <map>
-#include <optional>
 #include <sstream>
 
 #include "fault.h"
@@ -155,57 +154,21 @@ Result<> IptablesBackend::remove_here(bool v6) const {
   return restore(v6, text);
 }
 
-// iptables-nft keeps its rules in nf_tables, which libnftables lists in
-// process: an iptables-save per family costs an exec (~1.5 ms of CPU).
-// Empty: the netns holds no nf_tables state at all, so none of ours. Equal
-// to a listing taken when every family passed check_rules for the same
-// configuration: exactly right. Anything else: iptables-save decides.
-// Unused for iptables-legacy, whose rules nf_tables does not hold.
-std::optional<std::string> IptablesBackend::nft_listing_here() const {
-  if (legacy_) return std::nullopt;
-  auto ctx = NftContext::create();
-  if (!ctx) return std::nullopt;
-  ctx->set_stateless(true);
-  auto listed = ctx->run("list ruleset");
-  if (!listed) return std::nullopt;
-  return std::move(*listed);
-}
-
-std::string IptablesBackend::nft_key(const PodRedirectConfig& cfg) {
-  std::string key = restore_text(inpod_rules(cfg, false));
-  if (cfg.ipv6) {
-    key += '\n';
-    key += restore_text(inpod_rules(cfg, true));
-  }
-  return key;
-}
-
-bool IptablesBackend::is_nft_reference(const PodRedirectConfig& cfg,
-                                       const std::optional<std::string>& listing) const {
-  if (!listing || listing->empty()) return false;
-  std::lock_guard lk(reference_mu_);
-  auto it = nft_reference_.find(nft_key(cfg));
-  return it != nft_reference_.end() && it->second == *listing;
-}
-
-void IptablesBackend::keep_nft_reference(const PodRedirectConfig& cfg,
-                                         const std::optional<std::string>& listing) const {
-  if (!listing || listing->empty()) return;
-  std::lock_guard lk(reference_mu_);
-  nft_reference_.emplace(nft_key(cfg), *listing);
-}
-
 Result<> IptablesBackend::install_here(const PodRedirectConfig& cfg) {
   // Routing first (upstream's order): on its own it is inert, since only
   // packets our connmark rules mark ever use table 100.
   AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
   crash_point_for_test("after-routing");
-  const auto listing = nft_listing_here();
-  if (is_nft_reference(cfg, listing)) return {};  // exactly right: leave it alone
-  const bool fresh = listing && listing->empty();
+  // iptables-nft keeps its rules in nf_tables: a netns without any table
+  // (a new pod) has none of ours, and needs no iptables-save (an exec,
+  // ~1 ms) before its restores. iptables-legacy's rules are not there.
+  bool fresh = false;
+  if (!legacy_) {
+    auto tables = count_tables_here();
+    fresh = tables && *tables == 0;
+  }
   std::vector<bool> families = {false};
   if (cfg.ipv6) families.push_back(true);
-  bool all_checked = !fresh;
   for (bool v6 : families) {
     if (!fresh) {
       AMBIENT_ASSIGN_OR_RETURN(std::string state, save(v6));
@@ -216,11 +179,9 @@ Result<> IptablesBackend::install_here(const PodRedirectConfig& cfg) {
         AMBIENT_RETURN_IF_ERROR(restore(v6, removal_text(state)));
       }
     }
-    all_checked = false;
     // One restore per family: each family's rules go in whole or not at all.
     AMBIENT_RETURN_IF_ERROR(restore(v6, restore_text(inpod_rules(cfg, v6))));
   }
-  if (all_checked) keep_nft_reference(cfg, listing);
   return {};
 }
 
@@ -241,15 +202,11 @@ Result<VerifyReport> IptablesBackend::verify(const netns::Netns& ns,
                                              const PodRedirectConfig& cfg) const {
   VerifyReport report;
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
-    const auto listing = nft_listing_here();
-    if (!is_nft_reference(cfg, listing)) {
-      for (bool v6 : {false, true}) {
-        if (v6 && !cfg.ipv6) continue;
-        AMBIENT_ASSIGN_OR_RETURN(std::string state, save(v6));
-        AMBIENT_ASSIGN_OR_RETURN(auto problems, check_rules(cfg, v6, state));
-        report.problems.insert(report.problems.end(), problems.begin(), problems.end());
-      }
-      if (report.problems.empty()) keep_nft_reference(cfg, listing);
+    for (bool v6 : {false, true}) {
+      if (v6 && !cfg.ipv6) continue;
+      AMBIENT_ASSIGN_OR_RETURN(std::string state, save(v6));
+      AMBIENT_ASSIGN_OR_RETURN(auto problems, check_rules(cfg, v6, state));
+      report.problems.insert(report.problems.end(), problems.begin(), problems.end());
     }
     AMBIENT_ASSIGN_OR_RETURN(auto missing, check_inpod_routing(cfg.ipv6));
     report.problems.insert(report.problems.end(), missing.begin(), missing.end());

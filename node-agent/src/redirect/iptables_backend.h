@@ -1,12 +1,11 @@
 // In-pod redirection with iptables-restore, run inside the pod netns from a
 // dedicated thread, each command in a sandbox mount namespace (one per
-// thread, process.h). With iptables-nft the pod's nf_tables ruleset is read
-// in process first, sparing most iptables-save runs.
+// thread, process.h). With iptables-nft, a netns without nf_tables tables
+// (a new pod) is recognised in process and needs no iptables-save.
 #pragma once
 
 #include <map>
 #include <mutex>
-#include <optional>
 #include <string>
 
 #include "redirect/backend.h"
@@ -42,22 +41,13 @@ class IptablesBackend : public RedirectBackend {
                                                const std::string& state) const;
   Result<> remove_here(bool v6) const;
   Result<> install_here(const PodRedirectConfig& cfg);
-  // iptables-nft only: the netns's nf_tables ruleset (see the .cpp).
-  std::optional<std::string> nft_listing_here() const;
-  static std::string nft_key(const PodRedirectConfig& cfg);
-  bool is_nft_reference(const PodRedirectConfig& cfg,
-                        const std::optional<std::string>& listing) const;
-  void keep_nft_reference(const PodRedirectConfig& cfg,
-                          const std::optional<std::string>& listing) const;
 
   IptablesOptions opts_;
   bool legacy_;
   std::string name_;
-  // Verified iptables-save rendering per rule set (see check_rules), and
-  // for iptables-nft the verified nf_tables listing per configuration.
+  // Verified iptables-save rendering per rule set (see check_rules).
   mutable std::mutex reference_mu_;
   mutable std::map<std::string, std::string> reference_;
-  mutable std::map<std::string, std::string> nft_reference_;
 };
 
 }  // namespace ambient::redirect
