@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <optional>
 #include <sstream>
 
 #include "fault.h"
@@ -172,18 +173,22 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   double rules_s = 0, zds_s = 0, probes_s = 0;
   // ztunnel sets the pod up (five listeners in its netns) while we install
   // the rules: the ack costs no time of its own unless it is the slower
-  // half. Either order is safe for a pod being created, whose containers
-  // start only after the ADD returns; for a running pod, ztunnel first is
-  // the better order (redirected traffic finds its listeners). The pod is
-  // enrolled only once both halves and the probe set succeeded; otherwise
-  // whatever did succeed is undone.
+  // half. The Add goes out once the pod's routing is in place (the
+  // backend calls back; see RedirectBackend::install for why not sooner).
+  // Either order of rules and ztunnel is safe for a pod being created,
+  // whose containers start only after the ADD returns; for a running pod,
+  // ztunnel first is the better order (redirected traffic finds its
+  // listeners). The pod is enrolled only once both halves and the probe
+  // set succeeded; otherwise whatever did succeed is undone.
   zds::Workload w{.uid = id.uid, .info = id.info, .netns = ns};
-  zds::PendingAdd pending = zds_->begin_add(w);
+  std::optional<zds::PendingAdd> pending;
+  auto hand_to_ztunnel = [&] { pending.emplace(zds_->begin_add(w)); };
   auto installed = [&] {
     metrics::Timer t(metrics_.rules, &rules_s);
-    return backend_.install(*ns, rcfg);
+    return backend_.install(*ns, rcfg, hand_to_ztunnel);
   }();
   if (installed) crash_point_for_test("after-rules");
+  if (installed && !pending) hand_to_ztunnel();  // the rules were right already
   // Kubelet's probes must reach the app directly: its IPs go into the
   // host's probe set (comment = pod UID).
   Result<> probed;
@@ -193,12 +198,13 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   }
   // What ztunnel adds to the enrollment: the wait for its ack once our own
   // work is done (its whole round trip is ambient_zds_round_trip_*).
-  Result<> acked = [&] {
+  Result<> acked = make_error(Errc::Unavailable, "not handed to ztunnel");
+  if (pending) {
     metrics::Timer t(metrics_.zds_add, &zds_s);
-    return pending.wait();
-  }();
+    acked = pending->wait();
+  }
   if (!installed || !probed || !acked) {
-    if (acked) (void)zds_->del(id.uid);
+    if (pending && acked) (void)zds_->del(id.uid);
     if (installed) {
       if (auto undo = backend_.remove(*ns, rcfg); !undo) {
         log::error("pod {}: rolling back rules after a failed enrollment: {}", pod,

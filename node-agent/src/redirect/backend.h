@@ -2,6 +2,7 @@
 // mechanisms are interchangeable and run the same end-to-end suite.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,8 +44,16 @@ class RedirectBackend {
   virtual ~RedirectBackend() = default;
   virtual std::string_view name() const = 0;
   // Idempotent: correct state is left alone, partial state is completed or
-  // rebuilt; on failure nothing of ours is left in the netns.
-  virtual Result<> install(const netns::Netns& ns, const PodRedirectConfig& cfg) = 0;
+  // rebuilt; on failure nothing of ours is left in the netns. `routed`, if
+  // set, is called (on the netns worker) once the pod's routing is in place
+  // and before its rules go in: the agent hands the netns to ztunnel there,
+  // so ztunnel's set-up (it binds 127.0.0.1 in the netns) never overlaps
+  // our route and fib-rule changes. With the Add sent before them, one
+  // ztunnel bind failed with EADDRNOTAVAIL in a benchmark run; the cause
+  // was not found and it did not reproduce. Not called when nothing needed
+  // installing.
+  virtual Result<> install(const netns::Netns& ns, const PodRedirectConfig& cfg,
+                           const std::function<void()>& routed = {}) = 0;
   virtual Result<VerifyReport> verify(const netns::Netns& ns,
                                       const PodRedirectConfig& cfg) const = 0;
   // Idempotent; succeeds when nothing is installed.

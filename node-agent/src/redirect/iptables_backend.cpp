@@ -154,11 +154,13 @@ Result<> IptablesBackend::remove_here(bool v6) const {
   return restore(v6, text);
 }
 
-Result<> IptablesBackend::install_here(const PodRedirectConfig& cfg) {
+Result<> IptablesBackend::install_here(const PodRedirectConfig& cfg,
+                                       const std::function<void()>& routed) {
   // Routing first (upstream's order): on its own it is inert, since only
   // packets our connmark rules mark ever use table 100.
   AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
   crash_point_for_test("after-routing");
+  if (routed) routed();
   // iptables-nft keeps its rules in nf_tables: a netns without any table
   // (a new pod) has none of ours, and needs no iptables-save (an exec,
   // ~1 ms) before its restores. iptables-legacy's rules are not there.
@@ -185,9 +187,10 @@ Result<> IptablesBackend::install_here(const PodRedirectConfig& cfg) {
   return {};
 }
 
-Result<> IptablesBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg) {
+Result<> IptablesBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg,
+                                  const std::function<void()>& routed) {
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
-    auto installed = install_here(cfg);
+    auto installed = install_here(cfg, routed);
     if (installed) return {};
     // Never leave half a rule set behind: take out whatever got in.
     (void)remove_here(false);

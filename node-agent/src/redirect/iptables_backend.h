@@ -27,7 +27,8 @@ class IptablesBackend : public RedirectBackend {
   static Result<std::unique_ptr<IptablesBackend>> create(IptablesOptions opts);
 
   std::string_view name() const override { return name_; }
-  Result<> install(const netns::Netns& ns, const PodRedirectConfig& cfg) override;
+  Result<> install(const netns::Netns& ns, const PodRedirectConfig& cfg,
+                   const std::function<void()>& routed = {}) override;
   Result<VerifyReport> verify(const netns::Netns& ns, const PodRedirectConfig& cfg) const override;
   Result<> remove(const netns::Netns& ns, const PodRedirectConfig& cfg) override;
 
@@ -40,7 +41,7 @@ class IptablesBackend : public RedirectBackend {
   Result<std::vector<std::string>> check_rules(const PodRedirectConfig& cfg, bool v6,
                                                const std::string& state) const;
   Result<> remove_here(bool v6) const;
-  Result<> install_here(const PodRedirectConfig& cfg);
+  Result<> install_here(const PodRedirectConfig& cfg, const std::function<void()>& routed);
 
   IptablesOptions opts_;
   bool legacy_;

@@ -95,13 +95,28 @@ Result<std::vector<std::string>> NftablesBackend::table_problems(
   return problems;
 }
 
-Result<> NftablesBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg) {
+Result<> NftablesBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg,
+                                  const std::function<void()>& routed) {
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
-    // One context (one netlink socket) for the check and the transaction.
-    AMBIENT_ASSIGN_OR_RETURN(NftContext ctx, NftContext::create());
     // A new pod's netns holds no table at all, so none of ours: nothing to
     // compare, and one netlink dump tells (a listing costs ~4× as much).
     AMBIENT_ASSIGN_OR_RETURN(size_t tables, count_tables_here());
+    // Routing first: inert on its own (only packets our rules mark use
+    // table 100), so the one transaction below is the moment the pod is
+    // redirected: all of it, or nothing. For a new pod it goes in before
+    // anything else, so ztunnel gets the pod as early as it may.
+    if (tables == 0) {
+      AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
+      crash_point_for_test("after-routing");
+      if (routed) routed();
+    }
+    // One context (one netlink socket) for the check and the transaction.
+    auto created = NftContext::create();
+    if (!created) {
+      if (tables == 0) (void)remove_inpod_routing();
+      return std::move(created).error();
+    }
+    NftContext ctx = std::move(*created);
     std::string listing;
     if (tables > 0) {
       AMBIENT_ASSIGN_OR_RETURN(listing, list_here(ctx));
@@ -112,11 +127,11 @@ Result<> NftablesBackend::install(const netns::Netns& ns, const PodRedirectConfi
       AMBIENT_ASSIGN_OR_RETURN(auto missing, check_inpod_routing(cfg.ipv6));
       if (problems.empty() && missing.empty()) return {};  // exactly right: leave it alone
     }
-    // Routing first: inert on its own (only packets our rules mark use
-    // table 100), so the one transaction below is the moment the pod is
-    // redirected: all of it, or nothing.
-    AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
-    crash_point_for_test("after-routing");
+    if (tables > 0) {
+      AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
+      crash_point_for_test("after-routing");
+      if (routed) routed();
+    }
     // A fresh netns holds no table of ours, so there is none to delete: a
     // commit without deletions leaves the kernel no destroy work, which
     // closing the socket would otherwise wait for (redirect/nft.h).
