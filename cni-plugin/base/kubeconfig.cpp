@@ -9,14 +9,12 @@
 
 namespace ambient::k8s {
 
-namespace {
 std::string read_file(const std::string& path) {
   std::ifstream f(path);
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
 }
-}  // namespace
 
 Result<KubeConfig> load_kubeconfig(const std::string& path) {
   KubeConfig cfg;

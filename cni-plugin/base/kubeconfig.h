@@ -8,6 +8,10 @@
 
 namespace ambient::k8s {
 
+// A file's whole contents; empty when it cannot be read (the caller's next
+// step, a TLS or token check, reports the problem with its own context).
+std::string read_file(const std::string& path);
+
 struct KubeConfig {
   std::string server;            // https://host:port
   std::string ca_file, ca_data;  // PEM

@@ -210,8 +210,8 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
         log::error("pod {}: rolling back rules after a failed enrollment: {}", pod,
                    undo.error().describe());
       }
+      remove_from_probe_set(id.uid, id.ips);
     }
-    if (installed) remove_from_probe_set(id.uid, id.ips);
     if (!installed) return std::move(installed).error().with("pod " + pod);
     if (!probed) return std::move(probed).error().with("pod " + pod);
     return std::move(acked).error().with("pod " + pod + ": hand netns to ztunnel");

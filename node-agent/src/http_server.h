@@ -95,23 +95,21 @@ class Server {
       stream_.expires_never();
       // Blocking work goes to the pool.
       asio::post(srv_.pool_, [self = this->shared_from_this(), req = std::move(req)] {
-        auto res = make_response(self->srv_.handler_(req), self->keep_alive_);
+        Response r = self->srv_.handler_(req);
         // A small answer is written by the pool thread itself, saving a
         // hand-off back to the I/O thread on every request: no operation
         // on this session is pending while its handler runs, and the
         // socket's buffer takes the answer at once. The rest of the
         // session continues on its executor.
-        if (res->body().size() <= kDirectWriteLimit) {
+        if (r.body.size() <= kDirectWriteLimit) {
+          auto res = make_response(std::move(r), self->keep_alive_);
           beast::error_code wec;
           bhttp::write(self->stream_.socket(), *res, wec);
           asio::post(self->stream_.get_executor(), [self, wec] { self->after_write(wec); });
           return;
         }
-        asio::post(self->stream_.get_executor(), [self, res] {
-          self->stream_.expires_after(self->srv_.opts_.read_timeout);
-          bhttp::async_write(self->stream_, *res, [self, res](beast::error_code wec, size_t) {
-            self->after_write(wec);
-          });
+        asio::post(self->stream_.get_executor(), [self, r = std::move(r)]() mutable {
+          self->reply(std::move(r), self->keep_alive_);
         });
       });
     }
@@ -135,7 +133,7 @@ class Server {
       read();
     }
 
-    // An answer from the I/O thread (before any handler ran).
+    // An answer written from the session's executor.
     void reply(Response r, bool keep_alive) {
       keep_alive_ = keep_alive;
       auto res = make_response(std::move(r), keep_alive);

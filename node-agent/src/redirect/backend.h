@@ -50,8 +50,8 @@ class RedirectBackend {
   // so ztunnel's set-up (it binds 127.0.0.1 in the netns) never overlaps
   // our route and fib-rule changes. With the Add sent before them, one
   // ztunnel bind failed with EADDRNOTAVAIL in a benchmark run; the cause
-  // was not found and it did not reproduce. Not called when nothing needed
-  // installing.
+  // was not found and it did not reproduce. It may not be called when
+  // nothing needed installing; the caller then hands the netns over after.
   virtual Result<> install(const netns::Netns& ns, const PodRedirectConfig& cfg,
                            const std::function<void()>& routed = {}) = 0;
   virtual Result<VerifyReport> verify(const netns::Netns& ns,

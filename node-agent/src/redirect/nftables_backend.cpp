@@ -105,11 +105,13 @@ Result<> NftablesBackend::install(const netns::Netns& ns, const PodRedirectConfi
     // table 100), so the one transaction below is the moment the pod is
     // redirected: all of it, or nothing. For a new pod it goes in before
     // anything else, so ztunnel gets the pod as early as it may.
-    if (tables == 0) {
+    auto route = [&]() -> Result<> {
       AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
       crash_point_for_test("after-routing");
       if (routed) routed();
-    }
+      return {};
+    };
+    if (tables == 0) AMBIENT_RETURN_IF_ERROR(route());
     // One context (one netlink socket) for the check and the transaction.
     auto created = NftContext::create();
     if (!created) {
@@ -127,11 +129,7 @@ Result<> NftablesBackend::install(const netns::Netns& ns, const PodRedirectConfi
       AMBIENT_ASSIGN_OR_RETURN(auto missing, check_inpod_routing(cfg.ipv6));
       if (problems.empty() && missing.empty()) return {};  // exactly right: leave it alone
     }
-    if (tables > 0) {
-      AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
-      crash_point_for_test("after-routing");
-      if (routed) routed();
-    }
+    if (tables > 0) AMBIENT_RETURN_IF_ERROR(route());
     // A fresh netns holds no table of ours, so there is none to delete: a
     // commit without deletions leaves the kernel no destroy work, which
     // closing the socket would otherwise wait for (redirect/nft.h).
