@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -164,7 +165,11 @@ int sandbox_namespace() {
   return ns.get();
 }
 
+std::atomic<uint64_t> g_commands_started{0};
+
 }  // namespace
+
+uint64_t commands_started() { return g_commands_started.load(std::memory_order_relaxed); }
 
 Result<CommandResult> run_command(const CommandSpec& spec) {
   if (spec.argv.empty()) return make_error(Errc::InvalidArgument, "empty command");
@@ -212,6 +217,7 @@ Result<CommandResult> run_command(const CommandSpec& spec) {
                      .envp = envp.data(),
                      .mask = nullptr});
   if (pid < 0) return sys_error("spawn " + spec.argv[0]);
+  g_commands_started.fetch_add(1, std::memory_order_relaxed);
   ChildProcess child(pid);
   in_r.reset();
   out_w.reset();

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -40,5 +41,9 @@ Result<CommandResult> run_command(const CommandSpec& spec);
 
 // Convenience: run and turn a non-zero exit into an error carrying stderr.
 Result<CommandResult> run_checked(const CommandSpec& spec);
+
+// Commands started by this process so far (any thread): tests use it to
+// show which paths avoid an exec.
+uint64_t commands_started();
 
 }  // namespace ambient

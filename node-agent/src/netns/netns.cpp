@@ -134,4 +134,18 @@ Result<> run_in_netns(const Netns& ns, const std::function<Result<>()>& fn) {
   return workers->run(ns, fn);
 }
 
+Result<> run_in_new_netns(const std::function<Result<>()>& fn) {
+  Result<> out;
+  // Its own thread, which never goes home: it ends, and the netns with it
+  // once nothing else holds it.
+  std::thread([&] {
+    if (::unshare(CLONE_NEWNET) != 0) {
+      out = sys_error("unshare(CLONE_NEWNET)");
+      return;
+    }
+    out = fn();
+  }).join();
+  return out;
+}
+
 }  // namespace ambient::netns

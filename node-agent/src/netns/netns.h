@@ -52,4 +52,9 @@ using NetnsRef = std::shared_ptr<const Netns>;
 inline constexpr size_t kMaxNetnsWorkers = 8;
 Result<> run_in_netns(const Netns& ns, const std::function<Result<>()>& fn);
 
+// Runs `fn` on a thread of its own inside a new, empty network namespace
+// that goes away after it: a scratch netns to try rules in. Processes `fn`
+// starts there must be gone by the time it returns.
+Result<> run_in_new_netns(const std::function<Result<>()>& fn);
+
 }  // namespace ambient::netns

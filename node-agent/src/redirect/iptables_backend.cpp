@@ -1,13 +1,14 @@
 #include "iptables_backend.h"
 
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "fault.h"
 #include "log.h"
 #include "process.h"
 #include "redirect/inpod_netlink.h"
-#include "redirect/nft.h"
+#include "redirect/netfilter_state.h"
 
 namespace ambient::redirect {
 
@@ -84,19 +85,15 @@ Result<> IptablesBackend::restore(bool v6, const std::string& text) const {
   return {};
 }
 
-// Checks each expected rule with `-C` (what the kernel holds, not how
-// iptables-save happens to print it) plus the rule count of each chain.
-// One -C is an exec per rule (~20 per family, ~40 ms a pod), so once a pod
-// passes, iptables-save's rendering of its rules becomes the reference for
-// that rule set: later pods (an agent restart reconciles every pod) only
-// compare their dump to it. Same binary, same kernel, same text.
-Result<std::vector<std::string>> IptablesBackend::check_rules(const PodRedirectConfig& cfg, bool v6,
-                                                              const std::string& state) const {
+// Our chains with the right rule counts, then our lines equal to the
+// reference's: what the kernel holds, as this iptables renders it.
+std::vector<std::string> IptablesBackend::check_rules(const PodRedirectConfig& cfg, bool v6,
+                                                      const std::string& state,
+                                                      const Reference& ref) const {
   std::vector<std::string> problems;
   auto have = istio_rule_counts(state);
   std::map<std::string, int> want;
-  const auto rules = inpod_rules(cfg, v6);
-  for (const auto& r : rules) {
+  for (const auto& r : inpod_rules(cfg, v6)) {
     if (r.chain.rfind("ISTIO_", 0) == 0) want[r.table + "/" + r.chain]++;
     const auto& p = r.params;
     if (p.size() >= 2 && p[p.size() - 2] == "-j" && p.back().rfind("ISTIO_", 0) == 0) {
@@ -116,35 +113,81 @@ Result<std::vector<std::string>> IptablesBackend::check_rules(const PodRedirectC
   for (const auto& [chain, n] : have) {
     if (!want.count(chain)) problems.push_back(std::string(fam) + " unexpected chain " + chain);
   }
-  if (!problems.empty()) return problems;
-  const std::string key = std::string(fam) + "\n" + restore_text(rules);
-  const std::string mine = istio_lines(state);
-  {
-    std::lock_guard lk(reference_mu_);
-    if (auto it = reference_.find(key); it != reference_.end()) {
-      if (mine != it->second) {
-        problems.push_back(std::string(fam) + " rules differ from the verified rendering");
-      }
-      return problems;
-    }
-  }
-  for (const auto& r : rules) {
-    std::vector<std::string> argv = {bin(v6, ""), "-t", r.table, "-C", r.chain};
-    argv.insert(argv.end(), r.params.begin(), r.params.end());
-    if (legacy_) argv.push_back("--wait=30");
-    AMBIENT_ASSIGN_OR_RETURN(CommandResult c,
-                             run_command({.argv = argv, .sandbox = opts_.sandbox}));
-    if (c.exit_code != 0) {
-      std::string text = r.chain;
-      for (const auto& p : r.params) text += " " + p;
-      problems.push_back(std::string(fam) + " rule missing: -t " + r.table + " " + text);
-    }
-  }
-  if (problems.empty()) {
-    std::lock_guard lk(reference_mu_);
-    reference_.emplace(key, mine);
+  if (problems.empty() && istio_lines(state) != ref.our_lines) {
+    problems.push_back(std::string(fam) + " rules differ from what our restore gives");
   }
   return problems;
+}
+
+std::vector<bool> IptablesBackend::families(const PodRedirectConfig& cfg) {
+  if (cfg.ipv6) return {false, true};
+  return {false};
+}
+
+bool IptablesBackend::untouched_here(bool v6) const {
+  // iptables-nft keeps its rules in nf_tables, and a netns without any
+  // table (a new pod) holds none. The kernel makes a netns's legacy tables
+  // on first use. Either way a new pod needs no iptables-save (an exec,
+  // ~1 ms) before its restores. When unsure, read.
+  if (legacy_) {
+    auto in_use = xtables_legacy_in_use_here(v6);
+    return in_use && !*in_use;
+  }
+  auto tables = count_tables_here();
+  return tables && *tables == 0;
+}
+
+Result<std::string> IptablesBackend::fingerprint_here(bool v6) const {
+  return legacy_ ? xtables_legacy_fingerprint_here(v6) : nf_tables_fingerprint_here(v6);
+}
+
+// What a pod with exactly this rule set looks like: our own restore, made
+// once per rule set in a new, empty netns, then read back both ways.
+Result<std::shared_ptr<const IptablesBackend::Reference>> IptablesBackend::reference(
+    const PodRedirectConfig& cfg, bool v6) const {
+  const std::string key =
+      std::string(v6 ? "ipv6" : "ipv4") + "\n" + restore_text(inpod_rules(cfg, v6));
+  auto cached = [&]() -> std::shared_ptr<const Reference> {
+    std::lock_guard lk(reference_mu_);
+    auto it = references_.find(key);
+    return it == references_.end() ? nullptr : it->second;
+  };
+  if (auto ref = cached()) return ref;
+  // Pods adopted together at a restart all want the first one: made once.
+  std::lock_guard build(reference_build_mu_);
+  if (auto ref = cached()) return ref;
+  auto ref = std::make_shared<Reference>();
+  auto made = netns::run_in_new_netns([&]() -> Result<> {
+    AMBIENT_RETURN_IF_ERROR(restore(v6, restore_text(inpod_rules(cfg, v6))));
+    AMBIENT_ASSIGN_OR_RETURN(std::string state, save(v6));
+    ref->our_lines = istio_lines(state);
+    AMBIENT_ASSIGN_OR_RETURN(ref->fingerprint, fingerprint_here(v6));
+    return {};
+  });
+  if (!made) {
+    return std::move(made).error().with(std::string("make the reference ") +
+                                        (v6 ? "ipv6" : "ipv4") + " rules in a scratch netns");
+  }
+  std::lock_guard lk(reference_mu_);
+  references_.emplace(key, ref);
+  return std::shared_ptr<const Reference>(ref);
+}
+
+// Reading a pod's rules with iptables-save is an exec per pod and family:
+// at an agent restart that was most of the time to reconcile every pod.
+// A pod whose whole rule set equals the reference's (by fingerprint) holds
+// exactly our rules, so only pods whose rules differ pay for the exec.
+Result<std::vector<std::string>> IptablesBackend::problems_here(
+    const PodRedirectConfig& cfg, bool v6, std::optional<std::string>& state) const {
+  AMBIENT_ASSIGN_OR_RETURN(auto ref, reference(cfg, v6));
+  auto fingerprint = fingerprint_here(v6);
+  if (fingerprint && *fingerprint == ref->fingerprint) return std::vector<std::string>{};
+  if (!fingerprint) {
+    log::debug("no {} rule-set fingerprint, reading iptables-save: {}", v6 ? "ipv6" : "ipv4",
+               fingerprint.error().describe());
+  }
+  AMBIENT_ASSIGN_OR_RETURN(state, save(v6));
+  return check_rules(cfg, v6, *state, *ref);
 }
 
 Result<> IptablesBackend::remove_here(bool v6) const {
@@ -161,24 +204,20 @@ Result<> IptablesBackend::install_here(const PodRedirectConfig& cfg,
   AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
   crash_point_for_test("after-routing");
   if (routed) routed();
-  // iptables-nft keeps its rules in nf_tables: a netns without any table
-  // (a new pod) has none of ours, and needs no iptables-save (an exec,
-  // ~1 ms) before its restores. iptables-legacy's rules are not there.
-  bool fresh = false;
-  if (!legacy_) {
-    auto tables = count_tables_here();
-    fresh = tables && *tables == 0;
-  }
-  std::vector<bool> families = {false};
-  if (cfg.ipv6) families.push_back(true);
-  for (bool v6 : families) {
-    if (!fresh) {
-      AMBIENT_ASSIGN_OR_RETURN(std::string state, save(v6));
-      if (has_our_state(state)) {
-        AMBIENT_ASSIGN_OR_RETURN(auto problems, check_rules(cfg, v6, state));
-        if (problems.empty()) continue;  // already exactly right: leave it alone
+  // Asked before any restore: with iptables-nft, ipv4's tables would make
+  // ipv6 look touched.
+  const std::vector<bool> fams = families(cfg);
+  std::vector<bool> untouched;
+  for (bool v6 : fams) untouched.push_back(untouched_here(v6));
+  for (size_t i = 0; i < fams.size(); ++i) {
+    const bool v6 = fams[i];
+    if (!untouched[i]) {
+      std::optional<std::string> state;
+      AMBIENT_ASSIGN_OR_RETURN(auto problems, problems_here(cfg, v6, state));
+      if (problems.empty()) continue;  // already exactly right: leave it alone
+      if (state && has_our_state(*state)) {
         log::info("rebuilding in-pod {} rules: {}", v6 ? "ipv6" : "ipv4", problems.front());
-        AMBIENT_RETURN_IF_ERROR(restore(v6, removal_text(state)));
+        AMBIENT_RETURN_IF_ERROR(restore(v6, removal_text(*state)));
       }
     }
     // One restore per family: each family's rules go in whole or not at all.
@@ -205,10 +244,9 @@ Result<VerifyReport> IptablesBackend::verify(const netns::Netns& ns,
                                              const PodRedirectConfig& cfg) const {
   VerifyReport report;
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
-    for (bool v6 : {false, true}) {
-      if (v6 && !cfg.ipv6) continue;
-      AMBIENT_ASSIGN_OR_RETURN(std::string state, save(v6));
-      AMBIENT_ASSIGN_OR_RETURN(auto problems, check_rules(cfg, v6, state));
+    for (bool v6 : families(cfg)) {
+      std::optional<std::string> state;
+      AMBIENT_ASSIGN_OR_RETURN(auto problems, problems_here(cfg, v6, state));
       report.problems.insert(report.problems.end(), problems.begin(), problems.end());
     }
     AMBIENT_ASSIGN_OR_RETURN(auto missing, check_inpod_routing(cfg.ipv6));

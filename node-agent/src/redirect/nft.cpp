@@ -1,16 +1,11 @@
 #include "redirect/nft.h"
 
-#include <libmnl/libmnl.h>
-#include <libnftnl/common.h>
-#include <linux/netfilter.h>
-#include <linux/netfilter/nf_tables.h>
 #include <linux/netlink.h>
 #include <malloc.h>
 #include <nftables/libnftables.h>
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -145,33 +140,6 @@ Result<NftContext> NftContext::create() {
   NftContext ctx(c);  // frees under the lock, so only outside it
   if (!buffered) return make_error(Errc::Internal, "nft: cannot buffer output");
   return ctx;
-}
-
-Result<size_t> count_tables_here() {
-  std::unique_ptr<mnl_socket, int (*)(mnl_socket*)> sock(mnl_socket_open(NETLINK_NETFILTER),
-                                                         mnl_socket_close);
-  if (!sock) return sys_error("netlink socket (NETLINK_NETFILTER)");
-  if (mnl_socket_bind(sock.get(), 0, MNL_SOCKET_AUTOPID) < 0) return sys_error("netlink bind");
-  std::array<char, 8192> buf{};
-  const uint32_t seq = 1;
-  nlmsghdr* nlh =
-      nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETTABLE, NFPROTO_UNSPEC, NLM_F_DUMP, seq);
-  if (mnl_socket_sendto(sock.get(), nlh, nlh->nlmsg_len) < 0) {
-    return sys_error("netlink: list nf_tables tables");
-  }
-  size_t tables = 0;
-  auto count = [](const nlmsghdr*, void* data) {
-    ++*static_cast<size_t*>(data);
-    return MNL_CB_OK;
-  };
-  for (;;) {
-    ssize_t n = mnl_socket_recvfrom(sock.get(), buf.data(), buf.size());
-    if (n < 0) return sys_error("netlink: list nf_tables tables");
-    int r = mnl_cb_run(buf.data(), static_cast<size_t>(n), seq, mnl_socket_get_portid(sock.get()),
-                       count, &tables);
-    if (r == MNL_CB_ERROR) return sys_error("netlink: list nf_tables tables");
-    if (r == MNL_CB_STOP) return tables;
-  }
 }
 
 void NftContext::close_later() { ctx_.get_deleter().deferred = true; }

@@ -18,12 +18,6 @@ struct nft_ctx;
 
 namespace ambient::redirect {
 
-// How many nf_tables tables the calling thread's netns holds, any family:
-// one netlink dump, without libnftables (no cache fill, no lock, and no
-// parsing of rules, which for iptables-nft's xt expressions leaks in
-// libnftables 1.0.6). Zero means a netns with no nftables state at all.
-Result<size_t> count_tables_here();
-
 class NftContext {
  public:
   static Result<NftContext> create();

@@ -6,6 +6,7 @@
 #include "json_fields.h"
 #include "log.h"
 #include "redirect/inpod_netlink.h"
+#include "redirect/netfilter_state.h"
 #include "redirect/nft.h"
 #include "redirect/nftables_rules.h"
 

@@ -1,0 +1,41 @@
+// What the kernel's packet filter holds in the calling thread's netns, read
+// in process (no iptables-save exec, no libnftables parse): call these from
+// a netns worker (netns::run_in_netns).
+//
+// A fingerprint is a byte string that is equal for two netns exactly when
+// their rule sets are equal: every table, chain and rule in the kernel's
+// order, as the kernel reports them, with what differs between equal rule
+// sets taken out (handles, positions, packet and byte counters). It is not
+// meant to be read; the agent compares one to the fingerprint of a netns
+// whose rules it has verified (iptables_backend.cpp).
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "result.h"
+
+namespace ambient::redirect {
+
+// How many nf_tables tables the netns holds, any family: one netlink dump,
+// without libnftables (no cache fill, no lock, and no parsing of rules,
+// which for iptables-nft's xt expressions leaks in libnftables 1.0.6).
+// Zero means a netns with no nftables state at all.
+Result<size_t> count_tables_here();
+
+// nf_tables state of family ip (v6: ip6), which is where iptables-nft keeps
+// its rules: tables, chains and rules, each rebuilt by libnftnl from the
+// kernel's dump without handle, position or counter values.
+Result<std::string> nf_tables_fingerprint_here(bool v6);
+
+// Whether any legacy xtables table (ip_tables; v6: ip6_tables) exists here.
+// The kernel creates a netns's tables on first use, and neither reading
+// nor our checks use them, so a new pod has none.
+Result<bool> xtables_legacy_in_use_here(bool v6);
+
+// Legacy xtables state (every table in /proc/net/ip_tables_names; v6:
+// ip6_tables_names), read with libiptc: per table, each chain's name and
+// policy and each rule's entry with its counters zeroed.
+Result<std::string> xtables_legacy_fingerprint_here(bool v6);
+
+}  // namespace ambient::redirect
