@@ -1,5 +1,7 @@
 #include "iptables_backend.h"
 
+#include <linux/netfilter.h>
+
 #include <map>
 #include <optional>
 #include <sstream>
@@ -138,39 +140,31 @@ bool IptablesBackend::untouched_here(bool v6) const {
 }
 
 Result<std::string> IptablesBackend::fingerprint_here(bool v6) const {
-  return legacy_ ? xtables_legacy_fingerprint_here(v6) : nf_tables_fingerprint_here(v6);
+  return legacy_ ? xtables_legacy_fingerprint_here(v6)
+                 : nf_tables_fingerprint_here(v6 ? NFPROTO_IPV6 : NFPROTO_IPV4);
 }
 
-// What a pod with exactly this rule set looks like: our own restore, made
-// once per rule set in a new, empty netns, then read back both ways.
+// What a pod with exactly this rule set looks like: our own restore in an
+// empty netns, read back both ways.
 Result<std::shared_ptr<const IptablesBackend::Reference>> IptablesBackend::reference(
     const PodRedirectConfig& cfg, bool v6) const {
-  const std::string key =
-      std::string(v6 ? "ipv6" : "ipv4") + "\n" + restore_text(inpod_rules(cfg, v6));
-  auto cached = [&]() -> std::shared_ptr<const Reference> {
-    std::lock_guard lk(reference_mu_);
-    auto it = references_.find(key);
-    return it == references_.end() ? nullptr : it->second;
-  };
-  if (auto ref = cached()) return ref;
-  // Pods adopted together at a restart all want the first one: made once.
-  std::lock_guard build(reference_build_mu_);
-  if (auto ref = cached()) return ref;
-  auto ref = std::make_shared<Reference>();
-  auto made = netns::run_in_new_netns([&]() -> Result<> {
-    AMBIENT_RETURN_IF_ERROR(restore(v6, restore_text(inpod_rules(cfg, v6))));
-    AMBIENT_ASSIGN_OR_RETURN(std::string state, save(v6));
-    ref->our_lines = istio_lines(state);
-    AMBIENT_ASSIGN_OR_RETURN(ref->fingerprint, fingerprint_here(v6));
-    return {};
+  const std::string rules = restore_text(inpod_rules(cfg, v6));
+  const char* fam = v6 ? "ipv6" : "ipv4";
+  return references_.get(std::string(fam) + "\n" + rules, [&]() -> Result<Reference> {
+    Reference ref;
+    auto made = netns::run_in_new_netns([&]() -> Result<> {
+      AMBIENT_RETURN_IF_ERROR(restore(v6, rules));
+      AMBIENT_ASSIGN_OR_RETURN(std::string state, save(v6));
+      ref.our_lines = istio_lines(state);
+      AMBIENT_ASSIGN_OR_RETURN(ref.fingerprint, fingerprint_here(v6));
+      return {};
+    });
+    if (!made) {
+      return std::move(made).error().with(std::string("make the reference ") + fam +
+                                          " rules in a scratch netns");
+    }
+    return ref;
   });
-  if (!made) {
-    return std::move(made).error().with(std::string("make the reference ") +
-                                        (v6 ? "ipv6" : "ipv4") + " rules in a scratch netns");
-  }
-  std::lock_guard lk(reference_mu_);
-  references_.emplace(key, ref);
-  return std::shared_ptr<const Reference>(ref);
 }
 
 // Reading a pod's rules with iptables-save is an exec per pod and family:

@@ -14,6 +14,7 @@
 
 #include "redirect/backend.h"
 #include "redirect/iptables_rules.h"
+#include "redirect/reference_cache.h"
 
 namespace ambient::redirect {
 
@@ -66,10 +67,8 @@ class IptablesBackend : public RedirectBackend {
   IptablesOptions opts_;
   bool legacy_;
   std::string name_;
-  // Per rule set (family + restore text), made on first use.
-  mutable std::mutex reference_mu_;
-  mutable std::map<std::string, std::shared_ptr<const Reference>> references_;
-  mutable std::mutex reference_build_mu_;  // one scratch netns at a time
+  // Per family and rule set (its restore text).
+  mutable ReferenceCache<Reference> references_;
 };
 
 }  // namespace ambient::redirect

@@ -100,8 +100,7 @@ Result<size_t> count_tables_here() {
   return tables;
 }
 
-Result<std::string> nf_tables_fingerprint_here(bool v6) {
-  const uint16_t family = v6 ? NFPROTO_IPV6 : NFPROTO_IPV4;
+Result<std::string> nf_tables_fingerprint_here(uint8_t family) {
   std::string out;
   AMBIENT_RETURN_IF_ERROR(
       nf_tables_dump(NFT_MSG_GETTABLE, family, "tables", [&](const nlmsghdr* m) -> Result<> {
@@ -109,7 +108,7 @@ Result<std::string> nf_tables_fingerprint_here(bool v6) {
         if (!t || nftnl_table_nlmsg_parse(m, t.get()) < 0) return bad_message("table");
         nftnl_table_unset(t.get(), NFTNL_TABLE_HANDLE);
         nftnl_table_unset(t.get(), NFTNL_TABLE_OWNER);  // the owning socket's port id
-        append_message(out, NFT_MSG_NEWTABLE, family,
+        append_message(out, NFT_MSG_NEWTABLE, nftnl_table_get_u32(t.get(), NFTNL_TABLE_FAMILY),
                        [&](nlmsghdr* n) { nftnl_table_nlmsg_build_payload(n, t.get()); });
         return {};
       }));
@@ -120,7 +119,7 @@ Result<std::string> nf_tables_fingerprint_here(bool v6) {
         for (uint16_t a : {NFTNL_CHAIN_HANDLE, NFTNL_CHAIN_PACKETS, NFTNL_CHAIN_BYTES}) {
           nftnl_chain_unset(c.get(), a);
         }
-        append_message(out, NFT_MSG_NEWCHAIN, family,
+        append_message(out, NFT_MSG_NEWCHAIN, nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_FAMILY),
                        [&](nlmsghdr* n) { nftnl_chain_nlmsg_build_payload(n, c.get()); });
         return {};
       }));
@@ -139,7 +138,7 @@ Result<std::string> nf_tables_fingerprint_here(bool v6) {
             nftnl_expr_set_u64(e, NFTNL_EXPR_CTR_BYTES, 0);
           }
         }
-        append_message(out, NFT_MSG_NEWRULE, family,
+        append_message(out, NFT_MSG_NEWRULE, nftnl_rule_get_u32(r.get(), NFTNL_RULE_FAMILY),
                        [&](nlmsghdr* n) { nftnl_rule_nlmsg_build_payload(n, r.get()); });
         return {};
       }));

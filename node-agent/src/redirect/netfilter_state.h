@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "result.h"
@@ -23,10 +24,13 @@ namespace ambient::redirect {
 // Zero means a netns with no nftables state at all.
 Result<size_t> count_tables_here();
 
-// nf_tables state of family ip (v6: ip6), which is where iptables-nft keeps
-// its rules: tables, chains and rules, each rebuilt by libnftnl from the
-// kernel's dump without handle, position or counter values.
-Result<std::string> nf_tables_fingerprint_here(bool v6);
+// nf_tables state of one family (NFPROTO_IPV4 and _IPV6 hold iptables-nft's
+// rules; NFPROTO_UNSPEC: all families): tables, chains and rules, each
+// rebuilt by libnftnl from the kernel's dump without handle, position or
+// counter values. Sets and their elements are not in it: two rule sets
+// with equal fingerprints may differ in what their set lookups match, so
+// compare only with a reference whose rules use no sets.
+Result<std::string> nf_tables_fingerprint_here(uint8_t family);
 
 // Whether any legacy xtables table (ip_tables; v6: ip6_tables) exists here.
 // The kernel creates a netns's tables on first use, and neither reading

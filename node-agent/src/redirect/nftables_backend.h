@@ -9,6 +9,7 @@
 
 #include "redirect/backend.h"
 #include "redirect/nft.h"
+#include "redirect/reference_cache.h"
 
 namespace ambient::redirect {
 
@@ -25,6 +26,10 @@ class NftablesBackend : public RedirectBackend {
   void set_extra_commands_for_test(std::string text) { extra_for_test_ = std::move(text); }
 
  private:
+  // Whether the calling thread's netns holds our tables for `cfg` and
+  // nothing else, by fingerprint (netfilter_state.h). False when it cannot
+  // tell (logged): the caller then reads the ruleset.
+  bool exactly_ours_here(const PodRedirectConfig& cfg) const;
   // The calling thread's netns's ruleset as text, without counter values.
   static Result<std::string> list_here(NftContext& ctx);
   // How our tables in that listing differ from the wanted ones.
@@ -34,6 +39,8 @@ class NftablesBackend : public RedirectBackend {
   // Listings that passed table_problems, by configuration (its nft text).
   mutable std::mutex reference_mu_;
   mutable std::map<std::string, std::string> reference_;
+  // Fingerprints of our own transaction in an empty netns, by configuration.
+  mutable ReferenceCache<std::string> references_;
 };
 
 }  // namespace ambient::redirect
