@@ -3,11 +3,12 @@
 #include <nss.h>
 #include <openssl/crypto.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
-#include <iostream>
-#include <iterator>
 #include <string>
+#include <string_view>
 
 #include "dispatcher.h"
 #include "kube_fallback.h"
@@ -56,12 +57,33 @@ ambient::Result<std::unique_ptr<ambient::cni::KubeApi>> fallback_api(
   return std::unique_ptr<ambient::cni::KubeApi>(std::move(*api));
 }
 
+// Plain write(2) and read(2), no iostreams: see PluginIo.
+void write_all(int fd, std::string_view s) {
+  while (!s.empty()) {
+    ssize_t n = ::write(fd, s.data(), s.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // nobody reads it: nothing more to do
+    s.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+std::string read_all(int fd) {
+  std::string in;
+  char buf[16384];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return in;
+    in.append(buf, static_cast<size_t>(n));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace ambient::cni;
   if (argc > 1 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
-    std::cout << kHelp;
+    write_all(1, kHelp);
     return 0;
   }
   std::string in;
@@ -69,7 +91,7 @@ int main(int argc, char** argv) {
   // provide any).
   const char* cmd = std::getenv("CNI_COMMAND");
   if (cmd && std::string(cmd) != "VERSION") {
-    in.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    in = read_all(0);
   }
   PluginIo io{
       .getenv = [](const char* n) -> std::optional<std::string> {
@@ -78,8 +100,8 @@ int main(int argc, char** argv) {
         return std::string(v);
       },
       .stdin_data = std::move(in),
-      .out = std::cout,
-      .err = std::cerr,
+      .out = [](std::string_view s) { write_all(1, s); },
+      .err = [](std::string_view s) { write_all(2, s); },
       .netns_identity = [](const std::string& path) -> std::string {
         struct stat st {};
         if (path.empty() || ::stat(path.c_str(), &st) != 0) return "";
@@ -88,7 +110,5 @@ int main(int argc, char** argv) {
       .kube_api = fallback_api,
   };
   UnixHttpClient agent;
-  int rc = run_plugin(io, agent);
-  std::cout.flush();
-  return rc;
+  return run_plugin(io, agent);
 }

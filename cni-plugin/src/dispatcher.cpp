@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
-#include <regex>
 
 #include "cni_event.h"
 #include "cni_result.h"
@@ -22,19 +21,19 @@ struct CniError {
   std::string details;
 };
 
-void print_error(std::ostream& out, const CniError& e) {
+void print_error(const std::function<void(std::string_view)>& out, const CniError& e) {
   json::Json j = json::Json::object();
   j["code"] = e.code;
   j["msg"] = e.msg;
   if (!e.details.empty()) j["details"] = e.details;
-  out << print_json(j);
+  out(print_json(j));
 }
 
 // Plugin log: JSON lines on stderr, upstream's keys. stdout is reserved for
 // the CNI result.
 class Logger {
  public:
-  explicit Logger(std::ostream& err) : err_(err) {}
+  explicit Logger(const std::function<void(std::string_view)>& err) : err_(err) {}
   enum Level { Debug = 0, Info, Warn, Error, None };
   void set_level(std::string_view name) {
     static const std::pair<std::string_view, Level> kLevels[] = {{"debug", Debug}, {"info", Info},
@@ -57,7 +56,7 @@ class Logger {
     j["time"] = now();
     j["msg"] = msg;
     if (!pod.empty()) j["pod"] = pod;
-    err_ << j.dump() << "\n";
+    err_(j.dump() + "\n");
   }
 
  private:
@@ -75,7 +74,7 @@ class Logger {
                   static_cast<long>(us % 1000000));
     return buf;
   }
-  std::ostream& err_;
+  const std::function<void(std::string_view)>& err_;
   Level level_ = Info;
 };
 
@@ -84,9 +83,15 @@ struct Env {
   bool has_container_id = false, has_netns = false, has_ifname = false, has_path = false;
 };
 
-const std::regex& name_regex() {
-  static const std::regex re("^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$");
-  return re;
+// libcni's ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$ (std::regex would set up the C++
+// locale on every exec).
+bool valid_name(std::string_view s) {
+  auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  };
+  if (s.empty() || !alnum(s[0])) return false;
+  return std::all_of(s.begin() + 1, s.end(),
+                     [&](char c) { return alnum(c) || c == '_' || c == '.' || c == '-'; });
 }
 
 std::optional<CniError> validate_ifname(const std::string& ifname) {
@@ -123,14 +128,14 @@ class Plugin {
   int run() {
     auto command = env("CNI_COMMAND");
     if (!command) {
-      io_.err << about();
+      io_.err(about());
       return 0;
     }
     env_.command = *command;
     if (env_.command == "VERSION") {
       json::Json j = {{"cniVersion", std::string(kCurrentVersion)},
                       {"supportedVersions", supported_versions()}};
-      io_.out << j.dump() << "\n";
+      io_.out(j.dump() + "\n");
       return 0;
     }
     static const std::vector<std::string> kKnown = {"ADD", "DEL", "CHECK", "GC", "STATUS"};
@@ -156,7 +161,7 @@ class Plugin {
     std::string name;
     if (const auto* n = json::find(*doc, "name"); n && n->is_string()) name = n->get<std::string>();
     if (name.empty()) return fail({kErrInvalidNetworkConfig, "missing network name", ""});
-    if (!std::regex_match(name, name_regex())) {
+    if (!valid_name(name)) {
       return fail({kErrInvalidNetworkConfig, "invalid characters found in network name", name});
     }
 
@@ -167,7 +172,7 @@ class Plugin {
       }
     }
     if (env_.command == "ADD" || env_.command == "DEL" || env_.command == "CHECK") {
-      if (!std::regex_match(env_.container_id, name_regex())) {
+      if (!valid_name(env_.container_id)) {
         return fail({kErrInvalidEnv, "invalid characters in containerID", env_.container_id});
       }
       if (auto e = validate_ifname(env_.ifname)) return fail(*e);
@@ -340,7 +345,7 @@ class Plugin {
   }
 
   int finish_add(const std::string& result) {
-    io_.out << result;
+    io_.out(result);
     if (!truthy(env_.netns_override) && io_.netns_identity) {
       std::string mine = io_.netns_identity("/proc/self/ns/net");
       std::string theirs = io_.netns_identity(env_.netns);

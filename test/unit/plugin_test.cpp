@@ -64,15 +64,15 @@ class FakeKube : public KubeApi {
 
 Run run(std::map<std::string, std::string> env, const std::string& in, FakeAgent& agent,
         FakeKube* kube = nullptr) {
-  std::ostringstream out, err;
+  std::string out, err;
   PluginIo io{.getenv = [&](const char* n) -> std::optional<std::string> {
                 auto it = env.find(n);
                 if (it == env.end()) return std::nullopt;
                 return it->second;
               },
               .stdin_data = in,
-              .out = out,
-              .err = err,
+              .out = [&](std::string_view s) { out += s; },
+              .err = [&](std::string_view s) { err += s; },
               .netns_identity = {},
               .kube_api = [&](const std::string&) -> Result<std::unique_ptr<KubeApi>> {
                 if (!kube) return make_error(Errc::NotFound, "no kubeconfig in this test");
@@ -85,7 +85,7 @@ Run run(std::map<std::string, std::string> env, const std::string& in, FakeAgent
               },
               .sleep = [](std::chrono::milliseconds) {}};
   int rc = run_plugin(io, agent);
-  return {rc, out.str(), err.str()};
+  return {rc, out, err};
 }
 
 const char* kPrev100 =
@@ -210,8 +210,20 @@ TEST_CASE("CNI command validation and error codes", "[plugin][cni]") {
   }
   SECTION("bad container ID and interface name (code 4)") {
     auto env = add_env();
+    // libcni's ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$
+    for (const char* bad : {"-bad", "bad id", "_x", ".x", "x/y", "x:y", "caf\xc3\xa9", ""}) {
+      env["CNI_CONTAINERID"] = bad;
+      INFO(bad);
+      auto r = run(env, conf("1.0.0"), agent);
+      CHECK(r.out_json()["code"] == 4);
+    }
     env["CNI_CONTAINERID"] = "-bad id";
     CHECK(run(env, conf("1.0.0"), agent).out_json()["msg"] == "invalid characters in containerID");
+    for (const char* good : {"a", "Z9", "0abc_D.e-f", "9-"}) {
+      env["CNI_CONTAINERID"] = good;
+      INFO(good);
+      CHECK(run(env, conf("1.0.0"), agent).rc == 0);
+    }
     env = add_env();
     env["CNI_IFNAME"] = "eth0:1";
     CHECK(run(env, conf("1.0.0"), agent).out_json()["code"] == 4);
