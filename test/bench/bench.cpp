@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -67,8 +68,10 @@ void emit(const std::string& bench, const std::string& backend, json params, jso
   std::cout << j.dump() << std::endl;
 }
 
-// Runs the plugin once, as a runtime does; returns microseconds exec -> exit.
-double exec_plugin(const std::vector<std::string>& env, const std::string& stdin_data) {
+// Runs a program once, as a runtime runs a plugin; returns microseconds
+// exec -> exit (-1: it failed).
+double exec_program(const std::string& bin, const std::vector<std::string>& env,
+                    const std::string& stdin_data) {
   int in[2];
   if (::pipe2(in, O_CLOEXEC) != 0) return -1;  // no other spawned child may hold it
   posix_spawn_file_actions_t fa;
@@ -80,8 +83,8 @@ double exec_plugin(const std::vector<std::string>& env, const std::string& stdin
   std::vector<char*> envp;
   for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  std::string bin = kBin + "/istio-cni";
-  char* argv[] = {bin.data(), nullptr};
+  std::string arg0 = bin;
+  char* argv[] = {arg0.data(), nullptr};
   auto start = std::chrono::steady_clock::now();
   pid_t pid;
   int rc = posix_spawn(&pid, bin.c_str(), &fa, nullptr, argv, envp.data());
@@ -97,6 +100,19 @@ double exec_plugin(const std::vector<std::string>& env, const std::string& stdin
   double us =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
   return rc == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? us : -1;
+}
+
+double exec_plugin(const std::vector<std::string>& env, const std::string& stdin_data) {
+  return exec_program(kBin + "/istio-cni", env, stdin_data);
+}
+
+// `n` runs at once, each on its own thread: microseconds each.
+std::vector<double> exec_burst(int n, const std::function<double()>& run) {
+  std::vector<double> us(n, -1);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) threads.emplace_back([&, i] { us[i] = run(); });
+  for (auto& t : threads) t.join();
+  return us;
 }
 
 // The runtime's config for our plugin, with the previous plugin's result
@@ -358,12 +374,36 @@ void bench_plugin_exec() {
   for (int i = 0; i < 200; ++i) {
     round_trip.push_back(post_cmdadd(node, "kube-system", "dns", ns.path(), i));
   }
+  // What this machine charges for any exec: the same runs of a static
+  // program that does nothing. Hosts differ (and one VM from hour to hour),
+  // so every result is best read next to this one.
+  const std::string noop = kBin + "/ambient-bench-noop";
+  std::vector<double> floor;
+  for (int i = 0; i < 200; ++i) floor.push_back(exec_program(noop, {}, ""));
   for (auto [name, v] : {std::pair{"excluded-namespace", excluded}, std::pair{"version", version},
-                         std::pair{"agent-round-trip-excluded", round_trip}}) {
+                         std::pair{"agent-round-trip-excluded", round_trip},
+                         std::pair{"noop-static-binary", floor}}) {
     auto s = stats(v);
-    emit("plugin-exec", "-", {{"case", name}, {"runs", 200}},
+    emit("plugin-exec", "-", {{"case", name}, {"runs", 200}, {"concurrency", 1}},
          {{"p50_us", s.p50}, {"p99_us", s.p99}, {"max_us", s.max}});
     std::cerr << "plugin-exec " << name << ": p50 " << s.p50 << " us\n";
+  }
+  // The burst of 100 ADDs without the work: 100 execs at once of the
+  // program that does nothing, and of our plugin answering VERSION. No
+  // plugin's burst can finish sooner than these on this machine.
+  for (int round = 0; round < 3; ++round) {
+    for (auto [name, bin, env] :
+         {std::tuple{"noop-static-binary", noop, std::vector<std::string>{}},
+          std::tuple{"version", kBin + "/istio-cni",
+                     std::vector<std::string>{"CNI_COMMAND=VERSION"}}}) {
+      auto us = exec_burst(100, [&] { return exec_program(bin, env, ""); });
+      const auto failures = std::count(us.begin(), us.end(), -1);
+      auto s = stats(us);
+      emit("plugin-exec", "-", {{"case", name}, {"runs", 100}, {"concurrency", 100}},
+           {{"p50_us", s.p50}, {"p99_us", s.p99}, {"max_us", s.max}, {"failures", failures}});
+      std::cerr << "plugin-exec " << name << ", 100 at once: p50 " << s.p50 / 1000 << " ms, p99 "
+                << s.p99 / 1000 << " ms\n";
+    }
   }
 }
 
