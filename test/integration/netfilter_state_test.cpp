@@ -2,7 +2,9 @@
 // equal rule sets compare equal whatever their counters and handles; any
 // change to a rule, a chain or the set of tables shows.
 #include <linux/netfilter.h>
+
 #include <catch2/catch.hpp>
+#include <functional>
 
 #include "netns/netns.h"
 #include "redirect/backend.h"
@@ -17,10 +19,11 @@ using ambient::test::TestNetns;
 
 namespace {
 
-std::string nft_fingerprint(const TestNetns& pod, uint8_t family) {
+// `read` run inside the pod's netns.
+std::string read_in(const TestNetns& pod, const std::function<Result<std::string>()>& read) {
   std::string out;
   auto r = netns::run_in_netns(pod.ns(), [&]() -> Result<> {
-    AMBIENT_ASSIGN_OR_RETURN(out, nf_tables_fingerprint_here(family));
+    AMBIENT_ASSIGN_OR_RETURN(out, read());
     return {};
   });
   INFO((r ? std::string() : r.error().describe()));
@@ -28,15 +31,12 @@ std::string nft_fingerprint(const TestNetns& pod, uint8_t family) {
   return out;
 }
 
+std::string nft_fingerprint(const TestNetns& pod, uint8_t family) {
+  return read_in(pod, [&] { return nf_tables_fingerprint_here(family); });
+}
+
 std::string legacy_fingerprint(const TestNetns& pod, bool v6) {
-  std::string out;
-  auto r = netns::run_in_netns(pod.ns(), [&]() -> Result<> {
-    AMBIENT_ASSIGN_OR_RETURN(out, xtables_legacy_fingerprint_here(v6));
-    return {};
-  });
-  INFO((r ? std::string() : r.error().describe()));
-  REQUIRE(r);
-  return out;
+  return read_in(pod, [&] { return xtables_legacy_fingerprint_here(v6); });
 }
 
 // Some TCP connection attempts to a closed port: they pass nat OUTPUT.

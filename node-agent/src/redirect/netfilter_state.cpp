@@ -36,8 +36,8 @@ Result<> nf_tables_dump(uint16_t msg_type, uint16_t family, const char* what,
                                                          mnl_socket_close);
   if (!sock) return sys_error("netlink socket (NETLINK_NETFILTER)");
   if (mnl_socket_bind(sock.get(), 0, MNL_SOCKET_AUTOPID) < 0) return sys_error("netlink bind");
-  // A dump answer comes in datagrams of up to a page each (more when the
-  // kernel's first attempt fits); MNL_SOCKET_BUFFER_SIZE holds any of them.
+  // The kernel sizes a dump's datagrams to what the reader's recvmsg takes
+  // (and starts at most a page): libnftnl's own dump examples use this size.
   std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
   const uint32_t seq = 1;
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), msg_type, family, NLM_F_DUMP, seq);
@@ -133,7 +133,8 @@ Result<std::string> nf_tables_fingerprint_here(uint8_t family) {
         if (!it) return bad_message("rule's expressions");
         for (nftnl_expr* e = nftnl_expr_iter_next(it.get()); e;
              e = nftnl_expr_iter_next(it.get())) {
-          if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0) {
+          const char* name = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
+          if (name && std::strcmp(name, "counter") == 0) {
             nftnl_expr_set_u64(e, NFTNL_EXPR_CTR_PACKETS, 0);
             nftnl_expr_set_u64(e, NFTNL_EXPR_CTR_BYTES, 0);
           }
