@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include "agent.h"
 #include "config.h"
@@ -110,9 +111,11 @@ int run(const agent::Config& cfg) {
 
   // The backend is chosen once per boot (persisted in the run dir), by
   // reading state only: detection never creates tables (lesson P19).
-  auto detection = redirect::detect_backend({.run_dir = cfg.run_dir,
-                                             .native_nftables = cfg.native_nftables,
-                                             .force_iptables_binary = cfg.force_iptables_binary});
+  const redirect::DetectOptions detect_opts{.run_dir = cfg.run_dir,
+                                            .native_nftables = cfg.native_nftables,
+                                            .force_iptables_binary = cfg.force_iptables_binary,
+                                            .defer_host_report = true};
+  auto detection = redirect::detect_backend(detect_opts);
   if (!detection) {
     log::error("cannot choose a redirection backend: {}", detection.error().describe());
     return 1;
@@ -124,14 +127,30 @@ int run(const agent::Config& cfg) {
   for (const auto& l : detection->leftovers) {
     log::warn("leftover state of another backend (not used, not removed): {}", l);
   }
+  // Checks that only warn read the host with several commands (tens of ms
+  // on a slow node): they run beside the start-up, not before it.
+  struct Joined {
+    std::thread t;
+    ~Joined() {
+      if (t.joinable()) t.join();
+    }
+  } diagnostics;
+  diagnostics.t = std::thread(
+      [detect_opts, kind = detection->kind, deferred = detection->host_report_deferred] {
+        if (deferred) (void)redirect::report_host_state(detect_opts, kind);
+        if (kind != redirect::BackendKind::Nftables) return;
+        auto compat = redirect::check_host_nft_compat();
+        if (!compat) {
+          log::warn("nft compatibility (P24) not checked: {}", compat.error().describe());
+        } else if (!compat->empty()) {
+          log::warn("the host's nft cannot read what we write (P24): {}", *compat);
+        }
+      });
   std::unique_ptr<redirect::RedirectBackend> backend;
   std::unique_ptr<redirect::HostRedirect> host;
   if (detection->kind == redirect::BackendKind::Nftables) {
     backend = std::make_unique<redirect::NftablesBackend>();
     host = std::make_unique<redirect::NftablesHostRedirect>();
-    if (auto compat = redirect::check_host_nft_compat(); compat && !compat->empty()) {
-      log::warn("the host's nft cannot read what we write (P24): {}", *compat);
-    }
   } else {
     redirect::IptablesOptions iopts{
         .family = detection->kind == redirect::BackendKind::IptablesLegacy ? "iptables-legacy"
@@ -384,5 +403,6 @@ int main(int argc, char** argv) {
     return 0;
   }
   log::init(parsed->config.log_level);
+  log::info("ambient-agent starting (pid {})", ::getpid());
   return run(parsed->config);
 }

@@ -458,3 +458,34 @@ TEST_CASE("detecting twice gives the same answer and only ever reads (P19)", "[d
     CHECK(read_only(argv));
   }
 }
+
+TEST_CASE("with a reused choice, leftovers can be read later, beside the start-up", "[detect]") {
+  Node n;
+  n.host.set("iptables-legacy-save", std::string(kIstioHostRules));
+  auto first = n.detect(false, "nft");  // forced: decided afresh, host read now
+  CHECK_FALSE(first.host_report_deferred);
+  CHECK_FALSE(first.leftovers.empty());
+
+  auto opts = n.opts();
+  opts.defer_host_report = true;
+  const size_t before = n.host.calls.size();
+  auto reused = detect_backend(opts);
+  REQUIRE(reused);
+  CHECK(reused->from_cache);
+  CHECK(reused->kind == BackendKind::IptablesNft);
+  CHECK(reused->host_report_deferred);
+  CHECK(reused->leftovers.empty());
+  CHECK(n.host.calls.size() == before);  // no command before the caller goes on
+
+  auto later = report_host_state(opts, reused->kind);
+  CHECK(later.leftovers == std::vector<std::string>{"iptables-legacy: ISTIO_* chains in nat"});
+  CHECK(n.host.calls.size() > before);
+
+  SECTION("a choice made now reads the host at once, deferred or not") {
+    n.reboot("5d0f2b8e-7a61-4f0e-8c3b-2e9a1d4c6b77");
+    auto fresh = detect_backend(opts);
+    REQUIRE(fresh);
+    CHECK_FALSE(fresh->from_cache);
+    CHECK_FALSE(fresh->host_report_deferred);
+  }
+}

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "log.h"
+#include "netns/netns.h"
 #include "process.h"
 #include "unique_fd.h"
 
@@ -394,7 +395,11 @@ Result<Detection> detect_backend(const DetectOptions& opts) {
   const Reader read = opts.read_command ? opts.read_command : Reader(default_read);
 
   Detection det;
-  HostState st = read_host(read, opts.native_nftables && force.empty(), det.warnings);
+  std::optional<HostState> st;  // read when needed: several commands
+  auto host = [&]() -> const HostState& {
+    if (!st) st = read_host(read, opts.native_nftables && force.empty(), det.warnings);
+    return *st;
+  };
 
   const std::string path =
       opts.run_dir.empty() ? std::string() : opts.run_dir + "/" + std::string(kBackendChoiceFile);
@@ -428,7 +433,7 @@ Result<Detection> detect_backend(const DetectOptions& opts) {
   }
 
   if (!decided) {
-    AMBIENT_ASSIGN_OR_RETURN(Decision d, decide(opts, st, det.warnings));
+    AMBIENT_ASSIGN_OR_RETURN(Decision d, decide(opts, host(), det.warnings));
     det.kind = d.kind;
     det.reason = std::move(d.reason);
     if (boot_id && !path.empty()) {
@@ -440,15 +445,37 @@ Result<Detection> detect_backend(const DetectOptions& opts) {
     }
   }
 
-  det.leftovers = leftovers(st, det.kind);
+  det.host_report_deferred = det.from_cache && opts.defer_host_report;
+  if (!det.host_report_deferred) {
+    det.leftovers = leftovers(host(), det.kind);
+    if (opts.native_nftables && !host().nft_listed) {
+      det.warnings.push_back(
+          "cannot list nftables tables with `nft list tables`; "
+          "leftover istio-ambient-* tables were not checked");
+    }
+  }
+
+  log::info("redirect backend: {} ({}){}", backend_name(det.kind), det.reason,
+            det.from_cache ? " [reused]" : "");
+  for (const auto& w : det.warnings) log::warn("redirect backend: {}", w);
+  for (const auto& l : det.leftovers) {
+    log::warn("redirect backend: leftover state of a backend not in use: {}", l);
+  }
+  return det;
+}
+
+Detection report_host_state(const DetectOptions& opts, BackendKind kind) {
+  const Reader read = opts.read_command ? opts.read_command : Reader(default_read);
+  Detection det;
+  det.kind = kind;
+  const bool native = opts.native_nftables && opts.force_iptables_binary.empty();
+  HostState st = read_host(read, native, det.warnings);
+  det.leftovers = leftovers(st, kind);
   if (opts.native_nftables && !st.nft_listed) {
     det.warnings.push_back(
         "cannot list nftables tables with `nft list tables`; "
         "leftover istio-ambient-* tables were not checked");
   }
-
-  log::info("redirect backend: {} ({}){}", backend_name(det.kind), det.reason,
-            det.from_cache ? " [reused]" : "");
   for (const auto& w : det.warnings) log::warn("redirect backend: {}", w);
   for (const auto& l : det.leftovers) {
     log::warn("redirect backend: leftover state of a backend not in use: {}", l);
@@ -613,26 +640,18 @@ std::string list_with(const std::string& nft, const std::vector<std::string>& ar
 }  // namespace
 
 Result<std::string> check_host_nft_compat(const std::string& nft_binary) {
-  Result<std::string> out = std::string();
-  // A dedicated thread in a private, throwaway netns: unshare() affects only
-  // this thread, the children it forks inherit the netns, and the netns dies
-  // with the thread and its children. The host netns is never touched.
-  std::thread worker([&] {
-    if (::unshare(CLONE_NEWNET) != 0) {
-      out = sys_error("unshare(CLONE_NEWNET) for the nft compatibility check");
-      return;
-    }
-    if (auto applied = apply_scratch(); !applied) {
-      out = std::move(applied).error();
-      return;
-    }
-    std::string warning = list_with(nft_binary, {"list", "ruleset"}, false);
+  std::string warning;
+  // In a private, throwaway netns (the host's is never touched): the
+  // commands started there inherit it.
+  auto r = netns::run_in_new_netns([&]() -> Result<> {
+    AMBIENT_RETURN_IF_ERROR(apply_scratch());
+    warning = list_with(nft_binary, {"list", "ruleset"}, false);
     if (warning.empty()) warning = list_with(nft_binary, {"-j", "list", "ruleset"}, true);
-    out = warning;
+    return {};
   });
-  worker.join();
-  if (out && !out->empty()) log::warn("nft compatibility (P24): {}", *out);
-  return out;
+  if (!r) return std::move(r).error().with("nft compatibility check");
+  if (!warning.empty()) log::warn("nft compatibility (P24): {}", warning);
+  return warning;
 }
 
 }  // namespace ambient::redirect

@@ -41,6 +41,10 @@ struct DetectOptions {
   // Runs a read-only command (argv) and returns its stdout; a non-zero exit
   // is an error. Empty means run_checked() with a 10 s timeout.
   std::function<Result<std::string>(const std::vector<std::string>&)> read_command;
+  // With a choice reused from earlier this boot, skip reading the host for
+  // leftovers (several commands, ~40 ms on a slow node): the caller runs
+  // report_host_state() beside its start-up instead.
+  bool defer_host_report = false;
 };
 
 struct Detection {
@@ -50,7 +54,13 @@ struct Detection {
   std::vector<std::string> leftovers;  // state of backends not chosen, e.g.
                                        // "iptables-legacy: ISTIO_* chains in nat"
   std::vector<std::string> warnings;
+  bool host_report_deferred = false;  // leftovers not read: see defer_host_report
 };
+
+// What detect_backend leaves out with defer_host_report: the host's state
+// of the backends not chosen (leftovers) and the warnings reading it gives,
+// logged and returned.
+Detection report_host_state(const DetectOptions& opts, BackendKind kind);
 
 // Decision, first match wins:
 //   FORCE_IPTABLES_BINARY=legacy|nft -> that iptables family (other values:
