@@ -12,6 +12,7 @@ extern "C" {  // unlike libiptc.h, libip6tc.h does not say so itself
 #include <libnftnl/table.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
 #include <linux/netlink.h>
 
 #include <array>
@@ -21,6 +22,7 @@ extern "C" {  // unlike libiptc.h, libip6tc.h does not say so itself
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 namespace ambient::redirect {
@@ -102,8 +104,21 @@ Result<size_t> count_tables_here() {
 
 Result<std::string> nf_tables_fingerprint_here(uint8_t family) {
   std::string out;
+  // Three dumps, not one snapshot. Every message carries the ruleset's
+  // generation (the low 16 bits, in nfgenmsg's res_id), so a change between
+  // the dumps shows as a second value (one during a dump sets DUMP_INTR).
+  std::optional<uint16_t> generation;
+  auto same_generation = [&](const nlmsghdr* m) -> Result<> {
+    const auto* g = static_cast<const nfgenmsg*>(mnl_nlmsg_get_payload(m));
+    if (generation && *generation != g->res_id) {
+      return make_error(Errc::Unavailable, "the ruleset changed while it was read");
+    }
+    generation = g->res_id;
+    return {};
+  };
   AMBIENT_RETURN_IF_ERROR(
       nf_tables_dump(NFT_MSG_GETTABLE, family, "tables", [&](const nlmsghdr* m) -> Result<> {
+        if (auto same = same_generation(m); !same) return same;
         NftnlPtr<nftnl_table, nftnl_table_free> t(nftnl_table_alloc());
         if (!t || nftnl_table_nlmsg_parse(m, t.get()) < 0) return bad_message("table");
         nftnl_table_unset(t.get(), NFTNL_TABLE_HANDLE);
@@ -114,6 +129,7 @@ Result<std::string> nf_tables_fingerprint_here(uint8_t family) {
       }));
   AMBIENT_RETURN_IF_ERROR(
       nf_tables_dump(NFT_MSG_GETCHAIN, family, "chains", [&](const nlmsghdr* m) -> Result<> {
+        if (auto same = same_generation(m); !same) return same;
         NftnlPtr<nftnl_chain, nftnl_chain_free> c(nftnl_chain_alloc());
         if (!c || nftnl_chain_nlmsg_parse(m, c.get()) < 0) return bad_message("chain");
         for (uint16_t a : {NFTNL_CHAIN_HANDLE, NFTNL_CHAIN_PACKETS, NFTNL_CHAIN_BYTES}) {
@@ -125,6 +141,7 @@ Result<std::string> nf_tables_fingerprint_here(uint8_t family) {
       }));
   AMBIENT_RETURN_IF_ERROR(
       nf_tables_dump(NFT_MSG_GETRULE, family, "rules", [&](const nlmsghdr* m) -> Result<> {
+        if (auto same = same_generation(m); !same) return same;
         NftnlPtr<nftnl_rule, nftnl_rule_free> r(nftnl_rule_alloc());
         if (!r || nftnl_rule_nlmsg_parse(m, r.get()) < 0) return bad_message("rule");
         nftnl_rule_unset(r.get(), NFTNL_RULE_HANDLE);
