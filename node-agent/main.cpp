@@ -139,11 +139,9 @@ int run(const agent::Config& cfg) {
       [detect_opts, kind = detection->kind, deferred = detection->host_report_deferred] {
         if (deferred) (void)redirect::report_host_state(detect_opts, kind);
         if (kind != redirect::BackendKind::Nftables) return;
-        auto compat = redirect::check_host_nft_compat();
-        if (!compat) {
+        // It logs what it finds itself.
+        if (auto compat = redirect::check_host_nft_compat(); !compat) {
           log::warn("nft compatibility (P24) not checked: {}", compat.error().describe());
-        } else if (!compat->empty()) {
-          log::warn("the host's nft cannot read what we write (P24): {}", *compat);
         }
       });
   std::unique_ptr<redirect::RedirectBackend> backend;

@@ -54,19 +54,18 @@ TEST_CASE("nftables backend: install, verify, idempotency, removal", "[nftables]
   REQUIRE(b.remove(pod.ns(), cfg));  // idempotent
 }
 
-TEST_CASE("nftables backend: verification against a verified rendering still finds every problem",
-          "[nftables]") {
+TEST_CASE("nftables backend: verification by fingerprint still finds every problem", "[nftables]") {
   NftablesBackend b;
   PodRedirectConfig cfg{.dns_capture = true};
   Netns first, second;
   REQUIRE(b.install(first.ns(), cfg));
   REQUIRE(b.install(second.ns(), cfg));
-  REQUIRE(b.verify(first.ns(), cfg)->complete);   // walks the JSON, keeps the rendering
-  REQUIRE(b.verify(second.ns(), cfg)->complete);  // the same listing: compared only
+  REQUIRE(b.verify(first.ns(), cfg)->complete);   // makes the reference fingerprint
+  REQUIRE(b.verify(second.ns(), cfg)->complete);  // the same ruleset: compared only
   SECTION("someone else's table next to ours is no problem") {
     second.exec({"nft", "add", "table", "inet", "other"});
     CHECK(b.verify(second.ns(), cfg)->complete);
-    CHECK(b.verify(first.ns(), cfg)->complete);  // the rendering kept is still ours alone
+    CHECK(b.verify(first.ns(), cfg)->complete);  // the reference is still ours alone
   }
   SECTION("a flushed chain") {
     second.exec({"nft", "flush", "chain", "inet", "istio-ambient-nat", "istio-output"});

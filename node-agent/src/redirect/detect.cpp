@@ -383,6 +383,27 @@ Result<BackendKind> backend_from_name(std::string_view name) {
   return make_error(Errc::InvalidArgument, "unknown backend \"" + std::string(name) + "\"");
 }
 
+namespace {
+
+// The state of the backends not chosen, from what read_host saw.
+void add_leftovers(const DetectOptions& opts, const HostState& st, Detection& det) {
+  det.leftovers = leftovers(st, det.kind);
+  if (opts.native_nftables && !st.nft_listed) {
+    det.warnings.push_back(
+        "cannot list nftables tables with `nft list tables`; "
+        "leftover istio-ambient-* tables were not checked");
+  }
+}
+
+void log_findings(const Detection& det) {
+  for (const auto& w : det.warnings) log::warn("redirect backend: {}", w);
+  for (const auto& l : det.leftovers) {
+    log::warn("redirect backend: leftover state of a backend not in use: {}", l);
+  }
+}
+
+}  // namespace
+
 Result<Detection> detect_backend(const DetectOptions& opts) {
   const auto& force = opts.force_iptables_binary;
   if (!force.empty() && force != "legacy" && force != "nft") {
@@ -446,21 +467,11 @@ Result<Detection> detect_backend(const DetectOptions& opts) {
   }
 
   det.host_report_deferred = det.from_cache && opts.defer_host_report;
-  if (!det.host_report_deferred) {
-    det.leftovers = leftovers(host(), det.kind);
-    if (opts.native_nftables && !host().nft_listed) {
-      det.warnings.push_back(
-          "cannot list nftables tables with `nft list tables`; "
-          "leftover istio-ambient-* tables were not checked");
-    }
-  }
+  if (!det.host_report_deferred) add_leftovers(opts, host(), det);
 
   log::info("redirect backend: {} ({}){}", backend_name(det.kind), det.reason,
             det.from_cache ? " [reused]" : "");
-  for (const auto& w : det.warnings) log::warn("redirect backend: {}", w);
-  for (const auto& l : det.leftovers) {
-    log::warn("redirect backend: leftover state of a backend not in use: {}", l);
-  }
+  log_findings(det);
   return det;
 }
 
@@ -469,17 +480,8 @@ Detection report_host_state(const DetectOptions& opts, BackendKind kind) {
   Detection det;
   det.kind = kind;
   const bool native = opts.native_nftables && opts.force_iptables_binary.empty();
-  HostState st = read_host(read, native, det.warnings);
-  det.leftovers = leftovers(st, kind);
-  if (opts.native_nftables && !st.nft_listed) {
-    det.warnings.push_back(
-        "cannot list nftables tables with `nft list tables`; "
-        "leftover istio-ambient-* tables were not checked");
-  }
-  for (const auto& w : det.warnings) log::warn("redirect backend: {}", w);
-  for (const auto& l : det.leftovers) {
-    log::warn("redirect backend: leftover state of a backend not in use: {}", l);
-  }
+  add_leftovers(opts, read_host(read, native, det.warnings), det);
+  log_findings(det);
   return det;
 }
 

@@ -3,8 +3,6 @@
 // failure leaves nothing half-installed.
 #pragma once
 
-#include <map>
-#include <mutex>
 #include <string>
 
 #include "redirect/backend.h"
@@ -36,9 +34,6 @@ class NftablesBackend : public RedirectBackend {
   Result<std::vector<std::string>> table_problems(NftContext& ctx, const std::string& listing,
                                                   const PodRedirectConfig& cfg) const;
   std::string extra_for_test_;
-  // Listings that passed table_problems, by configuration (its nft text).
-  mutable std::mutex reference_mu_;
-  mutable std::map<std::string, std::string> reference_;
   // Fingerprints of our own transaction in an empty netns, by configuration.
   mutable ReferenceCache<std::string> references_;
 };
