@@ -74,6 +74,23 @@ TEST_CASE("nftables backend: verification by fingerprint still finds every probl
     CHECK_FALSE(v->complete);
     CHECK_THAT(v->problems.front(), Catch::Contains("istio-ambient-nat/istio-output has 0 rules"));
   }
+  SECTION("a rule changed in place (same count)") {
+    const std::string chain =
+        second.exec({"nft", "list", "chain", "inet", "istio-ambient-nat", "istio-output"});
+    int rules = 0;
+    for (auto p = chain.find("counter"); p != std::string::npos; p = chain.find("counter", p + 1))
+      ++rules;
+    REQUIRE(rules > 1);
+    second.exec({"nft", "flush", "chain", "inet", "istio-ambient-nat", "istio-output"});
+    for (int i = 0; i < rules; ++i) {  // as many rules as ours, none of them ours
+      second.exec({"nft", "add", "rule", "inet", "istio-ambient-nat", "istio-output", "counter"});
+    }
+    auto v = b.verify(second.ns(), cfg);
+    REQUIRE(v);
+    CHECK_FALSE(v->complete);
+    REQUIRE(b.install(second.ns(), cfg));
+    CHECK(b.verify(second.ns(), cfg)->complete);
+  }
   SECTION("a missing table") {
     second.exec({"nft", "delete", "table", "inet", "istio-ambient-raw"});
     CHECK_FALSE(b.verify(second.ns(), cfg)->complete);

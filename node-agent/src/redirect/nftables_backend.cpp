@@ -3,6 +3,7 @@
 #include <linux/netfilter.h>
 
 #include <map>
+#include <sstream>
 
 #include "fault.h"
 #include "json_fields.h"
@@ -19,26 +20,48 @@ namespace {
 bool lists_ours(const std::string& listing) {
   return listing.find("table inet istio-ambient-") != std::string::npos;
 }
+
+// Our tables' blocks in a listing, in order: from "table inet istio-ambient-"
+// to the closing brace at the start of a line.
+std::string our_tables(const std::string& listing) {
+  std::string out, line;
+  std::istringstream in(listing);
+  bool inside = false;
+  while (std::getline(in, line)) {
+    if (line.rfind("table inet istio-ambient-", 0) == 0) inside = true;
+    if (inside) out += line + "\n";
+    if (line == "}") inside = false;
+  }
+  return out;
+}
 }  // namespace
 
-// Our own transaction in an empty netns gives the reference fingerprint for
-// this configuration; a pod whose whole ruleset has that fingerprint holds
-// exactly our tables, and needs no listing (libnftables, under its lock).
-bool NftablesBackend::exactly_ours_here(const PodRedirectConfig& cfg) const {
+// Our own transaction in an empty netns, read back: its fingerprint, and
+// the listing of our tables.
+Result<std::shared_ptr<const NftablesBackend::Reference>> NftablesBackend::reference(
+    const PodRedirectConfig& cfg) const {
   const std::string text = inpod_nft_text(cfg);
-  auto ref = references_.get(text, [&]() -> Result<std::string> {
-    std::string fingerprint;
+  return references_.get(text, [&]() -> Result<Reference> {
+    Reference ref;
     auto made = netns::run_in_new_netns([&]() -> Result<> {
       AMBIENT_ASSIGN_OR_RETURN(NftContext ctx, NftContext::create());
       AMBIENT_RETURN_IF_ERROR(ctx.run(text));
-      AMBIENT_ASSIGN_OR_RETURN(fingerprint, nf_tables_fingerprint_here(NFPROTO_UNSPEC));
+      AMBIENT_ASSIGN_OR_RETURN(ref.fingerprint, nf_tables_fingerprint_here(NFPROTO_UNSPEC));
+      AMBIENT_ASSIGN_OR_RETURN(std::string listing, list_here(ctx));
+      ref.our_tables = our_tables(listing);
       return {};
     });
     if (!made) return std::move(made).error().with("make the reference rules in a scratch netns");
-    return fingerprint;
+    return ref;
   });
+}
+
+// A pod whose whole ruleset has the reference's fingerprint holds exactly
+// our tables, and needs no listing (libnftables, under its lock).
+bool NftablesBackend::exactly_ours_here(const PodRedirectConfig& cfg) const {
+  auto ref = reference(cfg);
   auto here = nf_tables_fingerprint_here(NFPROTO_UNSPEC);
-  if (ref && here) return *here == **ref;
+  if (ref && here) return *here == (*ref)->fingerprint;
   // The listing below still tells.
   log::debug("nftables: no fingerprint comparison: {}",
              (ref ? here.error() : ref.error()).describe());
@@ -54,7 +77,8 @@ Result<std::string> NftablesBackend::list_here(NftContext& ctx) {
 
 // Reached only when the ruleset is not exactly ours (exactly_ours_here):
 // judged chain by chain from the kernel's JSON listing, so other tables
-// next to ours are no problem.
+// next to ours are no problem, then our tables' listing against the
+// reference's, so a rule changed in place is one too.
 Result<std::vector<std::string>> NftablesBackend::table_problems(
     NftContext& ctx, const std::string& listing, const PodRedirectConfig& cfg) const {
   // Rule counts per table/chain, from what the kernel holds as JSON.
@@ -99,6 +123,12 @@ Result<std::vector<std::string>> NftablesBackend::table_problems(
   for (const auto& [chain, n] : have) {
     bool ours = chain.rfind("istio-ambient-", 0) == 0;
     if (ours && !want.count(chain)) problems.push_back("unexpected nft chain " + chain);
+  }
+  if (problems.empty()) {
+    AMBIENT_ASSIGN_OR_RETURN(auto ref, reference(cfg));
+    if (our_tables(listing) != ref->our_tables) {
+      problems.push_back("nft rules differ from what our transaction gives");
+    }
   }
   return problems;
 }

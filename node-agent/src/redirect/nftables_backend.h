@@ -3,6 +3,7 @@
 // failure leaves nothing half-installed.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "redirect/backend.h"
@@ -24,6 +25,14 @@ class NftablesBackend : public RedirectBackend {
   void set_extra_commands_for_test(std::string text) { extra_for_test_ = std::move(text); }
 
  private:
+  // What a pod with exactly our tables for a configuration holds: its
+  // ruleset's fingerprint (netfilter_state.h), and our tables' stateless
+  // listing.
+  struct Reference {
+    std::string fingerprint;
+    std::string our_tables;
+  };
+  Result<std::shared_ptr<const Reference>> reference(const PodRedirectConfig& cfg) const;
   // Whether the calling thread's netns holds our tables for `cfg` and
   // nothing else, by fingerprint (netfilter_state.h). False when it cannot
   // tell (logged): the caller then reads the ruleset.
@@ -34,8 +43,8 @@ class NftablesBackend : public RedirectBackend {
   Result<std::vector<std::string>> table_problems(NftContext& ctx, const std::string& listing,
                                                   const PodRedirectConfig& cfg) const;
   std::string extra_for_test_;
-  // Fingerprints of our own transaction in an empty netns, by configuration.
-  mutable ReferenceCache<std::string> references_;
+  // Our own transaction in an empty netns, by configuration (its nft text).
+  mutable ReferenceCache<Reference> references_;
 };
 
 }  // namespace ambient::redirect
