@@ -10,19 +10,20 @@
 #include <iostream>
 #include <thread>
 
-#include "agent.h"
-#include "config.h"
-#include "http_server.h"
+#include "agent/agent.h"
+#include "config/config.h"
+#include "http/server.h"
 #include "install/installer.h"
 #include "k8s/controller.h"
 #include "k8s/kube_client.h"
-#include "log.h"
+#include "log/log.h"
+#include "process/fd_table.h"
 #include "redirect/detect.h"
-#include "redirect/host_iptables.h"
-#include "redirect/host_nftables.h"
-#include "redirect/iptables_backend.h"
+#include "redirect/iptables/backend.h"
+#include "redirect/iptables/host.h"
 #include "redirect/kubelet_uid.h"
-#include "redirect/nftables_backend.h"
+#include "redirect/nftables/backend.h"
+#include "redirect/nftables/host.h"
 #include "zds/zds_server.h"
 
 namespace {

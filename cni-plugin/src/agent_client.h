@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "result.h"
+#include "lib/result.h"
 
 namespace ambient::cni {
 

@@ -9,9 +9,9 @@
 #include <string_view>
 #include <vector>
 
-#include "ip_address.h"
-#include "json_fields.h"
-#include "result.h"
+#include "lib/ip_address.h"
+#include "lib/json_fields.h"
+#include "lib/result.h"
 
 namespace ambient::cni {
 

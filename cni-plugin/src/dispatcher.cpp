@@ -4,8 +4,8 @@
 #include <chrono>
 #include <ctime>
 
-#include "cni_event.h"
 #include "cni_result.h"
+#include "lib/cni_event.h"
 #include "netconf.h"
 
 namespace ambient::cni {

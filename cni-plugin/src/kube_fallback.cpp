@@ -2,9 +2,9 @@
 
 #include <thread>
 
-#include "ip_address.h"
-#include "json_fields.h"
-#include "kubeconfig.h"
+#include "lib/ip_address.h"
+#include "lib/json_fields.h"
+#include "lib/k8s/kubeconfig.h"
 
 namespace ambient::cni {
 

@@ -10,9 +10,9 @@
 #include <string>
 
 #include "agent_client.h"
-#include "enablement.h"
-#include "kube_https.h"
-#include "result.h"
+#include "lib/k8s/enablement.h"
+#include "lib/k8s/kube_https.h"
+#include "lib/result.h"
 
 namespace ambient::cni {
 

@@ -35,10 +35,10 @@
 #include <thread>
 
 #include "agent_client.h"
-#include "cni_event.h"
-#include "process.h"
-#include "sim_node.h"
-#include "unique_fd.h"
+#include "lib/cni_event.h"
+#include "lib/unique_fd.h"
+#include "process/process.h"
+#include "support/sim_node.h"
 
 extern char** environ;
 

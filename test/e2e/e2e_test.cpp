@@ -19,9 +19,9 @@
 #include <thread>
 
 #include "agent_client.h"
-#include "process.h"
-#include "sim_node.h"
-#include "unique_fd.h"
+#include "lib/unique_fd.h"
+#include "process/process.h"
+#include "support/sim_node.h"
 #include "zds/wire.h"
 
 using namespace ambient;

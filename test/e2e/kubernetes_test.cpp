@@ -7,8 +7,8 @@
 #include <sstream>
 #include <thread>
 
-#include "process.h"
-#include "sim_node.h"
+#include "process/process.h"
+#include "support/sim_node.h"
 
 using namespace ambient;
 using namespace ambient::test;

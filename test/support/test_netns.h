@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "netns/netns.h"
-#include "process.h"
+#include "process/process.h"
 
 namespace ambient::test {
 

@@ -10,7 +10,7 @@
 #include <random>
 #include <sstream>
 
-#include "unique_fd.h"
+#include "lib/unique_fd.h"
 
 namespace ambient::install {
 

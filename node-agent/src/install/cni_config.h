@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "json_fields.h"
-#include "result.h"
+#include "lib/json_fields.h"
+#include "lib/result.h"
 
 namespace ambient::install {
 

@@ -11,9 +11,9 @@
 #include <sstream>
 #include <thread>
 
-#include "ip_address.h"
-#include "log.h"
-#include "unique_fd.h"
+#include "lib/ip_address.h"
+#include "lib/unique_fd.h"
+#include "log/log.h"
 
 namespace ambient::install {
 

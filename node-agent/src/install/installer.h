@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "install/cni_config.h"
-#include "result.h"
+#include "lib/result.h"
 
 namespace ambient::install {
 

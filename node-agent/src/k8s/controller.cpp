@@ -6,7 +6,7 @@
 #include <atomic>
 #include <thread>
 
-#include "log.h"
+#include "log/log.h"
 
 namespace ambient::k8s {
 

@@ -15,10 +15,10 @@
 #include <set>
 #include <thread>
 
-#include "agent.h"
-#include "enablement.h"
+#include "agent/agent.h"
 #include "k8s/informer.h"
 #include "k8s/kube_client.h"
+#include "lib/k8s/enablement.h"
 #include "netns/proc_scan.h"
 
 namespace ambient::k8s {

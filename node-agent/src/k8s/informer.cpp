@@ -2,7 +2,7 @@
 
 #include <random>
 
-#include "log.h"
+#include "log/log.h"
 
 namespace ambient::k8s {
 

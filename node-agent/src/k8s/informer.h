@@ -17,8 +17,8 @@
 #include <thread>
 #include <vector>
 
-#include "json_fields.h"
 #include "k8s/kube_client.h"
+#include "lib/json_fields.h"
 
 namespace ambient::k8s {
 

@@ -1,7 +1,7 @@
 #include "k8s/kube_client.h"
 
-#include "ip_address.h"
-#include "json_fields.h"
+#include "lib/ip_address.h"
+#include "lib/json_fields.h"
 
 namespace ambient::k8s {
 

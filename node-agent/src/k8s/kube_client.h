@@ -11,9 +11,9 @@
 #include <string>
 #include <string_view>
 
-#include "kube_https.h"
-#include "kubeconfig.h"
-#include "result.h"
+#include "lib/k8s/kube_https.h"
+#include "lib/k8s/kubeconfig.h"
+#include "lib/result.h"
 
 namespace ambient::k8s {
 

@@ -1,4 +1,4 @@
-#include "netns.h"
+#include "netns/netns.h"
 
 #include <fcntl.h>
 #include <linux/magic.h>

@@ -12,8 +12,8 @@
 #include <memory>
 #include <string>
 
-#include "result.h"
-#include "unique_fd.h"
+#include "lib/result.h"
+#include "lib/unique_fd.h"
 
 namespace ambient::netns {
 

@@ -15,8 +15,8 @@
 #include <regex>
 #include <set>
 
-#include "log.h"
-#include "unique_fd.h"
+#include "lib/unique_fd.h"
+#include "log/log.h"
 
 namespace ambient::netns {
 namespace {

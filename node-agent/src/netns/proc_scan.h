@@ -19,9 +19,9 @@
 #include <utility>
 #include <vector>
 
-#include "ip_address.h"
+#include "lib/ip_address.h"
+#include "lib/result.h"
 #include "netns/netns.h"
-#include "result.h"
 
 namespace ambient::netns {
 

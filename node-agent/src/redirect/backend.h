@@ -7,8 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include "lib/result.h"
 #include "netns/netns.h"
-#include "result.h"
 
 namespace ambient::redirect {
 

@@ -19,10 +19,10 @@
 #include <sstream>
 #include <thread>
 
-#include "log.h"
+#include "lib/unique_fd.h"
+#include "log/log.h"
 #include "netns/netns.h"
-#include "process.h"
-#include "unique_fd.h"
+#include "process/process.h"
 
 namespace ambient::redirect {
 

@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-#include "result.h"
+#include "lib/result.h"
 
 namespace ambient::redirect {
 

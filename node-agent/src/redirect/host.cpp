@@ -1,8 +1,8 @@
-#include "host.h"
+#include "redirect/host.h"
 
-#include "log.h"
+#include "log/log.h"
 
-#include "redirect/iptables_rules.h"
+#include "redirect/iptables/rules.h"
 
 namespace ambient::redirect {
 

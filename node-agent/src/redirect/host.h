@@ -3,7 +3,7 @@
 // in-pod rules can let them past ztunnel. The state is one SNAT rule set plus
 // an address set of enrolled pod IPs, each entry commented with its pod UID.
 //
-// One interface, two mechanisms: iptables + ipset (host_iptables.h) and
+// One interface, two mechanisms: iptables + ipset (redirect/iptables/host.h) and
 // nftables (host_nftables.h). Nothing here enters a namespace: every call acts
 // on the calling thread's netns (the agent calls from the host netns; tests
 // from a thread inside a netns that plays the host).
@@ -16,8 +16,8 @@
 #include <string_view>
 #include <vector>
 
-#include "ip_address.h"
-#include "result.h"
+#include "lib/ip_address.h"
+#include "lib/result.h"
 
 namespace ambient::redirect {
 

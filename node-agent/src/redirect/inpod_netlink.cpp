@@ -1,4 +1,4 @@
-#include "inpod_netlink.h"
+#include "redirect/inpod_netlink.h"
 
 #include <linux/fib_rules.h>
 #include <linux/rtnetlink.h>

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "result.h"
+#include "lib/result.h"
 
 namespace ambient::redirect {
 

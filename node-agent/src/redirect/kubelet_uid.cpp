@@ -1,4 +1,4 @@
-#include "kubelet_uid.h"
+#include "redirect/kubelet_uid.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 #include <sstream>
 #include <vector>
 
-#include "unique_fd.h"
+#include "lib/unique_fd.h"
 
 namespace ambient::redirect {
 

@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "result.h"
+#include "lib/result.h"
 
 namespace ambient::redirect {
 

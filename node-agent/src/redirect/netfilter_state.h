@@ -7,14 +7,14 @@
 // order, as the kernel reports them, with what differs between equal rule
 // sets taken out (handles, positions, packet and byte counters). It is not
 // meant to be read; the agent compares one to the fingerprint of a netns
-// whose rules it has verified (iptables_backend.cpp).
+// whose rules it has verified (redirect/iptables/backend.cpp).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-#include "result.h"
+#include "lib/result.h"
 
 namespace ambient::redirect {
 

@@ -11,7 +11,7 @@
 #include <mutex>
 #include <string>
 
-#include "result.h"
+#include "lib/result.h"
 
 namespace ambient::redirect {
 

@@ -1,4 +1,4 @@
-#include "wire.h"
+#include "zds/wire.h"
 
 #include <poll.h>
 #include <sys/socket.h>

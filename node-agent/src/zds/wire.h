@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "result.h"
-#include "unique_fd.h"
+#include "lib/result.h"
+#include "lib/unique_fd.h"
 
 namespace ambient::zds {
 

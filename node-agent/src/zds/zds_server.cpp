@@ -1,4 +1,4 @@
-#include "zds_server.h"
+#include "zds/zds_server.h"
 
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -12,7 +12,7 @@
 #include <filesystem>
 #include <future>
 
-#include "log.h"
+#include "log/log.h"
 #include "zds.pb.h"
 #include "zds/wire.h"
 

@@ -19,10 +19,10 @@
 #include <thread>
 #include <vector>
 
-#include "metrics.h"
+#include "lib/result.h"
+#include "lib/unique_fd.h"
+#include "metrics/histogram.h"
 #include "netns/netns.h"
-#include "result.h"
-#include "unique_fd.h"
 
 namespace ambient::zds {
 

@@ -19,9 +19,9 @@
 #include <set>
 #include <string>
 
+#include "lib/result.h"
+#include "lib/unique_fd.h"
 #include "proxy.h"
-#include "result.h"
-#include "unique_fd.h"
 
 namespace ambient::test {
 

@@ -10,8 +10,9 @@
 #include <string_view>
 
 #include "emulator.h"
+#include "lib/unique_fd.h"
 #include "log.h"
-#include "unique_fd.h"
+#include "process/fd_table.h"
 
 namespace {
 

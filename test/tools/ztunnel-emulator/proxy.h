@@ -15,8 +15,8 @@
 #include <thread>
 #include <vector>
 
-#include "result.h"
-#include "unique_fd.h"
+#include "lib/result.h"
+#include "lib/unique_fd.h"
 
 namespace ambient::test {
 

@@ -1,0 +1,189 @@
+// A simulated Kubernetes node for end-to-end tests: a network namespace
+// that plays the host (so nothing touches the real host's network), the
+// reference CNI chain (libcni driver + bridge + host-local + istio-cni),
+// the real agent and the ztunnel emulator, all inside it. Pods are network
+// namespaces created by the test. Everything is named with a per-run
+// suffix and torn down by the destructor, also when a test fails.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent_client.h"
+#include "k8s/kube_client.h"
+#include "lib/result.h"
+#include "netns/netns.h"
+#include "nlohmann/json.hpp"
+
+namespace ambient::test {
+
+// A background process owned by the test: SIGTERM, then SIGKILL, then reaped.
+class BgProcess {
+ public:
+  BgProcess(std::vector<std::string> argv, const std::string& log_path);
+  ~BgProcess();
+  BgProcess(const BgProcess&) = delete;
+  BgProcess& operator=(const BgProcess&) = delete;
+  void stop();
+  bool running();
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> exit_code_;
+};
+
+struct Pod {
+  std::string name, ns, uid, netns_name, netns_path, container_id;
+  std::string ip;   // from the CNI result
+  std::string ip6;  // dual-stack only
+};
+
+// What a Kubernetes pod object should look like for a test.
+struct PodSpec {
+  nlohmann::json labels = nlohmann::json::object();
+  nlohmann::json annotations = nlohmann::json::object();
+  bool host_network = false;
+  bool disable_ipv6 = false;  // net.ipv6.conf.all.disable_ipv6=1 in the pod before ADD
+};
+
+struct AddResult {
+  bool ok = false;
+  nlohmann::json output;  // the CNI result, or the error object
+  std::string stderr_text;
+};
+
+struct NodeOptions {
+  std::vector<std::string> enroll_namespaces = {"ambient-demo"};
+  std::vector<std::string> exclude_namespaces = {"kube-system"};
+  bool dns_capture = true;
+  bool start_ztunnel = true;
+  // iptables-legacy, iptables-nft or nftables.
+  std::string backend = "iptables-nft";
+  // Pods get IPv6 addresses too (host-local ranges for both families) and
+  // the agent installs IPv6 rules.
+  bool dual_stack = false;
+  bool agent_ipv6 = false;  // --ambient-ipv6 without IPv6 pod addresses
+  int kubelet_uid = -1;     // --kubelet-uid: who plays kubelet in the node netns
+  std::string crash_point;  // AMBIENT_CRASH_POINT_FOR_TEST for the agent
+  // Run the agent's installer against a simulated host: <dir>/host/net.d
+  // (with a bridge conflist), <dir>/host/bin, a service-account dir.
+  bool installer = false;
+  // Kubernetes mode: a fake API server in the node netns, the agent with
+  // upstream's default selectors, pods as API objects with a sandbox
+  // process in a pod cgroup (so the /proc scan can find them).
+  bool kubernetes = false;
+  // Where the node's directory (agent run dir, sockets, logs, the
+  // emulator's state file) is made. Benchmarks use tmpfs, as /var/run is
+  // on a real node, so file I/O of the harness does not count as ours.
+  std::string work_root = "/tmp";
+};
+
+inline constexpr const char* kNodeName = "node-1";
+
+class SimNode {
+ public:
+  explicit SimNode(NodeOptions opts = {});
+  ~SimNode();
+
+  const std::string& id() const { return id_; }
+  const std::string& dir() const { return dir_; }
+  std::string node_netns() const { return "amb-" + id_ + "-node"; }
+  std::string agent_socket() const { return dir_ + "/run/pluginevent.sock"; }
+  std::string gateway() const { return "10.248.0.1"; }
+  std::string gateway6() const { return "fd00:248::1"; }
+
+  void start_agent();
+  // Waits for the agent to exit (after an injected crash); its exit code.
+  std::optional<int> wait_agent_exit(std::chrono::milliseconds timeout);
+  void set_crash_point(std::string p) { opts_.crash_point = std::move(p); }
+  bool agent_running() { return agent_ && agent_->running(); }
+  pid_t agent_pid() const { return agent_ ? agent_->pid() : -1; }
+  pid_t ztunnel_pid() const { return ztunnel_ ? ztunnel_->pid() : -1; }
+  void stop_agent();
+  void start_ztunnel();
+  void stop_ztunnel();
+  // Waits until the emulator has taken the snapshot (state file).
+  void wait_ztunnel_ready();
+
+  // Kubernetes mode: the API server, reached from inside the node netns.
+  Result<k8s::HttpResult> api(const std::string& method, const std::string& path,
+                              const std::string& body = "",
+                              const std::string& content_type = "application/json");
+  nlohmann::json api_json(const std::string& method, const std::string& path,
+                          const std::string& body = "",
+                          const std::string& content_type = "application/json");
+  void create_namespace(const std::string& name, nlohmann::json labels = nlohmann::json::object());
+  void label_namespace(const std::string& name, const std::string& key,
+                       std::optional<std::string> value);
+  void start_apiserver();
+  // What makes an agent's shutdown an upgrade (its state stays): the node,
+  // and the agent's DaemonSet (istio-cni-node in istio-system).
+  void create_agent_daemonset();
+  // Kills a pod's sandbox process: the netns stays (bind-mounted), but the
+  // /proc scan can no longer find it.
+  void kill_sandbox(const Pod& p);
+  void stop_apiserver();
+  // The agent's and the test's credentials (in a cluster: the service account).
+  std::string kubeconfig() const { return dir_ + "/admin-kubeconfig"; }
+  // The plugin's, as the installer writes it.
+  std::string plugin_kubeconfig() const { return dir_ + "/run/istio-cni-kubeconfig"; }
+
+  // Creates the pod netns and runs CNI ADD through the chain (in Kubernetes
+  // mode: the pod object first, its status with the IP after, like kubelet).
+  AddResult add_pod(const std::string& name, const std::string& ns, Pod* out,
+                    const PodSpec& spec = {});
+  Pod must_add_pod(const std::string& name, const std::string& ns, const PodSpec& spec = {});
+  AddResult del_pod(const Pod& p);
+
+  // Runs `argv` inside the node netns; returns stdout, fails the test on error.
+  std::string node_exec(const std::vector<std::string>& argv);
+  // Whole iptables-save text of a pod, and whether it holds any of our state.
+  std::string pod_iptables(const Pod& p);
+  bool pod_has_our_rules(const Pod& p);
+
+  // The emulator's records and state.
+  std::vector<nlohmann::json> records();
+  nlohmann::json ztunnel_state();
+  std::string agent_log();
+
+ private:
+  std::string cni(const std::string& op, const Pod& p, AddResult* res);
+  void start_sandbox(const Pod& p);
+
+  NodeOptions opts_;
+  std::string id_, dir_;
+  std::optional<BgProcess> agent_, ztunnel_, apiserver_;
+  struct Sandbox;
+  std::vector<std::unique_ptr<Sandbox>> sandboxes_;
+  std::unique_ptr<k8s::KubeClient> kube_;
+  std::vector<Pod> pods_;
+  std::vector<std::string> netns_names_;
+};
+
+// Runs fn inside a pod's netns on a dedicated thread.
+Result<> in_pod(const Pod& p, const std::function<Result<>()>& fn);
+
+// TCP connect to ip:port (optionally with SO_MARK), read one line.
+Result<std::string> tcp_exchange(const std::string& ip, int port, unsigned mark = 0);
+// UDP send to ip:port, wait for one datagram back.
+Result<std::string> udp_exchange(const std::string& ip, int port);
+
+// TCP from inside a pod; fails the test when the connection fails.
+std::string in_pod_tcp(const Pod& p, const std::string& ip, int port, unsigned mark = 0);
+// The emulator's record of a connection it took on `port` from `peer_ip`.
+std::optional<nlohmann::json> find_record(SimNode& node, int port, const std::string& peer_ip,
+                                          const std::string& proto = "tcp");
+// Polls `pred` for up to `timeout` (state changes land after acks).
+bool eventually(const std::function<bool()>& pred,
+                std::chrono::milliseconds timeout = std::chrono::seconds(2));
+
+}  // namespace ambient::test

@@ -1,0 +1,93 @@
+#include <catch2/catch.hpp>
+
+#include <map>
+
+#include "agent/agent.h"
+#include "config/config.h"
+
+using namespace ambient::agent;
+
+namespace {
+auto env_of(std::map<std::string, std::string> m) {
+  return [m = std::move(m)](const char* n) -> const char* {
+    auto it = m.find(n);
+    return it == m.end() ? nullptr : it->second.c_str();
+  };
+}
+}  // namespace
+
+TEST_CASE("agent config: upstream env vars, flags win over env", "[agent][config]") {
+  const char* argv[] = {"ambient-agent", "--ambient-dns-capture=false", "--host-root", "/host"};
+  auto r = parse_config(4, argv,
+                        env_of({{"AMBIENT_DNS_CAPTURE", "true"},
+                                {"AMBIENT_IPV6", "True"},
+                                {"EXCLUDE_NAMESPACES", " kube-system, ,istio-system "},
+                                {"CNI_AGENT_RUN_DIR", "/run/x"},
+                                {"AMBIENT_ENROLL_NAMESPACES", "*"}}));
+  REQUIRE(r);
+  CHECK_FALSE(r->config.dns_capture);
+  CHECK(r->config.ipv6);
+  CHECK(r->config.host_root == "/host");
+  CHECK(r->config.run_dir == "/run/x");
+  CHECK(r->config.exclude_namespaces == std::vector<std::string>{"kube-system", "istio-system"});
+}
+
+TEST_CASE("agent config errors are clear", "[agent][config]") {
+  auto [key, value, fragment] = GENERATE(table<std::string, std::string, std::string>({
+      {"AMBIENT_IPV6", "yes", "not a boolean"},
+      {"HOST_PROBE_SNAT_IP", "fd00::1", "HOST_PROBE_SNAT_IP"},
+      {"FORCE_IPTABLES_BINARY", "auto", "legacy or nft"},
+      {"AMBIENT_HEALTH_PORT", "80a", "not an integer"},
+  }));
+  const char* argv[] = {"ambient-agent"};
+  auto r = parse_config(1, argv, env_of({{key, value}, {"AMBIENT_ENROLL_NAMESPACES", "*"}}));
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().describe(), Catch::Contains(fragment));
+}
+
+TEST_CASE("the standalone agent refuses to start without an enrollment policy", "[agent][config]") {
+  const char* argv[] = {"ambient-agent"};
+  auto r = parse_config(1, argv, env_of({}));
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().describe(), Catch::Contains("--enroll-namespaces"));
+  const char* bad[] = {"ambient-agent", "--no-such-flag"};
+  CHECK_FALSE(parse_config(2, bad, env_of({{"AMBIENT_ENROLL_NAMESPACES", "*"}})));
+}
+
+TEST_CASE("--help documents every flag with its env var", "[agent][config]") {
+  auto h = help_text();
+  for (const char* env :
+       {"CNI_AGENT_RUN_DIR", "ZTUNNEL_UDS_ADDRESS", "EXCLUDE_NAMESPACES", "AMBIENT_DNS_CAPTURE",
+        "AMBIENT_IPV6", "AMBIENT_HOST_ROOT", "AMBIENT_ENROLL_NAMESPACES", "AMBIENT_HEALTH_PORT"}) {
+    CHECK_THAT(h, Catch::Contains(env));
+  }
+}
+
+TEST_CASE("per-pod override annotations", "[agent][config]") {
+  Config cfg;
+  cfg.dns_capture = true;
+  auto c = pod_redirect_config(cfg, {{"ambient.istio.io/dns-capture", "false"},
+                                     {"ambient.istio.io/bypass-inbound-capture", "True"},
+                                     {"istio.io/reroute-virtual-interfaces", "en0ps1, en1ps1,,"}});
+  CHECK_FALSE(c.dns_capture);
+  CHECK(c.ingress_mode);
+  CHECK(c.virtual_interfaces == std::vector<std::string>{"en0ps1", "en1ps1"});
+  // Invalid values are ignored: the global setting stays.
+  auto bad = pod_redirect_config(cfg, {{"ambient.istio.io/dns-capture", "yes please"},
+                                       {"ambient.istio.io/bypass-inbound-capture", "nope"}});
+  CHECK(bad.dns_capture);
+  CHECK_FALSE(bad.ingress_mode);
+  cfg.dns_capture = false;
+  CHECK(pod_redirect_config(cfg, {{"ambient.istio.io/dns-capture", "1"}}).dns_capture);
+}
+
+TEST_CASE("integer settings take Go's base prefixes (KUBECONFIG_MODE=0600)", "[agent][config]") {
+  const char* argv[] = {"ambient-agent"};
+  for (auto [text, want] : std::vector<std::pair<std::string, int>>{
+           {"0600", 0600}, {"384", 384}, {"0o640", 0640}, {"0x180", 0x180}}) {
+    auto r = parse_config(1, argv,
+                          env_of({{"KUBECONFIG_MODE", text}, {"AMBIENT_ENROLL_NAMESPACES", "*"}}));
+    REQUIRE(r);
+    CHECK(r->config.kubeconfig_mode == want);
+  }
+}
