@@ -25,6 +25,10 @@ namespace ambient::redirect {
 
 enum class BackendKind { IptablesLegacy, IptablesNft, Nftables };
 
+// The iptables binaries FORCE_IPTABLES_BINARY names: iptables-legacy or
+// iptables-nft.
+enum class IptablesVariant { Legacy, Nft };
+
 // "iptables-legacy", "iptables-nft", "nftables".
 std::string_view backend_name(BackendKind kind);
 // The inverse of backend_name(); InvalidArgument for anything else.
