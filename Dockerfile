@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The istio-cni node image: ambient-agent as the entrypoint, and the istio-cni
 # plugin at /opt/cni/bin/istio-cni, the fixed source dir the installer copies
-# the plugin from onto the host (spec installer-and-chart.md §1).
+# the plugin from onto the host (docs/installer.md#binary).
 #
 #   docker build -t ambient-cni .
 #

@@ -68,7 +68,7 @@ Result<EventIp> decode_ip(const Json& item, size_t index) {
     AMBIENT_RETURN_IF_ERROR(json::read(*addr, "Mask", mask_text, where + ".Address"));
     if (!ip_text.empty()) {
       auto ip = IpAddress::parse(ip_text);
-      if (!ip) return std::move(ip).error().with(where + ".Address.IP");
+      if (!ip) return std::move(ip).error().context(where + ".Address.IP");
       out.address.address = ip->unmapped();
       out.address.prefix_len = out.address.address.family == AF_INET ? 32 : 128;
       // The mask is informational; a mask we cannot read keeps the host prefix.
@@ -85,7 +85,7 @@ Result<EventIp> decode_ip(const Json& item, size_t index) {
   AMBIENT_RETURN_IF_ERROR(json::read(item, "Gateway", gw, where));
   if (!gw.empty()) {
     auto g = IpAddress::parse(gw);
-    if (!g) return std::move(g).error().with(where + ".Gateway");
+    if (!g) return std::move(g).error().context(where + ".Gateway");
     out.gateway = g->unmapped();
   }
   return out;

@@ -19,6 +19,8 @@ namespace ambient::cni {
 inline constexpr std::string_view kCmdAddPath = "/cmdadd";
 inline constexpr std::string_view kCmdDelPath = "/cmddel";
 inline constexpr std::string_view kPluginEventSocket = "pluginevent.sock";
+// The kubeconfig the agent's installer writes there for the plugin's API fallback.
+inline constexpr std::string_view kPluginKubeconfigFile = "istio-cni-kubeconfig";
 
 struct EventIp {
   std::optional<int> interface;

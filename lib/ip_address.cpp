@@ -64,7 +64,10 @@ std::string IpPrefix::to_string() const {
 
 std::string IpPrefix::mask_bytes() const {
   std::string mask(address.size(), '\0');
-  for (int i = 0; i < prefix_len; ++i) mask[i / 8] |= static_cast<char>(0x80 >> (i % 8));
+  for (int i = 0; i < prefix_len; ++i) {
+    char& byte = mask[static_cast<size_t>(i / 8)];
+    byte = static_cast<char>(static_cast<unsigned char>(byte) | (0x80U >> (i % 8)));
+  }
   return mask;
 }
 

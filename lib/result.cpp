@@ -37,7 +37,7 @@ const std::error_category& ambient_category() {
 
 std::string Error::describe() const {
   std::string out;
-  for (auto it = context.rbegin(); it != context.rend(); ++it) {
+  for (auto it = frames.rbegin(); it != frames.rend(); ++it) {
     out += *it;
     out += ": ";
   }

@@ -28,15 +28,16 @@ inline std::error_code make_error_code(Errc e) { return {static_cast<int>(e), am
 
 struct Error {
   std::error_code code;
-  std::string message;               // innermost step, e.g. "setns(/proc/42/ns/net): EPERM"
-  std::vector<std::string> context;  // outer steps, inner first
+  std::string message;              // innermost step, e.g. "setns(/proc/42/ns/net): EPERM"
+  std::vector<std::string> frames;  // outer steps, inner first
   bool retryable = true;
 
   // "pod default/web-1: install iptables: setns(...): ..." (outermost first).
   std::string describe() const;
-  // Appends an outer step ("failed to load args") and returns the error.
-  Error&& with(std::string frame) && {
-    context.push_back(std::move(frame));
+  // Appends an outer step ("failed to load args") and returns the error,
+  // as Result::context does.
+  Error&& context(std::string frame) && {
+    frames.push_back(std::move(frame));
     return std::move(*this);
   }
 };
@@ -69,7 +70,7 @@ class [[nodiscard]] Result {
   }
   // Appends an outer step to the error; no-op on success.
   Result&& context(std::string frame) && {
-    if (!has_value()) std::get<1>(v_).context.push_back(std::move(frame));
+    if (!has_value()) std::get<1>(v_).frames.push_back(std::move(frame));
     return std::move(*this);
   }
 
@@ -88,7 +89,7 @@ class [[nodiscard]] Result<void> {
   const Error& error() const& { return e_; }
   Error&& error() && { return std::move(e_); }
   Result&& context(std::string frame) && {
-    if (!ok_) e_.context.push_back(std::move(frame));
+    if (!ok_) e_.frames.push_back(std::move(frame));
     return std::move(*this);
   }
 
@@ -111,10 +112,12 @@ struct std::is_error_code_enum<ambient::Errc> : true_type {};
     if (!ambient_status_) return std::move(ambient_status_).error(); \
   } while (0)
 
+// NOLINTBEGIN(bugprone-macro-parentheses): tmp and lhs are declarators ("Route r")
 #define AMBIENT_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                                  \
   if (!tmp) return std::move(tmp).error();            \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)
 
 #define AMBIENT_ASSIGN_OR_RETURN(lhs, expr) \
   AMBIENT_ASSIGN_OR_RETURN_IMPL(AMBIENT_CONCAT(ambient_result_, __LINE__), lhs, expr)

@@ -9,6 +9,10 @@
 # strips them and copies them to OUTDIR/istio-cni and OUTDIR/ambient-agent.
 # Environment: AMBIENT_IMAGE_BUILD_DIR (default <repo>/build-image; reused,
 # so a second run is incremental), AMBIENT_JOBS (default: nproc).
+# AMBIENT_IMAGE_REUSE_BUILD_DIR: a configured build dir that already builds
+# both targets (the test suite's own): the configure step then runs in a
+# scratch dir, so it is still checked, and the build step in that dir, so
+# the test suite does not compile the world a second time.
 # Needs the packages of `scripts/install-deps --build-only`.
 set -euo pipefail
 if (($# != 1)); then
@@ -19,7 +23,14 @@ out=$1
 src=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${AMBIENT_IMAGE_BUILD_DIR:-$src/build-image}
 
-cmake -S "$src" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+if [[ -n ${AMBIENT_IMAGE_REUSE_BUILD_DIR:-} ]]; then
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+  cmake -S "$src" -B "$scratch" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  build_dir=$AMBIENT_IMAGE_REUSE_BUILD_DIR
+else
+  cmake -S "$src" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
 ninja -C "$build_dir" -j "${AMBIENT_JOBS:-$(nproc)}" istio-cni ambient-agent
 
 mkdir -p "$out"

@@ -56,7 +56,7 @@ Result<IpPrefix> read_prefix(const Json& obj, std::string_view key, const std::s
     return IpPrefix{};
   }
   auto p = IpPrefix::parse(text);
-  if (!p) return std::move(p).error().with(where + "." + std::string(key));
+  if (!p) return std::move(p).error().context(where + "." + std::string(key));
   return p;
 }
 
@@ -66,7 +66,7 @@ Result<std::optional<IpAddress>> read_ip(const Json& obj, std::string_view key,
   AMBIENT_RETURN_IF_ERROR(json::read(obj, key, text, where));
   if (text.empty()) return std::optional<IpAddress>{};
   auto ip = IpAddress::parse(text);
-  if (!ip) return std::move(ip).error().with(where + "." + std::string(key));
+  if (!ip) return std::move(ip).error().context(where + "." + std::string(key));
   return std::optional<IpAddress>(*ip);
 }
 

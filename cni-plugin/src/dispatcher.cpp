@@ -211,10 +211,10 @@ class Plugin {
     const bool add_check = env_.command == "ADD" || env_.command == "CHECK";
     const bool del = env_.command == "DEL";
     std::vector<std::string> missing;
-    if ((add_check || del) && !env_.has_container_id) missing.push_back("CNI_CONTAINERID");
-    if (add_check && !env_.has_netns) missing.push_back("CNI_NETNS");
-    if ((add_check || del) && !env_.has_ifname) missing.push_back("CNI_IFNAME");
-    if (!env_.has_path) missing.push_back("CNI_PATH");
+    if ((add_check || del) && !env_.has_container_id) missing.emplace_back("CNI_CONTAINERID");
+    if (add_check && !env_.has_netns) missing.emplace_back("CNI_NETNS");
+    if ((add_check || del) && !env_.has_ifname) missing.emplace_back("CNI_IFNAME");
+    if (!env_.has_path) missing.emplace_back("CNI_PATH");
     if (missing.empty()) return std::nullopt;
     std::string list;
     for (size_t i = 0; i < missing.size(); ++i) list += (i ? "," : "") + missing[i];
@@ -235,7 +235,7 @@ class Plugin {
     CniResult r;
     if (conf.prev_result) {
       auto parsed = parse_result(*conf.prev_result, version);
-      if (!parsed) return std::move(parsed).error().with("could not parse prevResult");
+      if (!parsed) return std::move(parsed).error().context("could not parse prevResult");
       r = std::move(*parsed);
     }
     AMBIENT_ASSIGN_OR_RETURN(json::Json out, render_result(r, version));
@@ -250,12 +250,13 @@ class Plugin {
     auto result = pass_through(*conf);
     if (!result) return internal(result.error());
     auto args = parse_cni_args(env_.args);
-    if (!args) return internal(std::move(args).error().with("failed to load args"));
+    if (!args) return internal(std::move(args).error().context("failed to load args"));
     log_.set_level(conf->plugin_log_level.empty() ? "info" : conf->plugin_log_level);
     const std::string pod = args->pod_namespace + "/" + args->pod_name;
 
-    // Checks that need no API come first (spec 5.1 recommendation): the
-    // agent's own pod must start even before the agent is up (lesson P3).
+    // Checks that need no API come first (docs/cni-plugin.md#exclusions):
+    // the agent's own pod must start even before the agent is up
+    // (docs/field-lessons.md#p3).
     if (args->pod_name.rfind("istio-cni-node-", 0) == 0 &&
         args->pod_namespace == conf->pod_namespace) {
       log_.log(Logger::Info, "skipping the istio-cni agent's own pod", pod);
@@ -307,7 +308,7 @@ class Plugin {
     const std::string pod = args.pod_namespace + "/" + args.pod_name;
     const std::string agent_msg =
         "istio-cni cmdAdd failed to contact node Istio CNI agent: " +
-        std::move(agent_err).with("failed to send event request").describe();
+        std::move(agent_err).context("failed to send event request").describe();
     const std::string kubeconfig = run_dir(conf) + "/istio-cni-kubeconfig";
     auto api = io_.kube_api ? io_.kube_api(kubeconfig) : [&]() -> Result<std::unique_ptr<KubeApi>> {
       auto k = KubeconfigApi::load(kubeconfig);
@@ -383,7 +384,7 @@ class Plugin {
     auto conf = parse_conf(doc);
     if (!conf) return internal(conf.error());
     auto args = parse_cni_args(env_.args);
-    if (!args) return internal(std::move(args).error().with("failed to load args"));
+    if (!args) return internal(std::move(args).error().context("failed to load args"));
     log_.set_level(conf->plugin_log_level.empty() ? "info" : conf->plugin_log_level);
     const auto& excl = conf->exclude_namespaces;
     if (!conf->ambient_enabled || args->pod_name.empty() || args->pod_namespace.empty() ||

@@ -44,6 +44,8 @@ Result<json::Json> get_object(KubeApi& api, const std::string& path) {
 Result<bool> is_ambient_pod(KubeApi& api, const std::string& ns, const std::string& name,
                             const std::vector<k8s::EnablementSelector>& selectors,
                             const DetectionOptions& opts) {
+  const std::string ns_path = "/api/v1/namespaces/" + ns;
+  const std::string pod_path = ns_path + "/pods/" + name;
   Error last = make_error(Errc::Internal, "no attempt made");
   for (int i = 0; i < opts.attempts; ++i) {
     if (i) {
@@ -52,20 +54,20 @@ Result<bool> is_ambient_pod(KubeApi& api, const std::string& ns, const std::stri
       else
         std::this_thread::sleep_for(opts.backoff);
     }
-    auto pod = get_object(api, "/api/v1/namespaces/" + ns + "/pods/" + name);
+    auto pod = get_object(api, pod_path);
     if (!pod) {
       last = std::move(pod).error();
       continue;
     }
-    auto nsobj = get_object(api, "/api/v1/namespaces/" + ns);
+    auto nsobj = get_object(api, ns_path);
     if (!nsobj) {
       last = std::move(nsobj).error();
       continue;
     }
     return k8s::pod_matches(*pod, *nsobj, selectors);
   }
-  return std::move(last).with("ambient detection for " + ns + "/" + name + " failed after " +
-                              std::to_string(opts.attempts) + " attempts");
+  return std::move(last).context("ambient detection for " + ns + "/" + name + " failed after " +
+                                 std::to_string(opts.attempts) + " attempts");
 }
 
 }  // namespace ambient::cni

@@ -37,7 +37,7 @@ Result<> check_label_selector(const json::Json& sel, const std::string& where) {
 
 Result<json::Json> parse_stdin(std::string_view stdin_data) {
   auto doc = json::parse(stdin_data);
-  if (!doc) return std::move(doc).error().with("error unmarshaling network configuration");
+  if (!doc) return std::move(doc).error().context("error unmarshaling network configuration");
   if (!doc->is_object()) {
     return make_error(
         Errc::InvalidArgument,
@@ -80,7 +80,7 @@ Result<PluginConf> parse_conf(const json::Json& doc) {
     return {};
   };
   if (auto r = parse(); !r)
-    return std::move(r).error().with("failed to parse network configuration");
+    return std::move(r).error().context("failed to parse network configuration");
   return c;
 }
 

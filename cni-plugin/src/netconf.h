@@ -1,5 +1,5 @@
 // The istio-cni entry of the network configuration (stdin), with every key
-// upstream reads. See shared/spec/cni-plugin.md section 1.
+// upstream reads. See docs/cni-plugin.md#config-keys.
 #pragma once
 
 #include <optional>
@@ -19,7 +19,7 @@ struct PluginConf {
   std::string plugin_log_level;
   std::string cni_agent_run_dir;
   bool ambient_enabled = false;
-  json::Json enablement_selectors = json::Json::array();  // validated, used from issue 3 on
+  json::Json enablement_selectors = json::Json::array();  // validated; read by the API fallback
   std::vector<std::string> exclude_namespaces;
   std::string pod_namespace;
   bool native_nftables = false;

@@ -1,7 +1,7 @@
-// Upstream's ambient enrollment decision (spec cni-plugin.md §7,
-// node-agent.md §4.2), shared by the plugin's fallback path and the agent
-// so both decide identically. Objects are Kubernetes JSON (pods and
-// namespaces as the API returns them).
+// Upstream's ambient enrollment decision (docs/cni-plugin.md#enablement,
+// docs/node-agent.md#decision), shared by the plugin's fallback path and
+// the agent so both decide identically. Objects are Kubernetes JSON (pods
+// and namespaces as the API returns them).
 #pragma once
 
 #include <map>

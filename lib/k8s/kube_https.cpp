@@ -140,7 +140,7 @@ class Exchange {
       finished = true;
     });
     Ended why = Ended::Done;
-    while (!finished) {
+    while (!finished) {  // NOLINT(bugprone-infinite-loop): set by the handler above, by reference
       ioc_.restart();
       ioc_.run_for(100ms);
       if (finished || why != Ended::Done) continue;

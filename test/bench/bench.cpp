@@ -38,7 +38,10 @@
 #include "lib/cni_event.h"
 #include "lib/unique_fd.h"
 #include "process/process.h"
+#include "support/backends.h"
+#include "support/files.h"
 #include "support/sim_node.h"
+#include "support/test_netns.h"
 
 extern char** environ;
 
@@ -49,8 +52,7 @@ using nlohmann::json;
 
 namespace {
 
-const std::string kBin = AMBIENT_BIN_DIR;
-std::vector<std::string> g_backends = {"iptables-legacy", "iptables-nft", "nftables"};
+std::vector<std::string> g_backends;  // kBackends unless --backend says otherwise
 
 struct Stats {
   double p50, p99, max;
@@ -58,7 +60,9 @@ struct Stats {
 
 Stats stats(std::vector<double> v) {
   std::sort(v.begin(), v.end());
-  auto at = [&](double q) { return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))]; };
+  auto at = [&](double q) {
+    return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
+  };
   return {at(0.5), at(0.99), v.back()};
 }
 
@@ -103,7 +107,7 @@ double exec_program(const std::string& bin, const std::vector<std::string>& env,
 }
 
 double exec_plugin(const std::vector<std::string>& env, const std::string& stdin_data) {
-  return exec_program(kBin + "/istio-cni", env, stdin_data);
+  return exec_program(bin_path("istio-cni"), env, stdin_data);
 }
 
 // `n` runs at once, each on its own thread: microseconds each.
@@ -143,22 +147,12 @@ std::vector<std::string> add_env(const std::string& ns, const std::string& name,
               ";K8S_POD_UID=uid-" + name};
 }
 
-// Bare pod netns (lo only): enrollment needs no veth.
-struct BareNetns {
-  std::string name;
-  explicit BareNetns(const std::string& n) : name(n) {
-    (void)run_checked({.argv = {"ip", "netns", "add", name}});
-  }
-  ~BareNetns() { (void)run_command({.argv = {"ip", "netns", "del", name}}); }
-  std::string path() const { return "/var/run/netns/" + name; }
-};
-
-std::string metrics(SimNode& node) {
-  return node.node_exec(
-      {"bash", "-c",
-       "exec 3<>/dev/tcp/127.0.0.1/15014; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' "
-       ">&3; cat <&3"});
+// Bare pod netns (lo only, and down): enrollment needs no veth.
+std::unique_ptr<TestNetns> bare_netns(const std::string& name) {
+  return std::make_unique<TestNetns>(NetnsOptions{.name = name, .lo_up = false});
 }
+
+std::string metrics(SimNode& node) { return node.node_http_get(15014, "/metrics"); }
 
 // Every histogram's _sum and _count in a /metrics text, keyed by the
 // series name as rendered (e.g. `x_sum{phase="rules"}`).
@@ -252,12 +246,14 @@ double process_cpu_ms(pid_t pid) {
     double run = 0;
     if (f >> run) ns += run;
   }
-  std::ifstream stat(dir + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const std::string text = read_file(dir + "/stat");
   std::istringstream rest(text.substr(text.rfind(')') + 2));  // after "pid (comm) "
   std::vector<std::string> f{std::istream_iterator<std::string>(rest), {}};
   // Fields 16 and 17 of the file (cutime, cstime), counted from state (3).
-  if (f.size() > 14) ns += (std::stod(f[13]) + std::stod(f[14])) * 1e9 / ::sysconf(_SC_CLK_TCK);
+  if (f.size() > 14) {
+    const auto ticks_per_s = static_cast<double>(::sysconf(_SC_CLK_TCK));
+    ns += (std::stod(f[13]) + std::stod(f[14])) * 1e9 / ticks_per_s;
+  }
   return ns / 1e6;
 }
 
@@ -265,84 +261,99 @@ double process_cpu_ms(pid_t pid) {
 double children_cpu_ms() {
   rusage ru{};
   ::getrusage(RUSAGE_CHILDREN, &ru);
-  auto ms = [](const timeval& tv) { return tv.tv_sec * 1e3 + tv.tv_usec / 1e3; };
+  auto ms = [](const timeval& tv) {
+    return static_cast<double>(tv.tv_sec) * 1e3 + static_cast<double>(tv.tv_usec) / 1e3;
+  };
   return ms(ru.ru_utime) + ms(ru.ru_stime);
 }
 
-void bench_enroll(const std::string& backend) {
-  SimNode node(bench_node(backend));
-  std::vector<std::unique_ptr<BareNetns>> pods;
-  auto run_batch = [&](int n, int concurrency, const std::string& tag) {
-    std::vector<std::unique_ptr<BareNetns>> batch;
-    std::vector<std::string> confs;  // every pod its own IP, as on a node
-    for (int i = 0; i < n; ++i) {
-      batch.push_back(
-          std::make_unique<BareNetns>("amb-b-" + node.id() + "-" + tag + std::to_string(i)));
-      confs.push_back(plugin_conf(node, static_cast<int>(pods.size()) + i));
-    }
-    std::vector<double> us(n, -1);
-    std::atomic<int> next{0};
-    std::vector<std::thread> workers;
-    // CPU from here to the last exit (the netns above are made by `ip`,
-    // also our children): a burst cannot end before all of it has run on
-    // this machine's cores.
-    const double agent0 = process_cpu_ms(node.agent_pid()),
-                 zt0 = process_cpu_ms(node.ztunnel_pid()), plugin0 = children_cpu_ms();
-    for (int w = 0; w < concurrency; ++w) {
-      workers.emplace_back([&] {
-        for (int i; (i = next++) < n;) {
-          us[i] = exec_plugin(add_env("ambient-demo", tag + std::to_string(i), batch[i]->path()),
-                              confs[i]);
-        }
-      });
-    }
-    for (auto& t : workers) t.join();
-    const json cpu = {{"plugin", (children_cpu_ms() - plugin0) / n * 1e3},
-                      {"agent", (process_cpu_ms(node.agent_pid()) - agent0) / n * 1e3},
-                      {"ztunnel", (process_cpu_ms(node.ztunnel_pid()) - zt0) / n * 1e3}};
-    int failures = static_cast<int>(std::count(us.begin(), us.end(), -1));
-    std::vector<double> ok;
-    for (double v : us) {
-      if (v >= 0) ok.push_back(v);
-    }
-    for (auto& b : batch) pods.push_back(std::move(b));
-    return std::make_tuple(ok, failures, cpu);
-  };
-  for (auto [n, conc, tag] :
-       {std::tuple{200, 1, std::string("s")}, std::tuple{10, 10, std::string("b")},
-        std::tuple{100, 100, std::string("c")}}) {
-    auto before = histogram_totals(metrics(node));
-    auto [ok, failures, cpu] = run_batch(n, conc, tag);
-    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-    const double plugin_cpu = cpu["plugin"].get<double>() / 1e3,
-                 agent_cpu = cpu["agent"].get<double>() / 1e3,
-                 zt_cpu = cpu["ztunnel"].get<double>() / 1e3;
-    auto after = histogram_totals(metrics(node));
-    auto s = stats(ok);
-    const double floor_ms = (agent_cpu + zt_cpu + plugin_cpu) * n / cores;
-    emit("enroll", backend, {{"pods", n}, {"concurrency", conc}},
-         {{"p50_us", s.p50},
-          {"p99_us", s.p99},
-          {"max_us", s.max},
-          {"failures", failures},
-          {"cpu_per_pod_us", cpu},
-          {"cpu_floor_us", floor_ms * 1e3}});
-    std::cerr << "enroll " << backend << " n=" << n << " concurrency=" << conc << ": p50 "
-              << s.p50 / 1000 << " ms, p99 " << s.p99 / 1000 << " ms, max " << s.max / 1000
-              << " ms, failures " << failures << "\n  CPU per pod: plugin " << plugin_cpu
-              << " ms, agent " << agent_cpu << " ms, ztunnel " << zt_cpu << " ms; all " << n
-              << " on " << cores << " cores need >= " << floor_ms << " ms\n";
-    json phases = agent_phases(before, after);
-    emit("enroll-phases", backend, {{"pods", n}, {"concurrency", conc}}, phases);
-    std::cerr << "  agent phases: " << phases.dump() << "\n";
+// What one batch of enrollments measured: the exec -> exit times of the
+// plugin runs that succeeded, how many failed, and the CPU per pod (us).
+struct BatchResult {
+  std::vector<double> ok;
+  int failures = 0;
+  json cpu;
+};
+
+// Enrolls `n` new pods, `concurrency` plugin runs at a time; the pods join
+// `pods` (their IPs follow the pods already there).
+BatchResult run_batch(SimNode& node, std::vector<std::unique_ptr<TestNetns>>& pods, int n,
+                      int concurrency, const std::string& tag) {
+  std::vector<std::unique_ptr<TestNetns>> batch;
+  std::vector<std::string> confs;  // every pod its own IP, as on a node
+  for (int i = 0; i < n; ++i) {
+    batch.push_back(bare_netns("amb-b-" + node.id() + "-" + tag + std::to_string(i)));
+    confs.push_back(plugin_conf(node, static_cast<int>(pods.size()) + i));
   }
-  // The agent's share as exact quantiles (the histograms only have buckets):
-  // the same sequential enrollment without the plugin in front.
+  std::vector<double> us(n, -1);
+  std::atomic<int> next{0};
+  std::vector<std::thread> workers;
+  // CPU from here to the last exit (the netns above are made by `ip`,
+  // also our children): a burst cannot end before all of it has run on
+  // this machine's cores.
+  const double agent0 = process_cpu_ms(node.agent_pid()), zt0 = process_cpu_ms(node.ztunnel_pid()),
+               plugin0 = children_cpu_ms();
+  for (int w = 0; w < concurrency; ++w) {
+    workers.emplace_back([&] {
+      for (int i; (i = next++) < n;) {
+        us[i] = exec_plugin(add_env("ambient-demo", tag + std::to_string(i), batch[i]->path()),
+                            confs[i]);
+      }
+    });
+  }
+  for (auto& t : workers) t.join();
+  BatchResult r;
+  r.cpu = {{"plugin", (children_cpu_ms() - plugin0) / n * 1e3},
+           {"agent", (process_cpu_ms(node.agent_pid()) - agent0) / n * 1e3},
+           {"ztunnel", (process_cpu_ms(node.ztunnel_pid()) - zt0) / n * 1e3}};
+  r.failures = static_cast<int>(std::count(us.begin(), us.end(), -1));
+  for (double v : us) {
+    if (v >= 0) r.ok.push_back(v);
+  }
+  for (auto& b : batch) pods.push_back(std::move(b));
+  return r;
+}
+
+// One batch through the plugin, reported: latencies, CPU per pod, and the
+// agent's own account of its phases.
+void bench_enroll_batch(SimNode& node, const std::string& backend,
+                        std::vector<std::unique_ptr<TestNetns>>& pods, int n, int conc,
+                        const std::string& tag) {
+  auto before = histogram_totals(metrics(node));
+  auto [ok, failures, cpu] = run_batch(node, pods, n, conc, tag);
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const double plugin_cpu = cpu["plugin"].get<double>() / 1e3,
+               agent_cpu = cpu["agent"].get<double>() / 1e3,
+               zt_cpu = cpu["ztunnel"].get<double>() / 1e3;
+  auto after = histogram_totals(metrics(node));
+  auto s = stats(ok);
+  const double floor_ms = (agent_cpu + zt_cpu + plugin_cpu) * n / cores;
+  emit("enroll", backend, {{"pods", n}, {"concurrency", conc}},
+       {{"p50_us", s.p50},
+        {"p99_us", s.p99},
+        {"max_us", s.max},
+        {"failures", failures},
+        {"cpu_per_pod_us", cpu},
+        {"cpu_floor_us", floor_ms * 1e3}});
+  std::cerr << "enroll " << backend << " n=" << n << " concurrency=" << conc << ": p50 "
+            << s.p50 / 1000 << " ms, p99 " << s.p99 / 1000 << " ms, max " << s.max / 1000
+            << " ms, failures " << failures << "\n  CPU per pod: plugin " << plugin_cpu
+            << " ms, agent " << agent_cpu << " ms, ztunnel " << zt_cpu << " ms; all " << n << " on "
+            << cores << " cores need >= " << floor_ms << " ms\n";
+  json phases = agent_phases(before, after);
+  emit("enroll-phases", backend, {{"pods", n}, {"concurrency", conc}}, phases);
+  std::cerr << "  agent phases: " << phases.dump() << "\n";
+}
+
+// The agent's share as exact quantiles (the histograms only have buckets):
+// the same sequential enrollment without the plugin in front.
+void bench_enroll_agent(SimNode& node, const std::string& backend,
+                        std::vector<std::unique_ptr<TestNetns>>& pods) {
   std::vector<double> agent_us;
   int failures = 0;
   const size_t first = pods.size();
-  for (int i = 0; i < 200; ++i) {  // all made first, as for the batches above
-    pods.push_back(std::make_unique<BareNetns>("amb-b-" + node.id() + "-d" + std::to_string(i)));
+  for (int i = 0; i < 200; ++i) {  // all made first, as for the batches
+    pods.push_back(bare_netns("amb-b-" + node.id() + "-d" + std::to_string(i)));
   }
   for (int i = 0; i < 200; ++i) {
     double us = post_cmdadd(node, "ambient-demo", "d" + std::to_string(i), pods[first + i]->path(),
@@ -360,10 +371,22 @@ void bench_enroll(const std::string& backend) {
             << " ms, failures " << failures << "\n";
 }
 
+// 200 sequential plugin runs, then bursts of 10 and 100; then the agent alone.
+void bench_enroll(const std::string& backend) {
+  SimNode node(bench_node(backend));
+  std::vector<std::unique_ptr<TestNetns>> pods;
+  for (auto [n, conc, tag] :
+       {std::tuple{200, 1, std::string("s")}, std::tuple{10, 10, std::string("b")},
+        std::tuple{100, 100, std::string("c")}}) {
+    bench_enroll_batch(node, backend, pods, n, conc, tag);
+  }
+  bench_enroll_agent(node, backend, pods);
+}
+
 void bench_plugin_exec() {
-  SimNode node(bench_node("iptables-nft"));
+  SimNode node(bench_node(kIptablesNft));
   const std::string conf = plugin_conf(node);
-  BareNetns ns("amb-b-" + node.id() + "-x");
+  TestNetns ns(NetnsOptions{.name = "amb-b-" + node.id() + "-x", .lo_up = false});
   std::vector<double> excluded, version;
   for (int i = 0; i < 200; ++i) {
     excluded.push_back(exec_plugin(add_env("kube-system", "dns", ns.path()), conf));
@@ -377,7 +400,7 @@ void bench_plugin_exec() {
   // What this machine charges for any exec: the same runs of a static
   // program that does nothing. Hosts differ (and one VM from hour to hour),
   // so every result is best read next to this one.
-  const std::string noop = kBin + "/ambient-bench-noop";
+  const std::string noop = bin_path("ambient-bench-noop");
   std::vector<double> floor;
   for (int i = 0; i < 200; ++i) floor.push_back(exec_program(noop, {}, ""));
   for (auto [name, v] : {std::pair{"excluded-namespace", excluded}, std::pair{"version", version},
@@ -394,9 +417,12 @@ void bench_plugin_exec() {
   for (int round = 0; round < 3; ++round) {
     for (auto [name, bin, env] :
          {std::tuple{"noop-static-binary", noop, std::vector<std::string>{}},
-          std::tuple{"version", kBin + "/istio-cni",
+          std::tuple{"version", bin_path("istio-cni"),
                      std::vector<std::string>{"CNI_COMMAND=VERSION"}}}) {
-      auto us = exec_burst(100, [&] { return exec_program(bin, env, ""); });
+      // Named copies: a lambda cannot capture structured bindings in clang 14.
+      auto us = exec_burst(100, [&program = bin, &program_env = env] {
+        return exec_program(program, program_env, "");
+      });
       const auto failures = std::count(us.begin(), us.end(), -1);
       auto s = stats(us);
       emit("plugin-exec", "-", {{"case", name}, {"runs", 100}, {"concurrency", 100}},
@@ -420,12 +446,11 @@ std::pair<long, long> rss_kib(pid_t pid) {
 
 void bench_rss(const std::string& backend) {
   SimNode node(bench_node(backend));
-  std::vector<std::unique_ptr<BareNetns>> pods;
+  std::vector<std::unique_ptr<TestNetns>> pods;
   int enrolled = 0;
   for (int target : {0, 110, 250}) {
     while (enrolled < target) {
-      pods.push_back(
-          std::make_unique<BareNetns>("amb-b-" + node.id() + "-r" + std::to_string(enrolled)));
+      pods.push_back(bare_netns("amb-b-" + node.id() + "-r" + std::to_string(enrolled)));
       exec_plugin(add_env("ambient-demo", "r" + std::to_string(enrolled), pods.back()->path()),
                   plugin_conf(node, enrolled));
       ++enrolled;
@@ -469,9 +494,7 @@ void bench_restart(const std::string& backend) {
     while (static_cast<int>(pods.size()) < target) {
       pods.push_back(node.must_add_pod("p" + std::to_string(pods.size()), "mesh"));
     }
-    for (int i = 0; i < 500 && node.ztunnel_state()["workloads"].size() < pods.size(); ++i) {
-      std::this_thread::sleep_for(10ms);
-    }
+    eventually([&] { return node.ztunnel_state()["workloads"].size() >= pods.size(); }, 5s);
     if (node.ztunnel_state()["workloads"].size() != pods.size()) FAIL("pods did not enroll");
     node.stop_agent();
     node.stop_ztunnel();
@@ -500,39 +523,29 @@ void bench_restart(const std::string& backend) {
   }
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // The agent's installer against another CNI that rewrites its conflist (a
 // new file renamed over it, as Cilium does), now and then: the time until
 // our entry is back in the file.
 void bench_stomp_repair() {
-  NodeOptions o = bench_node("iptables-nft");
+  NodeOptions o = bench_node(kIptablesNft);
   o.kubernetes = true;  // the installer writes the plugin's kubeconfig
   o.installer = true;
   SimNode node(o);
   const std::string conflist = node.dir() + "/host/net.d/10-bridge.conflist";
   const std::string theirs =
       R"({"cniVersion":"0.3.1","name":"k8s-pod-network","plugins":[{"type":"bridge"}]})";
-  auto has_entry = [&] { return slurp(conflist).find("istio-cni") != std::string::npos; };
-  for (int i = 0; i < 500 && !has_entry(); ++i) std::this_thread::sleep_for(10ms);
-  if (!has_entry()) FAIL("the installer never wrote its entry:\n" << node.agent_log());
+  auto has_entry = [&] { return read_file(conflist).find("istio-cni") != std::string::npos; };
+  if (!eventually(has_entry, 5s))
+    FAIL("the installer never wrote its entry:\n" << node.agent_log());
   std::vector<double> us;
   for (int i = 0; i < 50; ++i) {
     // Occasional rewrites: the installer backs off from rewrites less than
     // 150 ms after its own write (a fight), which this must not measure.
     std::this_thread::sleep_for(300ms);
-    std::ofstream(conflist + ".other") << theirs;
+    write_file(conflist + ".other", theirs);
     auto start = std::chrono::steady_clock::now();
     std::filesystem::rename(conflist + ".other", conflist);
-    while (!has_entry()) {
-      if (std::chrono::steady_clock::now() - start > 5s) FAIL("entry not repaired within 5 s");
-      std::this_thread::sleep_for(200us);
-    }
+    if (!eventually(has_entry, 5s, 200us)) FAIL("entry not repaired within 5 s");
     us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
                      .count());
   }
@@ -550,18 +563,7 @@ void bench_datapath(const std::string& backend) {
   Pod d = node.must_add_pod("d", "plain");
   // A plain echo server in C, for the no-redirection limit (D -> C).
   std::atomic<bool> stop{false};
-  UniqueFd server;
-  (void)in_pod(c, [&]() -> Result<> {
-    server.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    int one = 1;
-    ::setsockopt(server.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(8080);
-    ::bind(server.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    ::listen(server.get(), 512);
-    return {};
-  });
+  UniqueFd server = listen_in(c, 8080, 512);
   std::thread srv([&] {
     while (!stop) {
       pollfd p{server.get(), POLLIN, 0};
@@ -637,16 +639,18 @@ int main(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       std::cout << usage;
       return 0;
-    } else if (a == "--backend" && i + 1 < argc) {
-      backends.push_back(argv[++i]);
-    } else if (a.rfind("--", 0) == 0) {
+    }
+    if (a == "--backend" && i + 1 < argc) {
+      backends.emplace_back(argv[++i]);
+      continue;
+    }
+    if (a.rfind("--", 0) == 0) {
       std::cerr << "ambient-bench: unknown flag " << a << "\n" << usage;
       return 2;
-    } else {
-      what = a;
     }
+    what = a;
   }
-  if (!backends.empty()) g_backends = backends;
+  g_backends = backends.empty() ? kBackends : backends;
   std::string filter = what == "all"
                            ? "[plugin-exec],[enroll],[restart],[stomp-repair],[rss],[datapath]"
                            : "[" + what + "]";

@@ -339,7 +339,8 @@ func TestDefaultsRenderTheSpecObjects(t *testing.T) {
 			t.Errorf("ConfigMap has %s by default", k)
 		}
 	}
-	// The agent reads the selectors as YAML: they must be the spec's two.
+	// The agent reads the selectors as YAML: they must be upstream's default two
+	// (docs/compatibility.md#chart-values).
 	var sel interface{}
 	if err := yaml.Unmarshal([]byte(data["AMBIENT_ENABLEMENT_SELECTOR"]), &sel); err != nil {
 		t.Fatalf("AMBIENT_ENABLEMENT_SELECTOR is not YAML: %v", err)

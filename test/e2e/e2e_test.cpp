@@ -10,18 +10,20 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <future>
 #include <regex>
-#include <sstream>
 #include <thread>
 
 #include "agent_client.h"
 #include "lib/unique_fd.h"
 #include "process/process.h"
+#include "support/backends.h"
+#include "support/files.h"
+#include "support/require_ok.h"
 #include "support/sim_node.h"
+#include "support/sockets.h"
+#include "support/temp_dir.h"
+#include "support/text.h"
 #include "zds/wire.h"
 
 using namespace ambient;
@@ -29,32 +31,10 @@ using namespace ambient::test;
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-namespace {
-
-UniqueFd listen_in(const Pod& p, int port) {
-  UniqueFd out;
-  auto r = in_pod(p, [&]() -> Result<> {
-    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    int one = 1;
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return sys_error("bind");
-    if (::listen(fd.get(), 8) != 0) return sys_error("listen");
-    out = std::move(fd);
-    return {};
-  });
-  if (!r) FAIL("listen in " << p.name << ": " << r.error().describe());
-  return out;
-}
-
-}  // namespace
-
 TEST_CASE("outbound from an enrolled pod lands on its 15001 with the original destination",
           "[e2e]") {
   NodeOptions opts;
-  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  opts.backend = GENERATE(from_range(kBackends));
   INFO("backend " << opts.backend);
   SimNode node(opts);
   Pod a = node.must_add_pod("a", "ambient-demo");
@@ -71,7 +51,7 @@ TEST_CASE("outbound from an enrolled pod lands on its 15001 with the original de
 
 TEST_CASE("inbound to an enrolled pod lands on its 15006; 15008 is not redirected", "[e2e]") {
   NodeOptions opts;
-  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  opts.backend = GENERATE(from_range(kBackends));
   INFO("backend " << opts.backend);
   SimNode node(opts);
   Pod b = node.must_add_pod("b", "ambient-demo");
@@ -92,7 +72,7 @@ TEST_CASE("inbound to an enrolled pod lands on its 15006; 15008 is not redirecte
 
 TEST_CASE("DNS from an enrolled pod, udp and tcp port 53, lands on 15053", "[e2e]") {
   NodeOptions opts;
-  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  opts.backend = GENERATE(from_range(kBackends));
   INFO("backend " << opts.backend);
   SimNode node(opts);
   Pod a = node.must_add_pod("a", "ambient-demo");
@@ -109,7 +89,7 @@ TEST_CASE("DNS from an enrolled pod, udp and tcp port 53, lands on 15053", "[e2e
 
 TEST_CASE("traffic carrying ztunnel's mark 1337 is not captured", "[e2e]") {
   NodeOptions opts;
-  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  opts.backend = GENERATE(from_range(kBackends));
   INFO("backend " << opts.backend);
   SimNode node(opts);
   Pod a = node.must_add_pod("a", "ambient-demo");
@@ -123,20 +103,16 @@ TEST_CASE("traffic carrying ztunnel's mark 1337 is not captured", "[e2e]") {
     });
     (void)r;
   });
-  pollfd p{server.get(), POLLIN, 0};
-  int ready = ::poll(&p, 1, 3000);
   std::string peer;
-  if (ready > 0) {
-    sockaddr_in from{};
-    socklen_t len = sizeof from;
-    UniqueFd conn(::accept4(server.get(), reinterpret_cast<sockaddr*>(&from), &len, SOCK_CLOEXEC));
-    char buf[INET_ADDRSTRLEN];
-    peer = ::inet_ntop(AF_INET, &from.sin_addr, buf, sizeof buf);
-    ssize_t n = ::write(conn.get(), "direct\n", 7);
+  bool accepted = false;
+  if (auto conn = accept_one(server.get(), 3s)) {
+    accepted = true;
+    peer = conn->peer;
+    ssize_t n = ::write(conn->conn.get(), "direct\n", 7);
     (void)n;
   }
   client.join();
-  CHECK(ready == 1);
+  CHECK(accepted);
   CHECK(peer == a.ip);  // reached C itself, straight from A
   CHECK_FALSE(find_record(node, 15001, a.ip));
 }
@@ -185,7 +161,7 @@ TEST_CASE("ADD fails with a clear message when ztunnel is not connected, leaving
 
 TEST_CASE("DEL sends Del to ztunnel, which closes that pod's listeners", "[e2e]") {
   NodeOptions opts;
-  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  opts.backend = GENERATE(from_range(kBackends));
   INFO("backend " << opts.backend);
   SimNode node(opts);
   Pod a = node.must_add_pod("a", "ambient-demo");
@@ -196,22 +172,24 @@ TEST_CASE("DEL sends Del to ztunnel, which closes that pod's listeners", "[e2e]"
   CHECK(eventually([&] { return !node.ztunnel_state()["workloads"].contains(a.uid); }));
   CHECK(node.ztunnel_state().value("dels", 0) >= 1);
   CHECK_FALSE(node.pod_has_our_rules(a));
-  bool refused = false;
-  for (int i = 0; i < 100 && !refused; ++i) {  // the drain follows the ACK
-    auto r = in_pod(a, [&]() -> Result<> {
-      auto c = tcp_exchange("127.0.0.1", 15001);
-      refused = !c;
-      return {};
-    });
-    REQUIRE(r);
-    if (!refused) std::this_thread::sleep_for(20ms);
-  }
+  const bool refused = eventually(  // the drain follows the ACK
+      [&] {
+        bool now = false;
+        auto r = in_pod(a, [&]() -> Result<> {
+          auto c = tcp_exchange("127.0.0.1", 15001);
+          now = !c;
+          return {};
+        });
+        REQUIRE(r);
+        return now;
+      },
+      2s, 20ms);
   CHECK(refused);
 }
 
 TEST_CASE("bad inputs get clear errors and the agent keeps serving", "[e2e]") {
   SimNode node;
-  const std::string bin = std::string(AMBIENT_BIN_DIR) + "/istio-cni";
+  const std::string bin = bin_path("istio-cni");
   auto plugin = [&](std::vector<std::string> env, const std::string& in) {
     std::vector<std::string> argv = {"env", "-i"};
     argv.insert(argv.end(), env.begin(), env.end());
@@ -231,12 +209,12 @@ TEST_CASE("bad inputs get clear errors and the agent keeps serving", "[e2e]") {
     CHECK(rc == 1);
     CHECK(out["code"] == 4);  // CNI_NETNS is missing too: env is checked first
     auto env2 = env;
-    env2.push_back("CNI_NETNS=/var/run/netns/none");
+    env2.emplace_back("CNI_NETNS=/var/run/netns/none");
     auto [rc2, out2] = plugin(env2, "{{{");
     CHECK(out2["code"] == 6);
   }
   SECTION("plugin: bad netns path reaches the agent and comes back as a clear error") {
-    std::ofstream(node.dir() + "/not-a-netns") << "x";
+    write_file(node.dir() + "/not-a-netns", "x");
     auto env2 = env;
     env2.push_back("CNI_NETNS=" + node.dir() + "/not-a-netns");
     auto [rc, out] = plugin(env2, conf);
@@ -267,11 +245,7 @@ TEST_CASE("bad inputs get clear errors and the agent keeps serving", "[e2e]") {
     CHECK_THAT(notns.body, Catch::Contains("is not a network namespace"));
   }
   // Whatever came before, the agent is ready and still enrolls pods.
-  std::string readyz = node.node_exec(
-      {"bash", "-c",
-       "exec 3<>/dev/tcp/127.0.0.1/8000; printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3; "
-       "head -n 1 <&3"});
-  CHECK_THAT(readyz, Catch::StartsWith("HTTP/1.1 200"));
+  CHECK_THAT(node.node_http_get(8000, "/readyz"), Catch::StartsWith("HTTP/1.1 200"));
   Pod a = node.must_add_pod("after", "ambient-demo");
   CHECK(node.pod_has_our_rules(a));
 }
@@ -291,19 +265,15 @@ TEST_CASE("the ztunnel emulator exits on the protocol violations that make ztunn
        "workload_info is required but not present", true},
   }));
   INFO(v.name);
-  char tmpl[] = "/tmp/amb-emu-XXXXXX";
-  std::string dir = ::mkdtemp(tmpl);
-  std::string sock = dir + "/z.sock";
+  TempDir dir("amb-emu-");
+  std::string sock = dir.path() + "/z.sock";
   UniqueFd listener(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strcpy(addr.sun_path, sock.c_str());
+  sockaddr_un addr = unix_address(sock);
   REQUIRE(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
   REQUIRE(::listen(listener.get(), 1) == 0);
 
   auto emulator = std::async(std::launch::async, [&] {
-    return run_command({.argv = {std::string(AMBIENT_BIN_DIR) + "/ztunnel-emulator", "--uds", sock},
-                        .timeout = 10s});
+    return run_command({.argv = {bin_path("ztunnel-emulator"), "--uds", sock}, .timeout = 10s});
   });
   pollfd p{listener.get(), POLLIN, 0};
   REQUIRE(::poll(&p, 1, 5000) == 1);
@@ -327,13 +297,12 @@ TEST_CASE("the ztunnel emulator exits on the protocol violations that make ztunn
   auto result = emulator.get();
   REQUIRE(result);
   CHECK(result->exit_code == 1);
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("dual-stack pods: IPv6 traffic is captured like IPv4 on every backend", "[e2e][ipv6]") {
   NodeOptions opts;
   opts.dual_stack = true;
-  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  opts.backend = GENERATE(from_range(kBackends));
   INFO("backend " << opts.backend);
   SimNode node(opts);
   Pod a = node.must_add_pod("a", "ambient-demo");
@@ -364,12 +333,7 @@ TEST_CASE("dual-stack pods: IPv6 traffic is captured like IPv4 on every backend"
   CHECK_THAT(udp6, Catch::Contains("port=15053"));
   // ztunnel's own (marked) IPv6 traffic is not captured: nothing listens on
   // C:8080, so it is refused instead of answered by A's 15001.
-  auto marked = in_pod(a, [&]() -> Result<> {
-    auto r = tcp_exchange(c.ip6, 8080, 1337);
-    if (r) return make_error(Errc::Internal, "marked connection was captured: " + *r);
-    return {};
-  });
-  CHECK(marked);
+  CHECK(in_pod_tcp_not_captured(a, c.ip6, 8080, "", 1337));
   // IPv4 still works alongside.
   CHECK_THAT(in_pod_tcp(a, b.ip, 8080), Catch::Contains("port=15001"));
 }
@@ -377,7 +341,7 @@ TEST_CASE("dual-stack pods: IPv6 traffic is captured like IPv4 on every backend"
 TEST_CASE("a pod with IPv6 disabled is enrolled; IPv6 routing is skipped cleanly", "[e2e][ipv6]") {
   NodeOptions opts;
   opts.agent_ipv6 = true;
-  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "nftables");
+  opts.backend = GENERATE(from_range(kNfTablesBackends));
   INFO("backend " << opts.backend);
   SimNode node(opts);
   Pod a = node.must_add_pod("a", "ambient-demo", {.disable_ipv6 = true});
@@ -388,9 +352,8 @@ TEST_CASE("a pod with IPv6 disabled is enrolled; IPv6 routing is skipped cleanly
       {.argv = {"ip", "netns", "exec", a.netns_name, "ip", "-6", "route", "show", "table", "100"}});
   REQUIRE(v6routes);
   CHECK(v6routes->out.find("local") == std::string::npos);
-  CHECK_THAT(
-      node.node_exec({"ip", "netns", "exec", a.netns_name, "ip", "route", "show", "table", "100"}),
-      Catch::Contains("local default dev lo"));
+  CHECK_THAT(node.pod_exec(a, {"ip", "route", "show", "table", "100"}),
+             Catch::Contains("local default dev lo"));
   CHECK_THAT(in_pod_tcp(a, b.ip, 8080), Catch::Contains("port=15001"));
 }
 
@@ -400,7 +363,7 @@ TEST_CASE(
     "[e2e][probe]") {
   NodeOptions opts;
   opts.kubelet_uid = 4242;  // the node netns's "kubelet"
-  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  opts.backend = GENERATE(from_range(kBackends));
   INFO("backend " << opts.backend);
   SimNode node(opts);
   Pod b = node.must_add_pod("b", "ambient-demo");
@@ -408,17 +371,12 @@ TEST_CASE(
   // Accepts one connection and answers with the peer address it saw.
   auto serve_one = [&] {
     return std::async(std::launch::async, [&]() -> std::string {
-      pollfd p{server.get(), POLLIN, 0};
-      if (::poll(&p, 1, 5000) != 1) return "";
-      sockaddr_in from{};
-      socklen_t len = sizeof from;
-      UniqueFd c(::accept4(server.get(), reinterpret_cast<sockaddr*>(&from), &len, SOCK_CLOEXEC));
-      char buf[INET_ADDRSTRLEN];
-      std::string peer = ::inet_ntop(AF_INET, &from.sin_addr, buf, sizeof buf);
-      std::string line = "direct from " + peer + "\n";
-      ssize_t n = ::write(c.get(), line.data(), line.size());
+      auto c = accept_one(server.get(), 5s);
+      if (!c) return "";
+      std::string line = "direct from " + c->peer + "\n";
+      ssize_t n = ::write(c->conn.get(), line.data(), line.size());
       (void)n;
-      return peer;
+      return c->peer;
     });
   };
   auto host_connect = [&](const std::string& uid) {
@@ -444,7 +402,7 @@ TEST_CASE(
     "out or to 15001",
     "[e2e]") {
   NodeOptions opts;
-  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  opts.backend = GENERATE(from_range(kBackends));
   INFO("backend " << opts.backend);
   SimNode node(opts);
   Pod b = node.must_add_pod("b", "ambient-demo");
@@ -485,25 +443,19 @@ TEST_CASE(
     });
   });
   // The app accepts (it sees C as the client) and answers.
-  pollfd p{app.get(), POLLIN, 0};
-  REQUIRE(::poll(&p, 1, 3000) == 1);
-  sockaddr_in from{};
-  socklen_t len = sizeof from;
-  UniqueFd conn(::accept4(app.get(), reinterpret_cast<sockaddr*>(&from), &len, SOCK_CLOEXEC));
-  char peer[INET_ADDRSTRLEN];
-  CHECK(std::string(::inet_ntop(AF_INET, &from.sin_addr, peer, sizeof peer)) == c.ip);
-  ssize_t n = ::write(conn.get(), "hello\n", 6);
+  auto conn = accept_one(app.get(), 3s);
+  REQUIRE(conn);
+  CHECK(conn->peer == c.ip);
+  ssize_t n = ::write(conn->conn.get(), "hello\n", 6);
   CHECK(n == 6);
-  auto r = leg.get();
-  INFO((r ? std::string() : r.error().describe()));
-  REQUIRE(r);
+  AMBIENT_REQUIRE_OK(leg.get());
   CHECK(reply == "hello\n");  // the reply found its way back to the spoofed socket
 }
 
 TEST_CASE("an agent killed in the middle of an install leaves all of the pod's rules or none",
           "[e2e][fault]") {
   NodeOptions opts;
-  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  opts.backend = GENERATE(from_range(kBackends));
   const std::string point = GENERATE(as<std::string>{}, "after-routing", "after-rules");
   INFO("backend " << opts.backend << ", crash " << point);
   SimNode node(opts);
@@ -515,9 +467,8 @@ TEST_CASE("an agent killed in the middle of an install leaves all of the pod's r
   CHECK_FALSE(r.ok);  // the agent died: the ADD fails closed
   REQUIRE(node.wait_agent_exit(5s) == 86);
   // Netfilter state is whole or absent, never partial.
-  std::string nft = node.node_exec({"ip", "netns", "exec", a.netns_name, "nft", "list", "ruleset"});
-  std::string legacy =
-      node.node_exec({"ip", "netns", "exec", a.netns_name, "iptables-legacy-save"});
+  std::string nft = node.pod_exec(a, {"nft", "list", "ruleset"});
+  std::string legacy = node.pod_exec(a, {"iptables-legacy-save"});
   bool any = nft.find("ISTIO") != std::string::npos ||
              nft.find("istio-ambient") != std::string::npos ||
              legacy.find("ISTIO") != std::string::npos;
@@ -529,14 +480,9 @@ TEST_CASE("an agent killed in the middle of an install leaves all of the pod's r
     node.start_agent();
     Pod ref = node.must_add_pod("ref", "ambient-demo");
     auto rules_of = [&](const Pod& p) {
-      std::string all =
-          node.node_exec({"ip", "netns", "exec", p.netns_name, "nft", "list", "ruleset"}) +
-          node.node_exec({"ip", "netns", "exec", p.netns_name, "iptables-legacy-save"});
-      std::string out, line;
-      std::istringstream in(all);
-      while (std::getline(in, line)) {
-        if (!line.empty() && line[0] != '#') out += line + "\n";  // drop timestamps
-      }
+      std::string out = without_comments(  // drop timestamps
+          node.pod_exec(p, {"nft", "list", "ruleset"}) +
+          node.pod_exec(p, {"iptables-legacy-save"}));
       // Packet counters differ between pods; the rules must not.
       out = std::regex_replace(out, std::regex(R"(\[\d+:\d+\])"), "[0:0]");
       return std::regex_replace(out, std::regex(R"(packets \d+ bytes \d+)"), "packets 0 bytes 0");

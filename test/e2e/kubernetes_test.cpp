@@ -3,12 +3,13 @@
 // selectors, and the ztunnel emulator.
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "process/process.h"
+#include "support/backends.h"
+#include "support/files.h"
 #include "support/sim_node.h"
+#include "support/text.h"
 
 using namespace ambient;
 using namespace ambient::test;
@@ -30,16 +31,6 @@ std::string redirection(SimNode& node, const Pod& p) {
   return pod["metadata"]
       .value("annotations", json::object())
       .value("ambient.istio.io/redirection", "");
-}
-
-// iptables-save without its timestamped comments.
-std::string rules_only(const std::string& save) {
-  std::string out, line;
-  std::istringstream in(save);
-  while (std::getline(in, line)) {
-    if (!line.empty() && line[0] != '#') out += line + "\n";
-  }
-  return out;
 }
 
 bool ztunnel_has(SimNode& node, const Pod& p) {
@@ -93,12 +84,7 @@ TEST_CASE(
   CHECK(eventually([&] { return !node.pod_has_our_rules(a); }, 5s));
   CHECK(eventually([&] { return redirection(node, a).empty(); }, 5s));
   // No longer captured: nothing listens on 8080 in C, so the connection fails.
-  auto r = in_pod(a, [&]() -> Result<> {
-    auto c8080 = tcp_exchange(c.ip, 8080);
-    if (c8080) return make_error(Errc::Internal, "still captured: " + *c8080);
-    return {};
-  });
-  CHECK(r);
+  CHECK(in_pod_tcp_not_captured(a, c.ip, 8080));
 }
 
 TEST_CASE(
@@ -178,12 +164,13 @@ TEST_CASE(
   node.create_namespace("mesh", kAmbient);
   node.create_namespace("plain");
   std::vector<Pod> pods;
+  pods.reserve(20);
   for (int i = 0; i < 20; ++i) pods.push_back(node.must_add_pod("p" + std::to_string(i), "mesh"));
   Pod c = node.must_add_pod("c", "plain");
   REQUIRE(eventually([&] { return node.ztunnel_state()["workloads"].size() == 20; }, 5s));
   for (const auto& p : pods)
     REQUIRE(eventually([&] { return redirection(node, p) == "enabled"; }, 5s));
-  const std::string before = rules_only(node.pod_iptables(pods[0]));
+  const std::string before = without_comments(node.pod_iptables(pods[0]));
   const int adds_before = node.ztunnel_state().value("adds", 0);
 
   // A client loop in pod 0 runs across the restart.
@@ -224,7 +211,7 @@ TEST_CASE(
   CHECK(state["workloads"].size() == 20);
   CHECK(state.value("keeps", 0) == 0);
   for (const auto& p : pods) CHECK(state["workloads"][p.uid]["state"] == "Up");
-  CHECK(rules_only(node.pod_iptables(pods[0])) == before);  // reconciled, nothing duplicated
+  CHECK(without_comments(node.pod_iptables(pods[0])) == before);  // reconciled, nothing duplicated
   CHECK_THAT(node.agent_log(), Catch::Contains("20 enrolled pods rebuilt (0 without a netns"));
 }
 
@@ -323,7 +310,7 @@ TEST_CASE("k8s: after a restart, an enrolled pod whose netns cannot be found is 
 
 TEST_CASE("k8s: per-pod annotations override DNS capture and inbound capture", "[e2e][k8s]") {
   NodeOptions opts = k8s_node();
-  opts.backend = GENERATE(as<std::string>{}, "iptables-nft", "nftables");
+  opts.backend = GENERATE(from_range(kNfTablesBackends));
   INFO("backend " << opts.backend);
   SimNode node(opts);  // DNS capture on globally
   node.create_namespace("mesh", kAmbient);
@@ -336,29 +323,13 @@ TEST_CASE("k8s: per-pod annotations override DNS capture and inbound capture", "
   Pod c = node.must_add_pod("c", "plain");
   // DNS off for this pod: TCP 53 to the gateway is not sent to 15053 (and
   // nothing listens there, so it fails), while other egress is still captured.
-  auto dns = in_pod(nodns, [&]() -> Result<> {
-    auto r = tcp_exchange(node.gateway(), 53);
-    if (r && r->find("port=15053") != std::string::npos) {
-      return make_error(Errc::Internal, "DNS captured despite the annotation");
-    }
-    return {};
-  });
-  CHECK(dns);
+  CHECK(in_pod_tcp_not_captured(nodns, node.gateway(), 53, "port=15053"));
   CHECK_THAT(in_pod_tcp(nodns, c.ip, 8080), Catch::Contains("port=15001"));
   // Ingress mode: inbound is not captured, outbound still is.
-  auto in = in_pod(c, [&]() -> Result<> {
-    auto r = tcp_exchange(gw.ip, 8080);
-    if (r && r->find("port=15006") != std::string::npos) {
-      return make_error(Errc::Internal, "inbound captured despite the annotation");
-    }
-    return {};
-  });
-  CHECK(in);
+  CHECK(in_pod_tcp_not_captured(c, gw.ip, 8080, "port=15006"));
   CHECK_THAT(in_pod_tcp(gw, c.ip, 8080), Catch::Contains("port=15001"));
   // The virtual interface rule is there.
-  std::string rules =
-      node.node_exec({"ip", "netns", "exec", gw.netns_name, "nft", "list", "ruleset"});
-  CHECK_THAT(rules, Catch::Contains("tap0"));
+  CHECK_THAT(node.pod_exec(gw, {"nft", "list", "ruleset"}), Catch::Contains("tap0"));
 }
 
 TEST_CASE("k8s: the agent installs itself; SIGTERM uninstalls, unless it is an upgrade",
@@ -367,28 +338,20 @@ TEST_CASE("k8s: the agent installs itself; SIGTERM uninstalls, unless it is an u
   opts.installer = true;
   SimNode node(opts);
   const std::string conf = node.dir() + "/host/net.d/10-bridge.conflist";
-  auto slurp = [](const std::string& p) {
-    std::ifstream f(p);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  };
-  const json original = json::parse(slurp(conf));
+  const json original = json::parse(read_file(conf));
   auto installed = [&] {
-    return slurp(conf).find("\"type\": \"istio-cni\"") != std::string::npos &&
+    return read_file(conf).find("\"type\": \"istio-cni\"") != std::string::npos &&
            std::filesystem::exists(node.dir() + "/host/bin/istio-cni") &&
            std::filesystem::exists(node.kubeconfig());
   };
   REQUIRE(eventually(installed, 10s));
-  std::string readyz = node.node_exec(
-      {"bash", "-c",
-       "exec 3<>/dev/tcp/127.0.0.1/8000; printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"});
-  CHECK_THAT(readyz, Catch::StartsWith("HTTP/1.1 200") && Catch::Contains("backend: "));
+  CHECK_THAT(node.node_http_get(8000, "/readyz"),
+             Catch::StartsWith("HTTP/1.1 200") && Catch::Contains("backend: "));
 
   // No DaemonSet: an uninstall. Our entry, binary and kubeconfig go; the
   // primary config is otherwise untouched.
   node.stop_agent();
-  CHECK(json::parse(slurp(conf)) == original);
+  CHECK(json::parse(read_file(conf)) == original);
   CHECK_FALSE(std::filesystem::exists(node.dir() + "/host/bin/istio-cni"));
 
   // With the DaemonSet: an upgrade. Everything stays for the next agent.
@@ -397,6 +360,6 @@ TEST_CASE("k8s: the agent installs itself; SIGTERM uninstalls, unless it is an u
   node.start_agent();
   REQUIRE(eventually(installed, 10s));
   node.stop_agent();
-  CHECK(slurp(conf).find("\"type\": \"istio-cni\"") != std::string::npos);
+  CHECK(read_file(conf).find("\"type\": \"istio-cni\"") != std::string::npos);
   CHECK(std::filesystem::exists(node.dir() + "/host/bin/istio-cni"));
 }

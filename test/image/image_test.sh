@@ -3,7 +3,7 @@
 # CI): the Dockerfile only runs repository scripts and reads one package list,
 # so checking those checks what `docker build` would do.
 #
-#   image_test.sh SOURCE_DIR
+#   image_test.sh SOURCE_DIR [REUSE_BUILD_DIR]
 #
 # (a) scripts/image-build-stage.sh, run as the build stage runs it, yields a
 #     stripped ambient-agent and a stripped istio-cni that needs only glibc;
@@ -14,11 +14,14 @@
 #     and puts the plugin at /opt/cni/bin/istio-cni, the build stage runs the
 #     two scripts, and scripts/install-deps installs the same list.
 #
-# The Release build dir is cached in the working directory (ctest runs this
-# in its binary dir), so only the first run compiles; AMBIENT_IMAGE_BUILD_DIR
-# overrides the place.
+# With REUSE_BUILD_DIR (the suite's own build, when it is not a sanitizer
+# build) the build stage's configure step runs in a scratch dir and its build
+# step reuses that dir's objects. Without it, a Release build dir is cached
+# in the working directory (ctest runs this in its binary dir), so only the
+# first run compiles; AMBIENT_IMAGE_BUILD_DIR overrides the place.
 set -euo pipefail
-src=$(cd "${1:?usage: image_test.sh SOURCE_DIR}" && pwd)
+src=$(cd "${1:?usage: image_test.sh SOURCE_DIR [REUSE_BUILD_DIR]}" && pwd)
+reuse=${2:-}
 pkg_file=$src/scripts/runtime-packages.txt
 dockerfile=$src/Dockerfile
 build_dir=${AMBIENT_IMAGE_BUILD_DIR:-$PWD/image-build}
@@ -38,7 +41,8 @@ while read -r -a words; do listed+=("${words[@]}"); done < <(sed 's/#.*//' "$pkg
 section "(a) build stage: scripts/image-build-stage.sh (build dir $build_dir)"
 out=$work/out
 t0=$SECONDS
-AMBIENT_IMAGE_BUILD_DIR=$build_dir bash "$src/scripts/image-build-stage.sh" "$out"
+AMBIENT_IMAGE_BUILD_DIR=$build_dir AMBIENT_IMAGE_REUSE_BUILD_DIR=$reuse \
+  bash "$src/scripts/image-build-stage.sh" "$out"
 echo "build stage took $((SECONDS - t0)) s"
 agent=$out/ambient-agent
 plugin=$out/istio-cni

@@ -6,20 +6,23 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <random>
-#include <sstream>
 #include <thread>
 
 #include "lib/unique_fd.h"
 #include "process/process.h"
+#include "support/backends.h"
+#include "support/files.h"
+#include "support/pod_sandbox.h"
+#include "support/random.h"
+#include "support/test_netns.h"
 
 namespace ambient::test {
 
@@ -27,31 +30,12 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using nlohmann::json;
 
+std::string bin_path(const std::string& name) { return std::string(AMBIENT_BIN_DIR) + "/" + name; }
+
 namespace {
 
-const std::string kBin = AMBIENT_BIN_DIR;
-
-std::string random_id() {
-  std::random_device rd;
-  std::ostringstream s;
-  s << std::hex << (rd() & 0xffffff);
-  return s.str();
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-std::string must_run(const std::vector<std::string>& argv) {
-  auto r = run_checked({.argv = argv, .timeout = 60s});
-  if (!r) FAIL("command failed: " << r.error().describe());
-  return r->out;
-}
-
-void best_effort(const std::vector<std::string>& argv) { (void)run_command({.argv = argv}); }
+// How long a command in the node or a pod may take.
+constexpr auto kExecTimeout = 60s;
 
 const char* kDefaultSelectorsYaml = R"(- podSelector:
     matchLabels: {istio.io/dataplane-mode: ambient}
@@ -75,22 +59,15 @@ json default_selectors_json() {
 // it. Killed and its cgroup removed on teardown.
 struct SimNode::Sandbox {
   std::string uid;
-  pid_t pid = -1;
-  std::string top, leaf;
-  ~Sandbox() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-    for (std::string d = leaf; !d.empty() && d.size() >= top.size();
-         d = fs::path(d).parent_path().string()) {
-      ::rmdir(d.c_str());
-    }
-  }
+  FakePodCgroup cgroup;                 // removed after the process is gone
+  std::optional<ChildProcess> process;  // killed first
+  Sandbox(const std::string& top, const Pod& p)
+      : uid(p.uid), cgroup(top, p.uid, p.container_id + "pause") {}
 };
 
 BgProcess::BgProcess(std::vector<std::string> argv, const std::string& log_path) {
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
   int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -119,11 +96,7 @@ bool BgProcess::running() {
 }
 
 std::optional<int> BgProcess::wait(std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (running()) {
-    if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
-    std::this_thread::sleep_for(10ms);
-  }
+  if (!eventually([&] { return !running(); }, timeout)) return std::nullopt;
   return exit_code_;
 }
 
@@ -131,27 +104,19 @@ void BgProcess::stop() {
   if (pid_ <= 0) return;
   // The process group: `ip netns exec` forks the real program.
   ::kill(-pid_, SIGTERM);
-  for (int i = 0; i < 300; ++i) {
-    int st;
-    if (::waitpid(pid_, &st, WNOHANG) == pid_) {
-      pid_ = -1;
-      return;
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-  ::kill(-pid_, SIGKILL);
   int st;
-  ::waitpid(pid_, &st, 0);
+  if (!eventually([&] { return ::waitpid(pid_, &st, WNOHANG) == pid_; }, 3s)) {
+    ::kill(-pid_, SIGKILL);
+    ::waitpid(pid_, &st, 0);
+  }
   pid_ = -1;
 }
 
-SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_id()) {
+SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_hex(6)) {
   dir_ = opts_.work_root + "/amb-e2e-" + id_;
   fs::create_directories(dir_ + "/run");
   fs::create_directories(dir_ + "/zds");
-  must_run({"ip", "netns", "add", node_netns()});
-  netns_names_.push_back(node_netns());
-  node_exec({"ip", "link", "set", "lo", "up"});
+  netns_.push_back(std::make_unique<TestNetns>(NetnsOptions{.name = node_netns()}));
 
   json conflist = {
       {"cniVersion", "1.0.0"},
@@ -180,7 +145,7 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_id()) {
          {"pod_namespace", "istio-system"},
          {"plugin_log_level", "debug"}}}}};
   if (opts_.kubernetes) conflist["plugins"][1]["enablement_selectors"] = default_selectors_json();
-  std::ofstream(dir_ + "/net.conflist") << conflist.dump(2);
+  write_file(dir_ + "/net.conflist", conflist.dump(2));
   if (opts_.kubernetes) start_apiserver();
   start_agent();
   if (opts_.start_ztunnel) {
@@ -191,22 +156,13 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_id()) {
 
 SimNode::~SimNode() {
   for (auto it = pods_.rbegin(); it != pods_.rend(); ++it) {
-    (void)run_command({.argv = {"ip", "netns", "exec", node_netns(), kBin + "/cni-driver", "del",
-                                "--conflist", dir_ + "/net.conflist", "--netns", it->netns_path,
-                                "--container-id", it->container_id, "--bin-dir",
-                                kBin + ":/usr/lib/cni", "--cache-dir", dir_ + "/cache", "--args",
-                                "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + it->ns +
-                                    ";K8S_POD_NAME=" + it->name + ";K8S_POD_UID=" + it->uid}});
+    (void)run_command({.argv = cni_argv("del", *it)});
   }
   ztunnel_.reset();
   agent_.reset();
   apiserver_.reset();
   sandboxes_.clear();
-  apiserver_.reset();
-  sandboxes_.clear();
-  for (auto it = netns_names_.rbegin(); it != netns_names_.rend(); ++it) {
-    best_effort({"ip", "netns", "del", *it});
-  }
+  while (!netns_.empty()) netns_.pop_back();
   if (!std::getenv("AMBIENT_E2E_KEEP")) fs::remove_all(dir_);
 }
 
@@ -225,7 +181,7 @@ void SimNode::start_agent() {
       "AMBIENT_CRASH_POINT_FOR_TEST=" + opts_.crash_point,
       "KUBERNETES_SERVICE_HOST=127.0.0.1",
       "KUBERNETES_SERVICE_PORT=6443",
-      kBin + "/ambient-agent",
+      bin_path("ambient-agent"),
       "--cni-agent-run-dir",
       dir_ + "/run",
       "--ztunnel-uds-address",
@@ -235,21 +191,22 @@ void SimNode::start_agent() {
       std::string("--ambient-dns-capture=") + (opts_.dns_capture ? "true" : "false"),
       "--log_output_level",
       "debug"};
-  if (opts_.backend == "nftables") argv.push_back("--native-nftables");
-  if (opts_.backend == "iptables-legacy")
+  if (opts_.backend == kNftables) argv.emplace_back("--native-nftables");
+  if (opts_.backend == kIptablesLegacy)
     argv.insert(argv.end(), {"--force-iptables-binary", "legacy"});
-  if (opts_.backend == "iptables-nft") argv.insert(argv.end(), {"--force-iptables-binary", "nft"});
-  if (opts_.dual_stack || opts_.agent_ipv6) argv.push_back("--ambient-ipv6");
+  if (opts_.backend == kIptablesNft) argv.insert(argv.end(), {"--force-iptables-binary", "nft"});
+  if (opts_.dual_stack || opts_.agent_ipv6) argv.emplace_back("--ambient-ipv6");
   if (opts_.installer) {
     for (const char* d : {"/host/net.d", "/host/bin", "/plugin", "/sa"})
       fs::create_directories(dir_ + d);
     if (!fs::exists(dir_ + "/host/net.d/10-bridge.conflist")) {
-      std::ofstream(dir_ + "/host/net.d/10-bridge.conflist")
-          << R"({"cniVersion":"0.3.1","name":"k8s-pod-network","plugins":[{"type":"bridge"}]})";
+      write_file(
+          dir_ + "/host/net.d/10-bridge.conflist",
+          R"({"cniVersion":"0.3.1","name":"k8s-pod-network","plugins":[{"type":"bridge"}]})");
     }
-    fs::copy_file(kBin + "/istio-cni", dir_ + "/plugin/istio-cni",
+    fs::copy_file(bin_path("istio-cni"), dir_ + "/plugin/istio-cni",
                   fs::copy_options::overwrite_existing);
-    std::ofstream(dir_ + "/sa/token") << "fake-token";
+    write_file(dir_ + "/sa/token", "fake-token");
     fs::copy_file(dir_ + "/tls/ca.crt", dir_ + "/sa/ca.crt", fs::copy_options::overwrite_existing);
     argv.insert(argv.end(), {"--install-cni", "true", "--mounted-cni-net-dir", dir_ + "/host/net.d",
                              "--cni-bin-source-dir", dir_ + "/plugin", "--cni-bin-dir",
@@ -269,11 +226,13 @@ void SimNode::start_agent() {
     argv.insert(argv.end(), {"--enroll-namespaces", en});
   }
   agent_.emplace(argv, dir_ + "/agent.log");
-  for (int i = 0; i < 500; ++i) {
-    if (fs::exists(agent_socket()) && fs::exists(dir_ + "/zds/ztunnel.sock")) break;
-    if (!agent_->running()) FAIL("agent exited:\n" << agent_log());
-    std::this_thread::sleep_for(10ms);
-  }
+  eventually(
+      [&] {
+        if (fs::exists(agent_socket()) && fs::exists(dir_ + "/zds/ztunnel.sock")) return true;
+        if (!agent_->running()) FAIL("agent exited:\n" << agent_log());
+        return false;
+      },
+      5s);
   if (!fs::exists(agent_socket())) FAIL("agent did not come up:\n" << agent_log());
   // A running emulator reconnects to the new agent on its own; pods added
   // before it has taken its snapshot would find no ztunnel.
@@ -310,7 +269,7 @@ void SimNode::start_ztunnel() {
   std::error_code ec;
   fs::remove(dir_ + "/ztunnel-state.json", ec);
   ztunnel_.emplace(
-      std::vector<std::string>{"ip", "netns", "exec", node_netns(), kBin + "/ztunnel-emulator",
+      std::vector<std::string>{"ip", "netns", "exec", node_netns(), bin_path("ztunnel-emulator"),
                                "--uds", dir_ + "/zds/ztunnel.sock", "--record",
                                dir_ + "/records.jsonl", "--state", dir_ + "/ztunnel-state.json"},
       dir_ + "/ztunnel.log");
@@ -319,28 +278,61 @@ void SimNode::start_ztunnel() {
 void SimNode::stop_ztunnel() { ztunnel_.reset(); }
 
 void SimNode::wait_ztunnel_ready() {
-  for (int i = 0; i < 500; ++i) {
-    auto s = ztunnel_state();
-    if (s.value("connected", false) && s.value("snapshot_received", false)) return;
-    std::this_thread::sleep_for(10ms);
-  }
-  FAIL("ztunnel emulator did not take a snapshot:\n" << slurp(dir_ + "/ztunnel.log"));
+  const bool ready = eventually(
+      [&] {
+        auto s = ztunnel_state();
+        return s.value("connected", false) && s.value("snapshot_received", false);
+      },
+      5s);
+  if (!ready)
+    FAIL("ztunnel emulator did not take a snapshot:\n" << read_file(dir_ + "/ztunnel.log"));
+}
+
+const TestNetns& SimNode::netns_named(const std::string& name) const {
+  auto it =
+      std::find_if(netns_.begin(), netns_.end(), [&](const auto& n) { return n->name() == name; });
+  if (it == netns_.end()) FAIL("no netns " << name << " on this node");
+  return **it;
 }
 
 std::string SimNode::node_exec(const std::vector<std::string>& argv) {
-  std::vector<std::string> full = {"ip", "netns", "exec", node_netns()};
-  full.insert(full.end(), argv.begin(), argv.end());
-  return must_run(full);
+  return netns_named(node_netns()).exec(argv, "", kExecTimeout);
+}
+
+std::string SimNode::pod_exec(const Pod& p, const std::vector<std::string>& argv) {
+  return netns_named(p.netns_name).exec(argv, "", kExecTimeout);
+}
+
+std::string SimNode::node_http_get(int port, const std::string& path) {
+  return node_exec({"bash", "-c",
+                    "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(port) + "; printf 'GET " + path +
+                        " HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"});
+}
+
+std::vector<std::string> SimNode::cni_argv(const std::string& op, const Pod& p) const {
+  return {"ip",
+          "netns",
+          "exec",
+          node_netns(),
+          bin_path("cni-driver"),
+          op,
+          "--conflist",
+          dir_ + "/net.conflist",
+          "--netns",
+          p.netns_path,
+          "--container-id",
+          p.container_id,
+          "--bin-dir",
+          std::string(AMBIENT_BIN_DIR) + ":/usr/lib/cni",
+          "--cache-dir",
+          dir_ + "/cache",
+          "--args",
+          "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + p.ns + ";K8S_POD_NAME=" + p.name +
+              ";K8S_POD_UID=" + p.uid};
 }
 
 std::string SimNode::cni(const std::string& op, const Pod& p, AddResult* res) {
-  auto r = run_command(
-      {.argv = {"ip", "netns", "exec", node_netns(), kBin + "/cni-driver", op, "--conflist",
-                dir_ + "/net.conflist", "--netns", p.netns_path, "--container-id", p.container_id,
-                "--bin-dir", kBin + ":/usr/lib/cni", "--cache-dir", dir_ + "/cache", "--args",
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + p.ns + ";K8S_POD_NAME=" + p.name +
-                    ";K8S_POD_UID=" + p.uid},
-       .timeout = 60s});
+  auto r = run_command({.argv = cni_argv(op, p), .timeout = kExecTimeout});
   if (!r) FAIL("cni-driver did not run: " << r.error().describe());
   res->ok = r->exit_code == 0;
   res->stderr_text = r->err;
@@ -383,13 +375,10 @@ AddResult SimNode::add_pod(const std::string& name, const std::string& ns, Pod* 
     if (out) *out = p;
     return res;
   }
-  must_run({"ip", "netns", "add", p.netns_name});
-  netns_names_.push_back(p.netns_name);
-  must_run({"ip", "netns", "exec", p.netns_name, "ip", "link", "set", "lo", "up"});
+  netns_.push_back(std::make_unique<TestNetns>(NetnsOptions{.name = p.netns_name}));
   if (spec.disable_ipv6) {
-    must_run({"ip", "netns", "exec", p.netns_name, "sysctl", "-qw",
-              "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
-              "net.ipv6.conf.lo.disable_ipv6=1"});
+    pod_exec(p, {"sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                 "net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.lo.disable_ipv6=1"});
   }
   if (opts_.kubernetes) start_sandbox(p);
   pods_.push_back(p);  // DEL on teardown even if ADD fails half-way
@@ -415,40 +404,15 @@ AddResult SimNode::add_pod(const std::string& name, const std::string& ns, Pod* 
 }
 
 void SimNode::start_sandbox(const Pod& p) {
-  auto sb = std::make_unique<Sandbox>();
-  sb->uid = p.uid;
-  for (std::string root : {"/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
-    if (!fs::exists(root + "/cgroup.procs")) continue;
-    sb->top = root + "/amb-e2e-" + id_;
-    sb->leaf = sb->top + "/kubepods/besteffort/pod" + p.uid + "/" + p.container_id + "pause";
-    std::error_code ec;
-    fs::create_directories(sb->leaf, ec);
-    if (!ec) break;
-    sb->leaf.clear();
+  auto sb = std::make_unique<Sandbox>("amb-e2e-" + id_, p);
+  if (!sb->cgroup.usable()) FAIL("no writable cgroup hierarchy for a pod sandbox");
+  sb->process.emplace(
+      std::vector<std::string>{"ip", "netns", "exec", p.netns_name, "sleep", "3600"});
+  sb->cgroup.add(sb->process->pid());
+  if (!wait_until_in_netns(*sb->process, p.netns_path, 5s)) {
+    FAIL("pod sandbox process did not enter " << p.netns_name);
   }
-  if (sb->leaf.empty()) FAIL("no writable cgroup hierarchy for a pod sandbox");
-  sb->pid = ::fork();
-  if (sb->pid == 0) {
-    ::execlp("ip", "ip", "netns", "exec", p.netns_name.c_str(), "sleep", "3600", nullptr);
-    ::_exit(127);
-  }
-  {
-    std::ofstream procs(sb->leaf + "/cgroup.procs");
-    procs << sb->pid << "\n";
-  }
-  // `ip netns exec` switches netns after starting: wait until it has.
-  struct stat want {};
-  ::stat(p.netns_path.c_str(), &want);
-  for (int i = 0; i < 500; ++i) {
-    struct stat have {};
-    if (::stat(("/proc/" + std::to_string(sb->pid) + "/ns/net").c_str(), &have) == 0 &&
-        have.st_ino == want.st_ino) {
-      sandboxes_.push_back(std::move(sb));
-      return;
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-  FAIL("pod sandbox process did not enter " << p.netns_name);
+  sandboxes_.push_back(std::move(sb));
 }
 
 void SimNode::kill_sandbox(const Pod& p) {
@@ -464,17 +428,14 @@ void SimNode::start_apiserver() {
   fs::create_directories(dir_ + "/tls");
   fs::remove(dir_ + "/apiserver.json");
   apiserver_.emplace(
-      std::vector<std::string>{"ip", "netns", "exec", node_netns(), kBin + "/fake-apiserver",
+      std::vector<std::string>{"ip", "netns", "exec", node_netns(), bin_path("fake-apiserver"),
                                "--listen", "127.0.0.1:6443", "--tls-dir", dir_ + "/tls", "--state",
                                dir_ + "/apiserver-state.json", "--ready-file",
                                dir_ + "/apiserver.json", "--kubeconfig-out", kubeconfig(),
                                "--bookmark-interval", "1s"},
       dir_ + "/apiserver.log");
-  for (int i = 0; i < 500 && !fs::exists(dir_ + "/apiserver.json"); ++i) {
-    std::this_thread::sleep_for(10ms);
-  }
-  if (!fs::exists(dir_ + "/apiserver.json"))
-    FAIL("fake-apiserver did not start:\n" << slurp(dir_ + "/apiserver.log"));
+  if (!eventually([&] { return fs::exists(dir_ + "/apiserver.json"); }, 5s))
+    FAIL("fake-apiserver did not start:\n" << read_file(dir_ + "/apiserver.log"));
   if (!opts_.installer) {  // else the agent's installer writes the plugin's kubeconfig
     fs::copy_file(kubeconfig(), plugin_kubeconfig(), fs::copy_options::overwrite_existing);
   }
@@ -536,20 +497,17 @@ AddResult SimNode::del_pod(const Pod& p) {
   return res;
 }
 
-std::string SimNode::pod_iptables(const Pod& p) {
-  return must_run({"ip", "netns", "exec", p.netns_name, "iptables-save"});
-}
+std::string SimNode::pod_iptables(const Pod& p) { return pod_exec(p, {"iptables-save"}); }
 
 bool SimNode::pod_has_our_rules(const Pod& p) {
-  std::string rules = must_run({"ip", "netns", "exec", p.netns_name, "ip", "rule"});
-  std::string rules6 = must_run({"ip", "netns", "exec", p.netns_name, "ip", "-6", "rule"});
-  std::string routes =
-      must_run({"ip", "netns", "exec", p.netns_name, "ip", "route", "show", "table", "all"});
+  std::string rules = pod_exec(p, {"ip", "rule"});
+  std::string rules6 = pod_exec(p, {"ip", "-6", "rule"});
+  std::string routes = pod_exec(p, {"ip", "route", "show", "table", "all"});
   // Every backend's view: iptables-nft and native nftables both show in
   // `nft list ruleset`; legacy only in iptables-legacy-save.
-  std::string nft = must_run({"ip", "netns", "exec", p.netns_name, "nft", "list", "ruleset"});
-  std::string legacy = must_run({"ip", "netns", "exec", p.netns_name, "iptables-legacy-save"});
-  std::string legacy6 = must_run({"ip", "netns", "exec", p.netns_name, "ip6tables-legacy-save"});
+  std::string nft = pod_exec(p, {"nft", "list", "ruleset"});
+  std::string legacy = pod_exec(p, {"iptables-legacy-save"});
+  std::string legacy6 = pod_exec(p, {"ip6tables-legacy-save"});
   return nft.find("ISTIO") != std::string::npos || nft.find("istio-ambient") != std::string::npos ||
          legacy.find("ISTIO") != std::string::npos || legacy6.find("ISTIO") != std::string::npos ||
          rules.find("0x111/0xfff") != std::string::npos ||
@@ -569,16 +527,34 @@ std::vector<json> SimNode::records() {
 }
 
 json SimNode::ztunnel_state() {
-  auto j = json::parse(slurp(dir_ + "/ztunnel-state.json"), nullptr, false);
+  auto j = json::parse(read_file(dir_ + "/ztunnel-state.json"), nullptr, false);
   return j.is_discarded() ? json::object() : j;
 }
 
-std::string SimNode::agent_log() { return slurp(dir_ + "/agent.log"); }
+std::string SimNode::agent_log() { return read_file(dir_ + "/agent.log"); }
 
 Result<> in_pod(const Pod& p, const std::function<Result<>()>& fn) {
   auto ns = netns::Netns::open(p.netns_path);
   if (!ns) return std::move(ns).error();
   return netns::run_in_netns(*ns, fn);
+}
+
+UniqueFd listen_in(const Pod& p, int port, int backlog) {
+  UniqueFd out;
+  auto r = in_pod(p, [&]() -> Result<> {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return sys_error("bind");
+    if (::listen(fd.get(), backlog) != 0) return sys_error("listen");
+    out = std::move(fd);
+    return {};
+  });
+  if (!r) FAIL("listen in " << p.name << ": " << r.error().describe());
+  return out;
 }
 
 namespace {
@@ -659,32 +635,38 @@ std::string in_pod_tcp(const Pod& p, const std::string& ip, int port, unsigned m
   return reply;
 }
 
+Result<> in_pod_tcp_not_captured(const Pod& p, const std::string& ip, int port,
+                                 const std::string& captured_by, unsigned mark) {
+  return in_pod(p, [&]() -> Result<> {
+    auto reply = tcp_exchange(ip, port, mark);
+    if (reply && reply->find(captured_by) != std::string::npos) {
+      return make_error(Errc::Internal, "connection to " + ip + ":" + std::to_string(port) +
+                                            " from " + p.name + " was captured: " + *reply);
+    }
+    return {};
+  });
+}
+
 // The emulator's record for a connection it accepted on `port` from `peer_ip`.
 std::optional<json> find_record(SimNode& node, int port, const std::string& peer_ip,
                                 const std::string& proto) {
-  for (int i = 0; i < 100; ++i) {
-    for (const auto& r : node.records()) {
-      std::string peer = r.value("peer", "");
-      const std::string prefix =
-          peer_ip.find(':') == std::string::npos ? peer_ip + ":" : "[" + peer_ip + "]:";
-      if (r.value("port", 0) == port && r.value("proto", "") == proto &&
-          peer.rfind(prefix, 0) == 0) {
-        return r;
-      }
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-  return std::nullopt;
-}
-
-// The emulator writes its state file after it acks, so state checks poll.
-bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return pred();
+  const std::string prefix =
+      peer_ip.find(':') == std::string::npos ? peer_ip + ":" : "[" + peer_ip + "]:";
+  std::optional<json> found;
+  eventually(
+      [&] {
+        for (const auto& r : node.records()) {
+          std::string peer = r.value("peer", "");
+          if (r.value("port", 0) == port && r.value("proto", "") == proto &&
+              peer.rfind(prefix, 0) == 0) {
+            found = r;
+            return true;
+          }
+        }
+        return false;
+      },
+      1s);
+  return found;
 }
 
 }  // namespace ambient::test

@@ -19,10 +19,19 @@
 #include "agent_client.h"
 #include "k8s/kube_client.h"
 #include "lib/result.h"
+#include "lib/unique_fd.h"
 #include "netns/netns.h"
 #include "nlohmann/json.hpp"
+#include "support/backends.h"
+#include "support/wait.h"
 
 namespace ambient::test {
+
+class TestNetns;
+
+// A program built with the suite (AMBIENT_BIN_DIR): istio-cni,
+// ambient-agent, ztunnel-emulator, cni-driver, fake-apiserver, ...
+std::string bin_path(const std::string& name);
 
 // A background process owned by the test: SIGTERM, then SIGKILL, then reaped.
 class BgProcess {
@@ -66,8 +75,8 @@ struct NodeOptions {
   std::vector<std::string> exclude_namespaces = {"kube-system"};
   bool dns_capture = true;
   bool start_ztunnel = true;
-  // iptables-legacy, iptables-nft or nftables.
-  std::string backend = "iptables-nft";
+  // One of kBackends.
+  std::string backend = kIptablesNft;
   // Pods get IPv6 addresses too (host-local ranges for both families) and
   // the agent installs IPv6 rules.
   bool dual_stack = false;
@@ -146,6 +155,11 @@ class SimNode {
 
   // Runs `argv` inside the node netns; returns stdout, fails the test on error.
   std::string node_exec(const std::vector<std::string>& argv);
+  // The same inside a pod's netns.
+  std::string pod_exec(const Pod& p, const std::vector<std::string>& argv);
+  // GET `path` from the agent on 127.0.0.1:`port` (8000 readiness, 15014
+  // metrics), from inside the node netns: the whole HTTP/1.0 response.
+  std::string node_http_get(int port, const std::string& path);
   // Whole iptables-save text of a pod, and whether it holds any of our state.
   std::string pod_iptables(const Pod& p);
   bool pod_has_our_rules(const Pod& p);
@@ -157,20 +171,28 @@ class SimNode {
 
  private:
   std::string cni(const std::string& op, const Pod& p, AddResult* res);
+  std::vector<std::string> cni_argv(const std::string& op, const Pod& p) const;
+  const TestNetns& netns_named(const std::string& name) const;
   void start_sandbox(const Pod& p);
 
   NodeOptions opts_;
   std::string id_, dir_;
+  // The node's netns, then the pods', deleted last to first (and, declared
+  // before them, after the processes in them).
+  std::vector<std::unique_ptr<TestNetns>> netns_;
   std::optional<BgProcess> agent_, ztunnel_, apiserver_;
   struct Sandbox;
   std::vector<std::unique_ptr<Sandbox>> sandboxes_;
   std::unique_ptr<k8s::KubeClient> kube_;
   std::vector<Pod> pods_;
-  std::vector<std::string> netns_names_;
 };
 
 // Runs fn inside a pod's netns on a dedicated thread.
 Result<> in_pod(const Pod& p, const std::function<Result<>()>& fn);
+
+// A TCP listener on 0.0.0.0:`port` inside a pod's netns; fails the test
+// when it cannot be made.
+UniqueFd listen_in(const Pod& p, int port, int backlog = 8);
 
 // TCP connect to ip:port (optionally with SO_MARK), read one line.
 Result<std::string> tcp_exchange(const std::string& ip, int port, unsigned mark = 0);
@@ -179,11 +201,13 @@ Result<std::string> udp_exchange(const std::string& ip, int port);
 
 // TCP from inside a pod; fails the test when the connection fails.
 std::string in_pod_tcp(const Pod& p, const std::string& ip, int port, unsigned mark = 0);
+// TCP from inside a pod that must not be captured: an error when the reply
+// contains `captured_by` (e.g. "port=15006") or, with `captured_by` empty
+// (nothing listens at ip:port), when any reply comes.
+Result<> in_pod_tcp_not_captured(const Pod& p, const std::string& ip, int port,
+                                 const std::string& captured_by = "", unsigned mark = 0);
 // The emulator's record of a connection it took on `port` from `peer_ip`.
 std::optional<nlohmann::json> find_record(SimNode& node, int port, const std::string& peer_ip,
                                           const std::string& proto = "tcp");
-// Polls `pred` for up to `timeout` (state changes land after acks).
-bool eventually(const std::function<bool()>& pred,
-                std::chrono::milliseconds timeout = std::chrono::seconds(2));
 
 }  // namespace ambient::test

@@ -8,35 +8,26 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <cstring>
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "netns/netns.h"
+#include "support/sockets.h"
+#include "support/temp_dir.h"
+#include "support/wait.h"
 #include "zds.pb.h"
 #include "zds/wire.h"
+#include "zds/zds_server.h"
 
 namespace ambient::test {
 
 namespace pb = istio::workload::zds;
 using namespace std::chrono_literals;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/amb-zds-test-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
-
 inline UniqueFd connect_peer(const std::string& path) {
   UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strcpy(a.sun_path, path.c_str());
+  sockaddr_un a = unix_address(path);
   REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
   return fd;
 }
@@ -66,6 +57,18 @@ inline pb::WorkloadRequest next(int fd, std::vector<UniqueFd>* fds = nullptr) {
   else
     REQUIRE(r->fds.empty());
   return m;
+}
+
+// Connects to `server` at `path` as ztunnel does when the snapshot is
+// empty: hello, then SnapshotSent acked. Returns once the server counts
+// the connection.
+inline UniqueFd connect_past_empty_snapshot(const zds::ZdsServer& server, const std::string& path) {
+  UniqueFd peer = connect_peer(path);
+  send_raw(peer.get(), hello());
+  REQUIRE(next(peer.get()).has_snapshot_sent());
+  send_raw(peer.get(), ack());
+  REQUIRE(eventually([&] { return server.has_connection(); }, 1s));
+  return peer;
 }
 
 inline netns::NetnsRef own_netns() {

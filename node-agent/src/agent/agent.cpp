@@ -1,112 +1,25 @@
 #include "agent/agent.h"
 
-#include <algorithm>
 #include <functional>
 #include <optional>
-#include <sstream>
 
+#include "agent/pod_config.h"
 #include "fault/crash_point.h"
 #include "log/log.h"
 
 namespace ambient::agent {
 
-Result<std::optional<PodIdentity>> StandalonePolicy::decide(const cni::CniEvent& ev) const {
-  if (std::find(exclude_.begin(), exclude_.end(), ev.pod_namespace) != exclude_.end()) {
-    return std::optional<PodIdentity>();
-  }
-  for (const auto& ns : enroll_) {
-    if (ns == "*" || ns == ev.pod_namespace) {
-      // Without Kubernetes there is no service account to read: ztunnel
-      // matches workloads by name and namespace and gets "default".
-      return std::optional<PodIdentity>(PodIdentity{
-          .uid = pod_key(ev),
-          .info = {.name = ev.pod_name, .ns = ev.pod_namespace, .service_account = "default"}});
-    }
-  }
-  return std::optional<PodIdentity>();
-}
-
-void PodCache::upsert(EnrolledPod p) {
-  std::lock_guard lk(mu_);
-  std::string uid = p.workload.uid;
-  pods_[uid] = std::move(p);
-}
-
-std::optional<EnrolledPod> PodCache::take(const std::string& uid) {
-  std::lock_guard lk(mu_);
-  auto it = pods_.find(uid);
-  if (it == pods_.end()) return std::nullopt;
-  EnrolledPod p = std::move(it->second);
-  pods_.erase(it);
-  return p;
-}
-
-std::optional<EnrolledPod> PodCache::get(const std::string& uid) const {
-  std::lock_guard lk(mu_);
-  auto it = pods_.find(uid);
-  if (it == pods_.end()) return std::nullopt;
-  return it->second;
-}
-
-std::vector<zds::Workload> PodCache::workloads() const {
-  std::lock_guard lk(mu_);
-  std::vector<zds::Workload> out;
-  for (const auto& [uid, p] : pods_) out.push_back(p.workload);
-  return out;
-}
-
-size_t PodCache::size() const {
-  std::lock_guard lk(mu_);
-  return pods_.size();
-}
-
-std::string pod_key(const cni::CniEvent& ev) {
-  return ev.pod_uid.empty() ? ev.pod_namespace + "/" + ev.pod_name : ev.pod_uid;
-}
+Agent::Agent(AgentDeps deps)
+    : cfg_(deps.config),
+      backend_(deps.backend),
+      host_(deps.host),
+      zds_(deps.zds),
+      pods_(deps.pods),
+      policy_(deps.policy),
+      listener_(deps.listener) {}
 
 std::mutex& Agent::pod_lock(const std::string& uid) {
   return pod_locks_[std::hash<std::string>{}(uid) % pod_locks_.size()];
-}
-
-namespace {
-// Go's strconv.ParseBool, as upstream reads these annotations.
-std::optional<bool> parse_go_bool(const std::string& v) {
-  for (const char* t : {"1", "t", "T", "TRUE", "true", "True"}) {
-    if (v == t) return true;
-  }
-  for (const char* f : {"0", "f", "F", "FALSE", "false", "False"}) {
-    if (v == f) return false;
-  }
-  return std::nullopt;
-}
-}  // namespace
-
-redirect::PodRedirectConfig pod_redirect_config(const Config& cfg,
-                                                const std::map<std::string, std::string>& ann,
-                                                const std::string& pod) {
-  redirect::PodRedirectConfig r{.dns_capture = cfg.dns_capture,
-                                .ipv6 = cfg.ipv6,
-                                .probe_snat_ipv4 = cfg.probe_snat_ipv4,
-                                .probe_snat_ipv6 = cfg.probe_snat_ipv6};
-  auto flag = [&](const char* key) -> std::optional<bool> {
-    auto it = ann.find(key);
-    if (it == ann.end()) return std::nullopt;
-    auto b = parse_go_bool(it->second);
-    if (!b) log::warn("pod {}: ignoring annotation {}=\"{}\": not a boolean", pod, key, it->second);
-    return b;
-  };
-  if (auto b = flag("ambient.istio.io/bypass-inbound-capture")) r.ingress_mode = *b;
-  if (auto b = flag("ambient.istio.io/dns-capture")) r.dns_capture = *b;
-  if (auto it = ann.find("istio.io/reroute-virtual-interfaces"); it != ann.end()) {
-    std::stringstream ss(it->second);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-      auto b = item.find_first_not_of(" \t");
-      auto e = item.find_last_not_of(" \t");
-      if (b != std::string::npos) r.virtual_interfaces.push_back(item.substr(b, e - b + 1));
-    }
-  }
-  return r;
 }
 
 Result<> Agent::cmd_add(const cni::CniEvent& ev) {
@@ -114,10 +27,9 @@ Result<> Agent::cmd_add(const cni::CniEvent& ev) {
   if (ev.pod_name.empty() || ev.pod_namespace.empty()) {
     return make_error(Errc::InvalidArgument, "event has no pod name or namespace");
   }
-  if (!policy_) return make_error(Errc::Unavailable, "agent is starting: no enrollment policy yet");
   auto decided = [&] {
     metrics::Timer t(metrics_.decision);
-    return policy_->decide(ev);
+    return policy_.decide(ev);
   }();
   AMBIENT_ASSIGN_OR_RETURN(auto identity, std::move(decided));
   if (!identity) {
@@ -129,26 +41,24 @@ Result<> Agent::cmd_add(const cni::CniEvent& ev) {
     metrics::Timer t(metrics_.netns_open);
     return netns::Netns::open(path);
   }();
-  if (!opened) return std::move(opened).error().with("pod " + pod + ": open netns");
+  if (!opened) return std::move(opened).error().context("pod " + pod + ": open netns");
   for (const auto& ip : ev.ips) identity->ips.push_back(ip.address.address);
   return add_pod(*identity, std::make_shared<const netns::Netns>(std::move(*opened)));
 }
 
 Result<> Agent::add_to_probe_set(const std::string& uid, const std::vector<IpAddress>& ips) {
-  if (!host_) return {};
   std::lock_guard lk(host_mu_);
   for (const auto& ip : ips) {
     AMBIENT_RETURN_IF_ERROR(
-        host_->add_pod_ip(ip, uid).context("add " + ip.to_string() + " to the probe set"));
+        host_.add_pod_ip(ip, uid).context("add " + ip.to_string() + " to the probe set"));
   }
   return {};
 }
 
 void Agent::remove_from_probe_set(const std::string& uid, const std::vector<IpAddress>& ips) {
-  if (!host_) return;
   std::lock_guard lk(host_mu_);
   for (const auto& ip : ips) {
-    if (auto r = host_->remove_pod_ip(ip, uid); !r) {
+    if (auto r = host_.remove_pod_ip(ip, uid); !r) {
       log::warn("remove {} (pod {}) from the probe set: {}", ip.to_string(), uid,
                 r.error().describe());
     }
@@ -158,14 +68,14 @@ void Agent::remove_from_probe_set(const std::string& uid, const std::vector<IpAd
 Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   const std::string pod = id.name();
   std::lock_guard lk(pod_lock(id.uid));
-  if (auto e = cache_.get(id.uid); e && e->workload.netns &&
-                                   e->workload.netns->inode() == ns->inode() &&
-                                   e->workload.netns->device() == ns->device()) {
+  if (auto e = pods_.get(id.uid); e && e->workload.netns &&
+                                  e->workload.netns->inode() == ns->inode() &&
+                                  e->workload.netns->device() == ns->device()) {
     return {};  // already enrolled in this very netns (e.g. CNI and informer both saw it)
   }
   // Refuse before touching the pod: rules without a ztunnel behind them
   // would black-hole its traffic.
-  if (!zds_ || !zds_->has_connection()) {
+  if (!zds_.has_connection()) {
     return make_error(Errc::Unavailable,
                       "pod " + pod + ": no ztunnel connection (is ztunnel running on this node?)");
   }
@@ -182,7 +92,7 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   // set succeeded; otherwise whatever did succeed is undone.
   zds::Workload w{.uid = id.uid, .info = id.info, .netns = ns};
   std::optional<zds::PendingAdd> pending;
-  auto hand_to_ztunnel = [&] { pending.emplace(zds_->begin_add(w)); };
+  auto hand_to_ztunnel = [&] { pending.emplace(zds_.begin_add(w)); };
   auto installed = [&] {
     metrics::Timer t(metrics_.rules, &rules_s);
     return backend_.install(*ns, rcfg, hand_to_ztunnel);
@@ -204,7 +114,7 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
     acked = pending->wait();
   }
   if (!installed || !probed || !acked) {
-    if (pending && acked) (void)zds_->del(id.uid);
+    if (pending && acked) (void)zds_.del(id.uid);
     if (installed) {
       if (auto undo = backend_.remove(*ns, rcfg); !undo) {
         log::error("pod {}: rolling back rules after a failed enrollment: {}", pod,
@@ -212,11 +122,11 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
       }
       remove_from_probe_set(id.uid, id.ips);
     }
-    if (!installed) return std::move(installed).error().with("pod " + pod);
-    if (!probed) return std::move(probed).error().with("pod " + pod);
-    return std::move(acked).error().with("pod " + pod + ": hand netns to ztunnel");
+    if (!installed) return std::move(installed).error().context("pod " + pod);
+    if (!probed) return std::move(probed).error().context("pod " + pod);
+    return std::move(acked).error().context("pod " + pod + ": hand netns to ztunnel");
   }
-  cache_.upsert({.workload = std::move(w), .redirect = rcfg, .ips = id.ips});
+  pods_.upsert({.workload = std::move(w), .redirect = rcfg, .ips = id.ips});
   // The phases in the log line too: a slow enrollment explains itself.
   log::info(
       "pod {}: enrolled (netns {}, backend {}; rules {:.2f} ms, probe set {:.2f} ms, then "
@@ -233,14 +143,14 @@ Result<> Agent::adopt_pod(const PodIdentity& id, const netns::NetnsRef& ns, bool
   if (ns && reconcile_rules) r = backend_.install(*ns, rcfg).context("pod " + id.name());
   auto probes = add_to_probe_set(id.uid, id.ips);
   if (!probes) log::error("pod {}: {}", id.name(), probes.error().describe());
-  cache_.upsert(
+  pods_.upsert(
       {.workload = {.uid = id.uid, .info = id.info, .netns = ns}, .redirect = rcfg, .ips = id.ips});
   return r;
 }
 
 Result<> Agent::remove_pod(const std::string& uid, bool netns_going_away) {
   std::lock_guard lk(pod_lock(uid));
-  auto entry = cache_.get(uid);
+  auto entry = pods_.get(uid);
   if (!entry) return {};  // never enrolled, or already removed
   const std::string pod = entry->workload.info.ns + "/" + entry->workload.info.name;
   std::string errors;
@@ -249,10 +159,8 @@ Result<> Agent::remove_pod(const std::string& uid, bool netns_going_away) {
       errors = r.error().describe();
     }
   }
-  if (zds_) {
-    if (auto r = zds_->del(uid); !r) {
-      errors += (errors.empty() ? "" : "; ") + r.error().describe();
-    }
+  if (auto r = zds_.del(uid); !r) {
+    errors += (errors.empty() ? "" : "; ") + r.error().describe();
   }
   if (!errors.empty()) {
     // Kept in the cache so a retry can still reach the netns (upstream
@@ -260,7 +168,7 @@ Result<> Agent::remove_pod(const std::string& uid, bool netns_going_away) {
     return make_error(Errc::Internal, "pod " + pod + ": remove: " + errors);
   }
   remove_from_probe_set(uid, entry->ips);
-  (void)cache_.take(uid);
+  (void)pods_.take(uid);
   log::info("pod {}: removed from the mesh", pod);
   return {};
 }
@@ -279,38 +187,6 @@ Result<> Agent::cmd_del(const cni::CniEvent& ev) {
               r.error().describe());
   }
   return {};
-}
-
-http::Response Agent::handle_cni(const http::Request& req) {
-  const bool add = req.target == cni::kCmdAddPath;
-  const bool del = req.target == cni::kCmdDelPath;
-  if (!add && !del) return {404, "404 page not found\n"};
-  auto count = [&](int status) {
-    if (!add) return;
-    (status == 200   ? metrics_.requests_200
-     : status == 400 ? metrics_.requests_400
-                     : metrics_.requests_500)++;
-  };
-  std::optional<metrics::Timer> whole;
-  if (add) whole.emplace(metrics_.cmdadd);
-  auto ev = [&] {
-    std::optional<metrics::Timer> t;
-    if (add) t.emplace(metrics_.parse);
-    return cni::decode_event(req.body);
-  }();
-  if (!ev) {
-    count(400);
-    log::warn("{}: bad request: {}", req.target, ev.error().describe());
-    return {400, ev.error().describe() + "\n"};
-  }
-  auto r = add ? cmd_add(*ev) : cmd_del(*ev);
-  if (!r) {
-    count(500);
-    log::error("{}: {}", req.target, r.error().describe());
-    return {500, r.error().describe() + "\n"};
-  }
-  count(200);
-  return {200, ""};
 }
 
 }  // namespace ambient::agent

@@ -4,165 +4,160 @@
 
 #include <charconv>
 #include <sstream>
+#include <type_traits>
+#include <variant>
 
 #include "lib/ip_address.h"
 
 namespace ambient::agent {
 
+std::string_view install_cni_name(InstallCni v) {
+  switch (v) {
+    case InstallCni::On:
+      return "true";
+    case InstallCni::Off:
+      return "false";
+    case InstallCni::Auto:
+      break;
+  }
+  return "auto";
+}
+
 namespace {
 
-enum class Kind { String, Bool, Int, List };
+// Each option names the Config member it sets; the member's type decides how
+// its text is parsed and how its default is shown in --help.
+using Field = std::variant<std::string Config::*, bool Config::*, int Config::*,
+                           std::vector<std::string> Config::*, InstallCni Config::*,
+                           std::optional<redirect::IptablesVariant> Config::*>;
 
 struct Option {
   const char* flag;  // without "--"
   const char* env;
-  Kind kind;
   const char* help;
-  std::function<void*(Config&)> field;
+  Field field;
 };
 
-const std::vector<Option>& options() {
-  static const std::vector<Option> opts = {
-      {"cni-agent-run-dir", "CNI_AGENT_RUN_DIR", Kind::String,
-       "directory of pluginevent.sock (the plugin's socket); default /var/run/istio-cni",
-       [](Config& c) -> void* { return &c.run_dir; }},
-      {"ztunnel-uds-address", "ZTUNNEL_UDS_ADDRESS", Kind::String,
-       "ZDS socket ztunnel connects to; default /var/run/ztunnel/ztunnel.sock",
-       [](Config& c) -> void* { return &c.ztunnel_uds; }},
-      {"host-root", "AMBIENT_HOST_ROOT", Kind::String,
-       "prefix for host paths such as the pod netns (upstream's DaemonSet uses /host); "
-       "default empty, for an agent running directly on the host",
-       [](Config& c) -> void* { return &c.host_root; }},
-      {"host-netns", "AMBIENT_HOST_NETNS", Kind::String,
-       "the node's network namespace, never taken for a pod's by the /proc scan; default "
-       "<host root>/proc/1/ns/net (use /proc/self/ns/net where pid 1 is not readable and the "
-       "agent shares the node's netns)",
-       [](Config& c) -> void* { return &c.host_netns; }},
-      {"exclude-namespaces", "EXCLUDE_NAMESPACES", Kind::List,
-       "comma-separated namespaces never enrolled; items trimmed, empty items dropped",
-       [](Config& c) -> void* { return &c.exclude_namespaces; }},
-      {"enroll-namespaces", "AMBIENT_ENROLL_NAMESPACES", Kind::List,
-       "standalone mode (no Kubernetes): comma-separated namespaces whose pods are enrolled, "
-       "or * for all; when empty the agent runs in Kubernetes mode",
-       [](Config& c) -> void* { return &c.enroll_namespaces; }},
-      {"kubeconfig", "KUBECONFIG", Kind::String,
-       "Kubernetes mode: kubeconfig to use; empty = the in-cluster service account "
-       "(KUBERNETES_SERVICE_HOST/PORT and its token, re-read when it rotates), else "
-       "<run dir>/istio-cni-kubeconfig as the installer writes it",
-       [](Config& c) -> void* { return &c.kubeconfig; }},
-      {"node-name", "NODE_NAME", Kind::String,
-       "Kubernetes mode: this node's name; only its pods are watched (required)",
-       [](Config& c) -> void* { return &c.node_name; }},
-      {"pod-namespace", "POD_NAMESPACE", Kind::String,
-       "namespace of the agent's own DaemonSet (upgrade detection at shutdown)",
-       [](Config& c) -> void* { return &c.pod_namespace; }},
-      {"pod-name", "POD_NAME", Kind::String, "the agent's own pod name (logs)",
-       [](Config& c) -> void* { return &c.pod_name; }},
-      {"system-namespace", "SYSTEM_NAMESPACE", Kind::String,
-       "namespace of ztunnel's pods, which are never enrolled; default istio-system",
-       [](Config& c) -> void* { return &c.system_namespace; }},
-      {"ambient-enablement-selector", "AMBIENT_ENABLEMENT_SELECTOR", Kind::String,
-       "YAML list of {podSelector, namespaceSelector}: the pods to enroll (upstream's chart "
-       "value ambient.enablementSelectors); empty = no pod is enrolled",
-       [](Config& c) -> void* { return &c.enablement_selector_yaml; }},
-      {"ambient-reconcile-pod-rules-on-startup", "AMBIENT_RECONCILE_POD_RULES_ON_STARTUP",
-       Kind::Bool,
-       "re-check every enrolled pod's rules at startup, adding what is missing; default true",
-       [](Config& c) -> void* { return &c.reconcile_on_startup; }},
-      {"ambient-disable-safe-upgrade", "AMBIENT_DISABLE_SAFE_UPGRADE", Kind::Bool,
-       "treat every shutdown as an uninstall; default false",
-       [](Config& c) -> void* { return &c.disable_safe_upgrade; }},
-      {"istio-owned-cni-config", "ISTIO_OWNED_CNI_CONFIG", Kind::Bool,
-       "upgrade detection defaults to 'upgrade' and retries twice; default false",
-       [](Config& c) -> void* { return &c.istio_owned_cni_config; }},
-      {"install-cni", "AMBIENT_INSTALL_CNI", Kind::String,
-       "run the installer (plugin binary, kubeconfig, CNI config entry, kept in place and "
-       "removed on uninstall): true, false or auto (= on in Kubernetes mode); default auto",
-       [](Config& c) -> void* { return &c.install_cni; }},
-      {"mounted-cni-net-dir", "MOUNTED_CNI_NET_DIR", Kind::String,
-       "the host's CNI configuration directory as mounted; default /host/etc/cni/net.d",
-       [](Config& c) -> void* { return &c.cni_net_dir; }},
-      {"cni-conf-name", "CNI_CONF_NAME", Kind::String,
-       "primary CNI config file; empty = the first valid .conf/.conflist in name order",
-       [](Config& c) -> void* { return &c.cni_conf_name; }},
-      {"chained-cni-plugin", "CHAINED_CNI_PLUGIN", Kind::Bool,
-       "insert into the primary config (true) or write a standalone conf; default true",
-       [](Config& c) -> void* { return &c.chained_cni_plugin; }},
-      {"istio-owned-cni-config-filename", "ISTIO_OWNED_CNI_CONFIG_FILENAME", Kind::String,
-       "file of the Istio-owned conflist (also read from ISTIO_OWNED_CNI_CONF_FILENAME, as the "
-       "chart sets it); default 02-istio-cni.conflist",
-       [](Config& c) -> void* { return &c.istio_owned_cni_config_filename; }},
-      {"cni-bin-source-dir", "AMBIENT_CNI_BIN_SOURCE_DIR", Kind::String,
-       "where the plugin binary to install is; default /opt/cni/bin",
-       [](Config& c) -> void* { return &c.cni_bin_source_dir; }},
-      {"cni-bin-dir", "AMBIENT_CNI_BIN_DIR", Kind::String,
-       "the host's CNI binary directory as mounted; default /host/opt/cni/bin",
-       [](Config& c) -> void* { return &c.cni_bin_dir; }},
-      {"kubeconfig-mode", "KUBECONFIG_MODE", Kind::Int,
-       "file mode of the plugin's kubeconfig (0600 octal, 384 decimal, 0x180 …); default 0600",
-       [](Config& c) -> void* { return &c.kubeconfig_mode; }},
-      {"cni-conf-group-read", "CNI_CONF_GROUP_READ", Kind::Bool,
-       "config files we own get mode 0640 instead of 0600; default false",
-       [](Config& c) -> void* { return &c.cni_conf_group_read; }},
-      {"kube-ca-file", "KUBE_CA_FILE", Kind::String,
-       "CA for the plugin's kubeconfig; default <service account dir>/ca.crt",
-       [](Config& c) -> void* { return &c.kube_ca_file; }},
-      {"skip-tls-verify", "SKIP_TLS_VERIFY", Kind::Bool,
-       "write insecure-skip-tls-verify into the plugin's kubeconfig; default false",
-       [](Config& c) -> void* { return &c.skip_tls_verify; }},
-      {"service-account-dir", "AMBIENT_SERVICE_ACCOUNT_DIR", Kind::String,
-       "token and CA for the plugin's kubeconfig; default "
-       "/var/run/secrets/kubernetes.io/serviceaccount",
-       [](Config& c) -> void* { return &c.service_account_dir; }},
-      {"enable-ambient-detection-retry", "ENABLE_AMBIENT_DETECTION_RETRY", Kind::Bool,
-       "written into the plugin config: long API retries when the agent is down; default false",
-       [](Config& c) -> void* { return &c.enable_ambient_detection_retry; }},
-      {"plugin-log-level", "AMBIENT_PLUGIN_LOG_LEVEL", Kind::String,
-       "written into the plugin config as plugin_log_level; default info",
-       [](Config& c) -> void* { return &c.plugin_log_level; }},
-      {"ambient-dns-capture", "AMBIENT_DNS_CAPTURE", Kind::Bool,
-       "redirect pod DNS (udp/tcp 53) to ztunnel's 15053; default false",
-       [](Config& c) -> void* { return &c.dns_capture; }},
-      {"ambient-ipv6", "AMBIENT_IPV6", Kind::Bool,
-       "install IPv6 rules and routes too; default false",
-       [](Config& c) -> void* { return &c.ipv6; }},
-      {"ambient-use-scoped-xtables-locking", "AMBIENT_USE_SCOPED_XTABLES_LOCKING", Kind::Bool,
-       "run iptables in a private mount namespace with its own xtables lock and no NSS; "
-       "default true",
-       [](Config& c) -> void* { return &c.scoped_xtables_locking; }},
-      {"native-nftables", "NATIVE_NFTABLES", Kind::Bool,
-       "redirect with native nftables (in process, one transaction per pod) instead of "
-       "iptables; default false",
-       [](Config& c) -> void* { return &c.native_nftables; }},
-      {"kubelet-uid", "AMBIENT_KUBELET_UID", Kind::Int,
-       "UID whose connections get the probe SNAT (only kubelet's health probes should); "
-       "default -1 = the UID of the kubelet (or kubelite, k3s) process found in "
-       "<host root>/proc",
-       [](Config& c) -> void* { return &c.kubelet_uid; }},
-      {"force-iptables-binary", "FORCE_IPTABLES_BINARY", Kind::String,
-       "legacy or nft: use iptables-legacy or iptables-nft instead of the host's default "
-       "iptables; empty = default",
-       [](Config& c) -> void* { return &c.force_iptables_binary; }},
-      {"host-probe-snat-ip", "HOST_PROBE_SNAT_IP", Kind::String,
-       "source address of SNATed kubelet probes; default 169.254.7.127",
-       [](Config& c) -> void* { return &c.probe_snat_ipv4; }},
-      {"host-probe-snat-ipv6", "HOST_PROBE_SNAT_IPV6", Kind::String,
-       "IPv6 source of SNATed kubelet probes; default fd16:9254:7127:1337:ffff:ffff:ffff:ffff",
-       [](Config& c) -> void* { return &c.probe_snat_ipv6; }},
-      {"health-port", "AMBIENT_HEALTH_PORT", Kind::Int,
-       "TCP port of /healthz and /readyz; default 8000",
-       [](Config& c) -> void* { return &c.health_port; }},
-      {"monitoring-port", "MONITORING_PORT", Kind::Int,
-       "TCP port of /metrics (Prometheus); <= 0 disables; default 15014",
-       [](Config& c) -> void* { return &c.monitoring_port; }},
-      {"log_output_level", "LOG_OUTPUT_LEVEL", Kind::String,
-       "debug, info, warn or error; default info", [](Config& c) -> void* { return &c.log_level; }},
-      {"zds-timeout-ms", "AMBIENT_ZDS_TIMEOUT_MS", Kind::Int,
-       "per-message send and ack timeout towards ztunnel; default 5000",
-       [](Config& c) -> void* { return &c.zds_timeout_ms; }},
-  };
-  return opts;
-}
+// Every option, in --help order.
+const Option kOptions[] = {
+    {"cni-agent-run-dir", "CNI_AGENT_RUN_DIR",
+     "directory of pluginevent.sock (the plugin's socket)", &Config::run_dir},
+    {"ztunnel-uds-address", "ZTUNNEL_UDS_ADDRESS", "ZDS socket ztunnel connects to",
+     &Config::ztunnel_uds},
+    {"host-root", "AMBIENT_HOST_ROOT",
+     "prefix for host paths such as the pod netns (upstream's DaemonSet uses /host); "
+     "default empty, for an agent running directly on the host",
+     &Config::host_root},
+    {"host-netns", "AMBIENT_HOST_NETNS",
+     "the node's network namespace, never taken for a pod's by the /proc scan; default "
+     "<host root>/proc/1/ns/net (use /proc/self/ns/net where pid 1 is not readable and the "
+     "agent shares the node's netns)",
+     &Config::host_netns},
+    {"exclude-namespaces", "EXCLUDE_NAMESPACES",
+     "comma-separated namespaces never enrolled; items trimmed, empty items dropped",
+     &Config::exclude_namespaces},
+    {"enroll-namespaces", "AMBIENT_ENROLL_NAMESPACES",
+     "standalone mode (no Kubernetes): comma-separated namespaces whose pods are enrolled, "
+     "or * for all; when empty the agent runs in Kubernetes mode",
+     &Config::enroll_namespaces},
+    {"kubeconfig", "KUBECONFIG",
+     "Kubernetes mode: kubeconfig to use; empty = the in-cluster service account "
+     "(KUBERNETES_SERVICE_HOST/PORT and its token, re-read when it rotates), else "
+     "<run dir>/istio-cni-kubeconfig as the installer writes it",
+     &Config::kubeconfig},
+    {"node-name", "NODE_NAME",
+     "Kubernetes mode: this node's name; only its pods are watched (required)", &Config::node_name},
+    {"pod-namespace", "POD_NAMESPACE",
+     "namespace of the agent's own DaemonSet (upgrade detection at shutdown)",
+     &Config::pod_namespace},
+    {"pod-name", "POD_NAME", "the agent's own pod name (logs)", &Config::pod_name},
+    {"system-namespace", "SYSTEM_NAMESPACE",
+     "namespace of ztunnel's pods, which are never enrolled", &Config::system_namespace},
+    {"ambient-enablement-selector", "AMBIENT_ENABLEMENT_SELECTOR",
+     "YAML list of {podSelector, namespaceSelector}: the pods to enroll (upstream's chart "
+     "value ambient.enablementSelectors); empty = no pod is enrolled",
+     &Config::enablement_selector_yaml},
+    {"ambient-reconcile-pod-rules-on-startup", "AMBIENT_RECONCILE_POD_RULES_ON_STARTUP",
+     "re-check every enrolled pod's rules at startup, adding what is missing",
+     &Config::reconcile_on_startup},
+    {"ambient-disable-safe-upgrade", "AMBIENT_DISABLE_SAFE_UPGRADE",
+     "treat every shutdown as an uninstall", &Config::disable_safe_upgrade},
+    {"istio-owned-cni-config", "ISTIO_OWNED_CNI_CONFIG",
+     "upgrade detection defaults to 'upgrade' and retries twice", &Config::istio_owned_cni_config},
+    {"install-cni", "AMBIENT_INSTALL_CNI",
+     "run the installer (plugin binary, kubeconfig, CNI config entry, kept in place and "
+     "removed on uninstall): true, false or auto (= on in Kubernetes mode)",
+     &Config::install_cni},
+    {"mounted-cni-net-dir", "MOUNTED_CNI_NET_DIR",
+     "the host's CNI configuration directory as mounted", &Config::cni_net_dir},
+    {"cni-conf-name", "CNI_CONF_NAME",
+     "primary CNI config file; empty = the first valid .conf/.conflist in name order",
+     &Config::cni_conf_name},
+    {"chained-cni-plugin", "CHAINED_CNI_PLUGIN",
+     "insert into the primary config (true) or write a standalone conf",
+     &Config::chained_cni_plugin},
+    {"istio-owned-cni-config-filename", "ISTIO_OWNED_CNI_CONFIG_FILENAME",
+     "file of the Istio-owned conflist (also read from ISTIO_OWNED_CNI_CONF_FILENAME, as the "
+     "chart sets it)",
+     &Config::istio_owned_cni_config_filename},
+    {"cni-bin-source-dir", "AMBIENT_CNI_BIN_SOURCE_DIR", "where the plugin binary to install is",
+     &Config::cni_bin_source_dir},
+    {"cni-bin-dir", "AMBIENT_CNI_BIN_DIR", "the host's CNI binary directory as mounted",
+     &Config::cni_bin_dir},
+    {"kubeconfig-mode", "KUBECONFIG_MODE",
+     "file mode of the plugin's kubeconfig (0600 octal, 384 decimal, 0x180 …)",
+     &Config::kubeconfig_mode},
+    {"cni-conf-group-read", "CNI_CONF_GROUP_READ",
+     "config files we own get mode 0640 instead of 0600", &Config::cni_conf_group_read},
+    {"kube-ca-file", "KUBE_CA_FILE",
+     "CA for the plugin's kubeconfig; default <service account dir>/ca.crt", &Config::kube_ca_file},
+    {"skip-tls-verify", "SKIP_TLS_VERIFY",
+     "write insecure-skip-tls-verify into the plugin's kubeconfig", &Config::skip_tls_verify},
+    {"service-account-dir", "AMBIENT_SERVICE_ACCOUNT_DIR",
+     "token and CA for the plugin's kubeconfig", &Config::service_account_dir},
+    {"enable-ambient-detection-retry", "ENABLE_AMBIENT_DETECTION_RETRY",
+     "written into the plugin config: long API retries when the agent is down",
+     &Config::enable_ambient_detection_retry},
+    {"plugin-log-level", "AMBIENT_PLUGIN_LOG_LEVEL",
+     "written into the plugin config as plugin_log_level", &Config::plugin_log_level},
+    {"ambient-dns-capture", "AMBIENT_DNS_CAPTURE",
+     "redirect pod DNS (udp/tcp 53) to ztunnel's 15053", &Config::dns_capture},
+    {"ambient-ipv6", "AMBIENT_IPV6", "install IPv6 rules and routes too", &Config::ipv6},
+    {"ambient-use-scoped-xtables-locking", "AMBIENT_USE_SCOPED_XTABLES_LOCKING",
+     "run iptables in a private mount namespace with its own xtables lock and no NSS",
+     &Config::scoped_xtables_locking},
+    {"native-nftables", "NATIVE_NFTABLES",
+     "redirect with native nftables (in process, one transaction per pod) instead of "
+     "iptables",
+     &Config::native_nftables},
+    {"kubelet-uid", "AMBIENT_KUBELET_UID",
+     "UID whose connections get the probe SNAT (only kubelet's health probes should); "
+     "-1 = the UID of the kubelet (or kubelite, k3s) process found in <host root>/proc",
+     &Config::kubelet_uid},
+    {"force-iptables-binary", "FORCE_IPTABLES_BINARY",
+     "legacy or nft: use iptables-legacy or iptables-nft, whatever detection would choose; "
+     "empty = detect",
+     &Config::force_iptables},
+    {"host-probe-snat-ip", "HOST_PROBE_SNAT_IP", "source address of SNATed kubelet probes",
+     &Config::probe_snat_ipv4},
+    {"host-probe-snat-ipv6", "HOST_PROBE_SNAT_IPV6", "IPv6 source of SNATed kubelet probes",
+     &Config::probe_snat_ipv6},
+    {"health-port", "AMBIENT_HEALTH_PORT", "TCP port of /healthz and /readyz",
+     &Config::health_port},
+    {"monitoring-port", "MONITORING_PORT", "TCP port of /metrics (Prometheus); <= 0 disables",
+     &Config::monitoring_port},
+    {"log_output_level", "LOG_OUTPUT_LEVEL", "debug, info, warn or error", &Config::log_level},
+    {"zds-timeout-ms", "AMBIENT_ZDS_TIMEOUT_MS", "per-message send and ack timeout towards ztunnel",
+     &Config::zds_timeout_ms},
+    {"kubernetes-service-host", "KUBERNETES_SERVICE_HOST",
+     "Kubernetes mode: the API server's address, as kubelet sets it in every pod; with the "
+     "service account it makes the in-cluster configuration and the plugin's kubeconfig",
+     &Config::kubernetes_service_host},
+    {"kubernetes-service-port", "KUBERNETES_SERVICE_PORT", "the API server's port, as above",
+     &Config::kubernetes_service_port},
+    {"kubernetes-service-protocol", "KUBERNETES_SERVICE_PROTOCOL",
+     "scheme written into the plugin's kubeconfig", &Config::kubernetes_service_protocol},
+};
 
 Result<bool> parse_bool(const std::string& v) {
   // Go's strconv.ParseBool, as upstream reads these variables.
@@ -187,48 +182,99 @@ std::vector<std::string> split_list(const std::string& v) {
   return out;
 }
 
-Result<> assign(const Option& o, Config& c, const std::string& v, const std::string& source) {
-  void* f = o.field(c);
-  switch (o.kind) {
-    case Kind::String:
-      *static_cast<std::string*>(f) = v;
-      return {};
-    case Kind::List:
-      *static_cast<std::vector<std::string>*>(f) = split_list(v);
-      return {};
-    case Kind::Bool: {
-      auto b = parse_bool(v);
-      if (!b) return std::move(b).error().with(source);
-      *static_cast<bool*>(f) = *b;
-      return {};
-    }
-    case Kind::Int: {
-      // Base prefixes as Go's flag parsing (strconv base 0): "0600" is octal,
-      // as upstream's KUBECONFIG_MODE is usually written.
-      int n = 0;
-      int base = 10;
-      std::string_view digits = v;
-      if (digits.size() > 2 && (digits.substr(0, 2) == "0x" || digits.substr(0, 2) == "0X")) {
-        base = 16;
-        digits.remove_prefix(2);
-      } else if (digits.size() > 2 &&
-                 (digits.substr(0, 2) == "0o" || digits.substr(0, 2) == "0O")) {
-        base = 8;
-        digits.remove_prefix(2);
-      } else if (digits.size() > 1 && digits[0] == '0') {
-        base = 8;
-        digits.remove_prefix(1);
-      }
-      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n, base);
-      if (ec != std::errc() || end != digits.data() + digits.size() || v.empty()) {
-        return make_error(Errc::InvalidArgument, source + ": \"" + v + "\" is not an integer");
-      }
-      *static_cast<int*>(f) = n;
-      return {};
-    }
+Result<int> parse_int(const std::string& v) {
+  // Base prefixes as Go's flag parsing (strconv base 0): "0600" is octal,
+  // as upstream's KUBECONFIG_MODE is usually written.
+  int n = 0;
+  int base = 10;
+  std::string_view digits = v;
+  if (digits.size() > 2 && (digits.substr(0, 2) == "0x" || digits.substr(0, 2) == "0X")) {
+    base = 16;
+    digits.remove_prefix(2);
+  } else if (digits.size() > 2 && (digits.substr(0, 2) == "0o" || digits.substr(0, 2) == "0O")) {
+    base = 8;
+    digits.remove_prefix(2);
+  } else if (digits.size() > 1 && digits[0] == '0') {
+    base = 8;
+    digits.remove_prefix(1);
   }
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n, base);
+  if (ec != std::errc() || end != digits.data() + digits.size() || v.empty()) {
+    return make_error(Errc::InvalidArgument, "\"" + v + "\" is not an integer");
+  }
+  return n;
+}
+
+Result<InstallCni> parse_install_cni(const std::string& v) {
+  if (v == "auto") return InstallCni::Auto;
+  auto b = parse_bool(v);
+  if (!b) return make_error(Errc::InvalidArgument, "\"" + v + "\" is not true, false or auto");
+  return *b ? InstallCni::On : InstallCni::Off;
+}
+
+Result<std::optional<redirect::IptablesVariant>> parse_iptables_variant(const std::string& v) {
+  if (v.empty()) return std::optional<redirect::IptablesVariant>();
+  if (v == "legacy") return std::optional(redirect::IptablesVariant::Legacy);
+  if (v == "nft") return std::optional(redirect::IptablesVariant::Nft);
+  return make_error(Errc::InvalidArgument, "\"" + v + "\" is not legacy or nft (or empty: detect)");
+}
+
+template <class T>
+Result<> store(Config& c, T Config::*member, Result<T> parsed, const std::string& source) {
+  if (!parsed) return std::move(parsed).error().context(source);
+  c.*member = std::move(*parsed);
   return {};
 }
+
+Result<> assign(const Option& o, Config& c, const std::string& v, const std::string& source) {
+  return std::visit(
+      [&](auto member) -> Result<> {
+        using T = std::remove_reference_t<decltype(c.*member)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          return store(c, member, Result<T>(v), source);
+        } else if constexpr (std::is_same_v<T, bool>) {
+          return store(c, member, parse_bool(v), source);
+        } else if constexpr (std::is_same_v<T, int>) {
+          return store(c, member, parse_int(v), source);
+        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+          return store(c, member, Result<T>(split_list(v)), source);
+        } else if constexpr (std::is_same_v<T, InstallCni>) {
+          return store(c, member, parse_install_cni(v), source);
+        } else {
+          return store(c, member, parse_iptables_variant(v), source);
+        }
+      },
+      o.field);
+}
+
+// The default a default-constructed Config holds, as --help shows it; ""
+// when there is nothing to show (an empty string or list).
+std::string default_text(const Field& field) {
+  static const Config defaults;
+  return std::visit(
+      [](auto member) -> std::string {
+        const auto& v = defaults.*member;
+        using T = std::remove_cvref_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          return v;
+        } else if constexpr (std::is_same_v<T, bool>) {
+          return v ? "true" : "false";
+        } else if constexpr (std::is_same_v<T, int>) {
+          return std::to_string(v);
+        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+          std::string s;
+          for (const auto& item : v) s += (s.empty() ? "" : ",") + item;
+          return s;
+        } else if constexpr (std::is_same_v<T, InstallCni>) {
+          return std::string(install_cni_name(v));
+        } else {
+          return v ? std::string(*v == redirect::IptablesVariant::Legacy ? "legacy" : "nft") : "";
+        }
+      },
+      field);
+}
+
+bool is_bool(const Option& o) { return std::holds_alternative<bool Config::*>(o.field); }
 
 }  // namespace
 
@@ -241,8 +287,10 @@ std::string help_text() {
       "Usage: ambient-agent [flags]\n\n"
       "Every flag can also be set by its environment variable; a flag wins over the\n"
       "variable. Booleans take 1/t/true/0/f/false (any case as Go accepts).\n\n";
-  for (const auto& o : options()) {
-    s += "  --" + std::string(o.flag) + "  (env " + o.env + ")\n      " + o.help + "\n";
+  for (const auto& o : kOptions) {
+    const std::string def = default_text(o.field);
+    s += "  --" + std::string(o.flag) + "  (env " + o.env + ")\n      " + o.help +
+         (def.empty() ? "" : "; default " + def) + "\n";
   }
   s += "  --help\n      print this text\n";
   return s;
@@ -251,7 +299,12 @@ std::string help_text() {
 Result<ParseOutcome> parse_config(int argc, const char* const* argv,
                                   const std::function<const char*(const char*)>& getenv) {
   ParseOutcome out;
-  for (const auto& o : options()) {
+  // The chart's spelling of ISTIO_OWNED_CNI_CONFIG_FILENAME; the option's own
+  // variable and flag win over it.
+  if (const char* v = getenv("ISTIO_OWNED_CNI_CONF_FILENAME")) {
+    out.config.istio_owned_cni_config_filename = v;
+  }
+  for (const auto& o : kOptions) {
     if (const char* v = getenv(o.env)) {
       AMBIENT_RETURN_IF_ERROR(assign(o, out.config, v, std::string("env ") + o.env));
     }
@@ -273,12 +326,12 @@ Result<ParseOutcome> parse_config(int argc, const char* const* argv,
       has_value = true;
     }
     const Option* opt = nullptr;
-    for (const auto& o : options()) {
+    for (const auto& o : kOptions) {
       if (name == o.flag) opt = &o;
     }
     if (!opt) return make_error(Errc::InvalidArgument, "unknown flag --" + name + " (see --help)");
     if (!has_value) {
-      if (opt->kind == Kind::Bool) {
+      if (is_bool(*opt)) {
         value = "true";
       } else if (i + 1 < argc) {
         value = argv[++i];
@@ -289,10 +342,6 @@ Result<ParseOutcome> parse_config(int argc, const char* const* argv,
     AMBIENT_RETURN_IF_ERROR(assign(*opt, out.config, value, "flag --" + name));
   }
   Config& c = out.config;
-  if (c.istio_owned_cni_config_filename.empty()) {
-    if (const char* v = getenv("ISTIO_OWNED_CNI_CONF_FILENAME"))
-      c.istio_owned_cni_config_filename = v;
-  }
   auto v4 = IpAddress::parse(c.probe_snat_ipv4);
   if (!v4 || v4->family != AF_INET) {
     return make_error(Errc::InvalidArgument,
@@ -303,16 +352,10 @@ Result<ParseOutcome> parse_config(int argc, const char* const* argv,
     return make_error(Errc::InvalidArgument,
                       "HOST_PROBE_SNAT_IPV6 \"" + c.probe_snat_ipv6 + "\" is not an IPv6 address");
   }
-  if (!c.force_iptables_binary.empty() && c.force_iptables_binary != "legacy" &&
-      c.force_iptables_binary != "nft") {
-    return make_error(Errc::InvalidArgument, "FORCE_IPTABLES_BINARY must be legacy or nft, got \"" +
-                                                 c.force_iptables_binary + "\"");
-  }
   if (c.enroll_namespaces.empty()) {
-    const char* host = getenv("KUBERNETES_SERVICE_HOST");
     struct stat st {};
-    bool installer_kubeconfig = ::stat((c.run_dir + "/istio-cni-kubeconfig").c_str(), &st) == 0;
-    if (c.kubeconfig.empty() && (!host || !*host) && !installer_kubeconfig) {
+    const bool installer_kubeconfig = ::stat(c.plugin_kubeconfig_path().c_str(), &st) == 0;
+    if (c.kubeconfig.empty() && c.kubernetes_service_host.empty() && !installer_kubeconfig) {
       return make_error(Errc::InvalidArgument,
                         "no enrollment source: set --enroll-namespaces "
                         "(AMBIENT_ENROLL_NAMESPACES) for standalone mode, or --kubeconfig "

@@ -4,14 +4,24 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "install/cni_config.h"
+#include "lib/cni_event.h"
 #include "lib/result.h"
 #include "redirect/backend.h"
+#include "redirect/detect.h"
 
 namespace ambient::agent {
 
+// AMBIENT_INSTALL_CNI: Auto runs the installer in Kubernetes mode only.
+enum class InstallCni { Auto, On, Off };
+std::string_view install_cni_name(InstallCni v);  // "auto", "true", "false"
+
+// Every default is written here once; --help shows it from a default-made
+// Config.
 struct Config {
   std::string run_dir = "/var/run/istio-cni";
   std::string ztunnel_uds = "/var/run/ztunnel/ztunnel.sock";
@@ -22,11 +32,11 @@ struct Config {
   bool dns_capture = false;
   bool ipv6 = false;
   bool scoped_xtables_locking = true;
-  std::string force_iptables_binary;  // "", "legacy", "nft"
+  std::optional<redirect::IptablesVariant> force_iptables;  // FORCE_IPTABLES_BINARY
   bool native_nftables = false;
   int kubelet_uid = -1;  // -1: find kubelet in <host root>/proc
-  std::string probe_snat_ipv4 = "169.254.7.127";
-  std::string probe_snat_ipv6 = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff";
+  std::string probe_snat_ipv4 = std::string(redirect::kDefaultProbeSnatIpv4);
+  std::string probe_snat_ipv6 = std::string(redirect::kDefaultProbeSnatIpv6);
   int health_port = 8000;
   int monitoring_port = 15014;
   std::string log_level = "info";
@@ -43,11 +53,11 @@ struct Config {
   bool istio_owned_cni_config = false;
 
   // Installer (upstream's install-cni in the same process).
-  std::string install_cni = "auto";  // auto = on in Kubernetes mode, off standalone
+  InstallCni install_cni = InstallCni::Auto;
   std::string cni_net_dir = "/host/etc/cni/net.d";
   std::string cni_conf_name;
   bool chained_cni_plugin = true;
-  std::string istio_owned_cni_config_filename;
+  std::string istio_owned_cni_config_filename = std::string(install::kIstioOwnedConflist);
   std::string cni_bin_source_dir = "/opt/cni/bin";
   std::string cni_bin_dir = "/host/opt/cni/bin";
   int kubeconfig_mode = 0600;
@@ -57,10 +67,18 @@ struct Config {
   std::string service_account_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
   bool enable_ambient_detection_retry = false;
   std::string plugin_log_level = "info";
+  // The API server as kubelet announces it in every pod's environment.
+  std::string kubernetes_service_host;
+  std::string kubernetes_service_port;
+  std::string kubernetes_service_protocol = "https";
 
   bool standalone() const { return !enroll_namespaces.empty(); }
   bool installer_enabled() const {
-    return install_cni == "true" || (install_cni == "auto" && !standalone());
+    return install_cni == InstallCni::On || (install_cni == InstallCni::Auto && !standalone());
+  }
+  // The kubeconfig the installer writes for the plugin.
+  std::string plugin_kubeconfig_path() const {
+    return run_dir + "/" + std::string(cni::kPluginKubeconfigFile);
   }
 };
 

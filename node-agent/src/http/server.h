@@ -38,7 +38,7 @@ template <class Protocol>
 class Server {
  public:
   struct Options {
-    size_t body_limit = 64 * 1024;
+    size_t body_limit = size_t{64} * 1024;
     std::chrono::seconds read_timeout{10};
   };
 

@@ -1,5 +1,5 @@
 // The host's CNI configuration, edited exactly as upstream's installer does
-// (installer-and-chart.md §2-3, §7): find the primary file, insert or
+// (docs/installer.md#cni-config): find the primary file, insert or
 // remove the istio-cni entry, and write it back formatted like Go's
 // json.MarshalIndent of a map (keys sorted, 2-space indent, HTML-escaped,
 // trailing newline), atomically.
@@ -8,12 +8,16 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lib/json_fields.h"
 #include "lib/result.h"
 
 namespace ambient::install {
+
+// Where ISTIO_OWNED_CNI_CONFIG puts the merged list unless told otherwise.
+inline constexpr std::string_view kIstioOwnedConflist = "02-istio-cni.conflist";
 
 using Json = nlohmann::json;  // std::map: keys come out sorted, as Go's maps do
 

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 
+#include "lib/cni_event.h"
 #include "lib/ip_address.h"
 #include "lib/unique_fd.h"
 #include "log/log.h"
@@ -140,7 +141,7 @@ Result<> Installer::write_kubeconfig() {
           ? ""
           : slurp(cfg_.kube_ca_file.empty() ? cfg_.sa_dir + "/ca.crt" : cfg_.kube_ca_file);
   const std::string token = slurp(cfg_.sa_dir + "/token");
-  const std::string path = cfg_.run_dir + "/istio-cni-kubeconfig";
+  const std::string path = cfg_.run_dir + "/" + std::string(cni::kPluginKubeconfigFile);
   const std::string yaml = kubeconfig_yaml(server, ca, token, cfg_.skip_tls_verify);
   if (fs::exists(path) && slurp(path) == yaml) return {};
   return write_atomic(path, yaml, cfg_.kubeconfig_mode).context("write kubeconfig");
@@ -292,7 +293,8 @@ Result<> Installer::cleanup() {
       ::unlink(config_path_.c_str());  // our own file
     }
   }
-  if (cfg_.write_kubeconfig) ::unlink((cfg_.run_dir + "/istio-cni-kubeconfig").c_str());
+  if (cfg_.write_kubeconfig)
+    ::unlink((cfg_.run_dir + "/" + std::string(cni::kPluginKubeconfigFile)).c_str());
   for (const auto& dir : cfg_.bin_target_dirs) ::unlink((dir + "/istio-cni").c_str());
   ready_ = false;
   if (!errors.empty()) return make_error(Errc::Internal, "installer cleanup: " + errors);

@@ -25,7 +25,7 @@ struct InstallerConfig {
   std::string cni_conf_name;                        // CNI_CONF_NAME
   bool chained = true;                              // CHAINED_CNI_PLUGIN
   bool istio_owned = false;                         // ISTIO_OWNED_CNI_CONFIG (with ambient)
-  std::string istio_owned_filename = "02-istio-cni.conflist";
+  std::string istio_owned_filename = std::string(kIstioOwnedConflist);
   std::string bin_source_dir = "/opt/cni/bin";
   std::vector<std::string> bin_target_dirs = {"/host/opt/cni/bin"};
   std::string run_dir = "/var/run/istio-cni";  // kubeconfig goes here
@@ -36,7 +36,7 @@ struct InstallerConfig {
   bool skip_tls_verify = false;                            // SKIP_TLS_VERIFY
   std::string k8s_protocol = "https", k8s_host, k8s_port;  // KUBERNETES_SERVICE_*
   bool write_kubeconfig = true;  // false where there is no service account (standalone)
-  Json entry;                    // the istio-cni plugin entry (cni-plugin.md §1.3)
+  Json entry;                    // the istio-cni plugin entry (docs/installer.md#insertion)
 };
 
 // The entry the installer writes, from the agent's settings.

@@ -105,17 +105,13 @@ Result<std::vector<EnablementSelector>> parse_selector_yaml(const std::string& y
                       std::string("failed to parse ambient enablement selector: ") + e.what());
   }
   auto sel = parse_enablement_selectors(j);
-  if (!sel) return std::move(sel).error().with("failed to parse ambient enablement selector");
+  if (!sel) return std::move(sel).error().context("failed to parse ambient enablement selector");
   return sel;
 }
 
-Controller::Controller(const agent::Config& cfg, const KubeClient& client, agent::Agent& agent,
+Controller::Controller(const agent::Config& cfg, const KubeClient& client,
                        std::vector<EnablementSelector> selectors, netns::ProcScanDeps proc)
-    : cfg_(cfg),
-      client_(client),
-      agent_(agent),
-      selectors_(std::move(selectors)),
-      proc_(std::move(proc)) {
+    : cfg_(cfg), client_(client), selectors_(std::move(selectors)), proc_(std::move(proc)) {
   pods_ = std::make_unique<Informer>(
       client_,
       Informer::Options{.path = "/api/v1/pods",
@@ -129,7 +125,8 @@ Controller::Controller(const agent::Config& cfg, const KubeClient& client, agent
 
 Controller::~Controller() { stop(); }
 
-bool Controller::start() {
+bool Controller::start(agent::Agent& agent) {
+  agent_ = &agent;
   {
     // Threads are only created under the lock and before stop() ran, so
     // stop() always sees (and joins) every thread that exists.
@@ -267,8 +264,8 @@ Result<> Controller::reconcile(const WorkItem& item) {
       last_patched_.erase(meta(pod, "namespace") + "/" + meta(pod, "name"));
     }
     std::string a = annotation(pod);
-    if (agent_.is_enrolled(uid) || a == "enabled" || a == "pending") {
-      return agent_.remove_pod(uid, /*netns_going_away=*/true);
+    if (agent_->is_enrolled(uid) || a == "enabled" || a == "pending") {
+      return agent_->remove_pod(uid, /*netns_going_away=*/true);
     }
     return {};
   }
@@ -277,19 +274,19 @@ Result<> Controller::reconcile(const WorkItem& item) {
   const std::string uid = meta(*pod, "uid");
   const std::string a = annotation(*pod);
   const bool marked = a == "enabled" || a == "pending";
-  const bool enrolled = agent_.is_enrolled(uid);
+  const bool enrolled = agent_->is_enrolled(uid);
   ObjectRef ns = namespaces_->get(meta(*pod, "namespace"));
 
   if (pod_is_terminal(*pod)) {
     if (enrolled || marked) {
-      AMBIENT_RETURN_IF_ERROR(agent_.remove_pod(uid, /*netns_going_away=*/true));
+      AMBIENT_RETURN_IF_ERROR(agent_->remove_pod(uid, /*netns_going_away=*/true));
       annotate(*pod, Annotation::Remove);
     }
     return {};
   }
   if (!should_enroll(*pod, ns.get())) {
     if (enrolled || marked) {
-      AMBIENT_RETURN_IF_ERROR(agent_.remove_pod(uid, /*netns_going_away=*/false));
+      AMBIENT_RETURN_IF_ERROR(agent_->remove_pod(uid, /*netns_going_away=*/false));
       if (marked) annotate(*pod, Annotation::Remove);
       log::info("pod {}: unenrolled", item.key);
     }
@@ -315,7 +312,7 @@ Result<> Controller::enroll_running(const json::Json& pod) {
                                           ": can't find its netns in /proc (not started yet, or "
                                           "not on this node)");
   }
-  return agent_.add_pod(id, it->second.netns);
+  return agent_->add_pod(id, it->second.netns);
 }
 
 namespace {
@@ -332,6 +329,7 @@ void Controller::rebuild_from_cluster() {
     enrolled.push_back(p);
   }
   std::vector<netns::WantedPod> wanted;
+  wanted.reserve(enrolled.size());
   for (const auto& p : enrolled) wanted.push_back({.uid = meta(*p, "uid"), .ips = pod_ips(*p)});
   using ms = std::chrono::duration<double, std::milli>;
   const auto scan_start = Clock::now();
@@ -355,7 +353,7 @@ void Controller::rebuild_from_cluster() {
       auto it = found.find(id.uid);
       netns::NetnsRef ns = it == found.end() ? nullptr : it->second.netns;
       if (!ns) ++kept;
-      if (auto r = agent_.adopt_pod(id, ns, cfg_.reconcile_on_startup); !r) {
+      if (auto r = agent_->adopt_pod(id, ns, cfg_.reconcile_on_startup); !r) {
         log::error(
             "failed to reconcile inpod rules for pod, try restarting the pod, or removing and "
             "re-adding it to the mesh: {}",

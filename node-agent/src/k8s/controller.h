@@ -25,14 +25,15 @@ namespace ambient::k8s {
 
 class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListener {
  public:
-  Controller(const agent::Config& cfg, const KubeClient& client, agent::Agent& agent,
+  Controller(const agent::Config& cfg, const KubeClient& client,
              std::vector<EnablementSelector> selectors, netns::ProcScanDeps proc);
   ~Controller() override;
 
   // Starts the informers and waits (retrying, never giving up) until both
-  // listed; then rebuilds enrolled pods from annotations and /proc, and
-  // starts the worker. Returns false only when stop() was called meanwhile.
-  bool start();
+  // listed; then rebuilds enrolled pods from annotations and /proc into
+  // `agent`, and starts the worker that keeps them in step with the
+  // cluster. Returns false only when stop() was called meanwhile.
+  bool start(agent::Agent& agent);
   void stop();
 
   // CNI path: decide from the cache, waiting up to 5 s for the pod to
@@ -66,7 +67,7 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
 
   const agent::Config& cfg_;
   const KubeClient& client_;
-  agent::Agent& agent_;
+  agent::Agent* agent_ = nullptr;  // set by start(), before any event is delivered
   std::vector<EnablementSelector> selectors_;
   netns::ProcScanDeps proc_;
   std::unique_ptr<Informer> pods_, namespaces_;

@@ -83,7 +83,7 @@ bool Informer::sleep_for(std::chrono::milliseconds d) {
   return !wake_.wait_for(lk, d, [&] { return stop_.load(); });
 }
 
-void Informer::apply(EventType t, ObjectRef obj) {
+void Informer::apply(EventType t, const ObjectRef& obj) {
   std::string key = key_of(*obj);
   ObjectRef old;
   {

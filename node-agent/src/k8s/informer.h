@@ -60,7 +60,7 @@ class Informer {
   Result<> list_and_replace();
   // Returns when the watch ends; "gone" means the version expired.
   Result<bool> watch();
-  void apply(EventType t, ObjectRef obj);
+  void apply(EventType t, const ObjectRef& obj);
   bool sleep_for(std::chrono::milliseconds d);
 
   const KubeClient& client_;

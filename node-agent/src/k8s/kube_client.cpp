@@ -5,17 +5,14 @@
 
 namespace ambient::k8s {
 
-Result<KubeConfig> in_cluster_config(const std::function<const char*(const char*)>& getenv,
+Result<KubeConfig> in_cluster_config(const std::string& host, const std::string& port,
                                      const std::string& sa_dir) {
-  const char* host = getenv("KUBERNETES_SERVICE_HOST");
-  const char* port = getenv("KUBERNETES_SERVICE_PORT");
-  if (!host || !port || !*host || !*port) {
+  if (host.empty() || port.empty()) {
     return make_error(
         Errc::NotFound,
         "not in a cluster: KUBERNETES_SERVICE_HOST/PORT unset and no kubeconfig given");
   }
-  std::string h = host;
-  if (h.find(':') != std::string::npos) h = "[" + h + "]";
+  const std::string h = host.find(':') == std::string::npos ? host : "[" + host + "]";
   KubeConfig cfg;
   cfg.server = "https://" + h + ":" + port;
   cfg.ca_file = sa_dir + "/ca.crt";

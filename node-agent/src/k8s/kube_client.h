@@ -17,9 +17,10 @@
 
 namespace ambient::k8s {
 
-// In-cluster: KUBERNETES_SERVICE_HOST/PORT and the service-account directory.
+// In-cluster: the API server kubelet announces (KUBERNETES_SERVICE_HOST and
+// _PORT) and the service-account directory's token and CA.
 Result<KubeConfig> in_cluster_config(
-    const std::function<const char*(const char*)>& getenv,
+    const std::string& host, const std::string& port,
     const std::string& sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount");
 
 class KubeClient {

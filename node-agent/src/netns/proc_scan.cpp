@@ -167,7 +167,7 @@ struct Candidate {
   FoundNetns found;
 };
 
-// Spec §8.3 steps 1-6 for one process. nullopt: not a candidate (host netns,
+// docs/node-agent.md#proc-scan, steps 1-6, for one process. nullopt: not a candidate (host netns,
 // already claimed, not a wanted pod, ownership not proven). An error: the
 // entry could not be read or parsed; the caller skips it either way.
 Result<std::optional<Candidate>> examine_process(
@@ -362,7 +362,7 @@ Result<bool> netns_owns_any_ip(const Netns& ns, const std::vector<IpAddress>& ip
     }
     return {};
   });
-  if (!listed) return std::move(listed).error().with("list addresses in netns " + ns.path());
+  if (!listed) return std::move(listed).error().context("list addresses in netns " + ns.path());
   return owned;
 }
 

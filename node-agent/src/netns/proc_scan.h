@@ -1,8 +1,8 @@
-// Finding pods' network namespaces by scanning /proc (spec node-agent.md
-// §8.3). After an agent restart nothing tells us which netns belongs to which
-// pod, so we read every process's cgroup path for a pod UID, then prove the
-// pairing by finding one of the pod's IPs inside the netns: a process's
-// cgroup names a pod, but the process may be visiting another pod's netns.
+// Finding pods' network namespaces by scanning /proc
+// (docs/node-agent.md#proc-scan). After an agent restart nothing tells us which netns belongs to
+// which pod, so we read every process's cgroup path for a pod UID, then prove the pairing by
+// finding one of the pod's IPs inside the netns: a process's cgroup names a pod, but the process
+// may be visiting another pod's netns.
 //
 // Everything that touches the host goes through ProcScanDeps so the unit
 // tests can run the scan on upstream's fake /proc fixture.

@@ -147,7 +147,7 @@ int spawned_child(void* p) {
 // per command. Every signal stays blocked while the child runs in our
 // memory, so no handler of ours ever runs on its stack.
 pid_t spawn(SpawnArgs args) {
-  constexpr size_t kStack = 64 * 1024;  // execvpe's PATH search needs a few KiB
+  constexpr size_t kStack = size_t{64} * 1024;  // execvpe's PATH search needs a few KiB
   auto stack = std::make_unique<char[]>(kStack);
   sigset_t all, old;
   ::sigfillset(&all);
@@ -171,14 +171,12 @@ std::atomic<uint64_t> g_commands_started{0};
 
 uint64_t commands_started() { return g_commands_started.load(std::memory_order_relaxed); }
 
-Result<CommandResult> run_command(const CommandSpec& spec) {
-  if (spec.argv.empty()) return make_error(Errc::InvalidArgument, "empty command");
-  // Everything the child needs is built before fork: it may only make
-  // async-signal-safe calls afterwards.
-  std::vector<char*> argv;
-  for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::vector<std::string> env_store;
+namespace {
+
+// The agent's environment with the spec's overrides, and in the sandbox the
+// xtables lock moved onto its private /run.
+std::vector<std::string> child_environment(const CommandSpec& spec) {
+  std::vector<std::string> env;
   for (char** e = environ; e && *e; ++e) {
     std::string kv(*e);
     bool overridden = false;
@@ -186,17 +184,82 @@ Result<CommandResult> run_command(const CommandSpec& spec) {
       auto eq = o.find('=');
       if (kv.compare(0, eq + 1, o, 0, eq + 1) == 0) overridden = true;
     }
-    if (!overridden) env_store.push_back(std::move(kv));
+    if (!overridden) env.push_back(std::move(kv));
   }
-  for (const auto& o : spec.env) env_store.push_back(o);
+  for (const auto& o : spec.env) env.push_back(o);
   if (spec.sandbox) {
     // iptables >= 1.8.6 reads the lock path from here; older ones use this
-    // path anyway. Either way it is the private tmpfs mounted below.
-    std::erase_if(env_store,
-                  [](const std::string& kv) { return kv.rfind("XTABLES_LOCKFILE=", 0) == 0; });
-    env_store.push_back("XTABLES_LOCKFILE=/run/xtables.lock");
+    // path anyway. Either way it is the private tmpfs the sandbox mounts.
+    std::erase_if(env, [](const std::string& kv) { return kv.rfind("XTABLES_LOCKFILE=", 0) == 0; });
+    env.emplace_back("XTABLES_LOCKFILE=/run/xtables.lock");
   }
+  return env;
+}
+
+struct ChildPipes {
+  UniqueFd in_w, out_r, err_r;
+};
+
+// Feeds the child's stdin and collects its stdout and stderr until both
+// close; kills the child at the deadline.
+Result<> exchange_with_child(const CommandSpec& spec, ChildPipes& p, ChildProcess& child,
+                             CommandResult& res) {
+  size_t written = 0;
+  if (spec.stdin_data.empty()) p.in_w.reset();
+  ::fcntl(p.in_w.get(), F_SETFL, O_NONBLOCK);
+  const auto deadline = std::chrono::steady_clock::now() + spec.timeout;
+  while (p.out_r.valid() || p.err_r.valid()) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      child.kill();
+      return make_error(Errc::Timeout, spec.argv[0] + " did not finish within " +
+                                           std::to_string(spec.timeout.count()) + " ms");
+    }
+    pollfd fds[3];
+    int n = 0;
+    if (p.in_w.valid()) fds[n++] = {p.in_w.get(), POLLOUT, 0};
+    if (p.out_r.valid()) fds[n++] = {p.out_r.get(), POLLIN, 0};
+    if (p.err_r.valid()) fds[n++] = {p.err_r.get(), POLLIN, 0};
+    int rc = ::poll(fds, n, static_cast<int>(left.count()));
+    if (rc < 0 && errno != EINTR) return sys_error("poll");
+    for (int i = 0; i < n; ++i) {
+      if (!fds[i].revents) continue;
+      if (fds[i].fd == p.in_w.get()) {
+        ssize_t w = ::write(p.in_w.get(), spec.stdin_data.data() + written,
+                            spec.stdin_data.size() - written);
+        if (w > 0) written += static_cast<size_t>(w);
+        if (w < 0 && errno != EAGAIN) p.in_w.reset();  // child closed stdin early
+        if (written == spec.stdin_data.size()) p.in_w.reset();
+        continue;
+      }
+      char buf[4096];
+      ssize_t r = ::read(fds[i].fd, buf, sizeof buf);
+      std::string& dst = fds[i].fd == p.out_r.get() ? res.out : res.err;
+      if (r > 0) {
+        dst.append(buf, static_cast<size_t>(r));
+      } else if (r == 0 || errno != EAGAIN) {
+        (fds[i].fd == p.out_r.get() ? p.out_r : p.err_r).reset();
+      }
+    }
+  }
+  p.in_w.reset();
+  return {};
+}
+
+}  // namespace
+
+Result<CommandResult> run_command(const CommandSpec& spec) {
+  if (spec.argv.empty()) return make_error(Errc::InvalidArgument, "empty command");
+  // Everything the child needs is built before fork: it may only make
+  // async-signal-safe calls afterwards.
+  std::vector<char*> argv;
+  argv.reserve(spec.argv.size() + 1);
+  for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<std::string> env_store = child_environment(spec);
   std::vector<char*> envp;
+  envp.reserve(env_store.size() + 1);
   for (auto& e : env_store) envp.push_back(e.data());
   envp.push_back(nullptr);
 
@@ -224,46 +287,8 @@ Result<CommandResult> run_command(const CommandSpec& spec) {
   err_w.reset();
 
   CommandResult res;
-  size_t written = 0;
-  if (spec.stdin_data.empty()) in_w.reset();
-  ::fcntl(in_w.get(), F_SETFL, O_NONBLOCK);
-  const auto deadline = std::chrono::steady_clock::now() + spec.timeout;
-  while (out_r.valid() || err_r.valid()) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      child.kill();
-      return make_error(Errc::Timeout, spec.argv[0] + " did not finish within " +
-                                           std::to_string(spec.timeout.count()) + " ms");
-    }
-    pollfd fds[3];
-    int n = 0;
-    if (in_w.valid()) fds[n++] = {in_w.get(), POLLOUT, 0};
-    if (out_r.valid()) fds[n++] = {out_r.get(), POLLIN, 0};
-    if (err_r.valid()) fds[n++] = {err_r.get(), POLLIN, 0};
-    int rc = ::poll(fds, n, static_cast<int>(left.count()));
-    if (rc < 0 && errno != EINTR) return sys_error("poll");
-    for (int i = 0; i < n; ++i) {
-      if (!fds[i].revents) continue;
-      if (fds[i].fd == in_w.get()) {
-        ssize_t w =
-            ::write(in_w.get(), spec.stdin_data.data() + written, spec.stdin_data.size() - written);
-        if (w > 0) written += static_cast<size_t>(w);
-        if (w < 0 && errno != EAGAIN) in_w.reset();  // child closed stdin early
-        if (written == spec.stdin_data.size()) in_w.reset();
-        continue;
-      }
-      char buf[4096];
-      ssize_t r = ::read(fds[i].fd, buf, sizeof buf);
-      std::string& dst = fds[i].fd == out_r.get() ? res.out : res.err;
-      if (r > 0) {
-        dst.append(buf, static_cast<size_t>(r));
-      } else if (r == 0 || errno != EAGAIN) {
-        (fds[i].fd == out_r.get() ? out_r : err_r).reset();
-      }
-    }
-  }
-  in_w.reset();
+  ChildPipes pipes{std::move(in_w), std::move(out_r), std::move(err_r)};
+  AMBIENT_RETURN_IF_ERROR(exchange_with_child(spec, pipes, child, res));
   AMBIENT_ASSIGN_OR_RETURN(res.exit_code, child.wait());
   return res;
 }

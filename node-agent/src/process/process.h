@@ -21,9 +21,9 @@ struct CommandSpec {
   // replaced it all, dropping PATH).
   std::vector<std::string> env;
   // Run in a private mount namespace: /dev/null over /etc/nsswitch.conf (no
-  // NSS lookups for -m owner, lesson P21) and a private tmpfs on /run, so
+  // NSS lookups for -m owner, docs/field-lessons.md#p21) and a private tmpfs on /run, so
   // the xtables lock is ours alone and never the host's /run/xtables.lock
-  // that kube-proxy holds (lesson P20). The namespace is made once per
+  // that kube-proxy holds (docs/field-lessons.md#p20). The namespace is made once per
   // calling thread and entered by each of its commands, so commands run at
   // the same time from different threads never share a lock.
   bool sandbox = false;

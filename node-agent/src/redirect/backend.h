@@ -12,7 +12,8 @@
 
 namespace ambient::redirect {
 
-// Marks, ports and addresses of the in-pod contract (spec redirection.md §1).
+// Marks, ports and addresses of the in-pod contract
+// (docs/redirection.md#constants).
 inline constexpr unsigned kInpodMark = 0x111;
 inline constexpr unsigned kInpodMask = 0xfff;
 inline constexpr unsigned kZtunnelMark = 1337;  // = 0x539, ztunnel's SO_MARK
@@ -23,6 +24,20 @@ inline constexpr int kInboundPlaintextPort = 15006;
 inline constexpr int kInboundHbonePort = 15008;
 inline constexpr int kDnsPort = 15053;
 
+// The default source addresses of SNATed kubelet probes (HOST_PROBE_SNAT_IP,
+// HOST_PROBE_SNAT_IPV6): the in-pod rules let them past ztunnel.
+inline constexpr std::string_view kDefaultProbeSnatIpv4 = "169.254.7.127";
+inline constexpr std::string_view kDefaultProbeSnatIpv6 = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff";
+
+// An IP family: which addresses, and iptables or ip6tables.
+enum class IpFamily { V4, V6 };
+inline constexpr IpFamily kIpFamilies[] = {IpFamily::V4, IpFamily::V6};
+
+// "ipv4" or "ipv6", as messages name it.
+constexpr std::string_view ip_family_name(IpFamily ip) {
+  return ip == IpFamily::V6 ? "ipv6" : "ipv4";
+}
+
 // Everything that decides a pod's rule set: global settings plus the pod's
 // override annotations.
 struct PodRedirectConfig {
@@ -30,8 +45,8 @@ struct PodRedirectConfig {
   bool ipv6 = false;
   bool ingress_mode = false;                    // ambient.istio.io/bypass-inbound-capture
   std::vector<std::string> virtual_interfaces;  // istio.io/reroute-virtual-interfaces
-  std::string probe_snat_ipv4 = "169.254.7.127";
-  std::string probe_snat_ipv6 = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff";
+  std::string probe_snat_ipv4 = std::string(kDefaultProbeSnatIpv4);
+  std::string probe_snat_ipv6 = std::string(kDefaultProbeSnatIpv6);
 };
 
 struct VerifyReport {
@@ -44,14 +59,12 @@ class RedirectBackend {
   virtual ~RedirectBackend() = default;
   virtual std::string_view name() const = 0;
   // Idempotent: correct state is left alone, partial state is completed or
-  // rebuilt; on failure nothing of ours is left in the netns. `routed`, if
-  // set, is called (on the netns worker) once the pod's routing is in place
-  // and before its rules go in: the agent hands the netns to ztunnel there,
-  // so ztunnel's set-up (it binds 127.0.0.1 in the netns) never overlaps
-  // our route and fib-rule changes. With the Add sent before them, one
-  // ztunnel bind failed with EADDRNOTAVAIL in a benchmark run; the cause
-  // was not found and it did not reproduce. It may not be called when
-  // nothing needed installing; the caller then hands the netns over after.
+  // rebuilt; on failure nothing of ours is left in the netns.
+  // `routed`, if set, is called on the netns worker once the pod's routing
+  // is in place and before its rules go in. The caller hands the netns to
+  // ztunnel there, so ztunnel's set-up never overlaps the route and
+  // fib-rule changes. It may not be called when nothing needed installing;
+  // the caller then hands the netns over after install returns.
   virtual Result<> install(const netns::Netns& ns, const PodRedirectConfig& cfg,
                            const std::function<void()>& routed = {}) = 0;
   virtual Result<VerifyReport> verify(const netns::Netns& ns,

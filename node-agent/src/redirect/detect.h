@@ -1,12 +1,16 @@
-// Choosing the redirection backend (spec redirection.md §6.1, node-agent.md
-// §15.2; field lessons P18, P19, P22, P24).
+// Choosing the redirection backend (docs/redirection.md#backend-choice).
 //
 // Detection only reads: `<bin>-save`, `<bin>-save --version`, `nft list
 // tables` and `ipset list -n`. It never adds, checks (-C) or deletes a rule,
 // because any such probe creates legacy tables, and the next start would then
-// see "existing legacy rules" and flip nft -> legacy (P19). The decision is
-// made once per boot and persisted in the run directory keyed by the boot ID,
-// so a restart within a boot reuses it even if the host's rules changed.
+// see "existing legacy rules" and flip nft -> legacy
+// (docs/field-lessons.md#p19). The decision is made once per boot and
+// persisted in the run directory keyed by the boot ID, so a restart within a
+// boot reuses it even if the host's rules changed.
+//
+// It is also the one place that runs `<bin>-save --version`: the iptables
+// backends get what it says through Detection::iptables_probe
+// (redirect/factory.h).
 //
 // Not thread-safe with itself for the same run_dir (the persisted file is
 // replaced atomically, so a concurrent reader sees the old or the new one).
@@ -15,32 +19,33 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "lib/result.h"
+#include "redirect/iptables/variant.h"
 
 namespace ambient::redirect {
 
 enum class BackendKind { IptablesLegacy, IptablesNft, Nftables };
-
-// The iptables binaries FORCE_IPTABLES_BINARY names: iptables-legacy or
-// iptables-nft.
-enum class IptablesVariant { Legacy, Nft };
 
 // "iptables-legacy", "iptables-nft", "nftables".
 std::string_view backend_name(BackendKind kind);
 // The inverse of backend_name(); InvalidArgument for anything else.
 Result<BackendKind> backend_from_name(std::string_view name);
 
+// The iptables variant whose binaries the backend runs; nullopt for nftables.
+std::optional<IptablesVariant> iptables_variant(BackendKind kind);
+
 // The file under DetectOptions::run_dir holding this boot's decision.
 inline constexpr std::string_view kBackendChoiceFile = "redirect-backend.json";
 
 struct DetectOptions {
-  std::string run_dir;                // where the choice is persisted; "" = not persisted
-  bool native_nftables = false;       // NATIVE_NFTABLES
-  std::string force_iptables_binary;  // FORCE_IPTABLES_BINARY: "", "legacy", "nft"
+  std::string run_dir;                            // where the choice is persisted; "" = not
+  bool native_nftables = false;                   // NATIVE_NFTABLES
+  std::optional<IptablesVariant> force_iptables;  // FORCE_IPTABLES_BINARY=legacy|nft
   std::string boot_id_path = "/proc/sys/kernel/random/boot_id";
   // Runs a read-only command (argv) and returns its stdout; a non-zero exit
   // is an error. Empty means run_checked() with a 10 s timeout.
@@ -59,6 +64,10 @@ struct Detection {
                                        // "iptables-legacy: ISTIO_* chains in nat"
   std::vector<std::string> warnings;
   bool host_report_deferred = false;  // leftovers not read: see defer_host_report
+  // With an iptables kind: what `<bin>-save --version` of the chosen
+  // binaries says they are (nf_tables, else legacy), or why it could not
+  // run. Unset for nftables.
+  std::optional<Result<IptablesVariant>> iptables_probe;
 };
 
 // What detect_backend leaves out with defer_host_report: the host's state
@@ -67,29 +76,19 @@ struct Detection {
 Detection report_host_state(const DetectOptions& opts, BackendKind kind);
 
 // Decision, first match wins:
-//   FORCE_IPTABLES_BINARY=legacy|nft -> that iptables family (other values:
-//     InvalidArgument); always decided afresh and overwrites the stored choice;
+//   FORCE_IPTABLES_BINARY=legacy|nft -> that iptables variant; always
+//     decided afresh and overwrites the stored choice;
 //   a choice stored this boot that fits the request -> reused (from_cache);
 //   NATIVE_NFTABLES -> nftables, unless iptables artifacts exist (ISTIO_*
-//     chains in either family, or the istio-inpod-probes-v4/-v6 ipset), then
-//     iptables until the node reboots (warning);
-//   any `-A` rule in iptables-legacy-save -> iptables-legacy (P18: rules are
-//     counted, not lines, so empty chain declarations do not count);
+//     chains in either variant, or the istio-inpod-probes-v4/-v6 ipset),
+//     then iptables until the node reboots (warning);
+//   any `-A` rule in iptables-legacy-save -> iptables-legacy (rules are
+//     counted, not lines, so empty chain declarations do not count:
+//     docs/field-lessons.md#p18);
 //   iptables-nft usable -> iptables-nft; iptables-legacy usable -> legacy;
 //   otherwise Unavailable.
-// Errors only for a bad setting or no usable backend; a run dir or boot ID
-// that cannot be read or written gives a warning.
+// Errors only for no usable backend; a run dir or boot ID that cannot be
+// read or written gives a warning.
 Result<Detection> detect_backend(const DetectOptions& opts);
-
-// P24: can the host's `nft` binary list what we (libnftables) write? Applies
-// a scratch ruleset with the constructs our nftables rules use, through
-// libnftables, in a throwaway netns (a dedicated thread that unshares its
-// network namespace; the host netns is never touched), then runs
-// `<nft_binary> list ruleset` and `<nft_binary> -j list ruleset` from that
-// thread. Returns a warning text if the binary is missing, is killed by a
-// signal, fails, or lists less than was written; "" if it reads everything.
-// Errors are failures of the check itself (no CAP_SYS_ADMIN, libnftables
-// cannot apply the scratch ruleset).
-Result<std::string> check_host_nft_compat(const std::string& nft_binary = "nft");
 
 }  // namespace ambient::redirect

@@ -6,18 +6,18 @@
 
 namespace ambient::redirect {
 
-std::string host_iptables_restore_text(const HostProbeConfig& cfg, bool v6) {
+std::string host_iptables_restore_text(const HostProbeConfig& cfg, IpFamily ip) {
   const std::string chain(kHostChain);
   std::vector<std::string> owner = {"-m", "owner"};
   if (cfg.match == ProbeMatch::SocketExists) {
-    owner.push_back("--socket-exists");
+    owner.emplace_back("--socket-exists");
   } else {
     owner.insert(owner.end(), {"--uid-owner", std::to_string(cfg.kubelet_uid)});
   }
   std::vector<std::string> snat = owner;
   snat.insert(snat.end(),
-              {"-p", "tcp", "-m", "set", "--match-set", std::string(v6 ? kProbeSetV6 : kProbeSetV4),
-               "dst", "-j", "SNAT", "--to-source", v6 ? cfg.snat_v6 : cfg.snat_v4});
+              {"-p", "tcp", "-m", "set", "--match-set", std::string(probe_set_name(ip)), "dst",
+               "-j", "SNAT", "--to-source", ip == IpFamily::V6 ? cfg.snat_v6 : cfg.snat_v4});
   return restore_text({
       {.table = "nat", .verb = "-I", .chain = "POSTROUTING", .params = {"1", "-j", chain}},
       {.table = "nat", .verb = "-A", .chain = chain, .params = snat},
@@ -64,7 +64,7 @@ Result<std::optional<IpAddress>> probe_set_address(const IpAddress& ip, const st
                                                    bool ipv6_on) {
   AMBIENT_RETURN_IF_ERROR(validate_pod_uid(pod_uid));
   const IpAddress addr = ip.unmapped();
-  if (addr.family == AF_INET6 && !ipv6_on) {
+  if (ip_family_of(addr) == IpFamily::V6 && !ipv6_on) {
     log::debug("probe set: IPv6 is off, not adding {} (pod {})", addr.to_string(), pod_uid);
     return std::optional<IpAddress>();
   }

@@ -1,10 +1,11 @@
-// Host-side probe SNAT (spec redirection.md §7): kubelet's health probes to
-// enrolled pods leave the host netns with the probe address as source, so the
-// in-pod rules can let them past ztunnel. The state is one SNAT rule set plus
-// an address set of enrolled pod IPs, each entry commented with its pod UID.
+// Host-side probe SNAT (docs/redirection.md#host-probe-snat): kubelet's
+// health probes to enrolled pods leave the host netns with the probe address
+// as source, so the in-pod rules can let them past ztunnel. The state is one
+// SNAT rule set plus an address set of enrolled pod IPs, each entry commented
+// with its pod UID.
 //
-// One interface, two mechanisms: iptables + ipset (redirect/iptables/host.h) and
-// nftables (host_nftables.h). Nothing here enters a namespace: every call acts
+// One interface, two mechanisms: iptables + ipset (redirect/iptables/host.h)
+// and nftables (redirect/nftables/host.h). Nothing here enters a namespace: every call acts
 // on the calling thread's netns (the agent calls from the host netns; tests
 // from a thread inside a netns that plays the host).
 #pragma once
@@ -18,6 +19,7 @@
 
 #include "lib/ip_address.h"
 #include "lib/result.h"
+#include "redirect/backend.h"
 
 namespace ambient::redirect {
 
@@ -26,16 +28,27 @@ inline constexpr std::string_view kProbeSetV6 = "istio-inpod-probes-v6";
 inline constexpr std::string_view kHostChain = "ISTIO_POSTRT";          // iptables, nat table
 inline constexpr std::string_view kHostNftTable = "istio-ambient-nat";  // family inet
 
+// The probe set holding the pod IPs of one IP family.
+constexpr std::string_view probe_set_name(IpFamily ip) {
+  return ip == IpFamily::V6 ? kProbeSetV6 : kProbeSetV4;
+}
+
+// The IP family of an address (AF_INET6: V6).
+inline IpFamily ip_family_of(const IpAddress& addr) {
+  return addr.family == AF_INET6 ? IpFamily::V6 : IpFamily::V4;
+}
+
 // Which host sockets get SNATed.
 enum class ProbeMatch {
   KubeletUid,    // only sockets owned by kubelet's UID (our default, both backends)
-  SocketExists,  // any local socket: upstream's iptables rule (golden), lesson P12
+  SocketExists,  // any local socket: upstream's iptables rule (golden);
+                 // see docs/field-lessons.md#p12
 };
 
 struct HostProbeConfig {
   bool ipv6 = false;
-  std::string snat_v4 = "169.254.7.127";
-  std::string snat_v6 = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff";
+  std::string snat_v4 = std::string(kDefaultProbeSnatIpv4);
+  std::string snat_v6 = std::string(kDefaultProbeSnatIpv6);
   ProbeMatch match = ProbeMatch::KubeletUid;
   uid_t kubelet_uid = 0;  // used with ProbeMatch::KubeletUid (kubelet_uid.h finds it)
 };
@@ -68,7 +81,8 @@ class HostRedirect {
 
   // Adds (or re-owns) `ip` with comment `pod_uid`, creating its set if
   // missing. An IPv6 address while the sets are v4-only is skipped with a
-  // debug log, not an error (spec §11 #5). Bad UIDs: InvalidArgument.
+  // debug log, not an error (docs/redirection.md#probe-sets). Bad UIDs:
+  // InvalidArgument.
   virtual Result<> add_pod_ip(const IpAddress& ip, const std::string& pod_uid) = 0;
   // Deletes `ip` only if its comment is `pod_uid`. Absent: success. Owned by
   // another UID (the IP was reused by a newer pod): kept, success, warning.
@@ -77,12 +91,14 @@ class HostRedirect {
   virtual Result<std::vector<ProbeSetEntry>> list_sets() = 0;
 };
 
-// iptables-restore input for the host rules of one family (spec §7.1). With
-// ProbeMatch::SocketExists it is exactly upstream's golden; with KubeletUid
-// `-m owner --uid-owner <uid>` replaces `-m owner --socket-exists`.
-std::string host_iptables_restore_text(const HostProbeConfig& cfg, bool v6);
+// iptables-restore input for the host rules of one IP family
+// (docs/redirection.md#host-probe-snat). With ProbeMatch::SocketExists it is
+// exactly upstream's golden; with KubeletUid `-m owner --uid-owner <uid>`
+// replaces `-m owner --socket-exists`.
+std::string host_iptables_restore_text(const HostProbeConfig& cfg, IpFamily ip);
 
-// The nft transaction for the host rules (spec §7.3), one command a line.
+// The nft transaction for the host rules
+// (docs/redirection.md#host-probe-snat), one command a line.
 // With KubeletUid it is exactly upstream's golden (`skuid <uid>`); with
 // SocketExists it matches any socket owner (`skuid >= 0`, which like
 // `--socket-exists` needs a full local socket).

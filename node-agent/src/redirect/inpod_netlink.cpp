@@ -47,18 +47,21 @@ Result<Sock> connect() {
   return sk;
 }
 
-Result<Route> local_default_route(int family) {
+// The AF_* constant libnl takes for an IP family.
+int af(IpFamily ip) { return ip == IpFamily::V6 ? AF_INET6 : AF_INET; }
+
+Result<Route> local_default_route(IpFamily ip) {
   unsigned lo = if_nametoindex("lo");
   if (lo == 0) return sys_error("if_nametoindex(lo)");
   Route route(rtnl_route_alloc());
-  rtnl_route_set_family(route.get(), static_cast<uint8_t>(family));
+  rtnl_route_set_family(route.get(), static_cast<uint8_t>(af(ip)));
   rtnl_route_set_type(route.get(), RTN_LOCAL);
   rtnl_route_set_table(route.get(), kRouteTable);
   rtnl_route_set_scope(route.get(), RT_SCOPE_HOST);
   rtnl_route_set_protocol(route.get(), RTPROT_BOOT);
   unsigned char zero[16] = {};
   std::unique_ptr<nl_addr, AddrDeleter> dst(
-      nl_addr_build(family, zero, family == AF_INET ? 4 : 16));
+      nl_addr_build(af(ip), zero, ip == IpFamily::V4 ? 4 : 16));
   nl_addr_set_prefixlen(dst.get(), 0);
   rtnl_route_set_dst(route.get(), dst.get());
   rtnl_nexthop* nh = rtnl_route_nh_alloc();
@@ -67,9 +70,9 @@ Result<Route> local_default_route(int family) {
   return route;
 }
 
-Rule fwmark_rule(int family) {
+Rule fwmark_rule(IpFamily ip) {
   Rule rule(rtnl_rule_alloc());
-  rtnl_rule_set_family(rule.get(), family);
+  rtnl_rule_set_family(rule.get(), af(ip));
   rtnl_rule_set_mark(rule.get(), kInpodMark);
   rtnl_rule_set_mask(rule.get(), kInpodMask);
   rtnl_rule_set_prio(rule.get(), kRulePriority);
@@ -78,7 +81,14 @@ Rule fwmark_rule(int family) {
   return rule;
 }
 
-const char* fam(int family) { return family == AF_INET ? "ipv4" : "ipv6"; }
+std::string ip_name(IpFamily ip) { return std::string(ip_family_name(ip)); }
+
+// The IP families that get routing: ipv6 only when wanted and possible.
+std::vector<IpFamily> routed_families(bool ipv6) {
+  std::vector<IpFamily> ips = {IpFamily::V4};
+  if (ipv6 && lo_ipv6_enabled()) ips.push_back(IpFamily::V6);
+  return ips;
+}
 
 }  // namespace
 
@@ -92,20 +102,19 @@ bool lo_ipv6_enabled() {
 
 Result<> add_inpod_routing(bool ipv6) {
   AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
-  std::vector<int> families = {AF_INET};
-  if (ipv6 && lo_ipv6_enabled()) families.push_back(AF_INET6);
-  for (int f : families) {
-    AMBIENT_ASSIGN_OR_RETURN(Route route, local_default_route(f));
+  const std::vector<IpFamily> ips = routed_families(ipv6);
+  for (IpFamily ip : ips) {
+    AMBIENT_ASSIGN_OR_RETURN(Route route, local_default_route(ip));
     if (int e = rtnl_route_add(sk.get(), route.get(), NLM_F_CREATE | NLM_F_REPLACE); e < 0) {
-      return nl_error(std::string("add ") + fam(f) + " local default route to table 100", e);
+      return nl_error("add " + ip_name(ip) + " local default route to table 100", e);
     }
   }
-  for (int f : families) {
-    Rule rule = fwmark_rule(f);
+  for (IpFamily ip : ips) {
+    Rule rule = fwmark_rule(ip);
     // EXCL makes the kernel refuse a duplicate instead of adding it again.
     int e = rtnl_rule_add(sk.get(), rule.get(), NLM_F_CREATE | NLM_F_EXCL);
     if (e < 0 && e != -NLE_EXIST) {
-      return nl_error(std::string("add ") + fam(f) + " fwmark rule to table 100", e);
+      return nl_error("add " + ip_name(ip) + " fwmark rule to table 100", e);
     }
   }
   return {};
@@ -114,18 +123,18 @@ Result<> add_inpod_routing(bool ipv6) {
 Result<> remove_inpod_routing() {
   AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
   std::string errors;
-  for (int f : {AF_INET, AF_INET6}) {
-    Rule rule = fwmark_rule(f);
+  for (IpFamily ip : kIpFamilies) {
+    Rule rule = fwmark_rule(ip);
     int e = rtnl_rule_delete(sk.get(), rule.get(), 0);
     if (e < 0 && e != -NLE_OBJ_NOTFOUND && e != -NLE_NOADDR && e != -NLE_AF_NOSUPPORT) {
-      errors += std::string(errors.empty() ? "" : "; ") + "delete " + fam(f) +
+      errors += std::string(errors.empty() ? "" : "; ") + "delete " + ip_name(ip) +
                 " fwmark rule: " + nl_geterror(e);
     }
-    auto route = local_default_route(f);
+    auto route = local_default_route(ip);
     if (!route) return std::move(route).error();
     e = rtnl_route_delete(sk.get(), route->get(), 0);
     if (e < 0 && e != -NLE_OBJ_NOTFOUND && e != -NLE_NOADDR && e != -NLE_AF_NOSUPPORT) {
-      errors += std::string(errors.empty() ? "" : "; ") + "delete " + fam(f) +
+      errors += std::string(errors.empty() ? "" : "; ") + "delete " + ip_name(ip) +
                 " table-100 route: " + nl_geterror(e);
     }
   }
@@ -136,11 +145,10 @@ Result<> remove_inpod_routing() {
 Result<std::vector<std::string>> check_inpod_routing(bool ipv6) {
   AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
   std::vector<std::string> missing;
-  std::vector<int> families = {AF_INET};
-  if (ipv6 && lo_ipv6_enabled()) families.push_back(AF_INET6);
-  for (int f : families) {
+  const std::vector<IpFamily> ips = routed_families(ipv6);
+  for (IpFamily ip : ips) {
     nl_cache* raw = nullptr;
-    if (int e = rtnl_route_alloc_cache(sk.get(), f, 0, &raw); e < 0) {
+    if (int e = rtnl_route_alloc_cache(sk.get(), af(ip), 0, &raw); e < 0) {
       return nl_error("list routes", e);
     }
     std::unique_ptr<nl_cache, CacheDeleter> routes(raw);
@@ -152,10 +160,12 @@ Result<std::vector<std::string>> check_inpod_routing(bool ipv6) {
         found = true;
       }
     }
-    if (!found) missing.push_back(std::string(fam(f)) + " route local default dev lo table 100");
+    if (!found) missing.push_back(ip_name(ip) + " route local default dev lo table 100");
 
     raw = nullptr;
-    if (int e = rtnl_rule_alloc_cache(sk.get(), f, &raw); e < 0) return nl_error("list rules", e);
+    if (int e = rtnl_rule_alloc_cache(sk.get(), af(ip), &raw); e < 0) {
+      return nl_error("list rules", e);
+    }
     std::unique_ptr<nl_cache, CacheDeleter> rules(raw);
     found = false;
     for (nl_object* o = nl_cache_get_first(raw); o; o = nl_cache_get_next(o)) {
@@ -165,7 +175,7 @@ Result<std::vector<std::string>> check_inpod_routing(bool ipv6) {
         found = true;
       }
     }
-    if (!found) missing.push_back(std::string(fam(f)) + " rule fwmark 0x111/0xfff lookup 100");
+    if (!found) missing.push_back(ip_name(ip) + " rule fwmark 0x111/0xfff lookup 100");
   }
   return missing;
 }

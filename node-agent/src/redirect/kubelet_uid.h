@@ -1,6 +1,7 @@
-// Finding kubelet's UID for the host probe rule (spec node-agent.md §15.4):
-// probes are SNATed only when kubelet's own sockets send them, not every host
-// process's (`--socket-exists`, lesson P12).
+// Finding kubelet's UID for the host probe rule
+// (docs/redirection.md#kubelet-uid): probes are SNATed only when kubelet's own
+// sockets send them, not every host process's (`--socket-exists`,
+// docs/field-lessons.md#p12).
 #pragma once
 
 #include <sys/types.h>

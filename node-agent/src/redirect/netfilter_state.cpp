@@ -31,7 +31,7 @@ namespace {
 
 // One NLM_F_DUMP request on a fresh NETLINK_NETFILTER socket (so in the
 // calling thread's netns); `each` sees every message of the answer.
-// A socket that committed nothing closes without waiting (see nft.h).
+// A socket that committed nothing closes without waiting (see nftables/nft.h).
 Result<> nf_tables_dump(uint16_t msg_type, uint16_t family, const char* what,
                         const std::function<Result<>(const nlmsghdr*)>& each) {
   std::unique_ptr<mnl_socket, int (*)(mnl_socket*)> sock(mnl_socket_open(NETLINK_NETFILTER),
@@ -59,7 +59,7 @@ Result<> nf_tables_dump(uint16_t msg_type, uint16_t family, const char* what,
     if (n < 0) return sys_error(step);
     int r = mnl_cb_run(buf.data(), static_cast<size_t>(n), seq, mnl_socket_get_portid(sock.get()),
                        cb, &ctx);
-    if (!ctx.result) return std::move(ctx.result).error().with(step);
+    if (!ctx.result) return std::move(ctx.result).error().context(step);
     // EINTR: the rule set changed during the dump (NLM_F_DUMP_INTR).
     if (r == MNL_CB_ERROR) return sys_error(step);
     if (r == MNL_CB_STOP) return {};
@@ -167,9 +167,9 @@ namespace {
 
 // The names in /proc/net/{ip,ip6}_tables_names of the calling thread's
 // netns (thread-self: /proc/self/net is the main thread's netns).
-Result<std::vector<std::string>> xtables_legacy_tables(bool v6) {
-  const std::string path =
-      std::string("/proc/thread-self/net/") + (v6 ? "ip6_tables_names" : "ip_tables_names");
+Result<std::vector<std::string>> xtables_legacy_tables(IpFamily ip) {
+  const std::string path = std::string("/proc/thread-self/net/") +
+                           (ip == IpFamily::V6 ? "ip6_tables_names" : "ip_tables_names");
   std::ifstream in(path);
   std::vector<std::string> names;
   if (!in) {
@@ -190,7 +190,7 @@ std::mutex& libiptc_mutex() {
   return mu;
 }
 
-// One family's walk; the v4 and v6 libraries differ only in names.
+// One IP family's walk; the v4 and v6 libraries differ only in names.
 template <typename Entry, typename Api>
 Result<> append_xtables_table(std::string& out, const std::string& table, const Api& api) {
   std::unique_ptr<xtc_handle, void (*)(xtc_handle*)> h(api.init(table.c_str()), api.free);
@@ -257,18 +257,18 @@ struct Ip6tc {
 
 }  // namespace
 
-Result<bool> xtables_legacy_in_use_here(bool v6) {
-  AMBIENT_ASSIGN_OR_RETURN(auto tables, xtables_legacy_tables(v6));
+Result<bool> xtables_legacy_in_use_here(IpFamily ip) {
+  AMBIENT_ASSIGN_OR_RETURN(auto tables, xtables_legacy_tables(ip));
   return !tables.empty();
 }
 
-Result<std::string> xtables_legacy_fingerprint_here(bool v6) {
-  AMBIENT_ASSIGN_OR_RETURN(auto tables, xtables_legacy_tables(v6));
+Result<std::string> xtables_legacy_fingerprint_here(IpFamily ip) {
+  AMBIENT_ASSIGN_OR_RETURN(auto tables, xtables_legacy_tables(ip));
   std::string out;
   std::lock_guard lk(libiptc_mutex());
   for (const auto& table : tables) {
-    auto r = v6 ? append_xtables_table<ip6t_entry>(out, table, Ip6tc{})
-                : append_xtables_table<ipt_entry>(out, table, Ip4tc{});
+    auto r = ip == IpFamily::V6 ? append_xtables_table<ip6t_entry>(out, table, Ip6tc{})
+                                : append_xtables_table<ipt_entry>(out, table, Ip4tc{});
     AMBIENT_RETURN_IF_ERROR(r);
   }
   return out;

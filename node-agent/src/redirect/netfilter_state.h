@@ -15,6 +15,7 @@
 #include <string>
 
 #include "lib/result.h"
+#include "redirect/backend.h"
 
 namespace ambient::redirect {
 
@@ -24,22 +25,22 @@ namespace ambient::redirect {
 // Zero means a netns with no nftables state at all.
 Result<size_t> count_tables_here();
 
-// nf_tables state of one family (NFPROTO_IPV4 and _IPV6 hold iptables-nft's
-// rules; NFPROTO_UNSPEC: all families): tables, chains and rules, each
-// rebuilt by libnftnl from the kernel's dump without handle, position or
-// counter values. Sets and their elements are not in it: two rule sets
-// with equal fingerprints may differ in what their set lookups match, so
-// compare only with a reference whose rules use no sets.
+// nf_tables state of one table family (NFPROTO_IPV4 and _IPV6 hold
+// iptables-nft's rules; NFPROTO_UNSPEC: all families): tables, chains and
+// rules, each rebuilt by libnftnl from the kernel's dump without handle,
+// position or counter values. Sets and their elements are not in it: two
+// rule sets with equal fingerprints may differ in what their set lookups
+// match, so compare only with a reference whose rules use no sets.
 Result<std::string> nf_tables_fingerprint_here(uint8_t family);
 
-// Whether any legacy xtables table (ip_tables; v6: ip6_tables) exists here.
-// The kernel creates a netns's tables on first use, and neither reading
-// nor our checks use them, so a new pod has none.
-Result<bool> xtables_legacy_in_use_here(bool v6);
+// Whether any legacy xtables table (ip_tables; IpFamily::V6: ip6_tables)
+// exists here. The kernel creates a netns's tables on first use, and neither
+// reading nor our checks use them, so a new pod has none.
+Result<bool> xtables_legacy_in_use_here(IpFamily ip);
 
-// Legacy xtables state (every table in /proc/net/ip_tables_names; v6:
+// Legacy xtables state (every table in /proc/net/ip_tables_names; V6:
 // ip6_tables_names), read with libiptc: per table, each chain's name and
 // policy and each rule's entry with its counters zeroed.
-Result<std::string> xtables_legacy_fingerprint_here(bool v6);
+Result<std::string> xtables_legacy_fingerprint_here(IpFamily ip);
 
 }  // namespace ambient::redirect

@@ -136,46 +136,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void serve(const std::function<std::vector<Workload>()>& snapshot) {
-    auto hello = receive_message(sock_.get(), 5000ms);
-    if (!hello || hello->bytes.empty()) {
-      log::warn("zds conn {}: no hello from ztunnel: {}", id_,
-                hello ? std::string("EOF") : hello.error().describe());
-      return;
-    }
-    pb::ZdsHello h;
-    if (!h.ParseFromString(hello->bytes)) {
-      log::warn("zds conn {}: malformed hello", id_);
-      return;
-    }
-    if (h.version() != pb::V1)
-      log::warn("zds conn {}: unexpected hello version {}", id_, h.version());
-    log::info("zds conn {}: ztunnel connected, sending snapshot", id_);
-
-    size_t sent = 0;
-    for (const auto& w : snapshot()) {
-      pb::WorkloadRequest m;
-      if (w.netns) {
-        m = add_message(w);
-      } else {
-        m.mutable_keep()->set_uid(w.uid);
-      }
-      auto ack = exchange(m, w.netns);
-      if (!ack) {
-        log::warn("zds conn {}: snapshot {} failed: {}", id_, describe(m), ack.error().describe());
-        return;
-      }
-      if (!ack->empty()) log::warn("zds conn {}: ztunnel NACKed {}: {}", id_, describe(m), *ack);
-      ++sent;
-    }
-    pb::WorkloadRequest done;
-    done.mutable_snapshot_sent();
-    auto ack = exchange(done, nullptr);
-    if (!ack) {
-      log::warn("zds conn {}: SnapshotSent failed: {}", id_, ack.error().describe());
-      return;
-    }
-    log::info("zds conn {}: snapshot of {} workloads acked", id_, sent);
-
+    if (!greet() || !send_snapshot(snapshot())) return;
     for (;;) {
       pollfd fds[3] = {{sock_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
       if (::poll(fds, 3, -1) < 0) {
@@ -192,30 +153,84 @@ class Connection : public std::enable_shared_from_this<Connection> {
           log::info("zds conn {}: ztunnel disconnected", id_);
         return;
       }
-      if (fds[1].revents) {
-        uint64_t n;
-        ssize_t rd = ::read(wake_.get(), &n, sizeof n);
-        (void)rd;
-        for (;;) {
-          std::shared_ptr<Request> req;
-          {
-            std::lock_guard lk(mu_);
-            if (queue_.empty()) break;
-            req = std::move(queue_.front());
-            queue_.pop_front();
-          }
-          auto res = exchange(req->msg, req->netns);
-          if (!res) {
-            req->done.set_value(std::move(res).error().with(describe(req->msg)));
-            log::warn("zds conn {}: closing after a failed exchange", id_);
-            return;  // never let a late ack be read as the next reply
-          }
-          if (!res->empty()) {
-            req->done.set_value(make_error(Errc::Unavailable, "got ack error: " + *res));
-          } else {
-            req->done.set_value(Result<>());
-          }
-        }
+      if (fds[1].revents && !drain_queue()) return;
+    }
+  }
+
+  // ztunnel speaks first: its hello.
+  bool greet() {
+    auto hello = receive_message(sock_.get(), 5000ms);
+    if (!hello || hello->bytes.empty()) {
+      log::warn("zds conn {}: no hello from ztunnel: {}", id_,
+                hello ? std::string("EOF") : hello.error().describe());
+      return false;
+    }
+    pb::ZdsHello h;
+    if (!h.ParseFromString(hello->bytes)) {
+      log::warn("zds conn {}: malformed hello", id_);
+      return false;
+    }
+    if (h.version() != pb::V1)
+      log::warn("zds conn {}: unexpected hello version {}", id_, h.version());
+    log::info("zds conn {}: ztunnel connected, sending snapshot", id_);
+    return true;
+  }
+
+  // Every enrolled pod (Add, or Keep where its netns is unknown), then
+  // SnapshotSent. False: the connection is unusable.
+  bool send_snapshot(const std::vector<Workload>& workloads) {
+    size_t sent = 0;
+    for (const auto& w : workloads) {
+      pb::WorkloadRequest m;
+      if (w.netns) {
+        m = add_message(w);
+      } else {
+        m.mutable_keep()->set_uid(w.uid);
+      }
+      auto ack = exchange(m, w.netns);
+      if (!ack) {
+        log::warn("zds conn {}: snapshot {} failed: {}", id_, describe(m), ack.error().describe());
+        return false;
+      }
+      if (!ack->empty()) log::warn("zds conn {}: ztunnel NACKed {}: {}", id_, describe(m), *ack);
+      ++sent;
+    }
+    pb::WorkloadRequest done;
+    done.mutable_snapshot_sent();
+    auto ack = exchange(done, nullptr);
+    if (!ack) {
+      log::warn("zds conn {}: SnapshotSent failed: {}", id_, ack.error().describe());
+      return false;
+    }
+    log::info("zds conn {}: snapshot of {} workloads acked", id_, sent);
+    return true;
+  }
+
+  // Sends the queued requests one at a time, each waiting for its ack.
+  // False: an exchange failed and the connection must close, so a late
+  // ack is never read as the next reply.
+  bool drain_queue() {
+    uint64_t n;
+    ssize_t rd = ::read(wake_.get(), &n, sizeof n);
+    (void)rd;
+    for (;;) {
+      std::shared_ptr<Request> req;
+      {
+        std::lock_guard lk(mu_);
+        if (queue_.empty()) return true;
+        req = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      auto res = exchange(req->msg, req->netns);
+      if (!res) {
+        req->done.set_value(std::move(res).error().context(describe(req->msg)));
+        log::warn("zds conn {}: closing after a failed exchange", id_);
+        return false;
+      }
+      if (!res->empty()) {
+        req->done.set_value(make_error(Errc::Unavailable, "got ack error: " + *res));
+      } else {
+        req->done.set_value(Result<>());
       }
     }
   }

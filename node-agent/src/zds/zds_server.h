@@ -1,4 +1,4 @@
-// The agent side of ZDS (spec zds.md §4, §10.1): ztunnel connects, we send
+// The agent side of ZDS (docs/zds.md#agent-server): ztunnel connects, we send
 // a snapshot of every enrolled pod, then live Add/Del, strictly one message
 // in flight per connection, each answered by one Ack in order.
 //

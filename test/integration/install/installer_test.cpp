@@ -1,43 +1,40 @@
 // The installer on a simulated node: temp CNI conf dir, bin dir, run dir.
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <thread>
 
 #include "install/installer.h"
-
-extern char** environ;
+#include "support/files.h"
+#include "support/pod_sandbox.h"
+#include "support/temp_dir.h"
+#include "support/wait.h"
 
 using namespace ambient;
 using namespace ambient::install;
+using namespace ambient::test;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 namespace {
 
 struct Node {
-  std::string root;
+  TempDir dir{"amb-inst-"};
+  std::string root = dir.path();
   Node() {
-    char t[] = "/tmp/amb-inst-XXXXXX";
-    root = ::mkdtemp(t);
     for (const char* d : {"/net.d", "/bin-src", "/bin", "/run", "/sa"})
       fs::create_directories(root + d);
-    std::ofstream(root + "/sa/token") << "tok-123";
-    std::ofstream(root + "/sa/ca.crt")
-        << "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    write_file(root + "/sa/token", "tok-123");
+    write_file(root + "/sa/ca.crt",
+               "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
     fs::copy_file("/bin/true", root + "/bin-src/istio-cni");
   }
-  ~Node() { fs::remove_all(root); }
   InstallerConfig config(const std::string& log_level = "info") const {
     InstallerConfig c;
     c.cni_net_dir = root + "/net.d";
@@ -58,18 +55,13 @@ struct Node {
     return plugin_entry(true, "/var/run/istio-cni", selectors, {"kube-system"}, "istio-system",
                         false, false, log_level);
   }
-  std::string read(const std::string& rel) const {
-    std::ifstream f(root + "/" + rel);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  }
+  std::string read(const std::string& rel) const { return read_file(root + "/" + rel); }
   void write(const std::string& rel, const std::string& text) const {
-    std::ofstream(root + "/" + rel) << text;
+    write_file(root + "/" + rel, text);
   }
   // As another CNI (e.g. Cilium) does: a new file renamed over the old one.
   void stomp(const std::string& rel, const std::string& text) const {
-    std::ofstream(root + "/" + rel + ".other") << text;
+    write_file(root + "/" + rel + ".other", text);
     fs::rename(root + "/" + rel + ".other", root + "/" + rel);
   }
 };
@@ -78,8 +70,8 @@ const char* kBridge =
     R"({"cniVersion":"0.3.1","name":"k8s-pod-network","plugins":[{"type":"bridge","bridge":"cni0",)"
     R"("ipam":{"type":"host-local","subnet":"10.22.0.0/16"}},{"type":"portmap","capabilities":{"portMappings":true}}]})";
 
-// The entry exactly as upstream writes it (cni-plugin.md §1.3), indented to
-// its place in a conflist's plugins list.
+// The entry exactly as upstream writes it (docs/installer.md#insertion),
+// indented to its place in a conflist's plugins list.
 std::string entry_block() {
   std::string spec = R"({
   "ambient_enabled": true,
@@ -217,19 +209,14 @@ TEST_CASE("installer: kubeconfig content and mode; binary replaced under a runni
   // A "runtime" executes the installed plugin while a new version arrives.
   fs::copy_file("/bin/sleep", n.root + "/bin/istio-cni", fs::copy_options::overwrite_existing);
   fs::copy_file("/bin/sleep", n.root + "/bin-src/istio-cni", fs::copy_options::overwrite_existing);
-  pid_t pid;
-  std::string exe = n.root + "/bin/istio-cni";
-  char* argv[] = {exe.data(), const_cast<char*>("5"), nullptr};
-  REQUIRE(::posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, environ) == 0);
+  ChildProcess reader({n.root + "/bin/istio-cni", "5"});
   std::this_thread::sleep_for(50ms);
   fs::copy_file("/bin/true", n.root + "/bin-src/istio-cni", fs::copy_options::overwrite_existing);
   auto r = inst.install_once();  // no ETXTBSY: the file is replaced, not written into
   INFO((r ? std::string() : r.error().describe()));
   CHECK(r);
   CHECK(n.read("bin/istio-cni") == n.read("bin-src/istio-cni"));
-  CHECK(::kill(pid, 0) == 0);  // the reader still runs its (old) binary
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
+  CHECK(::kill(reader.pid(), 0) == 0);  // the reader still runs its (old) binary
 }
 
 TEST_CASE("installer: rewrites of the primary config by another CNI are repaired (stomp)",
@@ -242,22 +229,13 @@ TEST_CASE("installer: rewrites of the primary config by another CNI are repaired
   auto has_entry = [&] {
     return n.read("net.d/05-cilium.conflist").find("istio-cni") != std::string::npos;
   };
-  for (int i = 0; i < 300 && !has_entry(); ++i) std::this_thread::sleep_for(10ms);
-  REQUIRE(has_entry());
+  REQUIRE(eventually(has_entry, 3s));
   std::vector<double> ms;
   for (int i = 0; i < 50; ++i) {
     std::this_thread::sleep_for(200ms);  // Cilium rewrites now and then, not in a loop
     auto start = std::chrono::steady_clock::now();
     n.stomp("net.d/05-cilium.conflist", kBridge);
-    bool repaired = false;
-    while (std::chrono::steady_clock::now() - start < 5s) {
-      if (has_entry()) {
-        repaired = true;
-        break;
-      }
-      std::this_thread::sleep_for(500us);
-    }
-    REQUIRE(repaired);
+    REQUIRE(eventually(has_entry, 5s, 500us));
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
                      .count());
   }

@@ -1,17 +1,14 @@
 // Real backend detection in a clean netns the test creates: the same answer
-// every time and no tables created by detecting (P19); and the host `nft`
-// reads what libnftables writes (P24).
-#include <stdlib.h>
-
+// every time, and no tables created by detecting
+// (docs/field-lessons.md#p19).
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <fstream>
 #include <optional>
-#include <random>
 
 #include "netns/netns.h"
 #include "process/process.h"
 #include "redirect/detect.h"
+#include "support/temp_dir.h"
 #include "support/test_netns.h"
 
 using namespace ambient;
@@ -19,37 +16,14 @@ using namespace ambient::redirect;
 namespace fs = std::filesystem;
 
 using HostNetns = ambient::test::TestNetns;
+using TempDir = ambient::test::TempDir;
 
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "detect-it-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 Detection detect_in(const HostNetns& host, const DetectOptions& opts) {
-  std::optional<Result<Detection>> got;
-  auto ran = netns::run_in_netns(host.ns(), [&]() -> Result<> {
-    got.emplace(detect_backend(opts));
-    return {};
-  });
-  REQUIRE(ran);
-  REQUIRE(got);
-  INFO((*got ? std::string() : got->error().describe()));
-  REQUIRE(*got);
-  return std::move(**got);
+  auto got = ambient::test::in_netns(host, [&] { return detect_backend(opts); });
+  AMBIENT_REQUIRE_OK(got);
+  return std::move(*got);
 }
 
 // Nothing but comments in an *-save dump: no table was ever instantiated.
@@ -59,9 +33,10 @@ bool no_tables(const std::string& save) {
 
 }  // namespace
 
-TEST_CASE("real detection in a clean netns is stable and creates no tables (P19)", "[detect]") {
+// docs/field-lessons.md#p19
+TEST_CASE("real detection in a clean netns is stable and creates no tables", "[detect]") {
   HostNetns host;
-  TempDir dir;
+  TempDir dir("detect-it-");
   const bool native = GENERATE(false, true);
   DetectOptions opts{.run_dir = dir.path() + "/run", .native_nftables = native};
 
@@ -91,53 +66,19 @@ TEST_CASE("real detection in a clean netns is stable and creates no tables (P19)
   CHECK(host.exec({"ipset", "list", "-n"}).empty());
 }
 
-TEST_CASE("detection reports our chains left in the other iptables family", "[detect]") {
+TEST_CASE("detection reports our chains left in the other iptables variant", "[detect]") {
   HostNetns host;
-  TempDir dir;
+  TempDir dir("detect-it-");
   host.exec({"iptables-legacy", "-t", "nat", "-N", "ISTIO_POSTRT"});
-  auto d = detect_in(host, {.run_dir = dir.path(), .force_iptables_binary = "nft"});
+  auto d = detect_in(host, {.run_dir = dir.path(), .force_iptables = IptablesVariant::Nft});
   CHECK(d.kind == BackendKind::IptablesNft);
+  REQUIRE(d.iptables_probe);
+  REQUIRE(*d.iptables_probe);
+  CHECK(**d.iptables_probe == IptablesVariant::Nft);
   CHECK(d.leftovers == std::vector<std::string>{"iptables-legacy: ISTIO_* chains in nat"});
 
   // With NATIVE_NFTABLES those chains keep the node on iptables-legacy.
   auto native = detect_in(host, {.run_dir = dir.path() + "/native", .native_nftables = true});
   CHECK(native.kind == BackendKind::IptablesLegacy);
   CHECK_THAT(native.reason, Catch::Contains("until the node reboots"));
-}
-
-TEST_CASE("the host nft lists what libnftables writes (P24)", "[detect]") {
-  auto warning = check_host_nft_compat();
-  INFO((warning ? std::string() : warning.error().describe()));
-  REQUIRE(warning);
-  CHECK(*warning == "");
-
-  SECTION("a missing binary is a warning, not an error") {
-    auto missing = check_host_nft_compat("/nonexistent/nft");
-    REQUIRE(missing);
-    CHECK_THAT(*missing, Catch::Contains("not found"));
-  }
-  SECTION("a binary killed by a signal is reported as a crash") {
-    TempDir dir;
-    const std::string fake = dir.path() + "/nft";
-    {
-      std::ofstream f(fake);
-      f << "#!/bin/sh\nkill -SEGV $$\n";
-    }
-    fs::permissions(fake, fs::perms::owner_all);
-    auto crashed = check_host_nft_compat(fake);
-    REQUIRE(crashed);
-    CHECK_THAT(*crashed, Catch::Contains("killed by a signal"));
-  }
-  SECTION("a binary that lists less than was written is reported") {
-    TempDir dir;
-    const std::string fake = dir.path() + "/nft";
-    {
-      std::ofstream f(fake);
-      f << "#!/bin/sh\nnft \"$@\" | grep -v 'ct zone'\n";
-    }
-    fs::permissions(fake, fs::perms::owner_all);
-    auto partial = check_host_nft_compat(fake);
-    REQUIRE(partial);
-    CHECK_THAT(*partial, Catch::Contains("cannot fully read"));
-  }
 }

@@ -18,56 +18,35 @@
 #include "lib/unique_fd.h"
 #include "netns/netns.h"
 #include "process/process.h"
+#include "redirect/detect.h"
 #include "redirect/iptables/host.h"
 #include "redirect/nftables/host.h"
+#include "support/backends.h"
+#include "support/ip_address.h"
+#include "support/require_ok.h"
+#include "support/sockets.h"
 #include "support/test_netns.h"
+#include "support/text.h"
 
 using namespace ambient;
 using namespace ambient::redirect;
 using NamedNetns = ambient::test::TestNetns;
+using namespace ambient::test;
+using namespace std::chrono_literals;
 
 namespace {
 
-// Runs fn on a thread inside `n` and hands its Result back to the test's
-// thread (Catch2 assertions stay out of the worker).
-template <class F>
-auto in_netns(const NamedNetns& n, F fn) -> decltype(fn()) {
-  std::optional<decltype(fn())> out;
-  auto r = netns::run_in_netns(n.ns(), [&]() -> Result<> {
-    out.emplace(fn());
-    return {};
-  });
-  if (!r) return std::move(r).error();
-  return std::move(*out);
-}
-
-#define AMBIENT_REQUIRE_OK(expr)                                        \
-  do {                                                                  \
-    auto ambient_r_ = (expr);                                           \
-    INFO((ambient_r_ ? std::string() : ambient_r_.error().describe())); \
-    REQUIRE(ambient_r_);                                                \
-  } while (0)
-
-size_t count(const std::string& hay, const std::string& needle) {
-  size_t n = 0;
-  for (auto p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
-  return n;
-}
-
-IpAddress ip(const char* text) {
-  auto a = IpAddress::parse(text);
-  REQUIRE(a);
-  return *a;
-}
-
+// `kind`: a backend name (iptables-nft, iptables-legacy, nftables).
 std::unique_ptr<HostRedirect> make_backend(const std::string& kind) {
   if (kind == "nftables") return std::make_unique<NftablesHostRedirect>();
-  auto b = IptablesHostRedirect::create({.family = kind});
-  REQUIRE(b);
-  return std::move(*b);
+  auto backend = backend_from_name(kind);
+  REQUIRE(backend);
+  auto variant = iptables_variant(*backend);
+  REQUIRE(variant);
+  return std::make_unique<IptablesHostRedirect>(IptablesOptions{.variant = *variant});
 }
 
-// Both families' nat rules (iptables) or the whole ruleset (nftables).
+// Both IP families' nat rules (iptables) or the whole ruleset (nftables).
 std::string dump_rules(const NamedNetns& host, const std::string& kind) {
   if (kind == "nftables") return host.exec({"nft", "list", "ruleset"});
   std::string v6 = kind;
@@ -91,8 +70,7 @@ std::optional<std::string> uid_of(const std::vector<ProbeSetEntry>& entries, con
 }  // namespace
 
 TEST_CASE("host probe sets and rules: owners, idempotency and no residue", "[host]") {
-  const std::string kind =
-      GENERATE(as<std::string>{}, "iptables-nft", "iptables-legacy", "nftables");
+  const std::string kind = GENERATE(from_range(kBackends));
   INFO("backend " << kind);
   NamedNetns host("amb-host-");
   auto b = make_backend(kind);
@@ -159,14 +137,14 @@ TEST_CASE("host probe sets and rules: owners, idempotency and no residue", "[hos
   std::string rules = dump_rules(host, kind);
   INFO(rules);
   if (kind == "nftables") {
-    CHECK(count(rules, "chain postrouting") == 1);
-    CHECK(count(rules, "meta skuid 4242 ip daddr @istio-inpod-probes-v4") == 1);
-    CHECK(count(rules, "meta skuid 4242 ip6 daddr @istio-inpod-probes-v6") == 1);
+    CHECK(count_of(rules, "chain postrouting") == 1);
+    CHECK(count_of(rules, "meta skuid 4242 ip daddr @istio-inpod-probes-v4") == 1);
+    CHECK(count_of(rules, "meta skuid 4242 ip6 daddr @istio-inpod-probes-v6") == 1);
   } else {
-    CHECK(count(rules, "-A POSTROUTING -j ISTIO_POSTRT") == 2);  // one per family
-    CHECK(count(rules, "--uid-owner 4242 -m set --match-set istio-inpod-probes-v4") == 1);
-    CHECK(count(rules, "--uid-owner 4242 -m set --match-set istio-inpod-probes-v6") == 1);
-    CHECK(count(rules, "-A ISTIO_POSTRT") == 2);
+    CHECK(count_of(rules, "-A POSTROUTING -j ISTIO_POSTRT") == 2);  // one per IP family
+    CHECK(count_of(rules, "--uid-owner 4242 -m set --match-set istio-inpod-probes-v4") == 1);
+    CHECK(count_of(rules, "--uid-owner 4242 -m set --match-set istio-inpod-probes-v6") == 1);
+    CHECK(count_of(rules, "-A ISTIO_POSTRT") == 2);
   }
   // Installing rules never loses set entries (nft: `flush table` keeps them).
   listed = in_netns(host, [&] { return h.list_sets(); });
@@ -217,7 +195,7 @@ TEST_CASE("host probe sets and rules: owners, idempotency and no residue", "[hos
 }
 
 TEST_CASE("bad pod UIDs never reach the sets", "[host]") {
-  const std::string kind = GENERATE(as<std::string>{}, "iptables-nft", "nftables");
+  const std::string kind = GENERATE(from_range(kNfTablesBackends));
   NamedNetns host("amb-host-");
   auto b = make_backend(kind);
   AMBIENT_REQUIRE_OK(in_netns(host, [&] { return b->ensure_sets(false); }));
@@ -267,23 +245,15 @@ Result<> connect_as(const NamedNetns& host, uid_t uid, uint16_t port) {
 
 // The source address of the next connection the pod's listener accepts.
 std::string accept_peer(const UniqueFd& listener) {
-  pollfd p{listener.get(), POLLIN, 0};
-  if (::poll(&p, 1, 5000) != 1) return "<no connection>";
-  sockaddr_in peer{};
-  socklen_t len = sizeof peer;
-  UniqueFd conn(::accept4(listener.get(), reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC));
-  if (!conn.valid()) return "<accept failed>";
-  char buf[INET_ADDRSTRLEN] = {};
-  ::inet_ntop(AF_INET, &peer.sin_addr, buf, sizeof buf);
-  return buf;
+  auto c = accept_one(listener.get(), 5s);
+  return c ? c->peer : "<no connection>";
 }
 
 }  // namespace
 
 TEST_CASE("kubelet's connections to an enrolled pod arrive from the probe SNAT address",
           "[host][traffic]") {
-  const std::string kind =
-      GENERATE(as<std::string>{}, "nftables", "iptables-nft", "iptables-legacy");
+  const std::string kind = GENERATE(from_range(kBackends));
   INFO("backend " << kind);
   NamedNetns host("amb-hhost-");
   NamedNetns pod("amb-hpod-");

@@ -21,22 +21,17 @@ namespace {
 
 // `read` run inside the pod's netns.
 std::string read_in(const TestNetns& pod, const std::function<Result<std::string>()>& read) {
-  std::string out;
-  auto r = netns::run_in_netns(pod.ns(), [&]() -> Result<> {
-    AMBIENT_ASSIGN_OR_RETURN(out, read());
-    return {};
-  });
-  INFO((r ? std::string() : r.error().describe()));
-  REQUIRE(r);
-  return out;
+  auto out = ambient::test::in_netns(pod, read);
+  AMBIENT_REQUIRE_OK(out);
+  return *out;
 }
 
 std::string nft_fingerprint(const TestNetns& pod, uint8_t family) {
   return read_in(pod, [&] { return nf_tables_fingerprint_here(family); });
 }
 
-std::string legacy_fingerprint(const TestNetns& pod, bool v6) {
-  return read_in(pod, [&] { return xtables_legacy_fingerprint_here(v6); });
+std::string legacy_fingerprint(const TestNetns& pod, IpFamily ip) {
+  return read_in(pod, [&] { return xtables_legacy_fingerprint_here(ip); });
 }
 
 // Some TCP connection attempts to a closed port: they pass nat OUTPUT.
@@ -87,7 +82,7 @@ TEST_CASE("nf_tables fingerprints: counters and handles aside, equal rule sets a
 TEST_CASE("iptables-nft and legacy fingerprints see their own rules only, counters aside",
           "[netfilter_state]") {
   const PodRedirectConfig cfg{.dns_capture = true};
-  const std::string rules = restore_text(inpod_rules(cfg, false));
+  const std::string rules = restore_text(inpod_rules(cfg, IpFamily::V4));
   TestNetns a, b;
   SECTION("iptables-nft: family ip") {
     a.exec({"iptables-nft-restore", "--noflush"}, rules);
@@ -102,7 +97,7 @@ TEST_CASE("iptables-nft and legacy fingerprints see their own rules only, counte
   SECTION("legacy") {
     bool in_use = true;
     REQUIRE(netns::run_in_netns(a.ns(), [&]() -> Result<> {
-      AMBIENT_ASSIGN_OR_RETURN(in_use, xtables_legacy_in_use_here(false));
+      AMBIENT_ASSIGN_OR_RETURN(in_use, xtables_legacy_in_use_here(IpFamily::V4));
       return {};
     }));
     CHECK_FALSE(in_use);  // a new netns: no legacy table yet
@@ -111,23 +106,23 @@ TEST_CASE("iptables-nft and legacy fingerprints see their own rules only, counte
     traffic(b);
     REQUIRE_THAT(b.exec({"iptables-legacy-save", "-c", "-t", "nat"}),
                  !Catch::Contains("[0:0] -A OUTPUT -j ISTIO_OUTPUT"));
-    const std::string ours = legacy_fingerprint(a, false);
+    const std::string ours = legacy_fingerprint(a, IpFamily::V4);
     CHECK_FALSE(ours.empty());
-    CHECK(legacy_fingerprint(b, false) == ours);
+    CHECK(legacy_fingerprint(b, IpFamily::V4) == ours);
     CHECK(nft_fingerprint(b, NFPROTO_UNSPEC).empty());
     SECTION("a rule's match changed") {
       b.exec({"iptables-legacy", "-t", "nat", "-R", "ISTIO_OUTPUT", "1", "-d", "169.254.7.128",
               "-p", "tcp", "-j", "ACCEPT"});
-      CHECK(legacy_fingerprint(b, false) != ours);
+      CHECK(legacy_fingerprint(b, IpFamily::V4) != ours);
     }
     SECTION("a jump retargeted") {
       b.exec({"iptables-legacy", "-t", "nat", "-N", "OTHER"});
       b.exec({"iptables-legacy", "-t", "nat", "-R", "OUTPUT", "1", "-j", "OTHER"});
-      CHECK(legacy_fingerprint(b, false) != ours);
+      CHECK(legacy_fingerprint(b, IpFamily::V4) != ours);
     }
     SECTION("a built-in chain's policy") {
       b.exec({"iptables-legacy", "-t", "mangle", "-P", "OUTPUT", "DROP"});
-      CHECK(legacy_fingerprint(b, false) != ours);
+      CHECK(legacy_fingerprint(b, IpFamily::V4) != ours);
     }
   }
 }

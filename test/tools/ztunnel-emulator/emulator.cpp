@@ -199,7 +199,7 @@ Emulator::StreamEnd Emulator::serve_connection(int sock) {
       outcome = {.ack_error = "failure to read message : received truncated message",
                  .next = Next::Reconnect};
     } else {
-      outcome = handle_datagram(std::move(received->bytes), std::move(received->fds));
+      outcome = handle_datagram(received->bytes, std::move(received->fds));
     }
     if (outcome.next == Next::Reconnect) {
       log_error("read error, will reconnect: " + outcome.ack_error);
@@ -223,7 +223,7 @@ Emulator::StreamEnd Emulator::serve_connection(int sock) {
   }
 }
 
-Emulator::Outcome Emulator::handle_datagram(std::string bytes, std::vector<UniqueFd> fds) {
+Emulator::Outcome Emulator::handle_datagram(const std::string& bytes, std::vector<UniqueFd> fds) {
   auto read_error = [](const std::string& what) {
     return Outcome{.ack_error = "failure to read message : " + what, .next = Next::Reconnect};
   };
@@ -352,7 +352,7 @@ Result<> Emulator::start_proxy(const std::string& uid, Workload w) {
   auto sockets = open_proxy_sockets(w.netns.get());
   if (!sockets) {
     pending_.insert_or_assign(uid, std::move(w));
-    return std::move(sockets).error().with("uid " + uid);
+    return std::move(sockets).error().context("uid " + uid);
   }
   std::string names;
   for (const auto& s : *sockets) names += (names.empty() ? "" : ", ") + s.address;

@@ -1,7 +1,8 @@
 // A ztunnel stand-in for end-to-end tests: the client side of ZDS
-// (zds.md §10.2) with ztunnel's per-connection state machine (§5.3) and
-// real listeners inside each pod netns (§7), so tests can check both the
-// protocol exchange and where redirected traffic lands.
+// (docs/zds.md#emulator) with ztunnel's per-connection state machine
+// (docs/zds.md#ztunnel-state) and real listeners inside each pod netns
+// (docs/zds.md#ztunnel-in-pod), so tests can check both the protocol
+// exchange and where redirected traffic lands.
 //
 // Threading: everything here runs on the thread that calls run(); the only
 // other long-lived thread is the ListenerServer's, which owns the listener
@@ -48,7 +49,7 @@ class Emulator {
     std::string service_account;
   };
   // A running proxy, or a failed start waiting for a retry. The netns fd
-  // stays open for as long as either exists (zds.md §7.1).
+  // stays open for as long as either exists (docs/zds.md#ztunnel-setns).
   struct Workload {
     WorkloadMeta meta;
     UniqueFd netns;
@@ -70,7 +71,7 @@ class Emulator {
   // Returns an invalid fd when a stop was requested while retrying.
   UniqueFd connect_with_backoff();
   StreamEnd serve_connection(int sock);
-  Outcome handle_datagram(std::string bytes, std::vector<UniqueFd> fds);
+  Outcome handle_datagram(const std::string& bytes, std::vector<UniqueFd> fds);
   Outcome handle_add(const std::string& uid, const WorkloadMeta& meta, UniqueFd netns);
   Outcome handle_del(const std::string& uid);
   Outcome handle_snapshot_sent();
@@ -89,7 +90,8 @@ class Emulator {
   std::map<std::string, Workload> proxies_;  // survives reconnects
   uint64_t next_proxy_id_ = 1;
 
-  // Per-connection state (zds.md §5.3); cleared on every new connection.
+  // Per-connection state (docs/zds.md#ztunnel-state); cleared on every new
+  // connection.
   bool connected_ = false;
   bool snapshot_received_ = false;
   std::set<std::string> snapshot_names_;

@@ -20,11 +20,12 @@ constexpr std::string_view kUsage = R"(Usage: ztunnel-emulator [flags]
 
 A ztunnel stand-in for end-to-end tests. Connects to the node agent's ZDS
 socket (SOCK_SEQPACKET), sends ZdsHello{V1}, answers every WorkloadRequest
-with exactly one Ack following ztunnel's state machine (zds.md section 5.3),
-and for each AddWorkload binds ztunnel's listeners inside the pod netns:
-TCP [::]:15001, [::]:15006, [::]:15008 and TCP+UDP 127.0.0.1:15053 and
-[::1]:15053 (skipped when lo has IPv6 disabled), all with SO_MARK=1337 and
-SO_REUSEPORT. Every accepted connection gets the line
+with exactly one Ack following ztunnel's state machine
+(docs/zds.md#ztunnel-state), and for each AddWorkload binds ztunnel's
+listeners inside the pod netns: TCP [::]:15001, [::]:15006, [::]:15008 and
+TCP+UDP 127.0.0.1:15053 and [::1]:15053 (skipped when lo has IPv6
+disabled), all with SO_MARK=1337 and SO_REUSEPORT. Every accepted
+connection gets the line
   ztunnel-emulator uid=<uid> port=<port> orig_dst=<ip:port>
 and is closed; every UDP datagram gets the same line back.
 

@@ -226,7 +226,7 @@ std::string reply_line(const std::string& uid, uint16_t port, const std::string&
 Result<std::vector<BoundSocket>> open_proxy_sockets(int netns_fd) {
   Result<std::vector<BoundSocket>> out = make_error(Errc::Internal, "proxy thread did not run");
   // A fresh thread that never leaves the pod netns and dies when done
-  // (STYLE.md run_in_netns): nothing ever runs in the wrong namespace.
+  // (docs/node-agent.md#threads): nothing ever runs in the wrong namespace.
   std::thread worker([&] {
     if (::setns(netns_fd, CLONE_NEWNET) != 0) {
       out = sys_error("setns(CLONE_NEWNET)");

@@ -1,7 +1,7 @@
 // The emulator's per-workload "proxy": the listeners ztunnel binds inside a
-// pod's network namespace (zds.md §7.2, §7.3), and one thread that answers
-// every connection or datagram on them with a line naming the workload and
-// the original destination, recording each one for the tests.
+// pod's network namespace (docs/zds.md#ztunnel-in-pod), and one thread
+// that answers every connection or datagram on them with a line naming the
+// workload and the original destination, recording each one for the tests.
 #pragma once
 
 #include <sys/socket.h>
@@ -71,7 +71,8 @@ class ListenerServer {
 
   // Starts serving `sockets` for workload `uid`; `proxy_id` names the group.
   void add(uint64_t proxy_id, const std::string& uid, std::vector<BoundSocket> sockets);
-  // Closes the group's listeners (zds.md "drain": listeners close).
+  // Closes the group's listeners (a drain, docs/zds.md#ztunnel-state:
+  // listeners close).
   void remove(uint64_t proxy_id);
 
  private:

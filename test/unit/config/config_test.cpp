@@ -2,7 +2,7 @@
 
 #include <map>
 
-#include "agent/agent.h"
+#include "agent/pod_config.h"
 #include "config/config.h"
 
 using namespace ambient::agent;
@@ -38,6 +38,7 @@ TEST_CASE("agent config errors are clear", "[agent][config]") {
       {"HOST_PROBE_SNAT_IP", "fd00::1", "HOST_PROBE_SNAT_IP"},
       {"FORCE_IPTABLES_BINARY", "auto", "legacy or nft"},
       {"AMBIENT_HEALTH_PORT", "80a", "not an integer"},
+      {"AMBIENT_INSTALL_CNI", "maybe", "true, false or auto"},
   }));
   const char* argv[] = {"ambient-agent"};
   auto r = parse_config(1, argv, env_of({{key, value}, {"AMBIENT_ENROLL_NAMESPACES", "*"}}));
@@ -61,6 +62,50 @@ TEST_CASE("--help documents every flag with its env var", "[agent][config]") {
         "AMBIENT_IPV6", "AMBIENT_HOST_ROOT", "AMBIENT_ENROLL_NAMESPACES", "AMBIENT_HEALTH_PORT"}) {
     CHECK_THAT(h, Catch::Contains(env));
   }
+}
+
+TEST_CASE("typed settings: install mode and the forced iptables variant", "[agent][config]") {
+  const char* argv[] = {"ambient-agent"};
+  auto r = parse_config(1, argv,
+                        env_of({{"AMBIENT_ENROLL_NAMESPACES", "*"},
+                                {"AMBIENT_INSTALL_CNI", "True"},
+                                {"FORCE_IPTABLES_BINARY", "legacy"}}));
+  REQUIRE(r);
+  CHECK(r->config.install_cni == InstallCni::On);
+  CHECK(r->config.installer_enabled());
+  CHECK(r->config.force_iptables == ambient::redirect::IptablesVariant::Legacy);
+  auto d = parse_config(1, argv, env_of({{"AMBIENT_ENROLL_NAMESPACES", "*"}}));
+  REQUIRE(d);
+  CHECK(d->config.install_cni == InstallCni::Auto);
+  CHECK_FALSE(d->config.installer_enabled());  // auto: standalone mode installs nothing
+  CHECK_FALSE(d->config.force_iptables);
+}
+
+TEST_CASE("--help shows each default from the Config it applies", "[agent][config]") {
+  const Config defaults;
+  const auto h = help_text();
+  CHECK_THAT(h, Catch::Contains("default " + defaults.run_dir));
+  CHECK_THAT(h, Catch::Contains("default " + defaults.probe_snat_ipv4));
+  CHECK_THAT(h, Catch::Contains("default " + defaults.istio_owned_cni_config_filename));
+  CHECK_THAT(h, Catch::Contains("default auto"));
+  // An empty default shows none.
+  CHECK_THAT(h, !Catch::Contains("default \n"));
+}
+
+TEST_CASE("the chart's ISTIO_OWNED_CNI_CONF_FILENAME is read, the option's own name wins",
+          "[agent][config]") {
+  const char* argv[] = {"ambient-agent"};
+  auto chart = parse_config(1, argv,
+                            env_of({{"AMBIENT_ENROLL_NAMESPACES", "*"},
+                                    {"ISTIO_OWNED_CNI_CONF_FILENAME", "05-chart.conflist"}}));
+  REQUIRE(chart);
+  CHECK(chart->config.istio_owned_cni_config_filename == "05-chart.conflist");
+  auto both = parse_config(1, argv,
+                           env_of({{"AMBIENT_ENROLL_NAMESPACES", "*"},
+                                   {"ISTIO_OWNED_CNI_CONF_FILENAME", "05-chart.conflist"},
+                                   {"ISTIO_OWNED_CNI_CONFIG_FILENAME", "07-own.conflist"}}));
+  REQUIRE(both);
+  CHECK(both->config.istio_owned_cni_config_filename == "07-own.conflist");
 }
 
 TEST_CASE("per-pod override annotations", "[agent][config]") {

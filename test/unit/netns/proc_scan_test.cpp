@@ -1,35 +1,33 @@
-// Finding pod netns by scanning /proc (spec node-agent.md §8.3), on
+// Finding pod netns by scanning /proc (docs/node-agent.md#proc-scan), on
 // upstream's fake /proc fixture and on small trees built per test. The ns/net
 // files are plain files: their inodes stand in for network namespaces, and
 // hard links stand in for two processes sharing one netns.
 #include <fcntl.h>
-#include <stdlib.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <fstream>
 
 #include "netns/proc_scan.h"
+#include "support/files.h"
+#include "support/golden.h"
+#include "support/ip_address.h"
+#include "support/temp_dir.h"
 
 using namespace ambient;
 using namespace ambient::netns;
+using ambient::test::file_id;
+using ambient::test::ip;
+using ambient::test::write_file;
 
 namespace {
 
-const std::string kFixture = std::string(AMBIENT_GOLDEN_DIR) + "/proc-cgroupns";
+const std::string kFixture = ambient::test::golden_path("proc-cgroupns");
 const std::string kFixtureUid = "863b91d4-4b68-4efa-917f-4b560e3e86aa";
 const std::string kFixtureCid = "75c7fe7ad0df679971e755bd97b84dd68a32e1eba8e8f99b01ab3c07196a3e4a";
 const std::string kOtherUid = "aaaabbbb-cccc-dddd-eeee-ffff00001111";
 const std::string kOtherCid = "85c7fe7ad0df679971e755bd97b84dd68a32e1eba8e8f99b01ab3c07196a3e4a";
-
-IpAddress ip(const char* text) {
-  auto a = IpAddress::parse(text);
-  REQUIRE(a);
-  return *a;
-}
 
 Result<NetnsRef> open_plain_file(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -45,12 +43,6 @@ ProcScanDeps fake_deps(const std::string& proc_root) {
       .host_netns = {0, 0},
       .owns_ips = [](const Netns&, const std::vector<IpAddress>&) -> Result<bool> { return true; },
   };
-}
-
-std::pair<dev_t, ino_t> file_id(const std::string& path) {
-  struct stat st {};
-  REQUIRE(::stat(path.c_str(), &st) == 0);
-  return {st.st_dev, st.st_ino};
 }
 
 // A /proc/<pid>/stat line with the given command name and start time.
@@ -70,37 +62,23 @@ std::string pod_cgroup(const std::string& uid, const std::string& cid) {
 // into each process's ns/net, so processes can share a netns inode.
 class FakeProc {
  public:
-  FakeProc() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "proc-scan-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    root_ = tmpl;
-    std::filesystem::create_directory(root_ + "/netns");
-  }
-  ~FakeProc() {
-    std::error_code ec;
-    std::filesystem::remove_all(root_, ec);
-  }
-  const std::string& root() const { return root_; }
+  FakeProc() { std::filesystem::create_directory(root() + "/netns"); }
+  const std::string& root() const { return dir_.path(); }
 
   // Creates the netns file `netns` if needed; empty cgroup/stat text = no file.
   void add(const std::string& pid, const std::string& netns, const std::string& cgroup,
            const std::string& stat) {
-    std::filesystem::create_directories(root_ + "/" + pid + "/ns");
-    std::string ns_file = root_ + "/netns/" + netns;
-    if (!std::filesystem::exists(ns_file)) write(ns_file, "");
-    std::filesystem::create_hard_link(ns_file, root_ + "/" + pid + "/ns/net");
-    if (!cgroup.empty()) write(root_ + "/" + pid + "/cgroup", cgroup);
-    if (!stat.empty()) write(root_ + "/" + pid + "/stat", stat);
+    std::filesystem::create_directories(root() + "/" + pid + "/ns");
+    std::string ns_file = root() + "/netns/" + netns;
+    if (!std::filesystem::exists(ns_file)) write_file(ns_file, "");
+    std::filesystem::create_hard_link(ns_file, root() + "/" + pid + "/ns/net");
+    if (!cgroup.empty()) write_file(root() + "/" + pid + "/cgroup", cgroup);
+    if (!stat.empty()) write_file(root() + "/" + pid + "/stat", stat);
   }
-  std::string ns_path(const std::string& pid) const { return root_ + "/" + pid + "/ns/net"; }
-  static void write(const std::string& path, const std::string& text) {
-    std::ofstream f(path, std::ios::binary);
-    f << text;
-    REQUIRE(f.good());
-  }
+  std::string ns_path(const std::string& pid) const { return root() + "/" + pid + "/ns/net"; }
 
  private:
-  std::string root_;
+  ambient::test::TempDir dir_{"proc-scan-"};
 };
 
 }  // namespace
@@ -246,11 +224,11 @@ TEST_CASE("unreadable and unparseable /proc entries are skipped", "[proc]") {
   proc.add("29", "crio-only", "0::/../crio-45490e76e0878aaa4d98.scope\n", stat_line(5));
   // A process that exited between readdir and stat: its ns/net is gone.
   std::filesystem::create_directories(proc.root() + "/30");
-  FakeProc::write(proc.root() + "/30/cgroup", good_cg);
-  FakeProc::write(proc.root() + "/30/stat", stat_line(5));
+  write_file(proc.root() + "/30/cgroup", good_cg);
+  write_file(proc.root() + "/30/stat", stat_line(5));
   // Not processes: a non-numeric directory and a numeric regular file.
   proc.add("self", "self", good_cg, stat_line(5));
-  FakeProc::write(proc.root() + "/31", "");
+  write_file(proc.root() + "/31", "");
 
   auto found = scan_proc(fake_deps(proc.root()), {{.uid = kFixtureUid, .ips = {ip("10.0.0.1")}},
                                                   {.uid = "", .ips = {ip("10.0.0.1")}}});

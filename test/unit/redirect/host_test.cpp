@@ -5,33 +5,30 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "redirect/host.h"
 #include "redirect/kubelet_uid.h"
+#include "support/files.h"
+#include "support/golden.h"
+#include "support/temp_dir.h"
 
 using namespace ambient;
 using namespace ambient::redirect;
+using ambient::test::kGoldenProbeSnatIpv6;
+using ambient::test::read_golden;
+using ambient::test::TempDir;
+using ambient::test::write_file;
 
 namespace {
-
-std::string read_golden(const std::string& rel) {
-  std::ifstream f(std::string(AMBIENT_GOLDEN_DIR) + "/" + rel);
-  REQUIRE(f);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // The iptables golden minus its two save probes ("iptables-save",
 // "ip6tables-save"): the v4 restore text, then (with IPv6) a newline and the
 // v6 restore text, no trailing newline.
 std::string render_iptables(const HostProbeConfig& cfg) {
-  std::string out = host_iptables_restore_text(cfg, false);
+  std::string out = host_iptables_restore_text(cfg, IpFamily::V4);
   out.pop_back();
   if (cfg.ipv6) {
-    std::string v6 = host_iptables_restore_text(cfg, true);
+    std::string v6 = host_iptables_restore_text(cfg, IpFamily::V6);
     v6.pop_back();
     out += "\n" + v6;
   }
@@ -58,25 +55,25 @@ TEST_CASE("host iptables rules with --socket-exists equal upstream's hostprobe g
 
 TEST_CASE("host iptables rules match kubelet's UID instead of any socket by default", "[host]") {
   HostProbeConfig cfg{.ipv6 = true, .kubelet_uid = 4242};
-  for (bool v6 : {false, true}) {
-    std::string text = host_iptables_restore_text(cfg, v6);
+  for (IpFamily ip : kIpFamilies) {
+    std::string text = host_iptables_restore_text(cfg, ip);
     CHECK_THAT(text, Catch::Contains("-m owner --uid-owner 4242 -p tcp -m set --match-set "
                                      "istio-inpod-probes-v" +
-                                     std::string(v6 ? "6" : "4")));
+                                     std::string(ip == IpFamily::V6 ? "6" : "4")));
     CHECK(text.find("--socket-exists") == std::string::npos);
   }
   // Otherwise identical to the golden: only the owner match differs.
   HostProbeConfig compat = cfg;
   compat.match = ProbeMatch::SocketExists;
-  std::string expected = host_iptables_restore_text(compat, false);
+  std::string expected = host_iptables_restore_text(compat, IpFamily::V4);
   expected.replace(expected.find("--socket-exists"), 15, "--uid-owner 4242");
-  CHECK(host_iptables_restore_text(cfg, false) == expected);
+  CHECK(host_iptables_restore_text(cfg, IpFamily::V4) == expected);
 }
 
 TEST_CASE("host nftables rules equal upstream's hostprobe goldens", "[host][golden]") {
   for (bool v6 : {false, true}) {
     HostProbeConfig cfg{.ipv6 = v6,
-                        .snat_v6 = "e9ac:1e77:90ca:399f:4d6d:ece2:2f9b:3164",
+                        .snat_v6 = kGoldenProbeSnatIpv6,
                         .match = ProbeMatch::KubeletUid,
                         .kubelet_uid = 1000};
     std::string name = std::string("nftables/hostprobe") + (v6 ? "_ipv6" : "") + ".golden";
@@ -94,8 +91,10 @@ TEST_CASE("host nftables rules without a UID match any local socket", "[host]") 
 
 TEST_CASE("a configured SNAT address reaches both backends' host rules", "[host]") {
   HostProbeConfig cfg{.ipv6 = true, .snat_v4 = "169.254.99.1", .snat_v6 = "fd00::99"};
-  CHECK_THAT(host_iptables_restore_text(cfg, false), Catch::Contains("--to-source 169.254.99.1"));
-  CHECK_THAT(host_iptables_restore_text(cfg, true), Catch::Contains("--to-source fd00::99"));
+  CHECK_THAT(host_iptables_restore_text(cfg, IpFamily::V4),
+             Catch::Contains("--to-source 169.254.99.1"));
+  CHECK_THAT(host_iptables_restore_text(cfg, IpFamily::V6),
+             Catch::Contains("--to-source fd00::99"));
   CHECK_THAT(host_nft_text(cfg),
              Catch::Contains("snat to 169.254.99.1\n") && Catch::Contains("snat to fd00::99\n"));
 }
@@ -116,39 +115,27 @@ namespace {
 // A fake /proc: <root>/<pid>/{comm,cmdline,status}.
 class FakeProc {
  public:
-  FakeProc() {
-    char tmpl[] = "/tmp/ambient-kubelet-proc-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    root_ = tmpl;
-  }
-  ~FakeProc() {
-    std::error_code ec;
-    std::filesystem::remove_all(root_, ec);
-  }
   // `cmdline` uses '|' for the NULs between arguments.
   void add(int pid, const std::string& comm, std::string cmdline, int uid) {
-    auto dir = std::filesystem::path(root_) / std::to_string(pid);
+    const std::string dir = root() + "/" + std::to_string(pid);
     std::filesystem::create_directories(dir);
     for (char& c : cmdline) {
       if (c == '|') c = '\0';
     }
-    write(dir / "comm", comm + "\n");
-    write(dir / "cmdline", cmdline + std::string(1, '\0'));
+    write_file(dir + "/comm", comm + "\n");
+    write_file(dir + "/cmdline", cmdline + std::string(1, '\0'));
     if (uid >= 0) {
-      write(dir / "status", "Name:\t" + comm + "\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t" +
-                                std::to_string(uid) + "\t" + std::to_string(uid + 1) + "\t0\t0\n" +
-                                "Gid:\t0\t0\t0\t0\n");
+      write_file(dir + "/status", "Name:\t" + comm +
+                                      "\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t" +
+                                      std::to_string(uid) + "\t" + std::to_string(uid + 1) +
+                                      "\t0\t0\n" + "Gid:\t0\t0\t0\t0\n");
     }
   }
-  void add_file(const std::string& name) { write(std::filesystem::path(root_) / name, "x"); }
-  const std::string& root() const { return root_; }
+  void add_file(const std::string& name) { write_file(root() + "/" + name, "x"); }
+  const std::string& root() const { return dir_.path(); }
 
  private:
-  static void write(const std::filesystem::path& p, const std::string& data) {
-    std::ofstream f(p, std::ios::binary);
-    f << data;
-  }
-  std::string root_;
+  TempDir dir_{"ambient-kubelet-proc-"};
 };
 
 }  // namespace

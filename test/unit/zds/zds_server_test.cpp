@@ -4,6 +4,7 @@
 
 #include <future>
 
+#include "support/wait.h"
 #include "support/zds_peer.h"
 #include "zds/zds_server.h"
 
@@ -11,12 +12,12 @@ using namespace ambient;
 using namespace ambient::test;
 
 TEST_CASE("ZDS: snapshot, live add and delete in lock-step", "[zds]") {
-  TempDir dir;
+  TempDir dir("amb-zds-test-");
   auto ns = own_netns();
   std::vector<zds::Workload> snapshot = {
       {.uid = "u-enrolled", .info = {"web", "demo", "sa"}, .netns = ns},
       {.uid = "u-lost", .info = {"old", "demo", "sa"}, .netns = nullptr}};
-  auto srv = zds::ZdsServer::start({.socket_path = dir.path + "/z.sock",
+  auto srv = zds::ZdsServer::start({.socket_path = dir.path() + "/z.sock",
                                     .io_timeout = 500ms,
                                     .snapshot = [&] { return snapshot; }});
   REQUIRE(srv);
@@ -26,7 +27,7 @@ TEST_CASE("ZDS: snapshot, live add and delete in lock-step", "[zds]") {
   CHECK_THAT(no_conn.error().describe(), Catch::Contains("no ztunnel connection"));
   CHECK((*srv)->del("x"));  // nobody to tell: success
 
-  auto peer = connect_peer(dir.path + "/z.sock");
+  auto peer = connect_peer(dir.path() + "/z.sock");
   send_raw(peer.get(), hello());
   std::vector<UniqueFd> fds;
   auto m1 = next(peer.get(), &fds);
@@ -47,7 +48,7 @@ TEST_CASE("ZDS: snapshot, live add and delete in lock-step", "[zds]") {
   send_raw(peer.get(), ack("failure to start proxy : whatever"));  // logged, not fatal
   REQUIRE(next(peer.get()).has_snapshot_sent());
   send_raw(peer.get(), ack());
-  for (int i = 0; i < 100 && !(*srv)->has_connection(); ++i) std::this_thread::sleep_for(10ms);
+  eventually([&] { return (*srv)->has_connection(); }, 1s);
 
   auto added = std::async(std::launch::async, [&] {
     return (*srv)->add({.uid = "u-new", .info = {"n", "demo", "sa"}, .netns = ns});
@@ -76,17 +77,13 @@ TEST_CASE("ZDS: snapshot, live add and delete in lock-step", "[zds]") {
 }
 
 TEST_CASE("ZDS: an ack timeout closes the connection, so a late ack is never misread", "[zds]") {
-  TempDir dir;
+  TempDir dir("amb-zds-test-");
   auto ns = own_netns();
-  auto srv = zds::ZdsServer::start({.socket_path = dir.path + "/z.sock",
+  auto srv = zds::ZdsServer::start({.socket_path = dir.path() + "/z.sock",
                                     .io_timeout = 200ms,
                                     .snapshot = [] { return std::vector<zds::Workload>{}; }});
   REQUIRE(srv);
-  auto peer = connect_peer(dir.path + "/z.sock");
-  send_raw(peer.get(), hello());
-  REQUIRE(next(peer.get()).has_snapshot_sent());
-  send_raw(peer.get(), ack());
-  for (int i = 0; i < 100 && !(*srv)->has_connection(); ++i) std::this_thread::sleep_for(10ms);
+  auto peer = connect_past_empty_snapshot(**srv, dir.path() + "/z.sock");
 
   auto slow = std::async(std::launch::async, [&] {
     return (*srv)->add({.uid = "u-slow", .info = {"n", "demo", "sa"}, .netns = ns});
@@ -106,6 +103,6 @@ TEST_CASE("ZDS: an ack timeout closes the connection, so a late ack is never mis
   } else {
     CHECK(eof.error().code == std::error_code(ECONNRESET, std::system_category()));
   }
-  for (int i = 0; i < 100 && (*srv)->has_connection(); ++i) std::this_thread::sleep_for(10ms);
+  eventually([&] { return !(*srv)->has_connection(); }, 1s);
   CHECK_FALSE((*srv)->has_connection());
 }

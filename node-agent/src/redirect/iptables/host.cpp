@@ -122,7 +122,7 @@ bool is_missing_set(const Error& e) {
   return e.message.find("does not exist") != std::string::npos;
 }
 
-std::string set_name(bool v6) { return std::string(v6 ? kProbeSetV6 : kProbeSetV4); }
+std::string set_name(IpFamily ip) { return std::string(probe_set_name(ip)); }
 
 // Entries from `ipset save <set>`: `add <set> <ip> comment "<uid>"`.
 Result<std::vector<ProbeSetEntry>> parse_save(const std::string& out) {
@@ -135,7 +135,7 @@ Result<std::vector<ProbeSetEntry>> parse_save(const std::string& out) {
     words >> verb >> set >> ip;
     if (verb != "add") continue;
     auto addr = IpAddress::parse(ip);
-    if (!addr) return std::move(addr).error().with("parse ipset entry \"" + line + "\"");
+    if (!addr) return std::move(addr).error().context("parse ipset entry \"" + line + "\"");
     ProbeSetEntry e{.ip = *addr};
     auto c = line.find(" comment \"");
     if (c != std::string::npos) {
@@ -149,8 +149,8 @@ Result<std::vector<ProbeSetEntry>> parse_save(const std::string& out) {
 }
 
 // Entries of one set; an absent set has none.
-Result<std::vector<ProbeSetEntry>> list_set(bool v6) {
-  auto out = ipset_run({"save", set_name(v6)});
+Result<std::vector<ProbeSetEntry>> list_set(IpFamily ip) {
+  auto out = ipset_run({"save", set_name(ip)});
   if (!out) {
     if (is_missing_set(out.error())) return std::vector<ProbeSetEntry>{};
     return std::move(out).error();
@@ -158,9 +158,9 @@ Result<std::vector<ProbeSetEntry>> list_set(bool v6) {
   return parse_save(*out);
 }
 
-Result<> create_set(bool v6) {
-  auto r = ipset_run(
-      {"create", set_name(v6), "hash:ip", "family", v6 ? "inet6" : "inet", "comment", "-exist"});
+Result<> create_set(IpFamily ip) {
+  auto r = ipset_run({"create", set_name(ip), "hash:ip", "family",
+                      ip == IpFamily::V6 ? "inet6" : "inet", "comment", "-exist"});
   if (!r) return std::move(r).error();
   return {};
 }
@@ -185,7 +185,7 @@ std::vector<std::string> host_removal_lines(const std::string& save) {
   std::istringstream in(save);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("*", 0) == 0) in_nat = line == "*nat";
+    if (line.rfind('*', 0) == 0) in_nat = line == "*nat";
     if (!in_nat) continue;
     if (line.rfind(":" + chain + " ", 0) == 0) have_chain = true;
     if (line.rfind("-A ", 0) == 0 && line.rfind("-A " + chain + " ", 0) != 0 &&
@@ -202,77 +202,69 @@ std::vector<std::string> host_removal_lines(const std::string& save) {
 
 }  // namespace
 
-Result<std::unique_ptr<IptablesHostRedirect>> IptablesHostRedirect::create(IptablesOptions opts) {
-  auto version = run_checked({.argv = {opts.family + "-save", "--version"}});
-  if (!version) return std::move(version).error().with("detect iptables variant");
-  bool legacy = version->out.find("nf_tables") == std::string::npos;
-  return std::unique_ptr<IptablesHostRedirect>(new IptablesHostRedirect(std::move(opts), legacy));
+IptablesHostRedirect::IptablesHostRedirect(IptablesOptions opts) : opts_(opts) {}
+
+std::string IptablesHostRedirect::bin(IpFamily ip, std::string_view tool) const {
+  return iptables_binary(opts_.variant, ip, tool);
 }
 
-IptablesHostRedirect::IptablesHostRedirect(IptablesOptions opts, bool legacy)
-    : opts_(std::move(opts)), legacy_(legacy), name_(legacy ? "iptables-legacy" : "iptables-nft") {}
-
-std::string IptablesHostRedirect::bin(bool v6, std::string_view suffix) const {
-  std::string b = opts_.family;
-  if (v6) b.replace(0, 2, "ip6");  // iptables-nft -> ip6tables-nft
-  return b + std::string(suffix);
-}
-
-Result<std::string> IptablesHostRedirect::save_nat(bool v6) const {
-  auto r = run_checked({.argv = {bin(v6, "-save"), "-t", "nat"}, .sandbox = opts_.sandbox});
+Result<std::string> IptablesHostRedirect::save_nat(IpFamily ip) const {
+  auto r = run_checked({.argv = {bin(ip, "-save"), "-t", "nat"}, .sandbox = opts_.sandbox});
   if (!r) return std::move(r).error();
   return r->out;
 }
 
-Result<> IptablesHostRedirect::restore(bool v6, const std::string& text) const {
-  std::vector<std::string> argv = {bin(v6, "-restore"), "--noflush", "-v"};
-  if (legacy_) argv.push_back("--wait=30");
+Result<> IptablesHostRedirect::restore(IpFamily ip, const std::string& text) const {
+  std::vector<std::string> argv = {bin(ip, "-restore"), "--noflush", "-v"};
+  if (legacy()) argv.emplace_back("--wait=30");
   auto r = run_checked({.argv = argv, .stdin_data = text, .sandbox = opts_.sandbox});
   if (!r) return std::move(r).error();
   return {};
 }
 
-Result<> IptablesHostRedirect::remove_family(bool v6) const {
-  AMBIENT_ASSIGN_OR_RETURN(std::string state, save_nat(v6));
+Result<> IptablesHostRedirect::remove_rules_of(IpFamily ip) const {
+  AMBIENT_ASSIGN_OR_RETURN(std::string state, save_nat(ip));
   auto lines = host_removal_lines(state);
   if (lines.empty()) return {};
   std::string text = "*nat\n";
   for (const auto& l : lines) text += l + "\n";
-  return restore(v6, text + "COMMIT\n");
+  return restore(ip, text + "COMMIT\n");
 }
 
 Result<> IptablesHostRedirect::install_rules(const HostProbeConfig& cfg) {
+  const std::string name(this->name());
   // `-m set` needs the sets to exist when the rule goes in.
-  AMBIENT_RETURN_IF_ERROR(ensure_sets(cfg.ipv6).context("install " + name_ + " host rules"));
-  for (bool v6 : {false, true}) {
-    if (v6 && !cfg.ipv6) {
+  AMBIENT_RETURN_IF_ERROR(ensure_sets(cfg.ipv6).context("install " + name + " host rules"));
+  for (IpFamily ip : kIpFamilies) {
+    if (ip == IpFamily::V6 && !cfg.ipv6) {
       // IPv6 off now but maybe not before: take old v6 rules out. ip6tables
       // may be unusable on an IPv4-only node, so this is best effort.
-      auto r = remove_family(true);
+      auto r = remove_rules_of(IpFamily::V6);
       if (!r) log::debug("host rules: ipv6 cleanup skipped: {}", r.error().describe());
       continue;
     }
     // Removal and creation in one restore transaction: whatever was there
     // (one copy, duplicates or nothing) is replaced atomically, and probes
     // are never briefly un-SNATed.
-    AMBIENT_ASSIGN_OR_RETURN(std::string state, save_nat(v6));
-    std::string create = host_iptables_restore_text(cfg, v6);  // "* nat\n-N ...COMMIT\n"
+    AMBIENT_ASSIGN_OR_RETURN(std::string state, save_nat(ip));
+    std::string create = host_iptables_restore_text(cfg, ip);  // "* nat\n-N ...COMMIT\n"
     std::string text = "* nat\n";
     for (const auto& l : host_removal_lines(state)) text += l + "\n";
     text += create.substr(create.find('\n') + 1);
     // A v6 failure leaves the v4 rules in place: they are complete on their
     // own, and the caller retries the whole install.
-    AMBIENT_RETURN_IF_ERROR(
-        restore(v6, text).context("install " + name_ + (v6 ? " ipv6" : " ipv4") + " host rules"));
+    AMBIENT_RETURN_IF_ERROR(restore(ip, text).context(
+        "install " + name + " " + std::string(ip_family_name(ip)) + " host rules"));
   }
   return {};
 }
 
 Result<> IptablesHostRedirect::remove_rules() {
-  AMBIENT_RETURN_IF_ERROR(remove_family(false).context("remove " + name_ + " host rules"));
+  const std::string name(this->name());
+  AMBIENT_RETURN_IF_ERROR(remove_rules_of(IpFamily::V4).context("remove " + name + " host rules"));
   // An IPv4-only node may have no usable ip6tables: a failing save means
   // there is nothing to remove; a failing restore is a real error.
-  auto state = save_nat(true);
+  auto state = save_nat(IpFamily::V6);
   if (!state) {
     log::debug("host rules: ip6tables-save failed, no ipv6 rules to remove: {}",
                state.error().describe());
@@ -282,67 +274,67 @@ Result<> IptablesHostRedirect::remove_rules() {
   if (lines.empty()) return {};
   std::string text = "*nat\n";
   for (const auto& l : lines) text += l + "\n";
-  return restore(true, text + "COMMIT\n").context("remove " + name_ + " ipv6 host rules");
+  return restore(IpFamily::V6, text + "COMMIT\n").context("remove " + name + " ipv6 host rules");
 }
 
 Result<> IptablesHostRedirect::ensure_sets(bool ipv6) {
   ipv6_ = ipv6;
-  AMBIENT_RETURN_IF_ERROR(create_set(false).context("create ipset"));
-  if (ipv6) AMBIENT_RETURN_IF_ERROR(create_set(true).context("create ipset"));
+  AMBIENT_RETURN_IF_ERROR(create_set(IpFamily::V4).context("create ipset"));
+  if (ipv6) AMBIENT_RETURN_IF_ERROR(create_set(IpFamily::V6).context("create ipset"));
   return {};
 }
 
 Result<> IptablesHostRedirect::flush_sets() {
-  for (bool v6 : {false, true}) {
-    auto r = ipset_run({"flush", set_name(v6)});
-    if (!r && !is_missing_set(r.error())) return std::move(r).error().with("flush ipset");
+  for (IpFamily ip : kIpFamilies) {
+    auto r = ipset_run({"flush", set_name(ip)});
+    if (!r && !is_missing_set(r.error())) return std::move(r).error().context("flush ipset");
   }
   return {};
 }
 
 Result<> IptablesHostRedirect::destroy_sets() {
-  for (bool v6 : {false, true}) {
-    auto r = ipset_run({"destroy", set_name(v6)});
-    if (!r && !is_missing_set(r.error())) return std::move(r).error().with("destroy ipset");
+  for (IpFamily ip : kIpFamilies) {
+    auto r = ipset_run({"destroy", set_name(ip)});
+    if (!r && !is_missing_set(r.error())) return std::move(r).error().context("destroy ipset");
   }
   return {};
 }
 
-Result<> IptablesHostRedirect::add_pod_ip(const IpAddress& ip, const std::string& pod_uid) {
-  AMBIENT_ASSIGN_OR_RETURN(auto wanted, probe_set_address(ip, pod_uid, ipv6_));
+Result<> IptablesHostRedirect::add_pod_ip(const IpAddress& pod_ip, const std::string& pod_uid) {
+  AMBIENT_ASSIGN_OR_RETURN(auto wanted, probe_set_address(pod_ip, pod_uid, ipv6_));
   if (!wanted) return {};
   const IpAddress addr = *wanted;
-  const bool v6 = addr.family == AF_INET6;
+  const IpFamily ip = ip_family_of(addr);
   std::lock_guard lock(entries_mu_);
-  AMBIENT_RETURN_IF_ERROR(create_set(v6).context("add " + addr.to_string() + " to probe set"));
+  AMBIENT_RETURN_IF_ERROR(create_set(ip).context("add " + addr.to_string() + " to probe set"));
   // -exist: an existing entry takes the new comment (the IP was reused).
-  auto r = ipset_run({"add", set_name(v6), addr.to_string(), "comment", pod_uid, "-exist"});
-  if (!r) return std::move(r).error().with("add " + addr.to_string() + " to probe set");
+  auto r = ipset_run({"add", set_name(ip), addr.to_string(), "comment", pod_uid, "-exist"});
+  if (!r) return std::move(r).error().context("add " + addr.to_string() + " to probe set");
   return {};
 }
 
-Result<> IptablesHostRedirect::remove_pod_ip(const IpAddress& ip, const std::string& pod_uid) {
-  const IpAddress addr = ip.unmapped();
-  const bool v6 = addr.family == AF_INET6;
+Result<> IptablesHostRedirect::remove_pod_ip(const IpAddress& pod_ip, const std::string& pod_uid) {
+  const IpAddress addr = pod_ip.unmapped();
+  const IpFamily ip = ip_family_of(addr);
   const std::string what = "remove " + addr.to_string() + " from probe set";
   std::lock_guard lock(entries_mu_);
-  AMBIENT_ASSIGN_OR_RETURN(auto entries, list_set(v6).context(what));
+  AMBIENT_ASSIGN_OR_RETURN(auto entries, list_set(ip).context(what));
   for (const auto& e : entries) {
     if (e.ip != addr) continue;
     if (e.uid != pod_uid) {
       log::warn("probe set: {} belongs to pod {}, not {}: kept", addr.to_string(), e.uid, pod_uid);
       return {};
     }
-    auto r = ipset_run({"del", set_name(v6), addr.to_string(), "-exist"});
-    if (!r) return std::move(r).error().with(what);
+    auto r = ipset_run({"del", set_name(ip), addr.to_string(), "-exist"});
+    if (!r) return std::move(r).error().context(what);
     return {};
   }
   return {};
 }
 
 Result<std::vector<ProbeSetEntry>> IptablesHostRedirect::list_sets() {
-  AMBIENT_ASSIGN_OR_RETURN(auto all, list_set(false).context("list probe sets"));
-  AMBIENT_ASSIGN_OR_RETURN(auto v6, list_set(true).context("list probe sets"));
+  AMBIENT_ASSIGN_OR_RETURN(auto all, list_set(IpFamily::V4).context("list probe sets"));
+  AMBIENT_ASSIGN_OR_RETURN(auto v6, list_set(IpFamily::V6).context("list probe sets"));
   all.insert(all.end(), v6.begin(), v6.end());
   return all;
 }

@@ -14,11 +14,11 @@ namespace ambient::redirect {
 
 class IptablesHostRedirect : public HostRedirect {
  public:
-  // Reads `<family>-save --version` once to learn whether the binaries are
-  // legacy (they take the xtables lock: --wait=30).
-  static Result<std::unique_ptr<IptablesHostRedirect>> create(IptablesOptions opts);
+  // Runs nothing: what the binaries are comes in `opts` (make_redirectors
+  // in redirect/factory.h takes it from detection).
+  explicit IptablesHostRedirect(IptablesOptions opts);
 
-  std::string_view name() const override { return name_; }
+  std::string_view name() const override { return variant_name(opts_.actual); }
   Result<> install_rules(const HostProbeConfig& cfg) override;
   Result<> remove_rules() override;
   Result<> ensure_sets(bool ipv6) override;
@@ -29,15 +29,15 @@ class IptablesHostRedirect : public HostRedirect {
   Result<std::vector<ProbeSetEntry>> list_sets() override;
 
  private:
-  IptablesHostRedirect(IptablesOptions opts, bool legacy);
-  std::string bin(bool v6, std::string_view suffix) const;
-  Result<std::string> save_nat(bool v6) const;
-  Result<> restore(bool v6, const std::string& text) const;
-  Result<> remove_family(bool v6) const;
+  // Legacy binaries take the xtables lock: --wait=30.
+  bool legacy() const { return opts_.actual == IptablesVariant::Legacy; }
+  std::string bin(IpFamily ip, std::string_view tool) const;
+  Result<std::string> save_nat(IpFamily ip) const;
+  Result<> restore(IpFamily ip, const std::string& text) const;
+  // Takes our rules of one IP family out of the nat table.
+  Result<> remove_rules_of(IpFamily ip) const;
 
   IptablesOptions opts_;
-  bool legacy_;
-  std::string name_;
   std::atomic<bool> ipv6_{false};
   // Makes our own check-then-delete in remove_pod_ip atomic with respect to
   // add_pod_ip from other threads (another process can still interleave).

@@ -23,11 +23,11 @@ std::string hex(unsigned v) {
 
 }  // namespace
 
-std::vector<IptRule> inpod_rules(const PodRedirectConfig& cfg, bool v6) {
+std::vector<IptRule> inpod_rules(const PodRedirectConfig& cfg, IpFamily ip) {
   const std::string mark = hex(kZtunnelMark) + "/" + hex(kInpodMask);  // 0x539/0xfff
   const std::string inpod = hex(kInpodMark) + "/" + hex(kInpodMask);   // 0x111/0xfff
-  const std::string loopback = v6 ? "::1/128" : "127.0.0.1/32";
-  const std::string snat = v6 ? cfg.probe_snat_ipv6 : cfg.probe_snat_ipv4;
+  const std::string loopback = ip == IpFamily::V6 ? "::1/128" : "127.0.0.1/32";
+  const std::string snat = ip == IpFamily::V6 ? cfg.probe_snat_ipv6 : cfg.probe_snat_ipv4;
   const std::string out_port = std::to_string(kOutboundPort);
   const std::string in_port = std::to_string(kInboundPlaintextPort);
   const std::string dns_port = std::to_string(kDnsPort);
@@ -128,7 +128,7 @@ std::string removal_text(const std::string& save_output) {
   std::istringstream in(save_output);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("*", 0) == 0) {
+    if (line.rfind('*', 0) == 0) {
       table = line.substr(1);
       table.erase(0, table.find_first_not_of(' '));
     } else if (line.rfind(":ISTIO_", 0) == 0) {

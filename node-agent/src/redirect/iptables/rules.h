@@ -16,12 +16,13 @@ struct IptRule {
   std::vector<std::string> params;
 };
 
-// Rules in upstream's append order (spec redirection.md §5.1). `v6` selects
-// the IPv6 addresses.
-std::vector<IptRule> inpod_rules(const PodRedirectConfig& cfg, bool v6);
+// Rules in upstream's append order (docs/redirection.md#iptables-rules), for
+// iptables (IpFamily::V4) or ip6tables (V6).
+std::vector<IptRule> inpod_rules(const PodRedirectConfig& cfg, IpFamily ip);
 
-// iptables-restore input for `rules` (spec §5.2): tables sorted, chains
-// declared in first-appearance order, then a second pass for -j targets.
+// iptables-restore input for `rules` (docs/redirection.md#restore-text):
+// tables sorted, chains declared in first-appearance order, then a second
+// pass for -j targets.
 std::string restore_text(const std::vector<IptRule>& rules);
 
 // Restore text that deletes our jumps and ISTIO_* chains as found in an

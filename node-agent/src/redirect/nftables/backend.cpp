@@ -51,7 +51,8 @@ Result<std::shared_ptr<const NftablesBackend::Reference>> NftablesBackend::refer
       ref.our_tables = our_tables(listing);
       return {};
     });
-    if (!made) return std::move(made).error().with("make the reference rules in a scratch netns");
+    if (!made)
+      return std::move(made).error().context("make the reference rules in a scratch netns");
     return ref;
   });
 }
@@ -127,7 +128,7 @@ Result<std::vector<std::string>> NftablesBackend::table_problems(
   if (problems.empty()) {
     AMBIENT_ASSIGN_OR_RETURN(auto ref, reference(cfg));
     if (our_tables(listing) != ref->our_tables) {
-      problems.push_back("nft rules differ from what our transaction gives");
+      problems.emplace_back("nft rules differ from what our transaction gives");
     }
   }
   return problems;
@@ -174,7 +175,7 @@ Result<> NftablesBackend::install(const netns::Netns& ns, const PodRedirectConfi
     if (tables > 0) AMBIENT_RETURN_IF_ERROR(route());
     // A fresh netns holds no table of ours, so there is none to delete: a
     // commit without deletions leaves the kernel no destroy work, which
-    // closing the socket would otherwise wait for (redirect/nft.h).
+    // closing the socket would otherwise wait for (redirect/nftables/nft.h).
     const std::string text = any_ours ? inpod_nft_apply_text(cfg) : inpod_nft_text(cfg);
     if (any_ours) ctx.close_later();
     if (auto applied = ctx.run(text + extra_for_test_); !applied) {
@@ -199,7 +200,7 @@ Result<VerifyReport> NftablesBackend::verify(const netns::Netns& ns,
     report.problems.insert(report.problems.end(), missing.begin(), missing.end());
     return {};
   });
-  if (!r) return std::move(r).error().with("verify nftables rules in " + ns.path());
+  if (!r) return std::move(r).error().context("verify nftables rules in " + ns.path());
   report.complete = report.problems.empty();
   return report;
 }

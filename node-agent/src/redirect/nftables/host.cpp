@@ -30,11 +30,12 @@ namespace {
 const std::string kTable = "inet " + std::string(kHostNftTable);
 constexpr const char* kSetComment = "UUID of the pods that are part of ambient mesh";
 
-std::string set_name(bool v6) { return std::string(v6 ? kProbeSetV6 : kProbeSetV4); }
+std::string set_name(IpFamily ip) { return std::string(probe_set_name(ip)); }
 
-std::string add_set_cmd(bool v6) {
-  return "add set " + kTable + " " + set_name(v6) + " { type " + (v6 ? "ipv6_addr" : "ipv4_addr") +
-         " ; comment \"" + kSetComment + "\" ; }\n";
+std::string add_set_cmd(IpFamily ip) {
+  return "add set " + kTable + " " + set_name(ip) + " { type " +
+         (ip == IpFamily::V6 ? "ipv6_addr" : "ipv4_addr") + " ; comment \"" + kSetComment +
+         "\" ; }\n";
 }
 
 // nft's error buffer, without the caret lines that point into the input.
@@ -221,11 +222,11 @@ Result<> NftablesHostRedirect::install_rules(const HostProbeConfig& cfg) {
   // The rules name the sets, so they are added first in the same
   // transaction; `flush table` in host_nft_text keeps them and their
   // elements (nftables 1.0.6; the integration test guards it).
-  std::string tx = "add table " + kTable + "\n" + add_set_cmd(false);
-  if (cfg.ipv6) tx += add_set_cmd(true);
+  std::string tx = "add table " + kTable + "\n" + add_set_cmd(IpFamily::V4);
+  if (cfg.ipv6) tx += add_set_cmd(IpFamily::V6);
   tx += host_nft_text(cfg);
   auto r = run_nft(tx);
-  if (!r) return std::move(r).error().with("install nftables host rules");
+  if (!r) return std::move(r).error().context("install nftables host rules");
   return {};
 }
 
@@ -234,29 +235,29 @@ Result<> NftablesHostRedirect::remove_rules() {
   if (!state.chains.count("postrouting")) return {};
   auto r =
       run_nft("flush chain " + kTable + " postrouting\ndelete chain " + kTable + " postrouting\n");
-  if (!r) return std::move(r).error().with("remove nftables host rules");
+  if (!r) return std::move(r).error().context("remove nftables host rules");
   return {};
 }
 
 Result<> NftablesHostRedirect::ensure_sets(bool ipv6) {
   ipv6_ = ipv6;
-  std::string tx = "add table " + kTable + "\n" + add_set_cmd(false);
-  if (ipv6) tx += add_set_cmd(true);
+  std::string tx = "add table " + kTable + "\n" + add_set_cmd(IpFamily::V4);
+  if (ipv6) tx += add_set_cmd(IpFamily::V6);
   auto r = run_nft(tx);
-  if (!r) return std::move(r).error().with("create nftables probe sets");
+  if (!r) return std::move(r).error().context("create nftables probe sets");
   return {};
 }
 
 Result<> NftablesHostRedirect::flush_sets() {
   AMBIENT_ASSIGN_OR_RETURN(TableState state, read_table().context("flush nftables probe sets"));
   std::string tx;
-  for (bool v6 : {false, true}) {
-    if (state.sets.count(set_name(v6))) tx += "flush set " + kTable + " " + set_name(v6) + "\n";
+  for (IpFamily ip : kIpFamilies) {
+    if (state.sets.count(set_name(ip))) tx += "flush set " + kTable + " " + set_name(ip) + "\n";
   }
   if (tx.empty()) return {};
   std::lock_guard lock(entries_mu_);
   auto r = run_nft(tx);
-  if (!r) return std::move(r).error().with("flush nftables probe sets");
+  if (!r) return std::move(r).error().context("flush nftables probe sets");
   listed_.clear();
   return {};
 }
@@ -266,28 +267,28 @@ Result<> NftablesHostRedirect::destroy_sets() {
   if (!state.exists) return {};
   std::lock_guard lock(entries_mu_);
   auto r = run_nft("delete table " + kTable + "\n");
-  if (!r) return std::move(r).error().with("delete nftables table");
+  if (!r) return std::move(r).error().context("delete nftables table");
   listed_.clear();
   return {};
 }
 
-Result<> NftablesHostRedirect::add_pod_ip(const IpAddress& ip, const std::string& pod_uid) {
-  AMBIENT_ASSIGN_OR_RETURN(auto wanted, probe_set_address(ip, pod_uid, ipv6_));
+Result<> NftablesHostRedirect::add_pod_ip(const IpAddress& pod_ip, const std::string& pod_uid) {
+  AMBIENT_ASSIGN_OR_RETURN(auto wanted, probe_set_address(pod_ip, pod_uid, ipv6_));
   if (!wanted) return {};
   const IpAddress addr = *wanted;
-  const bool v6 = addr.family == AF_INET6;
-  const std::string elem = "element " + kTable + " " + set_name(v6) + " { " + addr.to_string();
-  const std::string prefix = "add table " + kTable + "\n" + add_set_cmd(v6);
+  const IpFamily ip = ip_family_of(addr);
+  const std::string elem = "element " + kTable + " " + set_name(ip) + " { " + addr.to_string();
+  const std::string prefix = "add table " + kTable + "\n" + add_set_cmd(ip);
   std::lock_guard lock(entries_mu_);
   if (!listed_.count(addr.to_string())) {
     // A new IP, the usual case: `create` fails if the element exists. It
     // deletes nothing, so the commit leaves no destroy work for the kernel,
     // whose RCU wait would otherwise stall the next netlink socket close
-    // (redirect/nft.h), a pod's included. (A failed batch costs such a
+    // (redirect/nftables/nft.h), a pod's included. (A failed batch costs such a
     // wait too, hence listed_, which knows the IPs we added.) Sent with
     // libnftnl: ~20 us instead of ~90, and outside libnftables' lock, so
     // beside other pods' transactions.
-    int e = creator_->create(set_name(v6), addr, pod_uid);
+    int e = creator_->create(set_name(ip), addr, pod_uid);
     if (e == 0) {
       listed_.insert(addr.to_string());
       return {};
@@ -299,7 +300,7 @@ Result<> NftablesHostRedirect::add_pod_ip(const IpAddress& ip, const std::string
         return {};
       }
       if (created.error().message.find("File exists") == std::string::npos) {
-        return std::move(created).error().with("add " + addr.to_string() + " to probe set");
+        return std::move(created).error().context("add " + addr.to_string() + " to probe set");
       }
     } else if (e != EEXIST) {
       return make_error(Errc::Internal,
@@ -313,18 +314,18 @@ Result<> NftablesHostRedirect::add_pod_ip(const IpAddress& ip, const std::string
   tx += "delete " + elem + " }\n";
   tx += "add " + elem + " comment \"" + pod_uid + "\" }\n";
   auto r = run_nft(tx);
-  if (!r) return std::move(r).error().with("add " + addr.to_string() + " to probe set");
+  if (!r) return std::move(r).error().context("add " + addr.to_string() + " to probe set");
   listed_.insert(addr.to_string());
   return {};
 }
 
-Result<> NftablesHostRedirect::remove_pod_ip(const IpAddress& ip, const std::string& pod_uid) {
-  const IpAddress addr = ip.unmapped();
-  const bool v6 = addr.family == AF_INET6;
+Result<> NftablesHostRedirect::remove_pod_ip(const IpAddress& pod_ip, const std::string& pod_uid) {
+  const IpAddress addr = pod_ip.unmapped();
+  const IpFamily ip = ip_family_of(addr);
   const std::string what = "remove " + addr.to_string() + " from probe set";
   std::lock_guard lock(entries_mu_);
   AMBIENT_ASSIGN_OR_RETURN(TableState state, read_table().context(what));
-  auto set = state.sets.find(set_name(v6));
+  auto set = state.sets.find(set_name(ip));
   if (set == state.sets.end()) return {};
   for (const auto& e : set->second) {
     if (e.ip != addr) continue;
@@ -332,9 +333,9 @@ Result<> NftablesHostRedirect::remove_pod_ip(const IpAddress& ip, const std::str
       log::warn("probe set: {} belongs to pod {}, not {}: kept", addr.to_string(), e.uid, pod_uid);
       return {};
     }
-    auto r = run_nft("delete element " + kTable + " " + set_name(v6) + " { " + addr.to_string() +
+    auto r = run_nft("delete element " + kTable + " " + set_name(ip) + " { " + addr.to_string() +
                      " }\n");
-    if (!r) return std::move(r).error().with(what);
+    if (!r) return std::move(r).error().context(what);
     listed_.erase(addr.to_string());
     return {};
   }
@@ -344,8 +345,8 @@ Result<> NftablesHostRedirect::remove_pod_ip(const IpAddress& ip, const std::str
 Result<std::vector<ProbeSetEntry>> NftablesHostRedirect::list_sets() {
   AMBIENT_ASSIGN_OR_RETURN(TableState state, read_table().context("list nftables probe sets"));
   std::vector<ProbeSetEntry> all;
-  for (bool v6 : {false, true}) {
-    auto it = state.sets.find(set_name(v6));
+  for (IpFamily ip : kIpFamilies) {
+    auto it = state.sets.find(set_name(ip));
     if (it != state.sets.end()) all.insert(all.end(), it->second.begin(), it->second.end());
   }
   return all;

@@ -3,7 +3,7 @@
 // call is one nft transaction through one long-lived nft_ctx, made on the
 // first call: callers are in the host netns (never inside run_in_netns).
 // Reusing it keeps socket close, which waits for an RCU grace period after
-// a commit, off every pod's enrollment (redirect/nft.h).
+// a commit, off every pod's enrollment (redirect/nftables/nft.h).
 #pragma once
 
 #include <atomic>

@@ -53,7 +53,7 @@ class Reaper {
   void push(nft_ctx* c) {
     {
       std::lock_guard lk(mu_);
-      queue_.push_back({std::chrono::steady_clock::now() + kDelay, c});
+      queue_.emplace_back(std::chrono::steady_clock::now() + kDelay, c);
       note_locked();
     }
     cv_.notify_one();

@@ -32,7 +32,8 @@ std::vector<NftRule> inpod_nft_rules(const PodRedirectConfig& cfg) {
   };
   const std::string mark_ne = "mark and 0xfff != 0x539";
   const std::string v6snat = cfg.probe_snat_ipv6;
-  // Same order and conditions as the iptables list (redirection.md §5.1).
+  // Same order and conditions as the iptables list
+  // (docs/redirection.md#iptables-rules).
   add(kMangle, "prerouting", "jump istio-prerouting");
   add(kMangle, "output", "jump istio-output");
   add(kNat, "output", "jump istio-output");

@@ -1,6 +1,6 @@
-// The in-pod nftables rule set (spec redirection.md §8), generated as the
-// exact transaction text upstream feeds to `nft -f -` (byte-identical to the
-// nftables goldens), from the same decisions as the iptables list.
+// The in-pod nftables rule set (docs/redirection.md#nftables), generated as
+// the exact transaction text upstream feeds to `nft -f -` (byte-identical to
+// the nftables goldens), from the same decisions as the iptables list.
 #pragma once
 
 #include <string>
@@ -27,7 +27,7 @@ std::string inpod_nft_text(const PodRedirectConfig& cfg);
 
 // What we apply: the upstream text plus add+delete of every in-pod table
 // the configuration does not use (so a stale raw table from an earlier
-// DNS-on run cannot survive; upstream quirk 8.4).
+// DNS-on run cannot survive; docs/redirection.md#nftables-apply).
 std::string inpod_nft_apply_text(const PodRedirectConfig& cfg);
 
 // Removes all our in-pod tables; never fails for a missing table.

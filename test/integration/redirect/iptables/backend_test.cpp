@@ -11,18 +11,14 @@
 #include "process/process.h"
 #include "redirect/iptables/backend.h"
 #include "support/test_netns.h"
+#include "support/text.h"
 
 using namespace ambient;
 using namespace ambient::redirect;
+using ambient::test::count_of;
 using ambient::test::TestNetns;
 
 namespace {
-
-size_t count(const std::string& hay, const std::string& needle) {
-  size_t n = 0;
-  for (auto p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
-  return n;
-}
 
 // An iptables-save dump's rules (legacy prints policy counters even without -c).
 std::string rule_lines(const std::string& save_output) {
@@ -34,10 +30,9 @@ std::string rule_lines(const std::string& save_output) {
   return out;
 }
 
+// The iptables-nft binaries; the checks below read with them too.
 std::unique_ptr<IptablesBackend> backend() {
-  auto b = IptablesBackend::create({});
-  REQUIRE(b);
-  return std::move(*b);
+  return std::make_unique<IptablesBackend>(IptablesOptions{.variant = IptablesVariant::Nft});
 }
 
 }  // namespace
@@ -60,14 +55,14 @@ TEST_CASE("iptables backend installs, verifies and removes without residue", "[i
   CHECK_THAT(pod.exec({"ip", "-6", "rule"}), Catch::Contains("fwmark 0x111/0xfff lookup 100"));
   CHECK_THAT(pod.exec({"ip", "route", "show", "table", "100"}),
              Catch::Contains("local default dev lo"));
-  CHECK_THAT(pod.exec({"ip6tables-save"}), Catch::Contains("-j REDIRECT --to-ports 15001"));
+  CHECK_THAT(pod.exec({"ip6tables-nft-save"}), Catch::Contains("-j REDIRECT --to-ports 15001"));
 
   SECTION("installing again changes nothing and never duplicates") {
-    std::string v4 = pod.exec({"iptables-save"});
+    std::string v4 = pod.exec({"iptables-nft-save"});
     REQUIRE(b->install(pod.ns(), cfg));
     REQUIRE(b->install(pod.ns(), cfg));
-    CHECK(count(pod.exec({"iptables-save"}), "-A ") == count(v4, "-A "));
-    CHECK(count(pod.exec({"ip", "rule"}), "0x111/0xfff") == 1);
+    CHECK(count_of(pod.exec({"iptables-nft-save"}), "-A ") == count_of(v4, "-A "));
+    CHECK(count_of(pod.exec({"ip", "rule"}), "0x111/0xfff") == 1);
   }
   SECTION("a changed configuration is rebuilt, not stacked") {
     PodRedirectConfig no_dns{.dns_capture = false, .ipv6 = true};
@@ -75,12 +70,12 @@ TEST_CASE("iptables backend installs, verifies and removes without residue", "[i
     auto v = b->verify(pod.ns(), no_dns);
     REQUIRE(v);
     CHECK(v->complete);
-    std::string saved = pod.exec({"iptables-save"});
+    std::string saved = pod.exec({"iptables-nft-save"});
     CHECK(saved.find("15053") == std::string::npos);
-    CHECK(count(saved, "-A ISTIO_OUTPUT") == 5);  // nat 4 (probe, 0x111, lo, 15001) + mangle 1
+    CHECK(count_of(saved, "-A ISTIO_OUTPUT") == 5);  // nat 4 (probe, 0x111, lo, 15001) + mangle 1
   }
   SECTION("a rule removed behind our back is found by verify and restored by install") {
-    pod.exec({"iptables", "-t", "nat", "-F", "ISTIO_OUTPUT"});
+    pod.exec({"iptables-nft", "-t", "nat", "-F", "ISTIO_OUTPUT"});
     auto v = b->verify(pod.ns(), cfg);
     REQUIRE(v);
     CHECK_FALSE(v->complete);
@@ -89,8 +84,8 @@ TEST_CASE("iptables backend installs, verifies and removes without residue", "[i
   }
 
   REQUIRE(b->remove(pod.ns(), cfg));
-  CHECK(pod.exec({"iptables-save"}).find("ISTIO") == std::string::npos);
-  CHECK(pod.exec({"ip6tables-save"}).find("ISTIO") == std::string::npos);
+  CHECK(pod.exec({"iptables-nft-save"}).find("ISTIO") == std::string::npos);
+  CHECK(pod.exec({"ip6tables-nft-save"}).find("ISTIO") == std::string::npos);
   CHECK(pod.exec({"ip", "rule"}).find("0x111") == std::string::npos);
   CHECK(pod.exec({"ip", "route", "show", "table", "100"}).empty());
   REQUIRE(b->remove(pod.ns(), cfg));  // idempotent
@@ -100,15 +95,15 @@ TEST_CASE(
     "a new pod needs no iptables-save, a pod with exactly our rules no exec at all; "
     "changes are still found",
     "[iptables]") {
-  const std::string family = GENERATE("iptables-nft", "iptables-legacy");
-  INFO(family);
-  auto created = IptablesBackend::create({.family = family});
-  REQUIRE(created);
-  auto& b = **created;
-  const std::string save = family + "-save", ip6 = "ip6" + family.substr(2);
+  const IptablesVariant variant = GENERATE(IptablesVariant::Nft, IptablesVariant::Legacy);
+  const std::string iptables(variant_name(variant));
+  INFO(iptables);
+  IptablesBackend b({.variant = variant});
+  const std::string save = iptables_binary(variant, IpFamily::V4, "-save");
+  const std::string ip6 = iptables_binary(variant, IpFamily::V6, "");
   PodRedirectConfig cfg{.dns_capture = true, .ipv6 = true};
   TestNetns first, second;
-  // Fresh netns: routing and one iptables-restore per family, nothing else.
+  // Fresh netns: routing and one iptables-restore per IP family, nothing else.
   uint64_t n = commands_started();
   REQUIRE(b.install(first.ns(), cfg));
   CHECK(commands_started() - n == 2);
@@ -118,7 +113,7 @@ TEST_CASE(
   CHECK_THAT(second.exec({save, "-c", "-t", "nat"}),
              !Catch::Contains("[0:0] -A OUTPUT -j ISTIO_OUTPUT"));
   // The first check of a rule set makes its reference in a scratch netns
-  // (a restore and a save per family); after that, equal pods need no exec.
+  // (a restore and a save per IP family); after that, equal pods need no exec.
   n = commands_started();
   REQUIRE(b.verify(first.ns(), cfg)->complete);
   CHECK(commands_started() - n == 4);
@@ -131,7 +126,7 @@ TEST_CASE(
   CHECK(commands_started() == n);
   CHECK(rule_lines(second.exec({save, "-t", "nat"})) == once);
   SECTION("a rule rewritten in place (same count) is found") {
-    second.exec({family, "-t", "nat", "-R", "ISTIO_OUTPUT", "4", "-p", "tcp", "-j", "REDIRECT",
+    second.exec({iptables, "-t", "nat", "-R", "ISTIO_OUTPUT", "4", "-p", "tcp", "-j", "REDIRECT",
                  "--to-ports", "15002"});
     auto v = b.verify(second.ns(), cfg);
     REQUIRE(v);
@@ -145,13 +140,14 @@ TEST_CASE(
     CHECK_FALSE(b.verify(second.ns(), cfg)->complete);
   }
   SECTION("a built-in chain's policy changed") {
-    second.exec({family, "-t", "mangle", "-P", "PREROUTING", "DROP"});
+    second.exec({iptables, "-t", "mangle", "-P", "PREROUTING", "DROP"});
     n = commands_started();
     CHECK(b.verify(second.ns(), cfg)->complete);  // not ours to judge, but read again
     CHECK(commands_started() > n);
   }
   SECTION("someone else's rule in a table of ours: still complete") {
-    second.exec({family, "-t", "nat", "-A", "OUTPUT", "-p", "udp", "--dport", "9", "-j", "RETURN"});
+    second.exec(
+        {iptables, "-t", "nat", "-A", "OUTPUT", "-p", "udp", "--dport", "9", "-j", "RETURN"});
     CHECK(b.verify(second.ns(), cfg)->complete);
   }
   SECTION("someone else's nft table next to ours: still complete") {
@@ -170,8 +166,8 @@ TEST_CASE("a failure half-way through install leaves nothing behind", "[iptables
   auto r = b->install(pod.ns(), bad);
   REQUIRE_FALSE(r);
   CHECK_THAT(r.error().describe(), Catch::Contains("ip6tables") && Catch::Contains("install"));
-  CHECK(pod.exec({"iptables-save"}).find("ISTIO") == std::string::npos);
-  CHECK(pod.exec({"ip6tables-save"}).find("ISTIO") == std::string::npos);
+  CHECK(pod.exec({"iptables-nft-save"}).find("ISTIO") == std::string::npos);
+  CHECK(pod.exec({"ip6tables-nft-save"}).find("ISTIO") == std::string::npos);
   CHECK(pod.exec({"ip", "rule"}).find("0x111") == std::string::npos);
 }
 

@@ -9,6 +9,7 @@
 #include "redirect/nftables/backend.h"
 #include "redirect/nftables/rules.h"
 #include "support/test_netns.h"
+#include "support/text.h"
 
 using namespace ambient;
 using namespace ambient::redirect;
@@ -77,12 +78,10 @@ TEST_CASE("nftables backend: verification by fingerprint still finds every probl
   SECTION("a rule changed in place (same count)") {
     const std::string chain =
         second.exec({"nft", "list", "chain", "inet", "istio-ambient-nat", "istio-output"});
-    int rules = 0;
-    for (auto p = chain.find("counter"); p != std::string::npos; p = chain.find("counter", p + 1))
-      ++rules;
+    const size_t rules = ambient::test::count_of(chain, "counter");
     REQUIRE(rules > 1);
     second.exec({"nft", "flush", "chain", "inet", "istio-ambient-nat", "istio-output"});
-    for (int i = 0; i < rules; ++i) {  // as many rules as ours, none of them ours
+    for (size_t i = 0; i < rules; ++i) {  // as many rules as ours, none of them ours
       second.exec({"nft", "add", "rule", "inet", "istio-ambient-nat", "istio-output", "counter"});
     }
     auto v = b.verify(second.ns(), cfg);

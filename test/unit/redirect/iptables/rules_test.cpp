@@ -1,31 +1,22 @@
 // Rule generation against upstream's goldens, byte for byte.
 #include <catch2/catch.hpp>
 
-#include <fstream>
-#include <sstream>
-
 #include "redirect/iptables/rules.h"
+#include "support/golden.h"
 
 using namespace ambient::redirect;
+using namespace ambient::test;
 
 namespace {
-
-std::string read_golden(const std::string& name) {
-  std::ifstream f(std::string(AMBIENT_GOLDEN_DIR) + "/iptables/" + name);
-  REQUIRE(f);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // What upstream's recording executor saw: the two save probes, then each
 // restore input without its trailing newline, joined with '\n'.
 std::string render(const PodRedirectConfig& cfg) {
-  std::string v4 = restore_text(inpod_rules(cfg, false));
+  std::string v4 = restore_text(inpod_rules(cfg, IpFamily::V4));
   v4.pop_back();
   std::string out = "iptables-save\nip6tables-save\n" + v4;
   if (cfg.ipv6) {
-    std::string v6 = restore_text(inpod_rules(cfg, true));
+    std::string v6 = restore_text(inpod_rules(cfg, IpFamily::V6));
     v6.pop_back();
     out += "\n" + v6;
   }
@@ -35,29 +26,11 @@ std::string render(const PodRedirectConfig& cfg) {
 }  // namespace
 
 TEST_CASE("in-pod iptables rules are byte-identical to upstream's goldens", "[iptables][golden]") {
-  struct Case {
-    std::string golden;
-    bool dns, ingress;
-    std::vector<std::string> vifs;
-  };
-  const std::vector<std::string> vifs = {"fake1s0f0", "fake1s0f1"};
-  auto c = GENERATE_COPY(values<Case>({
-      {"default", true, false, {}},
-      {"ingress", false, true, {}},
-      {"virtual_interfaces", false, false, vifs},
-      {"ingress_and_virtual_interfaces", false, true, vifs},
-      {"dns_pod_enabled_and_off_globally", true, false, {}},
-      {"dns_pod_disabled_and_on_globally", false, false, {}},
-  }));
+  const GoldenCase c = GENERATE(from_range(kGoldenCases));
   for (bool v6 : {false, true}) {
-    PodRedirectConfig cfg{.dns_capture = c.dns,
-                          .ipv6 = v6,
-                          .ingress_mode = c.ingress,
-                          .virtual_interfaces = c.vifs,
-                          .probe_snat_ipv6 = "e9ac:1e77:90ca:399f:4d6d:ece2:2f9b:3164"};
-    std::string name = c.golden + (v6 ? "_ipv6" : "") + ".golden";
+    const std::string name = c.file("iptables", v6);
     INFO(name);
-    CHECK(render(cfg) == read_golden(name));
+    CHECK(render(c.config(v6)) == read_golden(name));
   }
 }
 

@@ -1,0 +1,56 @@
+// Who gets enrolled on the CNI path, and who hears about enrollments.
+// Standalone: by namespace, from a flag (no Kubernetes). Kubernetes:
+// upstream's selectors over the informer cache (k8s/controller.h).
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lib/cni_event.h"
+#include "lib/ip_address.h"
+#include "lib/result.h"
+#include "zds/zds_server.h"
+
+namespace ambient::agent {
+
+// What ztunnel and our cache know a pod by.
+struct PodIdentity {
+  std::string uid;
+  zds::WorkloadInfo info;
+  std::vector<IpAddress> ips;                      // go into the host's probe set
+  std::map<std::string, std::string> annotations;  // per-pod redirection overrides
+  std::string name() const { return info.ns + "/" + info.name; }
+};
+
+class EnrollmentPolicy {
+ public:
+  virtual ~EnrollmentPolicy() = default;
+  // nullopt: not to be enrolled (200, no rules). An error: cannot decide.
+  virtual Result<std::optional<PodIdentity>> decide(const cni::CniEvent& ev) const = 0;
+};
+
+class StandalonePolicy : public EnrollmentPolicy {
+ public:
+  StandalonePolicy(std::vector<std::string> enroll, std::vector<std::string> exclude)
+      : enroll_(std::move(enroll)), exclude_(std::move(exclude)) {}
+  Result<std::optional<PodIdentity>> decide(const cni::CniEvent& ev) const override;
+
+ private:
+  std::vector<std::string> enroll_, exclude_;
+};
+
+// Told when a pod's enrollment changes (the Kubernetes controller writes
+// the redirection annotation from here, off the CNI path).
+class EnrollmentListener {
+ public:
+  virtual ~EnrollmentListener() = default;
+  virtual void enrolled(const PodIdentity& pod) = 0;
+};
+
+// The pod's key: the Kubernetes UID when the plugin sent it, else
+// namespace/name (upstream plugins do not send the UID).
+std::string pod_key(const cni::CniEvent& ev);
+
+}  // namespace ambient::agent

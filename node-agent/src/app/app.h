@@ -1,0 +1,88 @@
+// The composition root of ambient-agent: builds every part from the
+// configuration (redirection backend, host probe set-up, the enrollment
+// source, ZDS, the agent, the installer, the sockets it serves), serves
+// until SIGTERM or SIGINT, and shuts down (docs/node-agent.md#startup).
+#pragma once
+
+#include <signal.h>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "agent/agent.h"
+#include "cni_server/cni_handler.h"
+#include "config/config.h"
+#include "http/server.h"
+#include "install/installer.h"
+#include "k8s/controller.h"
+#include "k8s/kube_client.h"
+#include "redirect/factory.h"
+#include "zds/zds_server.h"
+
+namespace ambient::app {
+
+// A thread joined when it goes out of scope.
+struct JoinedThread {
+  std::thread t;
+  JoinedThread() = default;
+  JoinedThread(JoinedThread&&) = default;
+  JoinedThread& operator=(JoinedThread&&) = default;
+  ~JoinedThread() { join(); }
+  void join() {
+    if (t.joinable()) t.join();
+  }
+};
+
+class App {
+ public:
+  // Errors name the step that failed; nothing is left serving.
+  static Result<std::unique_ptr<App>> build(const agent::Config& cfg);
+  ~App();
+  App(const App&) = delete;
+  App& operator=(const App&) = delete;
+
+  // Serves until one of `signals` (blocked in every thread) arrives, then
+  // shuts down: in-pod rules stay; an uninstall also removes the installed
+  // plugin and the host rules. Returns the process's exit code.
+  int run(const sigset_t& signals);
+
+ private:
+  explicit App(const agent::Config& cfg) : cfg_(cfg) {}
+  Result<> build_redirection();
+  Result<> build_enrollment();
+  Result<> build_agent();
+  Result<> listen();
+  http::Response health(const http::Request& r) const;
+  void start_threads();
+  void shut_down();
+
+  using LocalServer = http::Server<boost::asio::local::stream_protocol>;
+  using TcpServer = http::Server<boost::asio::ip::tcp>;
+
+  const agent::Config& cfg_;
+  std::string backend_info_;  // "nftables (why)", for logs and /readyz
+  redirect::Redirectors redirect_;
+  JoinedThread diagnostics_;  // checks that only warn, beside the start-up
+  agent::PodCache pods_;
+  std::unique_ptr<zds::ZdsServer> zds_;
+  std::optional<agent::StandalonePolicy> standalone_;
+  std::unique_ptr<k8s::KubeClient> kube_;
+  std::unique_ptr<k8s::Controller> controller_;
+  std::unique_ptr<agent::Agent> agent_;
+  std::unique_ptr<cni_server::CniHandler> cni_;
+  std::unique_ptr<install::Installer> installer_;
+
+  boost::asio::io_context ioc_;
+  boost::asio::thread_pool pool_{16};  // CNI handlers block on netns work and ztunnel acks
+  std::string cni_socket_;
+  std::optional<LocalServer> cni_server_;
+  std::optional<TcpServer> health_server_, metrics_server_;
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> install_stop_{false};
+  JoinedThread io_, installer_thread_, starter_;
+};
+
+}  // namespace ambient::app
