@@ -5,42 +5,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "dispatcher.h"
 #include "kube_fallback.h"
 
 namespace {
-constexpr const char* kHelp = R"(istio-cni: Istio ambient chained CNI plugin (ambient-cni)
-
-The container runtime runs this binary for every pod sandbox, after the
-primary CNI. It prints the previous result unchanged and, for pods that may
-be enrolled in ambient, tells the node agent over
-<cni_agent_run_dir>/pluginevent.sock (POST /cmdadd, /cmddel). ADD fails
-closed if the agent does not answer 200 within 5 s.
-
-Usage: istio-cni [--help]   (configuration on stdin, parameters in env)
-
-Environment (CNI spec):
-  CNI_COMMAND          ADD, DEL, CHECK, STATUS, GC or VERSION; unset prints the
-                       plugin and supported CNI versions to stderr
-  CNI_CONTAINERID      container ID (ADD, DEL, CHECK)
-  CNI_NETNS            pod network namespace path (ADD, CHECK; optional for DEL)
-  CNI_IFNAME           interface name (ADD, DEL, CHECK)
-  CNI_PATH             plugin search path (required by every command but VERSION)
-  CNI_ARGS             K8S_POD_NAME, K8S_POD_NAMESPACE, K8S_POD_UID,
-                       K8S_POD_INFRA_CONTAINER_ID, IgnoreUnknown
-  CNI_NETNS_OVERRIDE   1/true: skip the check that CNI_NETNS is not our own netns
-
-Configuration keys (stdin): cniVersion, name, type, prevResult,
-  plugin_log_level, cni_agent_run_dir, ambient_enabled, enablement_selectors,
-  exclude_namespaces, pod_namespace, native_nftables,
-  enable_ambient_detection_retry. Keys match case-insensitively; unknown keys
-  are ignored; a wrong type is an error.
-)";
 // The binary is fully static (cni-plugin/CMakeLists.txt). Two things could
 // still make glibc or OpenSSL load the host's shared objects, built for
 // other library versions, and both only matter on the API fallback path:
@@ -82,15 +57,12 @@ std::string read_all(int fd) {
 
 int main(int argc, char** argv) {
   using namespace ambient::cni;
-  if (argc > 1 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
-    write_all(1, kHelp);
-    return 0;
-  }
+  std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
   std::string in;
   // VERSION and the bare invocation do not read stdin (the runtime may not
-  // provide any).
+  // provide any), nor do --help and --version (a person at a terminal).
   const char* cmd = std::getenv("CNI_COMMAND");
-  if (cmd && std::string(cmd) != "VERSION") {
+  if (!is_answered_flag(args) && cmd && std::string(cmd) != "VERSION") {
     in = read_all(0);
   }
   PluginIo io{
@@ -100,6 +72,7 @@ int main(int argc, char** argv) {
         return std::string(v);
       },
       .stdin_data = std::move(in),
+      .args = std::move(args),
       .out = [](std::string_view s) { write_all(1, s); },
       .err = [](std::string_view s) { write_all(2, s); },
       .netns_identity = [](const std::string& path) -> std::string {

@@ -9,6 +9,7 @@
 
 #include "app/app.h"
 #include "config/config.h"
+#include "lib/version.h"
 #include "log/log.h"
 #include "process/fd_table.h"
 
@@ -58,7 +59,13 @@ int run(int argc, char** argv) {
     std::cout << agent::help_text();
     return 0;
   }
-  log::init(parsed->config.log_level);
+  if (parsed->version) {
+    std::cout << "ambient-agent " << kVersion << "\n";
+    return 0;
+  }
+  // Checked while parsing: it cannot fail here.
+  log::init(log::parse_output_levels(parsed->config.log_level).value_or(log::Levels{}),
+            parsed->config.log_as_json);
   log::info("ambient-agent starting (pid {})", ::getpid());
   const sigset_t signals = block_signals();
   auto app = app::App::build(parsed->config);

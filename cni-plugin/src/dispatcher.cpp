@@ -6,6 +6,7 @@
 
 #include "cni_result.h"
 #include "lib/cni_event.h"
+#include "lib/version.h"
 #include "netconf.h"
 
 namespace ambient::cni {
@@ -14,6 +15,36 @@ namespace {
 
 using namespace std::chrono_literals;
 constexpr auto kAgentTimeout = 5s;
+
+constexpr std::string_view kHelp = R"(istio-cni: Istio ambient chained CNI plugin (ambient-cni)
+
+The container runtime runs this binary for every pod sandbox, after the
+primary CNI. It prints the previous result unchanged and, for pods that may
+be enrolled in ambient, tells the node agent over
+<cni_agent_run_dir>/pluginevent.sock (POST /cmdadd, /cmddel). ADD fails
+if the agent answers anything but 200. When the agent cannot be reached (no
+socket, or no answer within 5 s), the plugin asks the API server instead and
+lets the pod start only if the pod is certainly not ambient.
+
+Usage: istio-cni [--help | --version]   (configuration on stdin, parameters in env)
+
+Environment (CNI spec):
+  CNI_COMMAND          ADD, DEL, CHECK, STATUS, GC or VERSION; unset prints the
+                       plugin and supported CNI versions to stderr
+  CNI_CONTAINERID      container ID (ADD, DEL, CHECK)
+  CNI_NETNS            pod network namespace path (ADD, CHECK; optional for DEL)
+  CNI_IFNAME           interface name (ADD, DEL, CHECK)
+  CNI_PATH             plugin search path (required by every command but VERSION)
+  CNI_ARGS             K8S_POD_NAME, K8S_POD_NAMESPACE, K8S_POD_UID,
+                       K8S_POD_INFRA_CONTAINER_ID, IgnoreUnknown
+  CNI_NETNS_OVERRIDE   1/true: skip the check that CNI_NETNS is not our own netns
+
+Configuration keys (stdin): cniVersion, name, type, prevResult,
+  plugin_log_level, cni_agent_run_dir, ambient_enabled, enablement_selectors,
+  exclude_namespaces, pod_namespace, native_nftables,
+  enable_ambient_detection_retry. Keys match case-insensitively; unknown keys
+  are ignored; a wrong type is an error.
+)";
 
 struct CniError {
   int code;
@@ -111,9 +142,10 @@ std::optional<CniError> validate_ifname(const std::string& ifname) {
   return std::nullopt;
 }
 
+// Upstream's skeleton prints this for any invocation without CNI_COMMAND.
 std::string about() {
   std::string s =
-      "CNI plugin istio-cni " + std::string(kPluginVersion) + "\nCNI protocol versions supported: ";
+      "CNI plugin istio-cni " + std::string(kVersion) + "\nCNI protocol versions supported: ";
   const auto& v = supported_versions();
   for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i];
   return s + "\n";
@@ -126,6 +158,15 @@ class Plugin {
   Plugin(PluginIo& io, AgentClient& agent) : io_(io), agent_(agent), log_(io.err) {}
 
   int run() {
+    // Flags first: a person asking must get an answer even with CNI_COMMAND
+    // left set in the shell. Upstream's binary ignores its arguments and
+    // answers everything without CNI_COMMAND with about() on stderr; an
+    // explicit request gets the same text on stdout.
+    if (is_answered_flag(io_.args)) {
+      const std::string& flag = io_.args.front();
+      io_.out(flag == "--version" || flag == "-v" ? about() : std::string(kHelp));
+      return 0;
+    }
     auto command = env("CNI_COMMAND");
     if (!command) {
       io_.err(about());
@@ -254,9 +295,12 @@ class Plugin {
     log_.set_level(conf->plugin_log_level.empty() ? "info" : conf->plugin_log_level);
     const std::string pod = args->pod_namespace + "/" + args->pod_name;
 
-    // Checks that need no API come first (docs/cni-plugin.md#exclusions):
-    // the agent's own pod must start even before the agent is up
-    // (docs/field-lessons.md#p3).
+    // Checks that need neither the agent nor the API come first
+    // (docs/cni-plugin.md#exclusions). The agent's own pod must start while
+    // no agent runs: after a reboot, before the agent has written the
+    // kubeconfig (docs/field-lessons.md#p3), and during an upgrade, where the
+    // fail-closed API fallback would otherwise keep the replacement agent
+    // from ever starting.
     if (args->pod_name.rfind("istio-cni-node-", 0) == 0 &&
         args->pod_namespace == conf->pod_namespace) {
       log_.log(Logger::Info, "skipping the istio-cni agent's own pod", pod);
@@ -302,41 +346,47 @@ class Plugin {
 
   // The agent is down (restart, upgrade, crash loop). Decide as upstream's
   // plugin does, through the API: pods that are not ambient must not stall
-  // on a missing agent; ambient pods fail closed, naming the agent.
+  // on a missing agent. Everything else fails closed
+  // (docs/cni-plugin.md#fail-closed): an ambient pod, and any pod the API
+  // could not classify, since a pod must never start unredirected because
+  // of an error. The agent's own pod never gets here (own-pod exclusion).
   int agent_unreachable(const PluginConf& conf, const CniArgs& args, Error agent_err,
                         const std::string& result) {
     const std::string pod = args.pod_namespace + "/" + args.pod_name;
-    const std::string agent_msg =
-        "istio-cni cmdAdd failed to contact node Istio CNI agent: " +
+    // The operator must see which socket was tried; only a failed connect
+    // names it (a timeout or a reset does not), so it is added after
+    // upstream's wording rather than into it.
+    const std::string sock = socket_path(conf);
+    std::string agent_part =
         std::move(agent_err).context("failed to send event request").describe();
+    if (agent_part.find(sock) == std::string::npos) agent_part += " (agent socket " + sock + ")";
+    const std::string agent_msg =
+        "istio-cni cmdAdd failed to contact node Istio CNI agent: " + agent_part;
+    auto undecided = [&](const Error& api_err) {
+      std::string msg =
+          agent_msg +
+          "; and the API server could not tell whether the pod is ambient: " + api_err.describe();
+      log_.log(Logger::Error, msg, pod);
+      return fail({kErrInternal, std::move(msg), ""});
+    };
+
     const std::string kubeconfig = run_dir(conf) + "/istio-cni-kubeconfig";
     auto api = io_.kube_api ? io_.kube_api(kubeconfig) : [&]() -> Result<std::unique_ptr<KubeApi>> {
       auto k = KubeconfigApi::load(kubeconfig);
       if (!k) return std::move(k).error();
       return std::unique_ptr<KubeApi>(std::move(*k));
     }();
-    if (!api) {
-      return fail({kErrInternal,
-                   agent_msg + "; and failed to createNewK8sClient: " + api.error().describe(),
-                   ""});
-    }
+    if (!api) return undecided(std::move(api).error().context("failed to createNewK8sClient"));
     auto selectors = k8s::parse_enablement_selectors(conf.enablement_selectors);
-    Result<bool> ambient =
-        selectors ? is_ambient_pod(**api, args.pod_namespace, args.pod_name, *selectors,
-                                   {.attempts = conf.enable_ambient_detection_retry ? 31 : 2,
-                                    .sleep = io_.sleep})
-                  : Result<bool>(std::move(selectors).error());
-    if (!ambient) {
-      if (conf.enable_ambient_detection_retry) {
-        return fail({kErrInternal, agent_msg + "; " + ambient.error().describe(), ""});
-      }
-      // Upstream falls through to the sidecar branch here: the pod starts.
-      log_.log(Logger::Warn,
-               "agent unreachable and ambient detection failed; treating the pod as not ambient: " +
-                   ambient.error().describe(),
-               pod);
-      return finish_add(result);
+    if (!selectors) {
+      return undecided(std::move(selectors).error().context(
+          "failed to instantiate ambient enablement selector"));
     }
+    const int retries =
+        conf.enable_ambient_detection_retry ? kDetectionRetriesLong : kDetectionRetries;
+    auto ambient = is_ambient_pod(**api, args.pod_namespace, args.pod_name, *selectors,
+                                  {.attempts = 1 + retries, .sleep = io_.sleep});
+    if (!ambient) return undecided(std::move(ambient).error());
     if (*ambient) {
       log_.log(Logger::Error, agent_msg, pod);
       return fail({kErrInternal, agent_msg, ""});
@@ -362,10 +412,13 @@ class Plugin {
     return conf.cni_agent_run_dir.empty() ? "/var/run/istio-cni" : conf.cni_agent_run_dir;
   }
 
+  static std::string socket_path(const PluginConf& conf) {
+    return run_dir(conf) + "/" + std::string(kPluginEventSocket);
+  }
+
   // One POST to the agent; transport failures are errors, any answer is not.
   Result<HttpReply> post(const PluginConf& conf, std::string_view target, const std::string& body) {
-    std::string sock = run_dir(conf) + "/" + std::string(kPluginEventSocket);
-    return agent_.post(sock, target, body,
+    return agent_.post(socket_path(conf), target, body,
                        std::chrono::duration_cast<std::chrono::milliseconds>(kAgentTimeout));
   }
 
@@ -459,6 +512,12 @@ Result<CniArgs> parse_cni_args(std::string_view args) {
     }
   }
   return out;
+}
+
+bool is_answered_flag(const std::vector<std::string>& args) {
+  if (args.empty()) return false;
+  const std::string& a = args.front();
+  return a == "--version" || a == "-v" || a == "--help" || a == "-h";
 }
 
 int run_plugin(PluginIo& io, AgentClient& agent) {

@@ -7,17 +7,19 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "agent_client.h"
 #include "kube_fallback.h"
 
 namespace ambient::cni {
 
-inline constexpr std::string_view kPluginVersion = "0.1.0";
-
 struct PluginIo {
   std::function<std::optional<std::string>(const char*)> getenv;
   std::string stdin_data;
+  // Command-line arguments after the program name. Runtimes pass none, so
+  // any here come from a person (--help, --version).
+  std::vector<std::string> args;
   // Sinks rather than streams: an iostream in the binary costs every exec
   // the C++ locale's set-up (about 15 page faults).
   std::function<void(std::string_view)> out;  // the CNI result or error, nothing else
@@ -28,7 +30,8 @@ struct PluginIo {
   // The API client for the fallback decision when the agent is unreachable;
   // unset = KubeconfigApi from <run dir>/istio-cni-kubeconfig.
   std::function<Result<std::unique_ptr<KubeApi>>(const std::string& kubeconfig)> kube_api;
-  std::function<void(std::chrono::milliseconds)> sleep;  // unset = real sleep
+  // The API fallback's back-off between attempts; unset = real sleep.
+  std::function<void(std::chrono::milliseconds)> sleep;
 };
 
 // CNI error codes (containernetworking/cni pkg/types).
@@ -47,6 +50,10 @@ enum CniCode : int {
 
 // Runs one plugin invocation; returns the process exit status.
 int run_plugin(PluginIo& io, AgentClient& agent);
+
+// Whether args start with a flag run_plugin answers by itself (--help, -h,
+// --version, -v). Then no CNI command runs, so stdin need not be read.
+bool is_answered_flag(const std::vector<std::string>& args);
 
 // Splits CNI_ARGS as upstream's LoadArgs does; exposed for tests.
 struct CniArgs {

@@ -2,7 +2,9 @@
 // be reached (restart, upgrade, crash loop): upstream's isAmbientPod — GET
 // the pod and its namespace with the installer's kubeconfig and apply the
 // enablement selectors — so pods that are not ambient still start while
-// ambient ones fail closed. While the agent answers, no API call is made.
+// ambient ones, and any the lookup cannot classify, fail closed
+// (docs/cni-plugin.md#api-fallback). While the agent answers, no API call
+// is made.
 #pragma once
 
 #include <chrono>
@@ -35,10 +37,17 @@ class KubeconfigApi : public KubeApi {
   k8s::KubeHttps https_;
 };
 
+// Upstream isAmbientPod's schedule, so enable_ambient_detection_retry buys
+// the same wait here as there: a constant 1 s back-off and 1 retry, or 30
+// (its podRetrievalMaxRetries) with the flag.
+inline constexpr int kDetectionRetries = 1;
+inline constexpr int kDetectionRetriesLong = 30;
+inline constexpr std::chrono::milliseconds kDetectionBackoff{1000};
+
 struct DetectionOptions {
-  int attempts = 2;  // 31 with enable_ambient_detection_retry
-  std::chrono::milliseconds backoff{1000};
-  std::function<void(std::chrono::milliseconds)> sleep;  // injectable for tests
+  int attempts = 1 + kDetectionRetries;
+  std::chrono::milliseconds backoff = kDetectionBackoff;
+  std::function<void(std::chrono::milliseconds)> sleep;  // unset = real sleep; tests inject
 };
 
 // true: ambient. An error: the pod or namespace could not be read.

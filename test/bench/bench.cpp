@@ -85,6 +85,7 @@ double exec_program(const std::string& bin, const std::vector<std::string>& env,
   posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addclose(&fa, in[1]);
   std::vector<char*> envp;
+  envp.reserve(env.size() + 1);
   for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
   std::string arg0 = bin;
@@ -114,6 +115,7 @@ double exec_plugin(const std::vector<std::string>& env, const std::string& stdin
 std::vector<double> exec_burst(int n, const std::function<double()>& run) {
   std::vector<double> us(n, -1);
   std::vector<std::thread> threads;
+  threads.reserve(n);
   for (int i = 0; i < n; ++i) threads.emplace_back([&, i] { us[i] = run(); });
   for (auto& t : threads) t.join();
   return us;
@@ -272,7 +274,7 @@ double children_cpu_ms() {
 struct BatchResult {
   std::vector<double> ok;
   int failures = 0;
-  json cpu;
+  double plugin_cpu_us = 0, agent_cpu_us = 0, ztunnel_cpu_us = 0;
 };
 
 // Enrolls `n` new pods, `concurrency` plugin runs at a time; the pods join
@@ -288,6 +290,7 @@ BatchResult run_batch(SimNode& node, std::vector<std::unique_ptr<TestNetns>>& po
   std::vector<double> us(n, -1);
   std::atomic<int> next{0};
   std::vector<std::thread> workers;
+  workers.reserve(concurrency);
   // CPU from here to the last exit (the netns above are made by `ip`,
   // also our children): a burst cannot end before all of it has run on
   // this machine's cores.
@@ -303,9 +306,9 @@ BatchResult run_batch(SimNode& node, std::vector<std::unique_ptr<TestNetns>>& po
   }
   for (auto& t : workers) t.join();
   BatchResult r;
-  r.cpu = {{"plugin", (children_cpu_ms() - plugin0) / n * 1e3},
-           {"agent", (process_cpu_ms(node.agent_pid()) - agent0) / n * 1e3},
-           {"ztunnel", (process_cpu_ms(node.ztunnel_pid()) - zt0) / n * 1e3}};
+  r.plugin_cpu_us = (children_cpu_ms() - plugin0) / n * 1e3;
+  r.agent_cpu_us = (process_cpu_ms(node.agent_pid()) - agent0) / n * 1e3;
+  r.ztunnel_cpu_us = (process_cpu_ms(node.ztunnel_pid()) - zt0) / n * 1e3;
   r.failures = static_cast<int>(std::count(us.begin(), us.end(), -1));
   for (double v : us) {
     if (v >= 0) r.ok.push_back(v);
@@ -320,24 +323,25 @@ void bench_enroll_batch(SimNode& node, const std::string& backend,
                         std::vector<std::unique_ptr<TestNetns>>& pods, int n, int conc,
                         const std::string& tag) {
   auto before = histogram_totals(metrics(node));
-  auto [ok, failures, cpu] = run_batch(node, pods, n, conc, tag);
+  const BatchResult r = run_batch(node, pods, n, conc, tag);
+  const json cpu = {
+      {"plugin", r.plugin_cpu_us}, {"agent", r.agent_cpu_us}, {"ztunnel", r.ztunnel_cpu_us}};
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  const double plugin_cpu = cpu["plugin"].get<double>() / 1e3,
-               agent_cpu = cpu["agent"].get<double>() / 1e3,
-               zt_cpu = cpu["ztunnel"].get<double>() / 1e3;
+  const double plugin_cpu = r.plugin_cpu_us / 1e3, agent_cpu = r.agent_cpu_us / 1e3,
+               zt_cpu = r.ztunnel_cpu_us / 1e3;
   auto after = histogram_totals(metrics(node));
-  auto s = stats(ok);
+  auto s = stats(r.ok);
   const double floor_ms = (agent_cpu + zt_cpu + plugin_cpu) * n / cores;
   emit("enroll", backend, {{"pods", n}, {"concurrency", conc}},
        {{"p50_us", s.p50},
         {"p99_us", s.p99},
         {"max_us", s.max},
-        {"failures", failures},
+        {"failures", r.failures},
         {"cpu_per_pod_us", cpu},
         {"cpu_floor_us", floor_ms * 1e3}});
   std::cerr << "enroll " << backend << " n=" << n << " concurrency=" << conc << ": p50 "
             << s.p50 / 1000 << " ms, p99 " << s.p99 / 1000 << " ms, max " << s.max / 1000
-            << " ms, failures " << failures << "\n  CPU per pod: plugin " << plugin_cpu
+            << " ms, failures " << r.failures << "\n  CPU per pod: plugin " << plugin_cpu
             << " ms, agent " << agent_cpu << " ms, ztunnel " << zt_cpu << " ms; all " << n << " on "
             << cores << " cores need >= " << floor_ms << " ms\n";
   json phases = agent_phases(before, after);
@@ -394,6 +398,7 @@ void bench_plugin_exec() {
   }
   // The HTTP round trip alone: the agent answers an excluded pod at once.
   std::vector<double> round_trip;
+  round_trip.reserve(200);
   for (int i = 0; i < 200; ++i) {
     round_trip.push_back(post_cmdadd(node, "kube-system", "dns", ns.path(), i));
   }
@@ -402,6 +407,7 @@ void bench_plugin_exec() {
   // so every result is best read next to this one.
   const std::string noop = bin_path("ambient-bench-noop");
   std::vector<double> floor;
+  floor.reserve(200);
   for (int i = 0; i < 200; ++i) floor.push_back(exec_program(noop, {}, ""));
   for (auto [name, v] : {std::pair{"excluded-namespace", excluded}, std::pair{"version", version},
                          std::pair{"agent-round-trip-excluded", round_trip},

@@ -2,7 +2,9 @@ package chart
 
 // Renders charts/ambient-cni with test/tools/chart-render (Helm's template
 // semantics; Helm itself is not in Debian) and checks the objects a node
-// would get: image, env, mounts, capabilities, probe, RBAC, ConfigMap.
+// would get: image, env, mounts, capabilities, probe, RBAC, ConfigMap; what
+// each platform and profile changes; and the optional objects upstream's
+// values add (NetworkAttachmentDefinition, ResourceQuota, NetworkPolicy).
 //
 // Environment: CHART_RENDER (the chart-render binary), CHART_DIR (the chart).
 
@@ -530,5 +532,318 @@ func TestRenderingFailsClearly(t *testing.T) {
 		if out != "" {
 			t.Errorf("--set %s: printed manifests although rendering failed", tc.set)
 		}
+	}
+}
+
+func keysOf(o objects) []string {
+	keys := make([]string, 0, len(o))
+	for k := range o {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+var defaultObjects = []string{
+	"ClusterRole/istio-cni", "ClusterRole/istio-cni-ambient",
+	"ClusterRoleBinding/istio-cni", "ClusterRoleBinding/istio-cni-ambient",
+	"ConfigMap/istio-cni-config", "DaemonSet/istio-cni-node", "ServiceAccount/istio-cni",
+}
+
+// withObjects is defaultObjects plus extra, sorted.
+func withObjects(extra ...string) []string {
+	out := append(append([]string{}, defaultObjects...), extra...)
+	sort.Strings(out)
+	return out
+}
+
+// defaultEnv is the container env every platform and profile keeps.
+var defaultEnv = map[string]string{
+	"NODE_NAME":               "fieldRef:spec.nodeName",
+	"POD_NAME":                "fieldRef:metadata.name",
+	"POD_NAMESPACE":           "fieldRef:metadata.namespace",
+	"AMBIENT_HOST_ROOT":       "/host",
+	"ALLOW_SWITCH_TO_HOST_NS": "true",
+}
+
+const sccGrant = "security.openshift.io/securitycontextconstraints/privileged:use"
+
+// Every platform upstream has a profile for: the host directories the
+// DaemonSet mounts, the ConfigMap settings, the objects and grants it adds.
+// The container paths, env and everything else stay as without a platform.
+func TestPlatforms(t *testing.T) {
+	for _, tc := range []struct {
+		platform                  string
+		kubeVersion               string
+		binDir, confDir, netnsDir string
+		chained                   string
+		confName                  string // CNI_CONF_NAME; "" = not set
+		objects                   []string
+		scc                       bool
+		seLinux                   interface{}
+	}{
+		{platform: "", binDir: "/opt/cni/bin", confDir: "/etc/cni/net.d", netnsDir: "/var/run/netns",
+			chained: "true", objects: defaultObjects},
+		{platform: "gke", binDir: "/home/kubernetes/bin", confDir: "/etc/cni/net.d", netnsDir: "/var/run/netns",
+			chained: "true", objects: withObjects("ResourceQuota/istio-cni-resource-quota")},
+		// On a real GKE cluster the version says so as well; same result.
+		{platform: "gke", kubeVersion: "v1.31.1-gke.1678000", binDir: "/home/kubernetes/bin",
+			confDir: "/etc/cni/net.d", netnsDir: "/var/run/netns",
+			chained: "true", objects: withObjects("ResourceQuota/istio-cni-resource-quota")},
+		{platform: "k3d", binDir: "/bin", confDir: "/var/lib/rancher/k3s/agent/etc/cni/net.d",
+			netnsDir: "/var/run/netns", chained: "true", objects: defaultObjects},
+		{platform: "k3s", binDir: "/var/lib/rancher/k3s/data/cni", confDir: "/var/lib/rancher/k3s/agent/etc/cni/net.d",
+			netnsDir: "/var/run/netns", chained: "true", objects: defaultObjects},
+		{platform: "microk8s", binDir: "/var/snap/microk8s/current/opt/cni/bin",
+			confDir: "/var/snap/microk8s/current/args/cni-network", netnsDir: "/var/run/netns",
+			chained: "true", objects: defaultObjects},
+		{platform: "minikube", binDir: "/opt/cni/bin", confDir: "/etc/cni/net.d", netnsDir: "/var/run/docker/netns",
+			chained: "true", objects: defaultObjects},
+		{platform: "openshift", binDir: "/var/lib/cni/bin", confDir: "/etc/cni/multus/net.d", netnsDir: "/var/run/netns",
+			chained: "false", confName: "istio-cni.conf",
+			objects: withObjects("NetworkAttachmentDefinition/istio-cni"),
+			scc:     true, seLinux: obj{"type": "spc_t"}},
+	} {
+		// Both spellings upstream reads; the top level is istioctl's
+		// values.global.platform's chart-level twin.
+		for _, key := range []string{"platform", "global.platform"} {
+			name := fmt.Sprintf("%s=%s", key, tc.platform)
+			t.Run(name, func(t *testing.T) {
+				args := []string{"--set", name}
+				if tc.kubeVersion != "" {
+					args = append(args, "--kube-version", tc.kubeVersion)
+				}
+				o, notes := render(t, args...)
+				wantEqual(t, "objects", keysOf(o), tc.objects)
+				wantEqual(t, "mounts", mounts(t, o), map[string]mount{
+					"/host/opt/cni/bin":   {hostPath: tc.binDir},
+					"/host/proc":          {hostPath: "/proc", hostType: "Directory", readOnly: true},
+					"/host/etc/cni/net.d": {hostPath: tc.confDir},
+					"/var/run/istio-cni":  {hostPath: "/var/run/istio-cni"},
+					"/host/var/run/netns": {hostPath: tc.netnsDir, hostType: "DirectoryOrCreate", propagation: "HostToContainer"},
+					"/var/run/ztunnel":    {hostPath: "/var/run/ztunnel", hostType: "DirectoryOrCreate"},
+				})
+				c := container(t, o)
+				wantEqual(t, "env", envOf(t, c), defaultEnv)
+				wantEqual(t, "args", c["args"], []interface{}{"--log_output_level=info"})
+				wantEqual(t, "seLinuxOptions", at(c, "securityContext", "seLinuxOptions"), tc.seLinux)
+				wantEqual(t, "hostNetwork", podSpec(t, o)["hostNetwork"], nil)
+
+				data := configData(t, o)
+				wantEqual(t, "CHAINED_CNI_PLUGIN", data["CHAINED_CNI_PLUGIN"], tc.chained)
+				confName, ok := data["CNI_CONF_NAME"]
+				wantEqual(t, "CNI_CONF_NAME", confName, tc.confName)
+				wantEqual(t, "CNI_CONF_NAME set", ok, tc.confName != "")
+				wantEqual(t, "AMBIENT_ENABLED", data["AMBIENT_ENABLED"], "true")
+
+				hasSCC := false
+				for _, g := range grants(t, o)["ClusterRole/istio-cni"] {
+					if g == (rbacRule{"security.openshift.io", "securitycontextconstraints", "privileged", "use"}) {
+						hasSCC = true
+					}
+				}
+				wantEqual(t, sccGrant, hasSCC, tc.scc)
+				if tc.platform != "" && !strings.Contains(notes, "Platform: "+tc.platform+".") {
+					t.Errorf("NOTES do not name the platform:\n%s", notes)
+				}
+			})
+		}
+	}
+}
+
+// What the user sets wins over the platform's presets, in either layout;
+// the top-level platform wins over global.platform; unknown names fail.
+func TestPlatformPrecedence(t *testing.T) {
+	o, _ := render(t, "--set", "platform=k3s,cniBinDir=/custom/bin", "--set", "cni.cniConfDir=/custom/net.d")
+	m := mounts(t, o)
+	wantEqual(t, "bin dir", m["/host/opt/cni/bin"].hostPath, "/custom/bin")
+	wantEqual(t, "conf dir", m["/host/etc/cni/net.d"].hostPath, "/custom/net.d")
+
+	// A false the user sets beats the platform's and the chart's values alike.
+	o, _ = render(t, "--set", "platform=openshift,chained=true,provider=default,resourceQuotas.enabled=true")
+	wantEqual(t, "CHAINED_CNI_PLUGIN", configData(t, o)["CHAINED_CNI_PLUGIN"], "true")
+	wantEqual(t, "objects", keysOf(o), withObjects("ResourceQuota/istio-cni-resource-quota"))
+	o, _ = render(t, "--set", "platform=gke,resourceQuotas.enabled=false")
+	wantEqual(t, "objects", keysOf(o), defaultObjects)
+
+	o, _ = render(t, "--set", "platform=minikube,global.platform=k3s")
+	m = mounts(t, o)
+	wantEqual(t, "netns dir", m["/host/var/run/netns"].hostPath, "/var/run/docker/netns")
+	wantEqual(t, "bin dir", m["/host/opt/cni/bin"].hostPath, "/opt/cni/bin")
+
+	out, stderr, err := runRender(t, "--set", "global.platform=eks")
+	if err == nil || !strings.Contains(stderr, `unknown platform "eks"`) || out != "" {
+		t.Errorf("unknown platform: err %v, stderr %q, out %q", err, stderr, out)
+	}
+}
+
+// Profiles are upstream's helm profiles: only demo and the compatibility
+// versions up to 1.28 change this chart; the others are accepted and leave
+// the output byte for byte as without them.
+func TestProfiles(t *testing.T) {
+	base, _, err := runRender(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range []string{
+		"profile=ambient", "profile=default", "profile=preview", "profile=remote", "profile=stable",
+		"global.profile=ambient", "compatibilityVersion=1.29", "compatibilityVersion=1.30",
+	} {
+		out, stderr, err := runRender(t, "--set", set)
+		if err != nil {
+			t.Errorf("--set %s: %v\n%s", set, err, stderr)
+		} else if out != base {
+			t.Errorf("--set %s changed the output", set)
+		}
+	}
+
+	o, _ := render(t, "--set", "profile=demo")
+	wantEqual(t, "demo resources", container(t, o)["resources"], obj{"requests": obj{"cpu": "10m", "memory": "40Mi"}})
+	// The user's values win over the profile's.
+	o, _ = render(t, "--set", "global.profile=demo,resources.requests.cpu=250m")
+	wantEqual(t, "demo resources", container(t, o)["resources"], obj{"requests": obj{"cpu": "250m", "memory": "40Mi"}})
+
+	for _, tc := range []struct {
+		version     string
+		hostNetwork interface{}
+	}{
+		{"1.25", true}, {"1.26", nil}, {"1.27", nil}, {"1.28", nil},
+	} {
+		o, _ := render(t, "--set-string", "compatibilityVersion="+tc.version)
+		wantEqual(t, tc.version+" reconcile", configData(t, o)["AMBIENT_RECONCILE_POD_RULES_ON_STARTUP"], "false")
+		wantEqual(t, tc.version+" hostNetwork", podSpec(t, o)["hostNetwork"], tc.hostNetwork)
+	}
+	// Profile, compatibility version and platform stack; the user's value
+	// still wins over all of them.
+	o, _ = render(t, "--set", "profile=demo,compatibilityVersion=1.25,platform=k3s",
+		"--set", "ambient.shareHostNetworkNamespace=false")
+	wantEqual(t, "stacked resources", container(t, o)["resources"], obj{"requests": obj{"cpu": "10m", "memory": "40Mi"}})
+	wantEqual(t, "stacked reconcile", configData(t, o)["AMBIENT_RECONCILE_POD_RULES_ON_STARTUP"], "false")
+	wantEqual(t, "stacked hostNetwork", podSpec(t, o)["hostNetwork"], nil)
+	wantEqual(t, "stacked bin dir", mounts(t, o)["/host/opt/cni/bin"].hostPath, "/var/lib/rancher/k3s/data/cni")
+
+	for _, tc := range []struct{ set, want string }{
+		{"profile=minimal", `unknown profile "minimal": the chart has no files/profile-minimal.yaml`},
+		{"compatibilityVersion=1.20", `unknown compatibilityVersion "1.20"`},
+		{"defaults.hub=x", "values set under defaults. found"},
+	} {
+		out, stderr, err := runRender(t, "--set", tc.set)
+		if err == nil || !strings.Contains(stderr, tc.want) || out != "" {
+			t.Errorf("--set %s: err %v, stderr %q (want %q), out %q", tc.set, err, stderr, tc.want, out)
+		}
+	}
+}
+
+func TestMultusNetworkAttachmentDefinition(t *testing.T) {
+	o, _ := render(t, "--set", "provider=multus")
+	wantEqual(t, "objects", keysOf(o), withObjects("NetworkAttachmentDefinition/istio-cni"))
+	nad := o.get(t, "NetworkAttachmentDefinition/istio-cni")
+	wantEqual(t, "apiVersion", nad["apiVersion"], "k8s.cni.cncf.io/v1")
+	// Upstream's: in namespace default whatever the release namespace, and
+	// empty (no spec.config): Multus finds the config file by its name.
+	wantEqual(t, "namespace", at(nad, "metadata", "namespace"), "default")
+	wantEqual(t, "spec", nad["spec"], nil)
+	wantEqual(t, "component label", at(nad, "metadata", "labels", "operator.istio.io/component"), "Cni")
+	// provider alone changes neither chaining nor paths.
+	wantEqual(t, "CHAINED_CNI_PLUGIN", configData(t, o)["CHAINED_CNI_PLUGIN"], "true")
+}
+
+func TestResourceQuota(t *testing.T) {
+	o, _ := render(t, "--set", "resourceQuotas.enabled=true,resourceQuotas.pods=100")
+	wantEqual(t, "objects", keysOf(o), withObjects("ResourceQuota/istio-cni-resource-quota"))
+	rq := o.get(t, "ResourceQuota/istio-cni-resource-quota")
+	wantEqual(t, "apiVersion", rq["apiVersion"], "v1")
+	wantEqual(t, "namespace", at(rq, "metadata", "namespace"), namespace)
+	wantEqual(t, "spec", rq["spec"], obj{
+		"hard": obj{"pods": "100"},
+		"scopeSelector": obj{"matchExpressions": []interface{}{
+			obj{"operator": "In", "scopeName": "PriorityClass", "values": []interface{}{"system-node-critical"}},
+		}},
+	})
+	// The default pod count, and the DaemonSet's own priority class.
+	o, _ = render(t, "--set", "resourceQuotas.enabled=true,priorityClassName=mesh-critical")
+	rq = o.get(t, "ResourceQuota/istio-cni-resource-quota")
+	wantEqual(t, "pods", at(rq, "spec", "hard", "pods"), "5000")
+	wantEqual(t, "scope", at(rq, "spec", "scopeSelector", "matchExpressions", 0, "values"), []interface{}{"mesh-critical"})
+}
+
+func TestNetworkPolicy(t *testing.T) {
+	o, _ := render(t, "--set", "global.networkPolicy.enabled=true")
+	wantEqual(t, "objects", keysOf(o), withObjects("NetworkPolicy/istio-cni"))
+	np := o.get(t, "NetworkPolicy/istio-cni")
+	wantEqual(t, "apiVersion", np["apiVersion"], "networking.k8s.io/v1")
+	wantEqual(t, "namespace", at(np, "metadata", "namespace"), namespace)
+	wantEqual(t, "k8s-app label", at(np, "metadata", "labels", "k8s-app"), "istio-cni-node")
+	wantEqual(t, "spec", np["spec"], obj{
+		"podSelector": obj{"matchLabels": obj{"k8s-app": "istio-cni-node"}},
+		"policyTypes": []interface{}{"Ingress", "Egress"},
+		"ingress": []interface{}{
+			obj{"ports": []interface{}{obj{"protocol": "TCP", "port": 15014}}},
+			obj{"ports": []interface{}{obj{"protocol": "TCP", "port": 8000}}},
+		},
+		"egress": []interface{}{obj{}},
+	})
+	// The ports it opens are the ones the pod serves.
+	c := container(t, o)
+	wantEqual(t, "metrics port", at(c, "ports", 0, "containerPort"), 15014)
+	wantEqual(t, "readiness port", at(c, "readinessProbe", "httpGet", "port"), 8000)
+
+	o, _ = render(t, "--set", "global.networkPolicy.enabled=true,revision=canary")
+	np = o.get(t, "NetworkPolicy/istio-cni-canary")
+	wantEqual(t, "rev label", at(np, "metadata", "labels", "istio.io/rev"), "canary")
+}
+
+func TestLabelsOwnerAndLogging(t *testing.T) {
+	o, _ := render(t, "--set", "ownerName=my-iop,daemonSetLabels.team=mesh,provider=multus",
+		"--set", "resourceQuotas.enabled=true,global.networkPolicy.enabled=true,global.logAsJson=true")
+	wantEqual(t, "objects", len(o), len(defaultObjects)+3)
+	for k, v := range o {
+		wantEqual(t, k+" owning-resource", at(v, "metadata", "labels", "install.operator.istio.io/owning-resource"), "my-iop")
+	}
+	ds := o.get(t, "DaemonSet/istio-cni-node")
+	wantEqual(t, "DaemonSet label", at(ds, "metadata", "labels", "team"), "mesh")
+	wantEqual(t, "DaemonSet k8s-app", at(ds, "metadata", "labels", "k8s-app"), "istio-cni-node")
+	wantEqual(t, "pod label", at(ds, "spec", "template", "metadata", "labels", "team"), nil)
+	wantEqual(t, "args", container(t, o)["args"], []interface{}{"--log_output_level=info", "--log_as_json"})
+
+	o, _ = render(t)
+	for k, v := range o {
+		wantEqual(t, k+" owning-resource", at(v, "metadata", "labels", "install.operator.istio.io/owning-resource"), "unknown")
+	}
+}
+
+func TestResources(t *testing.T) {
+	// null falls back to global.defaultResources, as upstream.
+	o, _ := render(t, "--set", "resources=null,global.defaultResources.limits.memory=1Gi")
+	wantEqual(t, "default resources", container(t, o)["resources"], obj{
+		"requests": obj{"cpu": "100m", "memory": "100Mi"}, "limits": obj{"memory": "1Gi"}})
+	o, _ = render(t, "--set", "resources=null,global.defaultResources.requests.cpu=50m")
+	wantEqual(t, "default resources", container(t, o)["resources"], obj{"requests": obj{"cpu": "50m", "memory": "100Mi"}})
+	// Entries set to null are left out, and a section left empty too.
+	o, _ = render(t, "--set", "resources.requests.cpu=null,resources.limits.cpu=")
+	wantEqual(t, "resources", container(t, o)["resources"], obj{"requests": obj{"memory": "100Mi"}})
+	o, _ = render(t, "--set", "resources.requests=null")
+	wantEqual(t, "resources", container(t, o)["resources"], obj{})
+}
+
+func TestResourceScope(t *testing.T) {
+	for _, tc := range []struct {
+		scope string
+		want  []string
+	}{
+		{"all", withObjects("NetworkPolicy/istio-cni", "NetworkAttachmentDefinition/istio-cni", "ResourceQuota/istio-cni-resource-quota")},
+		{"cluster", []string{"ClusterRole/istio-cni", "ClusterRole/istio-cni-ambient",
+			"ClusterRoleBinding/istio-cni", "ClusterRoleBinding/istio-cni-ambient"}},
+		{"namespace", []string{"ConfigMap/istio-cni-config", "DaemonSet/istio-cni-node",
+			"NetworkAttachmentDefinition/istio-cni", "NetworkPolicy/istio-cni",
+			"ResourceQuota/istio-cni-resource-quota", "ServiceAccount/istio-cni"}},
+	} {
+		o, _ := render(t, "--set", "global.resourceScope="+tc.scope,
+			"--set", "provider=multus,resourceQuotas.enabled=true,global.networkPolicy.enabled=true")
+		wantEqual(t, tc.scope+" objects", keysOf(o), tc.want)
+	}
+	out, stderr, err := runRender(t, "--set", "global.resourceScope=some")
+	if err == nil || !strings.Contains(stderr, `global.resourceScope "some"`) || out != "" {
+		t.Errorf("bad resourceScope: err %v, stderr %q, out %q", err, stderr, out)
 	}
 }

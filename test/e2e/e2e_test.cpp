@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -185,6 +186,50 @@ TEST_CASE("DEL sends Del to ztunnel, which closes that pod's listeners", "[e2e]"
       },
       2s, 20ms);
   CHECK(refused);
+}
+
+// docs/node-agent.md#removal: runtimes recreate sandboxes and send the old
+// one's DEL later; it must not unenroll the pod's live sandbox.
+TEST_CASE("a recreated sandbox keeps its redirection when the old sandbox's DEL arrives",
+          "[e2e][del]") {
+  NodeOptions opts;
+  opts.backend = GENERATE(from_range(kBackends));
+  INFO("backend " << opts.backend);
+  SimNode node(opts);
+  Pod old = node.must_add_pod("a", "ambient-demo");
+  Pod b = node.must_add_pod("b", "ambient-demo");
+  Pod now;
+  auto re = node.recreate_sandbox(old, &now);
+  INFO(re.stderr_text);
+  REQUIRE(re.ok);
+  CHECK(now.uid == old.uid);
+  CHECK(node.pod_has_our_rules(now));
+  CHECK_FALSE(node.pod_has_our_rules(old));  // the replaced sandbox lost our rules
+  const int dels = node.ztunnel_state().value("dels", 0);
+  REQUIRE(node.del_pod(old).ok);  // the runtime stops the old sandbox
+  CHECK(node.pod_has_our_rules(now));
+  CHECK(node.ztunnel_state().value("dels", 0) == dels);  // ztunnel was told nothing
+  CHECK(node.ztunnel_state()["workloads"].contains(now.uid));
+  // The live sandbox's traffic is still captured, by the pod's proxy.
+  CHECK_THAT(in_pod_tcp(now, b.ip, 8080), Catch::Contains("port=15001"));
+  auto rec = find_record(node, 15001, now.ip);
+  REQUIRE(rec);
+  CHECK((*rec)["uid"] == now.uid);
+  // Its own DEL then removes it.
+  REQUIRE(node.del_pod(now).ok);
+  CHECK(eventually([&] { return !node.ztunnel_state()["workloads"].contains(now.uid); }));
+  CHECK_FALSE(node.pod_has_our_rules(now));
+}
+
+// docs/node-agent.md#cni-endpoint: only root reaches the plugin's socket.
+TEST_CASE("the agent's run dir is 0750 and pluginevent.sock 0600", "[e2e][security]") {
+  SimNode node;
+  struct stat dir {
+  }, sock{};
+  REQUIRE(::stat((node.dir() + "/run").c_str(), &dir) == 0);
+  REQUIRE(::stat(node.agent_socket().c_str(), &sock) == 0);
+  CHECK((dir.st_mode & 07777) == 0750);
+  CHECK((sock.st_mode & 07777) == 0600);
 }
 
 TEST_CASE("bad inputs get clear errors and the agent keeps serving", "[e2e]") {

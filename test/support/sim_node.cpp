@@ -375,6 +375,21 @@ AddResult SimNode::add_pod(const std::string& name, const std::string& ns, Pod* 
     if (out) *out = p;
     return res;
   }
+  return run_sandbox(std::move(p), spec, out);
+}
+
+AddResult SimNode::recreate_sandbox(const Pod& old, Pod* out, const PodSpec& spec) {
+  Pod p = old;
+  const std::string n = std::to_string(++sandbox_generation_);
+  p.netns_name = old.netns_name + "-s" + n;
+  p.netns_path = "/var/run/netns/" + p.netns_name;
+  p.container_id = old.container_id + "-s" + n;
+  p.ip.clear();
+  p.ip6.clear();
+  return run_sandbox(std::move(p), spec, out);
+}
+
+AddResult SimNode::run_sandbox(Pod p, const PodSpec& spec, Pod* out) {
   netns_.push_back(std::make_unique<TestNetns>(NetnsOptions{.name = p.netns_name}));
   if (spec.disable_ipv6) {
     pod_exec(p, {"sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
@@ -395,7 +410,7 @@ AddResult SimNode::add_pod(const std::string& name, const std::string& ns, Pod* 
     if (opts_.kubernetes) {
       json status = {
           {"status", {{"phase", "Running"}, {"podIP", p.ip}, {"podIPs", {{{"ip", p.ip}}}}}}};
-      api_json("PATCH", "/api/v1/namespaces/" + ns + "/pods/" + name + "/status", status.dump(),
+      api_json("PATCH", "/api/v1/namespaces/" + p.ns + "/pods/" + p.name + "/status", status.dump(),
                "application/merge-patch+json");
     }
   }

@@ -152,6 +152,10 @@ class SimNode {
                     const PodSpec& spec = {});
   Pod must_add_pod(const std::string& name, const std::string& ns, const PodSpec& spec = {});
   AddResult del_pod(const Pod& p);
+  // The runtime recreates the pod's sandbox: same pod (name, UID), a new
+  // netns and container ID, and CNI ADD for it. The old sandbox stays until
+  // the test sends its DEL.
+  AddResult recreate_sandbox(const Pod& old, Pod* out, const PodSpec& spec = {});
 
   // Runs `argv` inside the node netns; returns stdout, fails the test on error.
   std::string node_exec(const std::vector<std::string>& argv);
@@ -170,6 +174,7 @@ class SimNode {
   std::string agent_log();
 
  private:
+  AddResult run_sandbox(Pod p, const PodSpec& spec, Pod* out);
   std::string cni(const std::string& op, const Pod& p, AddResult* res);
   std::vector<std::string> cni_argv(const std::string& op, const Pod& p) const;
   const TestNetns& netns_named(const std::string& name) const;
@@ -185,6 +190,7 @@ class SimNode {
   std::vector<std::unique_ptr<Sandbox>> sandboxes_;
   std::unique_ptr<k8s::KubeClient> kube_;
   std::vector<Pod> pods_;
+  int sandbox_generation_ = 0;
 };
 
 // Runs fn inside a pod's netns on a dedicated thread.

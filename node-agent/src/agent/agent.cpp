@@ -1,5 +1,10 @@
 #include "agent/agent.h"
 
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <functional>
 #include <optional>
 
@@ -16,7 +21,36 @@ Agent::Agent(AgentDeps deps)
       zds_(deps.zds),
       pods_(deps.pods),
       policy_(deps.policy),
-      listener_(deps.listener) {}
+      listener_(deps.listener) {
+  // The node's and the agent's own netns: a request naming either is
+  // refused, or the node's traffic would be captured (docs/node-agent.md#cni-endpoint).
+  const std::string host =
+      cfg_.host_netns.empty() ? cfg_.host_root + "/proc/1/ns/net" : cfg_.host_netns;
+  for (const std::string& path : {host, std::string("/proc/self/ns/net")}) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) {
+      forbidden_netns_.push_back({st.st_dev, st.st_ino, path});
+    } else {
+      log::warn("cannot read {} ({}): CNI requests naming it are not recognised as the node's",
+                path, std::strerror(errno));
+    }
+  }
+}
+
+Result<> Agent::check_not_forbidden(const netns::Netns& ns, const std::string& pod) const {
+  for (const auto& f : forbidden_netns_) {
+    if (f.dev == ns.device() && f.ino == ns.inode()) {
+      Error e = make_error(Errc::InvalidArgument,
+                           "pod " + pod + ": netns " + ns.path() + " is the network namespace of " +
+                               (f.path == "/proc/self/ns/net" ? std::string("the agent itself")
+                                                              : "the node (" + f.path + ")") +
+                               ", never a pod's: refused, nothing installed");
+      e.retryable = false;
+      return e;
+    }
+  }
+  return {};
+}
 
 std::mutex& Agent::pod_lock(const std::string& uid) {
   return pod_locks_[std::hash<std::string>{}(uid) % pod_locks_.size()];
@@ -42,6 +76,8 @@ Result<> Agent::cmd_add(const cni::CniEvent& ev) {
     return netns::Netns::open(path);
   }();
   if (!opened) return std::move(opened).error().context("pod " + pod + ": open netns");
+  AMBIENT_RETURN_IF_ERROR(check_not_forbidden(*opened, pod));
+  identity->container_id = ev.container_id;
   for (const auto& ip : ev.ips) identity->ips.push_back(ip.address.address);
   return add_pod(*identity, std::make_shared<const netns::Netns>(std::move(*opened)));
 }
@@ -126,7 +162,10 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
     if (!probed) return std::move(probed).error().context("pod " + pod);
     return std::move(acked).error().context("pod " + pod + ": hand netns to ztunnel");
   }
-  pods_.upsert({.workload = std::move(w), .redirect = rcfg, .ips = id.ips});
+  auto previous = pods_.get(id.uid);
+  pods_.upsert(
+      {.workload = std::move(w), .redirect = rcfg, .ips = id.ips, .container_id = id.container_id});
+  if (previous) retire_sandbox(*previous, id);
   // The phases in the log line too: a slow enrollment explains itself.
   log::info(
       "pod {}: enrolled (netns {}, backend {}; rules {:.2f} ms, probe set {:.2f} ms, then "
@@ -134,6 +173,27 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
       pod, ns->path(), backend_.name(), rules_s * 1e3, probes_s * 1e3, zds_s * 1e3);
   if (listener_) listener_->enrolled(id);
   return {};
+}
+
+// The pod's sandbox was recreated (same UID, new netns): ztunnel already
+// moved to the new netns with the Add; what is left of the old one goes.
+void Agent::retire_sandbox(const EnrolledPod& old, const PodIdentity& now) {
+  const std::string pod = now.name();
+  if (old.workload.netns) {
+    if (auto r = backend_.remove(*old.workload.netns, old.redirect); !r) {
+      log::warn("pod {}: removing our rules from the replaced sandbox's netns {}: {}", pod,
+                old.workload.netns->path(), r.error().describe());
+    }
+  }
+  std::vector<IpAddress> gone;
+  for (const auto& ip : old.ips) {
+    if (std::find(now.ips.begin(), now.ips.end(), ip) == now.ips.end()) gone.push_back(ip);
+  }
+  remove_from_probe_set(now.uid, gone);
+  log::info("pod {}: sandbox {} replaces {} (netns {}); the old one's rules removed", pod,
+            now.container_id.empty() ? "(unnamed)" : now.container_id,
+            old.container_id.empty() ? "(unnamed)" : old.container_id,
+            old.workload.netns ? old.workload.netns->path() : "unknown");
 }
 
 Result<> Agent::adopt_pod(const PodIdentity& id, const netns::NetnsRef& ns, bool reconcile_rules) {
@@ -173,19 +233,58 @@ Result<> Agent::remove_pod(const std::string& uid, bool netns_going_away) {
   return {};
 }
 
-Result<> Agent::cmd_del(const cni::CniEvent& ev) {
-  const std::string uid = pod_key(ev);
-  if (is_enrolled(uid)) return remove_pod(uid, false);
-  // Not enrolled, but an ADD may have died half-way (agent killed): DEL,
-  // which runtimes send after a failed ADD, takes out whatever of ours is
-  // in the netns.
-  if (ev.netns.empty()) return {};
-  auto ns = netns::Netns::open(cfg_.host_root + ev.netns);
-  if (!ns) return {};  // already gone: nothing to clean
-  if (auto r = backend_.remove(*ns, pod_redirect_config(cfg_, {})); !r) {
-    log::warn("pod {}/{}: cleaning up after DEL: {}", ev.pod_namespace, ev.pod_name,
-              r.error().describe());
+// Whether a DEL names the enrolled sandbox: by container ID when both
+// sides know it, else by the netns it names; a DEL that names neither is
+// taken to mean the enrolled one.
+bool Agent::names_enrolled_sandbox(const EnrolledPod& entry, const cni::CniEvent& ev) const {
+  if (!ev.container_id.empty() && !entry.container_id.empty()) {
+    return ev.container_id == entry.container_id;
   }
+  if (ev.netns.empty() || !entry.workload.netns) return true;
+  const std::string path = cfg_.host_root + ev.netns;
+  auto ns = netns::Netns::open(path);
+  // A netns that is gone can only be told apart by its path.
+  if (!ns) return path == entry.workload.netns->path();
+  return ns->device() == entry.workload.netns->device() &&
+         ns->inode() == entry.workload.netns->inode();
+}
+
+// What an ADD that died half-way (agent killed) or a replaced sandbox left
+// of ours in the netns a DEL names: DEL, which runtimes send after a failed
+// ADD and for every sandbox they stop, takes it out.
+void Agent::clean_named_netns(const cni::CniEvent& ev, const std::string& pod) {
+  if (ev.netns.empty()) return;
+  auto ns = netns::Netns::open(cfg_.host_root + ev.netns);
+  if (!ns) return;  // already gone: nothing to clean
+  if (!check_not_forbidden(*ns, pod)) {
+    log::warn("pod {}: DEL names {}, the node's or the agent's netns: nothing removed", pod,
+              ev.netns);
+    return;
+  }
+  if (auto r = backend_.remove(*ns, pod_redirect_config(cfg_, {})); !r) {
+    log::warn("pod {}: cleaning up after DEL: {}", pod, r.error().describe());
+  }
+}
+
+Result<> Agent::cmd_del(const cni::CniEvent& ev) {
+  const std::string key = pod_key(ev);
+  const std::string pod = ev.pod_namespace + "/" + ev.pod_name;
+  auto entry = pods_.get(key);
+  if (!entry) {
+    clean_named_netns(ev, pod);
+    return {};
+  }
+  if (names_enrolled_sandbox(*entry, ev)) {
+    log::info("pod {}: DEL for the enrolled sandbox {}", pod,
+              entry->container_id.empty() ? ev.netns : entry->container_id);
+    return remove_pod(key, false);
+  }
+  log::info(
+      "pod {}: DEL for an earlier sandbox ({}, netns {}); the enrolled sandbox {} keeps its "
+      "redirection",
+      pod, ev.container_id.empty() ? "unnamed" : ev.container_id,
+      ev.netns.empty() ? "none" : ev.netns, entry->container_id);
+  clean_named_netns(ev, pod);
   return {};
 }
 

@@ -62,6 +62,15 @@ class Agent {
   const EnrollMetrics& metrics() const { return metrics_; }
 
  private:
+  struct ForbiddenNetns {
+    dev_t dev;
+    ino_t ino;
+    std::string path;
+  };
+  Result<> check_not_forbidden(const netns::Netns& ns, const std::string& pod) const;
+  bool names_enrolled_sandbox(const EnrolledPod& entry, const cni::CniEvent& ev) const;
+  void clean_named_netns(const cni::CniEvent& ev, const std::string& pod);
+  void retire_sandbox(const EnrolledPod& old, const PodIdentity& now);
   std::mutex& pod_lock(const std::string& uid);
   Result<> add_to_probe_set(const std::string& uid, const std::vector<IpAddress>& ips);
   void remove_from_probe_set(const std::string& uid, const std::vector<IpAddress>& ips);
@@ -75,6 +84,7 @@ class Agent {
   EnrollmentListener* const listener_;
   std::mutex host_mu_;  // the host redirect's libraries are not thread-safe
   EnrollMetrics metrics_;
+  std::vector<ForbiddenNetns> forbidden_netns_;  // the node's and the agent's own
   // Serialises work on one pod (a retried ADD racing a DEL) without
   // serialising different pods.
   std::array<std::mutex, 64> pod_locks_;

@@ -18,6 +18,7 @@ struct EnrolledPod {
   zds::Workload workload;
   redirect::PodRedirectConfig redirect;
   std::vector<IpAddress> ips;
+  std::string container_id;  // the sandbox's, when the runtime named it
 };
 
 // Thread-safe.

@@ -5,7 +5,9 @@
 namespace ambient::agent {
 
 std::string pod_key(const cni::CniEvent& ev) {
-  return ev.pod_uid.empty() ? ev.pod_namespace + "/" + ev.pod_name : ev.pod_uid;
+  if (!ev.pod_uid.empty()) return ev.pod_uid;
+  if (!ev.container_id.empty()) return ev.container_id;
+  return ev.pod_namespace + "/" + ev.pod_name;
 }
 
 Result<std::optional<PodIdentity>> StandalonePolicy::decide(const cni::CniEvent& ev) const {

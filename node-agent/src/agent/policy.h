@@ -21,6 +21,7 @@ struct PodIdentity {
   zds::WorkloadInfo info;
   std::vector<IpAddress> ips;                      // go into the host's probe set
   std::map<std::string, std::string> annotations;  // per-pod redirection overrides
+  std::string container_id;                        // the sandbox being enrolled, if known
   std::string name() const { return info.ns + "/" + info.name; }
 };
 
@@ -49,8 +50,9 @@ class EnrollmentListener {
   virtual void enrolled(const PodIdentity& pod) = 0;
 };
 
-// The pod's key: the Kubernetes UID when the plugin sent it, else
-// namespace/name (upstream plugins do not send the UID).
+// The pod's key: the Kubernetes UID when the plugin sent it, else the
+// sandbox's container ID (a runtime without Kubernetes), else
+// namespace/name (upstream plugins send neither).
 std::string pod_key(const cni::CniEvent& ev);
 
 }  // namespace ambient::agent

@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "app/host_setup.h"
@@ -45,6 +47,29 @@ JoinedThread start_diagnostics(const redirect::DetectOptions& opts,
     }
   });
   return t;
+}
+
+// Creates the run dir 0750 as upstream does; one that exists and is ours
+// (owned by our user) is tightened to at most 0750. A dir owned by someone
+// else is left as it is, with a warning: it may be shared with other tools.
+Result<> prepare_run_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return make_error(Errc::Unavailable, "create run dir " + dir + ": " + ec.message());
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) return sys_error("stat run dir " + dir);
+  if (!S_ISDIR(st.st_mode)) {
+    return make_error(Errc::InvalidArgument, "run dir " + dir + " is not a directory");
+  }
+  if (st.st_uid != ::geteuid()) {
+    log::warn("run dir {} belongs to uid {}, not us: its mode {:o} is left as it is", dir,
+              st.st_uid, st.st_mode & 07777);
+    return {};
+  }
+  if ((st.st_mode & 07777 & ~0750) != 0 && ::chmod(dir.c_str(), st.st_mode & 0750) != 0) {
+    return sys_error("chmod 0750 run dir " + dir);
+  }
+  return {};
 }
 
 }  // namespace
@@ -140,21 +165,20 @@ Result<> App::build_agent() {
   return {};
 }
 
-// Only root may reach the plugin's socket: the run dir is 0750.
+// Only root reaches the plugin's socket: the run dir is 0750 (an existing
+// one of ours is tightened), the socket 0600, and the peer is checked.
 Result<> App::listen() {
   cni_socket_ = cfg_.run_dir + "/" + std::string(cni::kPluginEventSocket);
+  AMBIENT_RETURN_IF_ERROR(prepare_run_dir(cfg_.run_dir));
   std::error_code ec;
-  if (!fs::exists(cfg_.run_dir)) {
-    fs::create_directories(cfg_.run_dir, ec);
-    ::chmod(cfg_.run_dir.c_str(), 0750);
-  }
   fs::remove(cni_socket_, ec);
   const auto any = asio::ip::address_v6::any();
   try {
     cni_server_.emplace(
         ioc_, pool_, asio::local::stream_protocol::endpoint(cni_socket_),
-        [this](const http::Request& r) { return cni_->handle(r); }, LocalServer::Options{});
-    ::chmod(cni_socket_.c_str(), 0666);  // the plugin runs as whatever the runtime runs
+        [this](const http::Request& r) { return cni_->handle(r); },
+        LocalServer::Options{.admit = cni_server::refuse_non_root});
+    ::chmod(cni_socket_.c_str(), 0600);
     health_server_.emplace(
         ioc_, pool_, asio::ip::tcp::endpoint(any, cfg_.health_port),
         [this](const http::Request& r) { return health(r); }, TcpServer::Options{});

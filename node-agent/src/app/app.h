@@ -1,7 +1,7 @@
 // The composition root of ambient-agent: builds every part from the
 // configuration (redirection backend, host probe set-up, the enrollment
 // source, ZDS, the agent, the installer, the sockets it serves), serves
-// until SIGTERM or SIGINT, and shuts down (docs/node-agent.md#startup).
+// until SIGTERM or SIGINT, and shuts down (docs/node-agent.md#startup-order).
 #pragma once
 
 #include <signal.h>

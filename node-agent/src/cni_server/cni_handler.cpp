@@ -1,11 +1,30 @@
 #include "cni_server/cni_handler.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <optional>
 
 #include "lib/cni_event.h"
 #include "log/log.h"
 
 namespace ambient::cni_server {
+
+std::optional<http::Response> refuse_non_root(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    log::warn("pluginevent.sock: cannot identify the peer ({}): refused", std::strerror(errno));
+    return http::Response{403, "pluginevent.sock: cannot identify the caller: refused\n"};
+  }
+  if (cred.uid == 0 || cred.uid == ::geteuid()) return std::nullopt;
+  log::warn("pluginevent.sock: refused a connection from uid {} (pid {}): root only", cred.uid,
+            cred.pid);
+  return http::Response{
+      403, "pluginevent.sock serves root only: uid " + std::to_string(cred.uid) + " refused\n"};
+}
 
 http::Response CniHandler::handle(const http::Request& req) {
   const bool add = req.target == cni::kCmdAddPath;

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 
 #include "agent/agent.h"
 #include "http/server.h"
@@ -31,5 +32,11 @@ class CniHandler {
   agent::Agent& agent_;
   CniMetrics metrics_;
 };
+
+// The plugin runs as root (the container runtime's user): a connection
+// from any other user is refused with 403 before its request is read, as
+// is one whose peer cannot be identified. The agent's own user is allowed
+// too, for an agent that runs unprivileged in a test.
+std::optional<http::Response> refuse_non_root(int fd);
 
 }  // namespace ambient::cni_server

@@ -8,6 +8,8 @@
 #include <variant>
 
 #include "lib/ip_address.h"
+#include "lib/text.h"
+#include "log/log.h"
 
 namespace ambient::agent {
 
@@ -146,7 +148,16 @@ const Option kOptions[] = {
      &Config::health_port},
     {"monitoring-port", "MONITORING_PORT", "TCP port of /metrics (Prometheus); <= 0 disables",
      &Config::monitoring_port},
-    {"log_output_level", "LOG_OUTPUT_LEVEL", "debug, info, warn or error", &Config::log_level},
+    {"log_output_level", "LOG_OUTPUT_LEVEL",
+     "Istio's syntax: a level (debug, info, warn, error, none) or scope:level items separated by "
+     "commas; scopes default, cni-agent, cni-plugin, install",
+     &Config::log_level},
+    {"ambient-enabled", "AMBIENT_ENABLED",
+     "upstream's switch for the ambient node agent; ambient-cni is the ambient node agent, so "
+     "false stops it with an error",
+     &Config::ambient_enabled},
+    {"log_as_json", "LOG_AS_JSON", "one JSON object per log line (time, level, scope, msg)",
+     &Config::log_as_json},
     {"zds-timeout-ms", "AMBIENT_ZDS_TIMEOUT_MS", "per-message send and ack timeout towards ztunnel",
      &Config::zds_timeout_ms},
     {"kubernetes-service-host", "KUBERNETES_SERVICE_HOST",
@@ -161,25 +172,8 @@ const Option kOptions[] = {
 
 Result<bool> parse_bool(const std::string& v) {
   // Go's strconv.ParseBool, as upstream reads these variables.
-  for (const char* t : {"1", "t", "T", "TRUE", "true", "True"}) {
-    if (v == t) return true;
-  }
-  for (const char* f : {"0", "f", "F", "FALSE", "false", "False"}) {
-    if (v == f) return false;
-  }
+  if (auto b = text::parse_go_bool(v)) return *b;
   return make_error(Errc::InvalidArgument, "\"" + v + "\" is not a boolean");
-}
-
-std::vector<std::string> split_list(const std::string& v) {
-  std::vector<std::string> out;
-  std::stringstream ss(v);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    auto b = item.find_first_not_of(" \t");
-    auto e = item.find_last_not_of(" \t");
-    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
-  }
-  return out;
 }
 
 Result<int> parse_int(const std::string& v) {
@@ -237,7 +231,7 @@ Result<> assign(const Option& o, Config& c, const std::string& v, const std::str
         } else if constexpr (std::is_same_v<T, int>) {
           return store(c, member, parse_int(v), source);
         } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
-          return store(c, member, Result<T>(split_list(v)), source);
+          return store(c, member, Result<T>(text::split_list(v)), source);
         } else if constexpr (std::is_same_v<T, InstallCni>) {
           return store(c, member, parse_install_cni(v), source);
         } else {
@@ -292,6 +286,7 @@ std::string help_text() {
     s += "  --" + std::string(o.flag) + "  (env " + o.env + ")\n      " + o.help +
          (def.empty() ? "" : "; default " + def) + "\n";
   }
+  s += "  --version, version\n      print the version\n";
   s += "  --help\n      print this text\n";
   return s;
 }
@@ -311,6 +306,10 @@ Result<ParseOutcome> parse_config(int argc, const char* const* argv,
   }
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
+    if (arg == "--version" || arg == "version") {
+      out.version = true;
+      return out;
+    }
     if (arg == "--help" || arg == "-h") {
       out.help = true;
       return out;
@@ -342,6 +341,14 @@ Result<ParseOutcome> parse_config(int argc, const char* const* argv,
     AMBIENT_RETURN_IF_ERROR(assign(*opt, out.config, value, "flag --" + name));
   }
   Config& c = out.config;
+  if (!c.ambient_enabled) {
+    return make_error(Errc::InvalidArgument,
+                      "AMBIENT_ENABLED=false: ambient-cni only implements ambient mode; use "
+                      "upstream's istio-cni for sidecar-only clusters");
+  }
+  if (auto levels = log::parse_output_levels(c.log_level); !levels) {
+    return std::move(levels).error().context("--log_output_level (LOG_OUTPUT_LEVEL)");
+  }
   auto v4 = IpAddress::parse(c.probe_snat_ipv4);
   if (!v4 || v4->family != AF_INET) {
     return make_error(Errc::InvalidArgument,

@@ -39,7 +39,11 @@ struct Config {
   std::string probe_snat_ipv6 = std::string(redirect::kDefaultProbeSnatIpv6);
   int health_port = 8000;
   int monitoring_port = 15014;
-  std::string log_level = "info";
+  std::string log_level = "default:info";  // Istio's --log_output_level syntax
+  bool log_as_json = false;
+  // AMBIENT_ENABLED as upstream's chart sets it; this project is ambient
+  // only, so false is refused at start-up rather than silently ignored.
+  bool ambient_enabled = true;
   int zds_timeout_ms = 5000;
   // Kubernetes mode (when no standalone policy is given).
   std::string kubeconfig;  // empty: in-cluster service account
@@ -85,6 +89,7 @@ struct Config {
 struct ParseOutcome {
   Config config;
   bool help = false;
+  bool version = false;  // --version or `version`: print it and exit
 };
 
 // `getenv` is injectable for tests.

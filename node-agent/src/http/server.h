@@ -40,6 +40,9 @@ class Server {
   struct Options {
     size_t body_limit = size_t{64} * 1024;
     std::chrono::seconds read_timeout{10};
+    // Asked once per connection with its socket before anything is read:
+    // an answer refuses the connection with it.
+    std::function<std::optional<Response>(int fd)> admit;
   };
 
   Server(asio::io_context& ioc, asio::thread_pool& pool, typename Protocol::endpoint ep,
@@ -66,7 +69,14 @@ class Server {
    public:
     Session(typename Protocol::socket sock, Server& srv) : stream_(std::move(sock)), srv_(srv) {}
 
-    void start() { read(); }
+    void start() {
+      if (srv_.opts_.admit) {
+        if (auto refused = srv_.opts_.admit(stream_.socket().native_handle())) {
+          return reply(std::move(*refused), false);
+        }
+      }
+      read();
+    }
 
    private:
     void read() {

@@ -45,6 +45,14 @@ bool valid_conf(const Json& j) {
          !j["type"].get<std::string>().empty();
 }
 
+// Compared as JSON values, so a `type` that is not a string is simply not
+// ours (value<std::string>() would throw on it).
+bool is_istio_entry(const Json& plugin) {
+  if (!plugin.is_object()) return false;
+  auto t = plugin.find("type");
+  return t != plugin.end() && *t == "istio-cni";
+}
+
 }  // namespace
 
 Result<std::vector<std::string>> valid_config_files(const std::string& dir) {
@@ -70,25 +78,38 @@ Result<std::vector<std::string>> valid_config_files(const std::string& dir) {
   return valid;
 }
 
-std::string go_json(const Json& j) {
-  std::string s = j.dump(2);
-  // Go escapes these even inside strings; outside strings they cannot occur.
+std::string go_escapes(const std::string& dumped) {
+  // Outside strings none of these bytes can occur, so the whole text is
+  // scanned.
   std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    if (c == '&')
+  out.reserve(dumped.size());
+  for (size_t i = 0; i < dumped.size(); ++i) {
+    const char c = dumped[i];
+    if (c == '&') {
       out += "\\u0026";
-    else if (c == '<')
+    } else if (c == '<') {
       out += "\\u003c";
-    else if (c == '>')
+    } else if (c == '>') {
       out += "\\u003e";
-    else
+    } else if (c == '\xE2' && dumped.compare(i, 3, "\xE2\x80\xA8") == 0) {
+      out += "\\u2028";
+      i += 2;
+    } else if (c == '\xE2' && dumped.compare(i, 3, "\xE2\x80\xA9") == 0) {
+      out += "\\u2029";
+      i += 2;
+    } else {
       out += c;
+    }
   }
-  return out + "\n";
+  return out;
 }
 
+std::string go_json(const Json& j) { return go_escapes(j.dump(2)) + "\n"; }
+
 Result<std::string> insert_entry(const std::string& existing, const Json& entry_in) {
+  if (!entry_in.is_object()) {
+    return make_error(Errc::InvalidArgument, "Istio CNI config is not a JSON object");
+  }
   Json entry = entry_in;
   entry.erase("cniVersion");
   auto j = Json::parse(existing, nullptr, false);
@@ -105,11 +126,14 @@ Result<std::string> insert_entry(const std::string& existing, const Json& entry_
     return make_error(Errc::InvalidArgument, "primary CNI config has no plugins list");
   }
   auto& plugins = j["plugins"];
-  for (const auto& p : plugins) {
-    if (!p.is_object()) return make_error(Errc::InvalidArgument, "plugins must be objects");
-  }
+  // As upstream: entries are checked up to the istio-cni one that is
+  // replaced; whatever follows it is kept as it is.
   for (auto it = plugins.begin(); it != plugins.end(); ++it) {
-    if (it->value("type", "") == "istio-cni") {
+    if (!it->is_object()) {
+      return make_error(Errc::InvalidArgument,
+                        "primary CNI config has a plugin that is not an object");
+    }
+    if (is_istio_entry(*it)) {
       plugins.erase(it);
       break;
     }
@@ -125,7 +149,7 @@ Result<std::string> remove_entry(const std::string& existing) {
   }
   auto& plugins = j["plugins"];
   for (auto it = plugins.begin(); it != plugins.end(); ++it) {
-    if (it->is_object() && it->value("type", "") == "istio-cni") {
+    if (is_istio_entry(*it)) {
       plugins.erase(it);
       break;
     }
@@ -141,7 +165,7 @@ bool has_entry(const std::string& conflist, const Json& entry_in) {
     return false;
   }
   for (const auto& p : j["plugins"]) {
-    if (p.is_object() && p.value("type", "") == "istio-cni") return p == entry;
+    if (is_istio_entry(p)) return p == entry;
   }
   return false;
 }

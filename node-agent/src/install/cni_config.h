@@ -24,12 +24,17 @@ using Json = nlohmann::json;  // std::map: keys come out sorted, as Go's maps do
 // Valid .conf/.conflist files in `dir`, in the byte-wise order runtimes use.
 Result<std::vector<std::string>> valid_config_files(const std::string& dir);
 
-// Go's json.MarshalIndent(v, "", "  ") + "\n", including its HTML escaping.
+// Go's json.MarshalIndent(v, "", "  ") + "\n", including its escaping.
 std::string go_json(const Json& j);
+
+// `dumped` (nlohmann's output) with the escapes Go's encoder adds inside
+// strings: &, <, > as \u0026, \u003c, \u003e, and U+2028, U+2029.
+std::string go_escapes(const std::string& dumped);
 
 // Inserts `entry` (its cniVersion dropped) at the end of a conflist's
 // plugins, replacing an existing istio-cni entry; a single .conf is wrapped
 // into {"cniVersion":"0.3.1","name":"k8s-pod-network","plugins":[...]}.
+// Both must be JSON objects (docs/installer.md#insertion).
 Result<std::string> insert_entry(const std::string& existing, const Json& entry);
 // Removes the first istio-cni entry; other content stays as it is.
 Result<std::string> remove_entry(const std::string& existing);

@@ -36,10 +36,25 @@ bool ends_with(const std::string& s, std::string_view suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// The file CNI_CONF_NAME names, else its .conf/.conflist sibling
+// (docs/installer.md#primary-config): the primary CNI may have written either.
+Result<std::string> named_config_path(const std::string& dir, const std::string& name) {
+  std::string p = dir + "/" + name;
+  if (fs::exists(p)) return p;
+  for (auto [from, to] : {std::pair{".conflist", ".conf"}, std::pair{".conf", ".conflist"}}) {
+    if (ends_with(p, from)) {
+      std::string sibling = p.substr(0, p.size() - std::string_view(from).size()) + to;
+      if (fs::exists(sibling)) return sibling;
+    }
+  }
+  return make_error(Errc::NotFound, "CNI config " + p + " does not exist yet");
+}
+
 }  // namespace
 
 std::string standalone_conf(const Json& entry) {
-  // Upstream writes the struct, so the keys come in declaration order.
+  // Upstream marshals the struct, so the keys come in declaration order,
+  // escaped as Go escapes them.
   nlohmann::ordered_json out = nlohmann::ordered_json::object();
   for (const char* key :
        {"cniVersion", "name", "type", "ipam", "dns", "plugin_log_level", "cni_agent_run_dir",
@@ -47,7 +62,7 @@ std::string standalone_conf(const Json& entry) {
         "native_nftables", "enable_ambient_detection_retry"}) {
     if (entry.contains(key)) out[key] = nlohmann::ordered_json::parse(entry[key].dump());
   }
-  return out.dump(2) + "\n";
+  return go_escapes(out.dump(2)) + "\n";
 }
 
 Json plugin_entry(bool ambient_enabled, const std::string& run_dir,
@@ -153,24 +168,16 @@ Result<std::string> Installer::target_config_path() {
     return dir + "/" + (cfg_.cni_conf_name.empty() ? "YYY-istio-cni.conf" : cfg_.cni_conf_name);
   }
   if (cfg_.istio_owned) return dir + "/" + cfg_.istio_owned_filename;
-  if (!cfg_.cni_conf_name.empty()) {
-    std::string p = dir + "/" + cfg_.cni_conf_name;
-    if (fs::exists(p)) return p;
-    for (auto [from, to] : {std::pair{".conflist", ".conf"}, std::pair{".conf", ".conflist"}}) {
-      if (ends_with(p, from)) {
-        std::string sibling = p.substr(0, p.size() - std::string(from).size()) + to;
-        if (fs::exists(sibling)) return sibling;
-      }
-    }
-    return make_error(Errc::NotFound, "CNI config " + p + " does not exist yet");
-  }
+  if (!cfg_.cni_conf_name.empty()) return named_config_path(dir, cfg_.cni_conf_name);
   AMBIENT_ASSIGN_OR_RETURN(auto files, valid_config_files(dir));
   return files.front();
 }
 
-// The primary config of an Istio-owned setup: the first valid file not ours.
+// The primary config of an Istio-owned setup (docs/installer.md#istio-owned):
+// the one CNI_CONF_NAME names, found as in the chained case, else the first
+// valid file not ours.
 static Result<std::string> primary_for_owned(const InstallerConfig& cfg) {
-  if (!cfg.cni_conf_name.empty()) return cfg.cni_net_dir + "/" + cfg.cni_conf_name;
+  if (!cfg.cni_conf_name.empty()) return named_config_path(cfg.cni_net_dir, cfg.cni_conf_name);
   AMBIENT_ASSIGN_OR_RETURN(auto files, valid_config_files(cfg.cni_net_dir));
   for (const auto& f : files) {
     if (fs::path(f).filename() != cfg.istio_owned_filename) return f;
@@ -193,7 +200,8 @@ Result<std::string> Installer::install_once() {
   }
   if (cfg_.istio_owned) {
     AMBIENT_ASSIGN_OR_RETURN(std::string primary, primary_for_owned(cfg_));
-    AMBIENT_ASSIGN_OR_RETURN(std::string merged, insert_entry(slurp(primary), cfg_.entry));
+    AMBIENT_ASSIGN_OR_RETURN(
+        std::string merged, insert_entry(slurp(primary), cfg_.entry).context("primary " + primary));
     const std::string path = cfg_.cni_net_dir + "/" + cfg_.istio_owned_filename;
     if (!fs::exists(path) || slurp(path) != merged) {
       AMBIENT_RETURN_IF_ERROR(write_atomic(path, merged, own_mode));
@@ -208,7 +216,8 @@ Result<std::string> Installer::install_once() {
     config_path_ = path;
     return path;
   }
-  AMBIENT_ASSIGN_OR_RETURN(std::string merged, insert_entry(current, cfg_.entry));
+  AMBIENT_ASSIGN_OR_RETURN(std::string merged,
+                           insert_entry(current, cfg_.entry).context("primary " + path));
   struct stat st {};
   mode_t mode = ::stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : own_mode;
   std::string out = path;

@@ -1,14 +1,197 @@
 #include "log/log.h"
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
+
+#include <array>
+#include <memory>
+#include <optional>
 
 namespace ambient::log {
 
-void init(std::string_view level) {
+namespace {
+
+constexpr std::array<std::pair<std::string_view, Level>, 5> kLevels = {{{"debug", Level::Debug},
+                                                                        {"info", Level::Info},
+                                                                        {"warn", Level::Warn},
+                                                                        {"error", Level::Error},
+                                                                        {"none", Level::None}}};
+
+std::string_view level_name(Level l) {
+  for (const auto& [name, level] : kLevels) {
+    if (level == l) return name;
+  }
+  return "info";
+}
+
+Result<Level> parse_level(std::string_view s, std::string_view item) {
+  for (const auto& [name, level] : kLevels) {
+    if (s == name) return level;
+  }
+  return make_error(Errc::InvalidArgument, "log level \"" + std::string(s) + "\" in \"" +
+                                               std::string(item) +
+                                               "\" is not one of debug, info, warn, error, none");
+}
+
+Level from_spdlog(spdlog::level::level_enum l) {
+  switch (l) {
+    case spdlog::level::trace:
+    case spdlog::level::debug:
+      return Level::Debug;
+    case spdlog::level::info:
+      return Level::Info;
+    case spdlog::level::warn:
+      return Level::Warn;
+    case spdlog::level::err:
+    case spdlog::level::critical:
+      return Level::Error;
+    case spdlog::level::off:
+    case spdlog::level::n_levels:
+      break;
+  }
+  return Level::None;
+}
+
+spdlog::level::level_enum to_spdlog(Level l) {
+  switch (l) {
+    case Level::Debug:
+      return spdlog::level::debug;
+    case Level::Info:
+      return spdlog::level::info;
+    case Level::Warn:
+      return spdlog::level::warn;
+    case Level::Error:
+      return spdlog::level::err;
+    case Level::None:
+      break;
+  }
+  return spdlog::level::off;
+}
+
+void append_json_string(std::string& out, std::string_view s) {
+  out += '"';
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(c)));
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+}
+
+// The whole line in one flag, so both formats are written by format_line.
+class LineFormatter : public spdlog::custom_flag_formatter {
+ public:
+  explicit LineFormatter(bool json) : json_(json) {}
+  void format(const spdlog::details::log_msg& msg, const std::tm& tm,
+              spdlog::memory_buf_t& dest) override {
+    const auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(msg.time.time_since_epoch()) %
+        1000000;
+    const std::string time =
+        fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, us.count());
+    const std::string line =
+        format_line(time, from_spdlog(msg.level),
+                    std::string_view(msg.logger_name.data(), msg.logger_name.size()),
+                    std::string_view(msg.payload.data(), msg.payload.size()), json_);
+    dest.append(line.data(), line.data() + line.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<LineFormatter>(json_);
+  }
+
+ private:
+  bool json_;
+};
+
+}  // namespace
+
+Result<Levels> parse_output_levels(std::string_view spec) {
+  Levels out;
+  std::optional<Level> agent, plugin, install;
+  std::optional<Level> fallback;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    const size_t comma = spec.find(',', start);
+    const std::string_view item = spec.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    start = comma == std::string_view::npos ? spec.size() + 1 : comma + 1;
+    if (item.empty()) continue;
+    const size_t colon = item.find(':');
+    if (colon == std::string_view::npos) {  // a bare level is the default scope's
+      AMBIENT_ASSIGN_OR_RETURN(fallback, parse_level(item, item));
+      continue;
+    }
+    const std::string_view scope = item.substr(0, colon);
+    AMBIENT_ASSIGN_OR_RETURN(Level level, parse_level(item.substr(colon + 1), item));
+    if (scope == "default") {
+      fallback = level;
+    } else if (scope == "cni-agent") {
+      agent = level;
+    } else if (scope == "cni-plugin") {
+      plugin = level;
+    } else if (scope == "install") {
+      install = level;
+    } else {
+      return make_error(Errc::InvalidArgument,
+                        "log scope \"" + std::string(scope) + "\" in \"" + std::string(item) +
+                            "\" is not one of default, cni-agent, cni-plugin, install");
+    }
+  }
+  const Level d = fallback.value_or(Level::Info);
+  out.agent = agent.value_or(d);
+  out.plugin = plugin.value_or(d);
+  out.install = install.value_or(d);
+  return out;
+}
+
+std::string format_line(std::string_view time, Level level, std::string_view scope,
+                        std::string_view msg, bool json) {
+  std::string out;
+  if (!json) {
+    out.reserve(time.size() + scope.size() + msg.size() + 10);
+    out.append(time).append("\t").append(level_name(level)).append("\t");
+    out.append(scope).append("\t").append(msg);
+    return out;
+  }
+  out += "{\"time\":";
+  append_json_string(out, time);
+  out += ",\"level\":";
+  append_json_string(out, level_name(level));
+  out += ",\"scope\":";
+  append_json_string(out, scope);
+  out += ",\"msg\":";
+  append_json_string(out, msg);
+  out += '}';
+  return out;
+}
+
+void init(const Levels& levels, bool json) {
   auto logger = spdlog::stdout_logger_mt("cni-agent");
-  // 2024-01-01T00:00:00.123456Z<TAB>info<TAB>cni-agent<TAB>message
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%fZ\t%l\t%n\t%v", spdlog::pattern_time_type::utc);
-  logger->set_level(spdlog::level::from_str(std::string(level)));
+  auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+  formatter->add_flag<LineFormatter>('*', json).set_pattern("%*");
+  logger->set_formatter(std::move(formatter));
+  logger->set_level(to_spdlog(levels.agent));
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(logger);
 }

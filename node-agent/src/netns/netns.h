@@ -42,7 +42,7 @@ class Netns {
 };
 
 // Shared so a ZDS send in flight keeps the fd open while the pod cache
-// replaces or forgets the entry (spec: reference-count netns handles).
+// replaces or forgets the entry (docs/zds.md#fd-passing).
 using NetnsRef = std::shared_ptr<const Netns>;
 
 // Runs `fn` inside `ns` on a netns worker and waits for it. Workers are

@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "lib/text.h"
 #include "lib/unique_fd.h"
 #include "log/log.h"
 #include "process/process.h"
@@ -22,21 +23,6 @@ namespace ambient::redirect {
 namespace {
 
 using Reader = std::function<Result<std::string>(const std::vector<std::string>&)>;
-
-std::string first_line(std::string_view text) {
-  auto s = std::string(text.substr(0, text.find('\n')));
-  while (!s.empty() && (s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-std::string join(const std::vector<std::string>& v, std::string_view sep) {
-  std::string out;
-  for (const auto& s : v) {
-    if (!out.empty()) out += sep;
-    out += s;
-  }
-  return out;
-}
 
 BackendKind backend_kind(IptablesVariant variant) {
   return variant == IptablesVariant::Legacy ? BackendKind::IptablesLegacy
@@ -121,7 +107,7 @@ VariantState read_variant(const Reader& read, IptablesVariant variant,
   } else if (want_nft && !version) {
     v.why_unusable = save + " --version failed: " + version.error().describe();
   } else if (want_nft != is_nft) {
-    v.why_unusable = save + " --version says \"" + first_line(*version) + "\", not " +
+    v.why_unusable = save + " --version says \"" + text::first_line(*version) + "\", not " +
                      (want_nft ? "nf_tables" : "legacy");
   } else {
     v.usable = true;
@@ -190,7 +176,7 @@ std::vector<std::string> istio_chain_findings(const VariantState& v) {
   auto one = [&](IpFamily ip, const SaveDump& d) {
     if (d.istio_tables.empty()) return;
     out.push_back(iptables_binary(v.variant, ip, "") + ": ISTIO_* chains in " +
-                  join({d.istio_tables.begin(), d.istio_tables.end()}, ", "));
+                  text::join({d.istio_tables.begin(), d.istio_tables.end()}, ", "));
   };
   one(IpFamily::V4, v.v4);
   one(IpFamily::V6, v.v6);
@@ -243,7 +229,6 @@ Decision choose_forced(const DetectOptions& opts, const HostState& st,
   if (!v.usable) {
     warnings.push_back(setting + " but " + v.name() + " does not look usable: " + v.why_unusable);
   }
-  if (opts.native_nftables) warnings.push_back(setting + " overrides NATIVE_NFTABLES=true");
   return Decision{backend_kind(variant), setting};
 }
 
@@ -268,9 +253,9 @@ Result<Decision> choose_native(const HostState& st, std::vector<std::string>& wa
   }
   if (!d) {
     return std::move(d).error().context("NATIVE_NFTABLES=true but iptables artifacts exist (" +
-                                        join(artifacts, "; ") + ")");
+                                        text::join(artifacts, "; ") + ")");
   }
-  d->reason = "NATIVE_NFTABLES=true but iptables artifacts exist (" + join(artifacts, "; ") +
+  d->reason = "NATIVE_NFTABLES=true but iptables artifacts exist (" + text::join(artifacts, "; ") +
               "): staying on " + std::string(backend_name(d->kind)) + " until the node reboots";
   warnings.push_back(d->reason + "; reboot the node to complete the migration to nftables");
   return d;
@@ -278,9 +263,16 @@ Result<Decision> choose_native(const HostState& st, std::vector<std::string>& wa
 
 Result<Decision> decide(const DetectOptions& opts, const HostState& st,
                         std::vector<std::string>& warnings) {
+  // Upstream's precedence: NATIVE_NFTABLES first, then FORCE_IPTABLES_BINARY.
+  if (opts.native_nftables) {
+    if (opts.force_iptables) {
+      warnings.push_back("FORCE_IPTABLES_BINARY=" + std::string(force_value(*opts.force_iptables)) +
+                         " is ignored: NATIVE_NFTABLES=true wins, as upstream");
+    }
+    return choose_native(st, warnings);
+  }
   if (opts.force_iptables) return choose_forced(opts, st, warnings);
-  if (!opts.native_nftables) return choose_iptables(st, warnings);
-  return choose_native(st, warnings);
+  return choose_iptables(st, warnings);
 }
 
 std::vector<std::string> leftovers(const HostState& st, BackendKind chosen) {
@@ -508,12 +500,14 @@ Result<Detection> detect_backend(const DetectOptions& opts) {
   Detection det;
   std::optional<HostState> st;  // read when needed: several commands
   auto host = [&]() -> const HostState& {
-    if (!st) st = read_host(read, opts.native_nftables && !opts.force_iptables, det.warnings);
+    if (!st) st = read_host(read, opts.native_nftables, det.warnings);
     return *st;
   };
 
   const ChoiceFile file = choice_file(opts, det.warnings);
-  if (!opts.force_iptables && file.usable()) reuse_stored(opts, file, det);
+  // A forced variant is decided afresh (and overwrites the stored choice).
+  const bool forced = opts.force_iptables && !opts.native_nftables;
+  if (!forced && file.usable()) reuse_stored(opts, file, det);
   if (!det.from_cache) {
     AMBIENT_ASSIGN_OR_RETURN(Decision d, decide(opts, host(), det.warnings));
     det.kind = d.kind;
@@ -537,7 +531,7 @@ Detection report_host_state(const DetectOptions& opts, BackendKind kind) {
   const Reader read = opts.read_command ? opts.read_command : Reader(default_read);
   Detection det;
   det.kind = kind;
-  const bool native = opts.native_nftables && !opts.force_iptables;
+  const bool native = opts.native_nftables;
   add_leftovers(opts, read_host(read, native, det.warnings), det);
   log_findings(det);
   return det;

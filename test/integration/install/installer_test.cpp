@@ -7,8 +7,11 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <iostream>
+#include <set>
 #include <sstream>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "install/installer.h"
 #include "support/files.h"
@@ -123,7 +126,201 @@ std::string entry_block() {
   return out;
 }
 
+// A file of test/golden/installer (upstream's installer fixtures, see its
+// README), found from this source file's path: integration-tests is built
+// without a golden-dir definition.
+std::string installer_fixture(const std::string& name) {
+  const fs::path path = fs::path(__FILE__).parent_path() / "../../golden/installer" / name;
+  auto text = try_read_file(path.string());
+  INFO("fixture " << path.string());
+  REQUIRE(text);
+  return *text;
+}
+
+// The entry upstream's installer tests configure, which their expected
+// files hold: log level debug, run dir "/path/to/kubeconfig", pod namespace
+// "my-namespace", no enablement selectors, no excluded namespaces.
+Json upstream_test_entry(bool ambient_enabled) {
+  return plugin_entry(ambient_enabled, "/path/to/kubeconfig", Json::array(), {}, "my-namespace",
+                      false, false, "debug");
+}
+
+// The Istio-owned file name upstream's tests use.
+const std::string kUpstreamOwnedName = "02-istio-conf.conflist";
+
+// One row of upstream's TestCreateCNIConfigFile.
+struct CreateConfigCase {
+  std::string name;       // upstream's name for the case
+  bool chained;           // CHAINED_CNI_PLUGIN
+  std::string conf_name;  // CNI_CONF_NAME
+  std::string expected;   // the file written; empty: the pass fails and writes nothing
+  std::string golden;     // its expected bytes
+  std::vector<std::pair<std::string, std::string>> existing;  // fixture, file in the conf dir
+  bool istio_owned;  // ISTIO_OWNED_CNI_CONFIG, with ambient on as upstream sets both
+};
+
+const std::vector<std::pair<std::string, std::string>> kBridgeAndList = {
+    {"bridge.conf", "bridge.conf"}, {"list.conflist", "list.conflist"}};
+const std::vector<std::pair<std::string, std::string>> kBridgeAndUndetectable = {
+    {"bridge.conf", "bridge.conf"}, {"list.conflist", "undetectable.file"}};
+
+// Upstream runs every row twice, the second time named "network-config-file
+// <name>" with the same settings; one run here stands for both.
+const std::vector<CreateConfigCase> kCreateConfigCases = {
+    {"unspecified existing CNI config file (existing .conf to conflist)", true, "",
+     "bridge.conflist", "bridge.conf.golden", kBridgeAndList, false},
+    {"unspecified CNI config file never created", true, "", "", "", {}, false},
+    {"specified existing CNI config file", true, "list.conflist", "list.conflist",
+     "list.conflist.golden", kBridgeAndList, false},
+    {"specified existing CNI config file (specified .conf to .conflist)", true, "list.conf",
+     "list.conflist", "list.conflist.golden", kBridgeAndList, false},
+    {"specified existing CNI config file (existing .conf to .conflist)", true, "bridge.conflist",
+     "bridge.conflist", "bridge.conf.golden", kBridgeAndList, false},
+    {"specified CNI config file never created", true, "never-created.conf", "", "", kBridgeAndList,
+     false},
+    {"specified CNI config file undetectable", true, "undetectable.file", "undetectable.file",
+     "list.conflist.golden", kBridgeAndUndetectable, false},
+    {"standalone CNI plugin unspecified CNI config file",
+     false,
+     "",
+     "YYY-istio-cni.conf",
+     "istio-cni.conf",
+     {},
+     false},
+    {"standalone CNI plugin specified CNI config file",
+     false,
+     "specific-name.conf",
+     "specific-name.conf",
+     "istio-cni.conf",
+     {},
+     false},
+    {"specified existing .conf primary CNI config file - istio owned", true, "bridge.conflist",
+     kUpstreamOwnedName, "istio-owned-bridge.conflist.golden", kBridgeAndList, true},
+    {"specified existing primary .conflist CNI config file - istio owned", true, "list.conflist",
+     kUpstreamOwnedName, "istio-owned.conflist.golden", kBridgeAndList, true},
+    {"specified existing CNI config file (specified .conf to .conflist) - istio owned", true,
+     "list.conf", kUpstreamOwnedName, "istio-owned.conflist.golden", kBridgeAndList, true},
+    {"specified existing CNI config file (existing .conf to .conflist) - istio owned", true,
+     "bridge.conflist", kUpstreamOwnedName, "istio-owned-bridge.conflist.golden", kBridgeAndList,
+     true},
+    {"specified CNI config file never created - istio owned", true, kUpstreamOwnedName, "", "",
+     kBridgeAndList, true},
+    {"specified CNI config file undetectable - istio owned", true, "undetectable.file",
+     kUpstreamOwnedName, "istio-owned.conflist.golden", kBridgeAndUndetectable, true},
+};
+
+// One row of upstream's TestInsertCNIConfig: `existing` gets the entry in
+// `new_conf`; the result is `existing` + ".golden", or an error.
+struct InsertConfigCase {
+  std::string name, existing, new_conf;
+  bool fails;
+};
+
+const std::vector<InsertConfigCase> kInsertConfigCases = {
+    {"invalid existing config format (map)", "invalid-map.conflist", "istio-cni.conf", true},
+    {"invalid new config format (arr)", "list.conflist", "invalid-arr.conflist", true},
+    {"invalid existing config format (arr)", "invalid-arr.conflist", "istio-cni.conf", true},
+    {"regular network file", "bridge.conf", "istio-cni.conf", false},
+    {"list network file", "list.conflist", "istio-cni.conf", false},
+    {"list network file with existing istio", "list-with-istio.conflist", "istio-cni.conf", false},
+};
+
 }  // namespace
+
+TEST_CASE("installer: upstream's TestCreateCNIConfigFile cases", "[installer][upstream]") {
+  for (const auto& c : kCreateConfigCases) {
+    DYNAMIC_SECTION(c.name) {
+      Node n;
+      const std::string dir = n.root + "/net.d";
+      for (const auto& [fixture, file] : c.existing) {
+        n.write("net.d/" + file, installer_fixture(fixture));
+      }
+      auto cfg = n.config();
+      cfg.chained = c.chained;
+      cfg.cni_conf_name = c.conf_name;
+      cfg.istio_owned = c.istio_owned;
+      cfg.istio_owned_filename = kUpstreamOwnedName;
+      cfg.entry = upstream_test_entry(c.istio_owned);
+      Installer inst(cfg);
+      auto path = inst.install_once();
+      if (c.expected.empty()) {
+        INFO("wrote " << (path ? *path : std::string()));
+        CHECK_FALSE(path);
+      } else {
+        INFO((path ? std::string() : path.error().describe()));
+        REQUIRE(path);
+        CHECK(*path == dir + "/" + c.expected);
+        CHECK(n.read("net.d/" + c.expected) == installer_fixture(c.golden));
+      }
+      // Nothing else is written, and only a chained .conf that became the
+      // expected .conflist is gone (upstream renames it).
+      std::set<std::string> want, got;
+      if (!c.expected.empty()) want.insert(c.expected);
+      for (const auto& [fixture, file] : c.existing) {
+        if (file + "list" == c.expected) continue;
+        want.insert(file);
+        if (file != c.expected) {
+          INFO(file << " is not ours to change");
+          CHECK(n.read("net.d/" + file) == installer_fixture(fixture));
+        }
+      }
+      for (const auto& e : fs::directory_iterator(dir)) got.insert(e.path().filename().string());
+      CHECK(got == want);
+    }
+  }
+}
+
+TEST_CASE("installer: upstream's TestInsertCNIConfig cases", "[installer][upstream]") {
+  for (const auto& c : kInsertConfigCases) {
+    DYNAMIC_SECTION(c.name) {
+      const Json entry = Json::parse(installer_fixture(c.new_conf));
+      auto out = insert_entry(installer_fixture(c.existing), entry);
+      if (c.fails) {
+        CHECK_FALSE(out);
+      } else {
+        INFO((out ? std::string() : out.error().describe()));
+        REQUIRE(out);
+        CHECK(*out == installer_fixture(c.existing + ".golden"));
+      }
+    }
+  }
+}
+
+TEST_CASE("installer: Istio-owned list from a .conf primary named with .conflist becomes ready",
+          "[installer]") {
+  // CNI_CONF_NAME says bridge.conflist; the primary CNI wrote bridge.conf.
+  Node n;
+  n.write("net.d/bridge.conf", installer_fixture("bridge.conf"));
+  auto cfg = n.config();
+  cfg.istio_owned = true;
+  cfg.cni_conf_name = "bridge.conflist";
+  cfg.entry = upstream_test_entry(true);
+  Installer inst(cfg);
+  std::atomic<bool> stop{false};
+  std::thread t([&] { (void)inst.run(stop); });
+  const bool ready = eventually([&] { return inst.ready(); }, 3s);
+  stop = true;
+  t.join();
+  REQUIRE(ready);
+  CHECK(n.read("net.d/02-istio-cni.conflist") ==
+        installer_fixture("istio-owned-bridge.conflist.golden"));
+  CHECK(n.read("net.d/bridge.conf") == installer_fixture("bridge.conf"));
+  CHECK_FALSE(fs::exists(n.root + "/net.d/bridge.conflist"));
+  CHECK(inst.repairs() == 1);  // written once, then found in place
+}
+
+TEST_CASE("installer: strings are escaped as Go's encoder escapes them", "[installer]") {
+  Json entry = upstream_test_entry(false);
+  entry["pod_namespace"] =
+      "a<b&c>d\xE2\x80\xA8"
+      "e\xE2\x80\xA9"
+      "f";  // U+2028, U+2029
+  const std::string want = R"("pod_namespace": "a\u003cb\u0026c\u003ed\u2028e\u2029f")";
+  CHECK(standalone_conf(entry).find(want) != std::string::npos);
+  auto merged = insert_entry(installer_fixture("list.conflist"), entry);
+  REQUIRE(merged);
+  CHECK(merged->find(want) != std::string::npos);
+}
 
 TEST_CASE("installer: insertion into a bridge conflist is formatted as upstream", "[installer]") {
   Node n;

@@ -8,17 +8,24 @@
 //   - tpl STRING DATA     renders a string as a template with the chart's templates
 //   - toYaml VALUE        sigs.k8s.io/yaml output (JSON, then YAML), no trailing newline
 //   - required MSG VALUE  fails rendering with MSG when VALUE is nil or ""
+//   - fromYaml STRING     a YAML map, numbers float64 as in Helm; on a parse
+//     error a map whose "Error" key holds the message
+//   - .Files.Get NAME     a chart file outside templates/ (e.g. files/x.yaml)
+//     as a string, "" when there is none; also .Files.GetBytes, .Files.Lines
 //
 // sprig's env and expandenv are removed because Helm removes them: a
 // template that renders here uses only functions Helm has.
 //
 // The rest follows Helm's engine too: values.yaml, then every --values file,
-// then --set / --set-string (Helm's coalescing: maps merge, null deletes);
-// numbers from YAML become float64 as in Helm; missing keys render as empty
-// (missingkey=zero, "<no value>" removed); templates whose name starts with
-// "_" are parsed but not rendered; NOTES.txt is rendered separately; every
-// rendered document must parse as YAML with apiVersion and kind, as Helm
-// checks before printing.
+// then --set / --set-string (Helm's coalescing: maps merge; a user null
+// removes the chart's default, and stays a null where the chart has no such
+// key); numbers from YAML become float64 as in Helm; missing keys render as
+// empty (missingkey=zero, "<no value>" removed); templates render in reverse
+// name order with one shared top-level object; templates whose name starts
+// with "_" are parsed but not rendered; NOTES.txt is rendered separately;
+// every rendered document must parse as YAML with apiVersion and kind, as
+// Helm checks before printing. sprig's merge functions are mergo's, as in
+// Helm: mergeOverwrite copies false, "" and null over a default.
 //
 // Output: a multi-document YAML stream on stdout (or --output), each file
 // as "---\n# Source: <chart>/templates/<file>\n<content>", sorted by file
@@ -115,6 +122,7 @@ func (e *engine) funcs() template.FuncMap {
 	delete(f, "expandenv")
 	f["toYaml"] = toYAML
 	f["required"] = required
+	f["fromYaml"] = fromYAML
 	f["include"] = e.include
 	f["tpl"] = e.tpl
 	return f
@@ -158,6 +166,18 @@ func toYAML(v interface{}) string {
 		return ""
 	}
 	return strings.TrimSuffix(string(out), "\n")
+}
+
+// fromYAML is Helm's fromYaml: sigs.k8s.io/yaml into a map (YAML, then
+// JSON, so numbers are float64 and a document of only comments or null
+// gives a nil map); a parse error is returned in the map under "Error",
+// not as a rendering error.
+func fromYAML(str string) map[string]interface{} {
+	m := map[string]interface{}{}
+	if err := unmarshalLikeSigsYAML([]byte(str), &m); err != nil {
+		m["Error"] = err.Error()
+	}
+	return m
 }
 
 func required(msg string, v interface{}) (interface{}, error) {
@@ -208,6 +228,65 @@ func loadChart(dir string) (*chartMeta, error) {
 	return &meta, nil
 }
 
+// chartFiles is Helm's .Files: the chart's files outside templates/ and
+// charts/, other than Chart.yaml, Chart.lock, values.yaml and
+// values.schema.json, keyed by their slash path in the chart. .helmignore is
+// not read: a file the chart's templates should not see must not be in it.
+type chartFiles map[string][]byte
+
+// GetBytes is the file's content; empty when there is no such file.
+func (f chartFiles) GetBytes(name string) []byte {
+	if v, ok := f[name]; ok {
+		return v
+	}
+	return []byte{}
+}
+
+// Get is GetBytes as a string: "" when there is no such file.
+func (f chartFiles) Get(name string) string { return string(f.GetBytes(name)) }
+
+// Lines splits the file at "\n" (Helm's: a trailing newline ends the last
+// line, it does not start an empty one).
+func (f chartFiles) Lines(name string) []string {
+	s := f.Get(name)
+	if s == "" {
+		return []string{}
+	}
+	return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+}
+
+// loadFiles reads what Helm's loader puts in .Files.
+func loadFiles(dir string) (chartFiles, error) {
+	files := chartFiles{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			if rel == "templates" || rel == "charts" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch rel {
+		case "Chart.yaml", "Chart.lock", "values.yaml", "values.schema.json":
+			return nil
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files[rel] = raw
+		return nil
+	})
+	return files, err
+}
+
 // loadTemplates returns templates/ files keyed by "<chart>/templates/<rel>".
 func loadTemplates(dir, chartName string) (map[string]string, error) {
 	tdir := filepath.Join(dir, "templates")
@@ -247,6 +326,10 @@ func render(opts renderOptions) (*renderResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	other, err := loadFiles(opts.chartDir)
+	if err != nil {
+		return nil, err
+	}
 
 	e := newEngine()
 	names := make([]string, 0, len(files))
@@ -265,6 +348,7 @@ func render(opts renderOptions) (*renderResult, error) {
 	top := map[string]interface{}{
 		"Values": values,
 		"Chart":  meta,
+		"Files":  other,
 		"Release": map[string]interface{}{
 			"Name":      opts.releaseName,
 			"Namespace": opts.namespace,

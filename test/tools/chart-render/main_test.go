@@ -74,24 +74,79 @@ func TestSetUsesHelmTypingAndPaths(t *testing.T) {
 
 func TestCoalesceMergesMapsAndNullDeletes(t *testing.T) {
 	defaults := map[string]interface{}{
-		"m":    map[string]interface{}{"keep": 1.0, "drop": 2.0, "over": 3.0},
-		"list": []interface{}{"a"},
+		"m":     map[string]interface{}{"keep": 1.0, "drop": 2.0, "over": 3.0, "null": nil},
+		"list":  []interface{}{"a"},
+		"top":   "x",
+		"nulld": nil,
 	}
 	user := map[string]interface{}{
-		"m":    map[string]interface{}{"drop": nil, "over": 4.0},
+		"m":    map[string]interface{}{"drop": nil, "over": 4.0, "mine": nil},
 		"list": []interface{}{"b"},
+		"top":  nil,
+		// Keys the chart does not have: Helm keeps the user's null, so a
+		// template (and mergeOverwrite) sees it.
+		"own": nil,
 	}
 	want := map[string]interface{}{
-		"m":    map[string]interface{}{"keep": 1.0, "over": 4.0},
+		"m":    map[string]interface{}{"keep": 1.0, "over": 4.0, "mine": nil},
 		"list": []interface{}{"b"},
+		"own":  nil,
 	}
 	if got := coalesce(user, defaults); !reflect.DeepEqual(got, want) {
 		t.Errorf("coalesce = %#v, want %#v", got, want)
 	}
 }
 
+func TestFromYamlIsHelms(t *testing.T) {
+	got := fromYAML("a: 1\nb: [x, {c: true}]\nd: null\n")
+	want := map[string]interface{}{
+		"a": 1.0, "b": []interface{}{"x", map[string]interface{}{"c": true}}, "d": nil,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("fromYaml = %#v, want %#v", got, want)
+	}
+	if got := fromYAML("# only a comment\n"); len(got) != 0 {
+		t.Errorf("fromYaml of a comment = %#v, want an empty map", got)
+	}
+	if got := fromYAML("a: [x"); got["Error"] == nil || len(got) != 1 {
+		t.Errorf("fromYaml of bad YAML = %#v, want only an Error key", got)
+	}
+	if got := fromYAML("- x\n"); got["Error"] == nil {
+		t.Errorf("fromYaml of a list = %#v, want an Error key", got)
+	}
+}
+
+// The chart's profile merge relies on mergo's map semantics as Helm has
+// them: mergeOverwrite copies false, "", empty lists and nulls over a
+// default, merges maps in place and leaves other keys alone.
+func TestMergeOverwriteCopiesZeroValues(t *testing.T) {
+	e := newEngine()
+	tmpl, err := e.root.New("t").Parse(`{{ $_ := mustMergeOverwrite .d .u }}{{ toYaml .d }}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := map[string]interface{}{
+		"d": map[string]interface{}{
+			"b": true, "s": "x", "l": []interface{}{"a"}, "z": "y",
+			"m": map[string]interface{}{"keep": 1.0, "over": 2.0},
+		},
+		"u": map[string]interface{}{
+			"b": false, "s": "", "l": []interface{}{}, "z": nil,
+			"m": map[string]interface{}{"over": 0.0}, "new": "z",
+		},
+	}
+	var buf strings.Builder
+	if err := tmpl.Execute(&buf, data); err != nil {
+		t.Fatal(err)
+	}
+	want := "b: false\nl: []\nm:\n  keep: 1\n  over: 0\nnew: z\ns: \"\"\nz: null"
+	if buf.String() != want {
+		t.Errorf("merged:\n%s\nwant:\n%s", buf.String(), want)
+	}
+}
+
 // A chart in a temp dir exercising include, tpl, required, the skipped
-// partial, NOTES and missing keys.
+// partial, NOTES, missing keys, .Files and fromYaml.
 func TestRenderLikeHelmTemplate(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, text string) {
@@ -121,6 +176,19 @@ data:
 `)
 	write("templates/empty.yaml", "{{- if false }}x{{ end }}\n")
 	write("templates/NOTES.txt", "release {{ .Release.Name }}\n")
+	write("files/p.yaml", "k: from-file\n")
+	write("templates/files.yaml", `{{- $p := .Files.Get "files/p.yaml" | fromYaml }}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: files
+data:
+  k: {{ $p.k }}
+  missing: "{{ .Files.Get "files/none.yaml" }}"
+  values: "{{ .Files.Get "values.yaml" | len }}"
+  template: "{{ .Files.Get "templates/files.yaml" | len }}"
+  lines: "{{ .Files.Lines "files/p.yaml" | len }}"
+`)
 
 	opts := renderOptions{chartDir: dir, releaseName: "r", namespace: "ns", kubeVersion: "v1.29.1"}
 	if _, err := render(opts); err == nil || !strings.Contains(err.Error(), "need is required") {
@@ -131,8 +199,9 @@ data:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.manifests) != 1 || res.manifests[0].name != "c/templates/cm.yaml" {
-		t.Fatalf("manifests = %+v, want only c/templates/cm.yaml", res.manifests)
+	if len(res.manifests) != 2 || res.manifests[0].name != "c/templates/cm.yaml" ||
+		res.manifests[1].name != "c/templates/files.yaml" {
+		t.Fatalf("manifests = %+v, want c/templates/cm.yaml and files.yaml", res.manifests)
 	}
 	want := `apiVersion: v1
 kind: ConfigMap
@@ -149,8 +218,56 @@ data:
 	if res.manifests[0].content != want {
 		t.Errorf("content:\n%s\nwant:\n%s", res.manifests[0].content, want)
 	}
+	// .Files holds files/ but not values.yaml or templates, as Helm's loader.
+	wantFiles := `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: files
+data:
+  k: from-file
+  missing: ""
+  values: "0"
+  template: "0"
+  lines: "1"`
+	if res.manifests[1].content != wantFiles {
+		t.Errorf("files content:\n%s\nwant:\n%s", res.manifests[1].content, wantFiles)
+	}
 	if res.notes != "release r" {
 		t.Errorf("notes = %q", res.notes)
+	}
+}
+
+// A chart may replace .Values from a template (istio's charts merge a
+// profile that way): every template rendered after it sees the new values,
+// because all share one top-level object, as in Helm.
+func TestReplacedValuesReachLaterTemplates(t *testing.T) {
+	dir := t.TempDir()
+	for name, text := range map[string]string{
+		"Chart.yaml":  "apiVersion: v2\nname: c\nversion: 1.0.0\n",
+		"values.yaml": "defaults:\n  a: chart\n  b: chart\n",
+		"templates/_h.tpl": `{{- define "c.init" }}{{ if hasKey .Values "defaults" }}` +
+			`{{ $d := .Values.defaults }}{{ $_ := unset .Values "defaults" }}` +
+			`{{ $_ := set . "Values" (mustMergeOverwrite $d .Values) }}{{ end }}{{ end }}`,
+		"templates/a.yaml": "{{ include \"c.init\" . }}apiVersion: v1\nkind: A\nv: {{ .Values.a }}-{{ .Values.b }}\n",
+		"templates/b.yaml": "{{ include \"c.init\" . }}apiVersion: v1\nkind: B\nv: {{ .Values.a }}-{{ .Values.b }}\n",
+	} {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := render(renderOptions{chartDir: dir, releaseName: "r", namespace: "ns",
+		kubeVersion: "v1.31.0", sets: []string{"b=user"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range res.manifests {
+		if !strings.HasSuffix(m.content, "v: chart-user") {
+			t.Errorf("%s:\n%s\nwant v: chart-user", m.name, m.content)
+		}
 	}
 }
 
@@ -161,7 +278,8 @@ func TestFunctionsHelmLacksAreNotDefined(t *testing.T) {
 			t.Errorf("%s is defined; Helm removes it", name)
 		}
 	}
-	for _, name := range []string{"include", "tpl", "toYaml", "required", "fail", "merge", "quote"} {
+	for _, name := range []string{"include", "tpl", "toYaml", "fromYaml", "required", "fail", "merge",
+		"mustMergeOverwrite", "unset", "quote"} {
 		if _, ok := f[name]; !ok {
 			t.Errorf("%s is missing", name)
 		}

@@ -52,22 +52,32 @@ func readValuesFile(p string) (map[string]interface{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	var y interface{}
-	if err := yaml.Unmarshal(raw, &y); err != nil {
+	var out map[string]interface{}
+	if err := unmarshalLikeSigsYAML(raw, &out); err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
-	if y == nil {
-		return map[string]interface{}{}, nil
+	if out == nil {
+		out = map[string]interface{}{}
+	}
+	return out, nil
+}
+
+// unmarshalLikeSigsYAML is sigs.k8s.io/yaml.Unmarshal, which Helm reads
+// values and fromYaml with: YAML to JSON, then encoding/json into out (so a
+// null document sets a map to nil, and numbers become float64).
+func unmarshalLikeSigsYAML(raw []byte, out interface{}) error {
+	var y interface{}
+	if err := yaml.Unmarshal(raw, &y); err != nil {
+		return err
 	}
 	j, err := json.Marshal(stringKeys(y))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
+		return err
 	}
-	var out map[string]interface{}
-	if err := json.Unmarshal(j, &out); err != nil {
-		return nil, fmt.Errorf("%s: top level must be a map: %w", p, err)
+	if err := json.Unmarshal(j, out); err != nil {
+		return fmt.Errorf("top level must be a map: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 // stringKeys turns yaml.v2's map[interface{}]interface{} into JSON-able maps.
@@ -120,31 +130,71 @@ func mergeMaps(a, b map[string]interface{}) map[string]interface{} {
 	return out
 }
 
-// coalesce is Helm's CoalesceValues: user values win over the chart's,
-// maps merge deeply, and a user null deletes the chart's key.
+// coalesce is Helm's CoalesceValues for a chart without dependencies: user
+// values win over the chart's and maps merge deeply. A user null removes
+// the key where the chart has a non-null value for it; where the chart has
+// no such key (or a null) the user's null stays, so a template sees nil, as
+// mergeOverwrite then copies it over a default. Chart nulls never reach the
+// result.
 func coalesce(user, defaults map[string]interface{}) map[string]interface{} {
 	for k, dv := range defaults {
 		uv, present := user[k]
 		switch {
 		case !present:
+			if dv == nil {
+				continue
+			}
+			if dm, ok := dv.(map[string]interface{}); ok {
+				dropNils(dm)
+			}
 			user[k] = dv
 		case uv == nil:
+			// Helm's top level deletes a user null whatever the chart has.
 			delete(user, k)
 		default:
 			um, uok := uv.(map[string]interface{})
 			dm, dok := dv.(map[string]interface{})
 			if uok && dok {
-				user[k] = coalesce(um, dm)
+				dropNils(dm)
+				coalesceTables(um, dm)
 			}
 		}
 	}
-	// A null for a key the chart does not have is dropped as well.
-	for k, v := range user {
-		if v == nil {
-			delete(user, k)
+	return user
+}
+
+// coalesceTables is Helm's coalesceTablesFullKey below the top level: dst
+// (the user's) wins; a null in dst deletes the key only where src (the
+// chart's) had a non-null value.
+func coalesceTables(dst, src map[string]interface{}) {
+	for k, sv := range src {
+		dv, present := dst[k]
+		switch {
+		case !present:
+			dst[k] = sv
+		case dv == nil:
+			if sv != nil {
+				delete(dst, k)
+			}
+		default:
+			dm, dok := dv.(map[string]interface{})
+			sm, sok := sv.(map[string]interface{})
+			if dok && sok {
+				coalesceTables(dm, sm)
+			}
 		}
 	}
-	return user
+}
+
+// dropNils removes the chart's own nulls, recursively (Helm's cleanNilValues).
+func dropNils(m map[string]interface{}) {
+	for k, v := range m {
+		if v == nil {
+			delete(m, k)
+		} else if sub, ok := v.(map[string]interface{}); ok {
+			dropNils(sub)
+		}
+	}
 }
 
 // pathSeg is one step of a --set key: a map key or a list index.

@@ -4,8 +4,12 @@
 #include <atomic>
 #include <future>
 
+#include <fcntl.h>
+
 #include "agent/agent.h"
+#include "support/files.h"
 #include "support/require_ok.h"
+#include "support/temp_dir.h"
 #include "support/zds_peer.h"
 #include "zds/zds_server.h"
 
@@ -109,7 +113,7 @@ TEST_CASE("enrollment: ztunnel gets the Add while the rules are being installed"
   auto [zt, backend, agent] = std::tie(n.zt, n.backend, n.agent);
   std::promise<void> add_seen;
   backend.wait_for(add_seen.get_future().share());
-  auto added = std::async(std::launch::async, [&] { return agent.add_pod(kPod, own_netns()); });
+  auto added = std::async(std::launch::async, [&n] { return n.agent.add_pod(kPod, own_netns()); });
   std::vector<UniqueFd> fds;
   auto m = next(zt.peer.get(), &fds);
   REQUIRE(m.has_add());
@@ -130,7 +134,7 @@ TEST_CASE("enrollment: rules that fail after ztunnel took the pod make ztunnel f
   Node n;
   auto [zt, backend, agent] = std::tie(n.zt, n.backend, n.agent);
   backend.fail_with = "nft: Could not process rule: No such file or directory";
-  auto added = std::async(std::launch::async, [&] { return agent.add_pod(kPod, own_netns()); });
+  auto added = std::async(std::launch::async, [&n] { return n.agent.add_pod(kPod, own_netns()); });
   std::vector<UniqueFd> fds;
   REQUIRE(next(zt.peer.get(), &fds).has_add());
   send_raw(zt.peer.get(), ack());
@@ -149,7 +153,7 @@ TEST_CASE("enrollment: rules that fail after ztunnel took the pod make ztunnel f
 TEST_CASE("enrollment: a refused Add takes the installed rules out again", "[enroll]") {
   Node n;
   auto [zt, backend, agent] = std::tie(n.zt, n.backend, n.agent);
-  auto added = std::async(std::launch::async, [&] { return agent.add_pod(kPod, own_netns()); });
+  auto added = std::async(std::launch::async, [&n] { return n.agent.add_pod(kPod, own_netns()); });
   std::vector<UniqueFd> fds;
   REQUIRE(next(zt.peer.get(), &fds).has_add());
   send_raw(zt.peer.get(), ack("failure to process message : no netns"));
@@ -163,4 +167,129 @@ TEST_CASE("enrollment: a refused Add takes the installed rules out again", "[enr
   CHECK(n.host.entries.empty());  // the probe-set entry went with the rules
   // Nothing was added on ztunnel's side, so no Del follows.
   CHECK_FALSE(zds::receive_message(zt.peer.get(), 200ms));
+}
+
+namespace {
+
+cni::CniEvent event_for(const std::string& netns, const std::string& container_id) {
+  return {.netns = netns,
+          .pod_name = "web",
+          .pod_namespace = "demo",
+          .pod_uid = "uid-web",
+          .container_id = container_id};
+}
+
+// A stand-in for another sandbox's netns (the backend is scripted, so any
+// file with its own inode will do).
+netns::NetnsRef other_netns(const TempDir& dir, const std::string& name) {
+  const std::string path = dir.path() + "/" + name;
+  write_file(path, "");
+  auto ns =
+      netns::Netns::from_fd_for_test(UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC)), path);
+  REQUIRE(ns);
+  return std::make_shared<const netns::Netns>(std::move(*ns));
+}
+
+// Enrolls kPod as sandbox `container_id` in `ns`, playing ztunnel's ack.
+void enroll(Node& n, const netns::NetnsRef& ns, const std::string& container_id,
+            std::vector<IpAddress> ips = {*IpAddress::parse("10.0.0.7")}) {
+  agent::PodIdentity pod = kPod;
+  pod.container_id = container_id;
+  pod.ips = std::move(ips);
+  auto added = std::async(std::launch::async, [&] { return n.agent.add_pod(pod, ns); });
+  std::vector<UniqueFd> fds;
+  REQUIRE(next(n.zt.peer.get(), &fds).has_add());
+  send_raw(n.zt.peer.get(), ack());
+  AMBIENT_REQUIRE_OK(added.get());
+}
+
+}  // namespace
+
+// docs/node-agent.md#cni-endpoint: the node's netns is never a pod's.
+TEST_CASE("a /cmdadd naming the node's network namespace is refused and installs nothing",
+          "[enroll][netns]") {
+  Node n;
+  n.cfg.host_netns = "/proc/thread-self/ns/net";  // this process plays the node
+  agent::Agent agent({.config = n.cfg,
+                      .backend = n.backend,
+                      .host = n.host,
+                      .zds = *n.zt.server,
+                      .pods = n.pods,
+                      .policy = n.policy});
+  auto r = agent.cmd_add(event_for("/proc/self/ns/net", "c1"));
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().describe(), Catch::Contains("pod demo/web") &&
+                                       Catch::Contains("network namespace of the node") &&
+                                       Catch::Contains("nothing installed"));
+  CHECK(n.backend.installs == 0);
+  CHECK_FALSE(agent.is_enrolled("uid-web"));
+  CHECK_FALSE(zds::receive_message(n.zt.peer.get(), 200ms));  // ztunnel was told nothing
+}
+
+TEST_CASE("a /cmdadd naming the agent's own network namespace is refused", "[enroll][netns]") {
+  Node n;
+  n.cfg.host_netns = "/nonexistent/ns/net";  // only the agent's own is known
+  agent::Agent agent({.config = n.cfg,
+                      .backend = n.backend,
+                      .host = n.host,
+                      .zds = *n.zt.server,
+                      .pods = n.pods,
+                      .policy = n.policy});
+  auto r = agent.cmd_add(event_for("/proc/self/ns/net", "c1"));
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().describe(), Catch::Contains("the agent itself"));
+  CHECK(n.backend.installs == 0);
+}
+
+// docs/node-agent.md#removal: a DEL acts on the sandbox it names.
+TEST_CASE("a DEL for an earlier sandbox of an enrolled pod leaves the enrolled one alone",
+          "[enroll][del]") {
+  Node n;
+  enroll(n, own_netns(), "sandbox-2");
+  // The runtime stops the pod's previous sandbox (same pod UID).
+  AMBIENT_REQUIRE_OK(n.agent.cmd_del(event_for("", "sandbox-1")));
+  CHECK(n.agent.is_enrolled("uid-web"));
+  CHECK(n.backend.removes == 0);
+  CHECK(n.host.entries.size() == 1);
+  CHECK_FALSE(zds::receive_message(n.zt.peer.get(), 200ms));  // no Del for the pod
+  // The DEL for the enrolled sandbox itself removes it.
+  auto del =
+      std::async(std::launch::async, [&] { return n.agent.cmd_del(event_for("", "sandbox-2")); });
+  auto m = next(n.zt.peer.get());
+  REQUIRE(m.has_del());
+  CHECK(m.del().uid() == "uid-web");
+  send_raw(n.zt.peer.get(), ack());
+  AMBIENT_REQUIRE_OK(del.get());
+  CHECK_FALSE(n.agent.is_enrolled("uid-web"));
+  CHECK(n.backend.removes == 1);
+  CHECK(n.host.entries.empty());
+}
+
+TEST_CASE("a DEL without container IDs is told apart by the netns it names", "[enroll][del]") {
+  Node n;
+  TempDir dir("amb-agent-del-");
+  enroll(n, own_netns(), "");
+  auto stale = other_netns(dir, "old-sandbox");
+  AMBIENT_REQUIRE_OK(n.agent.cmd_del(event_for(stale->path(), "")));
+  CHECK(n.agent.is_enrolled("uid-web"));
+  CHECK(n.backend.removes == 0);  // the live netns is untouched (the stale one is no netns)
+  CHECK_FALSE(zds::receive_message(n.zt.peer.get(), 200ms));
+}
+
+TEST_CASE("a second ADD for an enrolled pod with a new sandbox replaces the old enrollment",
+          "[enroll][del]") {
+  Node n;
+  TempDir dir("amb-agent-readd-");
+  enroll(n, other_netns(dir, "sandbox-1"), "sandbox-1");
+  enroll(n, own_netns(), "sandbox-2", {*IpAddress::parse("10.0.0.8")});
+  CHECK(n.agent.is_enrolled("uid-web"));
+  CHECK(n.backend.installs == 2);
+  CHECK(n.backend.removes == 1);  // the old sandbox's netns lost our rules
+  // The probe set follows the IPs: the old one went, the new one is there.
+  CHECK(n.host.entries == std::vector{std::pair<std::string, std::string>("10.0.0.8", "uid-web")});
+  CHECK(n.pods.get("uid-web")->container_id == "sandbox-2");
+  // The old sandbox's DEL, arriving late, changes nothing.
+  AMBIENT_REQUIRE_OK(n.agent.cmd_del(event_for("", "sandbox-1")));
+  CHECK(n.agent.is_enrolled("uid-web"));
+  CHECK_FALSE(zds::receive_message(n.zt.peer.get(), 200ms));
 }

@@ -1,13 +1,16 @@
 // The plugin end to end in process: env, stdin and the agent are injected.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "cni_result.h"
 #include "dispatcher.h"
 #include "lib/cni_event.h"
 #include "lib/json_fields.h"
+#include "lib/version.h"
 #include "netconf.h"
 
 using namespace ambient;
@@ -51,9 +54,12 @@ std::map<std::string, std::string> add_env() {
 class FakeKube : public KubeApi {
  public:
   std::map<std::string, HttpReply> objects;  // path -> reply
+  std::optional<Result<HttpReply>> every;    // when set, the answer to every GET
   std::vector<std::string> gets;
+  int loads = 0;  // clients made from the kubeconfig
   Result<HttpReply> get(const std::string& path) override {
     gets.push_back(path);
+    if (every) return *every;
     auto it = objects.find(path);
     if (it == objects.end()) {
       return HttpReply{404, R"({"kind":"Status","code":404,"message":"not found"})"};
@@ -62,8 +68,14 @@ class FakeKube : public KubeApi {
   }
 };
 
+// What a test may add to an invocation besides env, stdin and the agent.
+struct Extra {
+  std::vector<std::string> args;                             // command line after argv[0]
+  std::vector<std::chrono::milliseconds>* sleeps = nullptr;  // records the back-off
+};
+
 Run run(std::map<std::string, std::string> env, const std::string& in, FakeAgent& agent,
-        FakeKube* kube = nullptr) {
+        FakeKube* kube = nullptr, Extra extra = {}) {
   std::string out, err;
   PluginIo io{.getenv = [&](const char* n) -> std::optional<std::string> {
                 auto it = env.find(n);
@@ -71,11 +83,13 @@ Run run(std::map<std::string, std::string> env, const std::string& in, FakeAgent
                 return it->second;
               },
               .stdin_data = in,
+              .args = extra.args,
               .out = [&](std::string_view s) { out += s; },
               .err = [&](std::string_view s) { err += s; },
               .netns_identity = {},
               .kube_api = [&](const std::string&) -> Result<std::unique_ptr<KubeApi>> {
                 if (!kube) return make_error(Errc::NotFound, "no kubeconfig in this test");
+                ++kube->loads;
                 struct Borrowed : KubeApi {
                   FakeKube* k;
                   explicit Borrowed(FakeKube* f) : k(f) {}
@@ -83,7 +97,10 @@ Run run(std::map<std::string, std::string> env, const std::string& in, FakeAgent
                 };
                 return std::unique_ptr<KubeApi>(new Borrowed(kube));
               },
-              .sleep = [](std::chrono::milliseconds) {}};
+              .sleep =
+                  [&](std::chrono::milliseconds d) {
+                    if (extra.sleeps) extra.sleeps->push_back(d);
+                  }};
   int rc = run_plugin(io, agent);
   return {rc, out, err};
 }
@@ -417,10 +434,13 @@ TEST_CASE("with the agent unreachable, the plugin decides through the API server
     CHECK(r.rc == 0);
     CHECK(r.out_json()["ips"].size() == 2);
   }
-  SECTION("API errors: two attempts, then the pod counts as not ambient") {
+  SECTION("API errors: two attempts, then the ADD fails (nothing could decide)") {
     auto r = run(add_env(), conf("1.0.0", selectors), agent, &kube);
-    CHECK(r.rc == 0);
+    CHECK(r.rc == 1);
     CHECK(kube.gets.size() == 4);  // pod + namespace (missing), twice
+    CHECK_THAT(r.out_json()["msg"].get<std::string>(),
+               Catch::Contains("failed to contact node Istio CNI agent") &&
+                   Catch::Contains("2 attempts") && Catch::Contains("not found"));
   }
   SECTION("API errors with enable_ambient_detection_retry: 31 attempts, then fail") {
     auto r = run(add_env(), conf("1.0.0", selectors + R"(,"enable_ambient_detection_retry":true)"),
@@ -446,4 +466,213 @@ TEST_CASE("while the agent answers, the plugin makes no API call", "[plugin][fal
   agent.reply = HttpReply{200, ""};
   CHECK(run(add_env(), conf("1.0.0"), agent, &kube).rc == 0);
   CHECK(kube.gets.empty());
+}
+
+namespace {
+
+// The agent as the real client reports it when nothing listens on the
+// socket.
+const char* kAgentDown =
+    "Post \"http://unix/cmdadd\": dial unix /run/test-agent/pluginevent.sock: connect: No such "
+    "file or directory";
+
+std::string msg_of(const Run& r) { return r.out_json()["msg"].get<std::string>(); }
+
+size_t count(const std::vector<std::string>& v, const std::string& x) {
+  return static_cast<size_t>(std::count(v.begin(), v.end(), x));
+}
+
+}  // namespace
+
+TEST_CASE("with the agent unreachable, a pod the API cannot classify fails closed",
+          "[plugin][fallback]") {
+  FakeAgent agent;
+  agent.reply = make_error(Errc::Unavailable, kAgentDown);
+  FakeKube kube;
+  std::vector<std::chrono::milliseconds> sleeps;
+  const std::string pod_path = "/api/v1/namespaces/demo/pods/web-1";
+
+  SECTION("API answering 500: two attempts 1 s apart, then the ADD fails naming both") {
+    kube.every =
+        HttpReply{500, R"({"kind":"Status","code":500,"message":"etcdserver: leader changed"})"};
+    auto r = run(add_env(), conf("1.0.0"), agent, &kube, {.sleeps = &sleeps});
+    CHECK(r.rc == 1);
+    CHECK(r.out_json()["code"] == 999);  // the error alone: no result printed before it
+    CHECK_THAT(msg_of(r),
+               Catch::StartsWith("istio-cni cmdAdd failed to contact node Istio CNI agent: "
+                                 "failed to send event request: ") &&
+                   Catch::Contains("/run/test-agent/pluginevent.sock: connect: No such file") &&
+                   Catch::Contains("HTTP 500") && Catch::Contains("etcdserver: leader changed") &&
+                   Catch::Contains("after 2 attempts"));
+    CHECK(count(kube.gets, pod_path) == 2);
+    CHECK(sleeps == std::vector<std::chrono::milliseconds>{std::chrono::seconds(1)});
+    CHECK(agent.calls.size() == 1);
+  }
+  SECTION("API answering 500 with enable_ambient_detection_retry: 31 attempts, 30 s of back-off") {
+    kube.every =
+        HttpReply{500, R"({"kind":"Status","code":500,"message":"etcdserver: leader changed"})"};
+    auto r = run(add_env(), conf("1.0.0", R"("enable_ambient_detection_retry":true)"), agent, &kube,
+                 {.sleeps = &sleeps});
+    CHECK(r.rc == 1);
+    CHECK_THAT(msg_of(r), Catch::Contains("pluginevent.sock") && Catch::Contains("HTTP 500") &&
+                              Catch::Contains("after 31 attempts"));
+    CHECK(count(kube.gets, pod_path) == 31);
+    CHECK(sleeps == std::vector<std::chrono::milliseconds>(30, std::chrono::seconds(1)));
+  }
+  SECTION("API answering 403 fails the ADD") {
+    kube.every = HttpReply{
+        403,
+        R"({"kind":"Status","code":403,"reason":"Forbidden","message":"pods \"web-1\" is forbidden: User \"system:serviceaccount:istio-system:istio-cni\" cannot get resource \"pods\""})"};
+    auto r = run(add_env(), conf("1.0.0"), agent, &kube);
+    CHECK(r.rc == 1);
+    CHECK_THAT(msg_of(r), Catch::Contains("failed to contact node Istio CNI agent") &&
+                              Catch::Contains("pluginevent.sock") && Catch::Contains("HTTP 403") &&
+                              Catch::Contains("is forbidden"));
+    CHECK(count(kube.gets, pod_path) == 2);
+  }
+  SECTION("API unreachable fails the ADD") {
+    kube.every = make_error(Errc::Unavailable, "connect 10.96.0.1:443: Connection refused");
+    auto r = run(add_env(), conf("1.0.0"), agent, &kube);
+    CHECK(r.rc == 1);
+    CHECK_THAT(msg_of(r), Catch::Contains("failed to contact node Istio CNI agent") &&
+                              Catch::Contains("pluginevent.sock") &&
+                              Catch::Contains("10.96.0.1:443: Connection refused"));
+    CHECK(count(kube.gets, pod_path) == 2);
+  }
+  SECTION("an agent error that does not name the socket gets it added") {
+    agent.reply = make_error(
+        Errc::Timeout, "Post \"http://unix/cmdadd\": no answer from the agent within 5000 ms");
+    kube.every = HttpReply{500, "boom"};
+    auto r = run(add_env(), conf("1.0.0"), agent, &kube);
+    CHECK(r.rc == 1);
+    CHECK_THAT(msg_of(r), Catch::Contains("no answer from the agent within 5000 ms (agent socket "
+                                          "/run/test-agent/pluginevent.sock)") &&
+                              Catch::Contains("HTTP 500: boom"));
+  }
+  SECTION("a transient API error that clears in time decides the pod") {
+    // Not ambient (no selectors match), found on the second attempt.
+    int n = 0;
+    struct Flaky : KubeApi {
+      FakeKube& k;
+      int& n;
+      Flaky(FakeKube& f, int& c) : k(f), n(c) {}
+      Result<HttpReply> get(const std::string& p) override {
+        if (n++ == 0) return make_error(Errc::Unavailable, "connection reset by peer");
+        return k.get(p);
+      }
+    };
+    kube.objects[pod_path] = HttpReply{200, R"({"metadata":{"name":"web-1","namespace":"demo"}})"};
+    kube.objects["/api/v1/namespaces/demo"] = HttpReply{200, R"({"metadata":{"name":"demo"}})"};
+    std::string out;
+    PluginIo io{.getenv = [env = add_env()](const char* name) -> std::optional<std::string> {
+                  auto it = env.find(name);
+                  if (it == env.end()) return std::nullopt;
+                  return it->second;
+                },
+                .stdin_data = conf("1.0.0"),
+                .out = [&](std::string_view s) { out += s; },
+                .err = [](std::string_view) {},
+                .kube_api = [&](const std::string&) -> Result<std::unique_ptr<KubeApi>> {
+                  return std::unique_ptr<KubeApi>(new Flaky(kube, n));
+                },
+                .sleep = [&](std::chrono::milliseconds d) { sleeps.push_back(d); }};
+    CHECK(run_plugin(io, agent) == 0);
+    CHECK(Json::parse(out)["ips"].size() == 2);
+    CHECK(sleeps.size() == 1);
+  }
+}
+
+TEST_CASE("excluded namespaces are decided before the agent and the API", "[plugin][fallback]") {
+  FakeAgent agent;
+  agent.reply = make_error(Errc::Unavailable, kAgentDown);
+  FakeKube kube;
+  kube.every = HttpReply{500, "must not be asked"};
+  auto env = add_env();
+  env["CNI_ARGS"] = "IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns-1";
+  auto r = run(env, conf("1.0.0"), agent, &kube);
+  CHECK(r.rc == 0);
+  auto want = Json::parse(kPrev100);
+  want["cniVersion"] = "1.0.0";
+  CHECK(r.out_json() == want);
+  CHECK(agent.calls.empty());
+  CHECK(kube.loads == 0);
+  CHECK(kube.gets.empty());
+
+  // The same pod outside the excluded list goes to the agent, then the API,
+  // and with neither able to decide it does not start.
+  env["CNI_ARGS"] = "IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-public;K8S_POD_NAME=coredns-1";
+  auto other = run(env, conf("1.0.0"), agent, &kube);
+  CHECK(other.rc == 1);
+  CHECK(agent.calls.size() == 1);
+  CHECK(kube.loads == 1);
+}
+
+TEST_CASE("the agent's own DaemonSet pod starts while nothing can decide", "[plugin][fallback]") {
+  // An upgrade: the old agent is gone and the API cannot be asked. Its
+  // replacement must start, or no agent ever comes back.
+  FakeAgent agent;
+  agent.reply = make_error(Errc::Unavailable, kAgentDown);
+  FakeKube kube;
+  kube.every = make_error(Errc::Unavailable, "connect 10.96.0.1:443: Connection refused");
+  auto env = add_env();
+  env["CNI_ARGS"] =
+      "IgnoreUnknown=1;K8S_POD_NAMESPACE=istio-system;K8S_POD_NAME=istio-cni-node-7xk2p";
+  SECTION("in pod_namespace: let through, prevResult printed, nothing redirected") {
+    auto r = run(env, conf("1.0.0"), agent, &kube);
+    CHECK(r.rc == 0);
+    auto want = Json::parse(kPrev100);
+    want["cniVersion"] = "1.0.0";
+    CHECK(r.out_json() == want);
+    CHECK(agent.calls.empty());  // no /cmdadd: no redirection is asked for
+    CHECK(kube.loads == 0);
+    CHECK(kube.gets.empty());
+  }
+  SECTION("the name alone is not enough: another namespace fails closed") {
+    env["CNI_ARGS"] = "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=istio-cni-node-7xk2p";
+    auto r = run(env, conf("1.0.0"), agent, &kube);
+    CHECK(r.rc == 1);
+    CHECK_THAT(msg_of(r),
+               Catch::Contains("pluginevent.sock") && Catch::Contains("Connection refused"));
+  }
+  SECTION("without pod_namespace in the config no pod is the agent's") {
+    const std::string no_pod_ns =
+        R"({"cniVersion":"1.0.0","name":"k8s-pod-network","type":"istio-cni","ambient_enabled":true,)"
+        R"("cni_agent_run_dir":"/run/test-agent","prevResult":)" +
+        std::string(kPrev100) + "}";
+    auto r = run(env, no_pod_ns, agent, &kube);
+    CHECK(r.rc == 1);
+    CHECK(agent.calls.size() == 1);
+  }
+  SECTION("a name that only contains the prefix is not the agent's") {
+    env["CNI_ARGS"] =
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=istio-system;K8S_POD_NAME=my-istio-cni-node-1";
+    CHECK(run(env, conf("1.0.0"), agent, &kube).rc == 1);
+  }
+}
+
+TEST_CASE("--version and -v print the project's version", "[plugin][cli]") {
+  FakeAgent agent;
+  const std::string about = "CNI plugin istio-cni " + std::string(ambient::kVersion) +
+                            "\nCNI protocol versions supported: 0.1.0, 0.2.0, 0.3.0, 0.3.1, "
+                            "0.4.0, 1.0.0, 1.1.0\n";
+  for (const char* flag : {"--version", "-v"}) {
+    INFO(flag);
+    // Even with CNI variables left set in the shell, the flag is answered.
+    auto r = run(add_env(), "", agent, nullptr, {.args = {flag}});
+    CHECK(r.rc == 0);
+    CHECK(r.out == about);
+    CHECK(r.err.empty());
+    CHECK(agent.calls.empty());
+    CHECK(is_answered_flag({flag}));
+  }
+  auto help = run({}, "", agent, nullptr, {.args = {"--help"}});
+  CHECK(help.rc == 0);
+  CHECK_THAT(help.out, Catch::Contains("Usage: istio-cni [--help | --version]"));
+  // Anything else on the command line is ignored, as upstream's skeleton
+  // ignores it: the CNI command runs.
+  CHECK_FALSE(is_answered_flag({"--frob"}));
+  CHECK_FALSE(is_answered_flag({}));
+  auto r = run(add_env(), conf("1.0.0"), agent, nullptr, {.args = {"--frob"}});
+  CHECK(r.rc == 0);
+  CHECK(agent.calls.size() == 1);
 }

@@ -108,6 +108,24 @@ TEST_CASE("the chart's ISTIO_OWNED_CNI_CONF_FILENAME is read, the option's own n
   CHECK(both->config.istio_owned_cni_config_filename == "07-own.conflist");
 }
 
+TEST_CASE("the agent answers --version and `version`; AMBIENT_ENABLED=false is refused",
+          "[agent][config]") {
+  for (const char* arg : {"--version", "version"}) {
+    const char* argv[] = {"ambient-agent", arg};
+    auto r = parse_config(2, argv, env_of({}));
+    REQUIRE(r);
+    CHECK(r->version);
+  }
+  const char* argv[] = {"ambient-agent"};
+  auto off = parse_config(
+      1, argv, env_of({{"AMBIENT_ENROLL_NAMESPACES", "*"}, {"AMBIENT_ENABLED", "false"}}));
+  REQUIRE_FALSE(off);
+  CHECK_THAT(off.error().describe(), Catch::Contains("AMBIENT_ENABLED=false"));
+  auto on = parse_config(1, argv,
+                         env_of({{"AMBIENT_ENROLL_NAMESPACES", "*"}, {"AMBIENT_ENABLED", "true"}}));
+  CHECK(on);
+}
+
 TEST_CASE("per-pod override annotations", "[agent][config]") {
   Config cfg;
   cfg.dns_capture = true;

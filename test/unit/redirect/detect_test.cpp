@@ -253,11 +253,14 @@ TEST_CASE("FORCE_IPTABLES_BINARY wins over the host state and the stored choice"
   auto after = n.detect();
   CHECK(after.kind == BackendKind::IptablesLegacy);
   CHECK(after.from_cache);
+}
 
-  auto nft = n.detect(true, IptablesVariant::Nft);
-  CHECK(nft.kind == BackendKind::IptablesNft);
-  CHECK_FALSE(nft.from_cache);
-  CHECK(contains(nft.warnings, "overrides NATIVE_NFTABLES"));
+TEST_CASE("NATIVE_NFTABLES wins over FORCE_IPTABLES_BINARY, as upstream's precedence", "[detect]") {
+  Node n;
+  n.host.set("iptables-nft-save", std::string(kKubeRules));
+  auto d = n.detect(true, IptablesVariant::Nft);
+  CHECK(d.kind == BackendKind::Nftables);
+  CHECK(contains(d.warnings, "FORCE_IPTABLES_BINARY=nft is ignored: NATIVE_NFTABLES=true wins"));
 }
 
 TEST_CASE("FORCE_IPTABLES_BINARY of an unusable variant warns but is honoured", "[detect]") {
@@ -435,7 +438,7 @@ TEST_CASE("detecting twice gives the same answer and only ever reads", "[detect]
   auto first = n.detect(native, force);
   auto second = n.detect(native, force);
   CHECK(first.kind == second.kind);
-  CHECK(second.from_cache == !force);
+  CHECK(second.from_cache == (native || !force));  // forcing decides afresh, unless NATIVE wins
   // A fresh run dir (no stored choice) still gives the same answer: nothing
   // the first runs did changed what the host looks like.
   Node fresh;

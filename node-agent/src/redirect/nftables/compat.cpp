@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "lib/text.h"
 #include "log/log.h"
 #include "netns/netns.h"
 #include "process/process.h"
@@ -14,21 +15,6 @@
 namespace ambient::redirect {
 
 namespace {
-
-std::string first_line(std::string_view text) {
-  auto s = std::string(text.substr(0, text.find('\n')));
-  while (!s.empty() && (s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-std::string join(const std::vector<std::string>& v, std::string_view sep) {
-  std::string out;
-  for (const auto& s : v) {
-    if (!out.empty()) out += sep;
-    out += s;
-  }
-  return out;
-}
 
 // Every construct our in-pod (docs/redirection.md#nftables-rules) and host
 // (docs/redirection.md#host-probe-snat) nftables rules use, in the text form
@@ -105,7 +91,7 @@ Result<> apply_scratch() {
   if (nft_run_cmd_from_buffer(ctx.get(), text.c_str()) != 0) {
     const char* err = nft_ctx_get_error_buffer(ctx.get());
     return make_error(Errc::Internal, "libnftables rejected the scratch ruleset: " +
-                                          first_line(err ? err : "no error text"));
+                                          text::first_line(err ? err : "no error text"));
   }
   return {};
 }
@@ -121,7 +107,7 @@ std::string check_text_listing(std::string_view listing) {
   }
   const size_t want = count_of(kScratchRuleset, " counter ");
   const size_t have = count_of(listing, "counter packets");
-  if (!missing.empty()) return "the listing lacks " + join(missing, ", ");
+  if (!missing.empty()) return "the listing lacks " + text::join(missing, ", ");
   if (have != want) {
     return "the listing shows " + std::to_string(have) + " of " + std::to_string(want) +
            " counted rules";
@@ -157,7 +143,7 @@ std::string check_json_listing(const std::string& listing) {
 std::string list_with(const std::string& nft, const std::vector<std::string>& args, bool json) {
   std::vector<std::string> argv{nft};
   argv.insert(argv.end(), args.begin(), args.end());
-  const std::string cmd = join(argv, " ");
+  const std::string cmd = text::join(argv, " ");
   auto r = run_command({.argv = argv, .timeout = std::chrono::milliseconds(10000)});
   if (!r) return "`" + cmd + "` could not run: " + r.error().describe();
   if (r->exit_code == 127 && r->err.rfind("exec failed", 0) == 0) {
@@ -171,10 +157,11 @@ std::string list_with(const std::string& nft, const std::vector<std::string>& ar
       log::debug("host nft has no JSON support; only the text listing was checked");
       return "";
     }
-    return "`" + cmd + "` exited with " + std::to_string(r->exit_code) + ": " + first_line(r->err);
+    return "`" + cmd + "` exited with " + std::to_string(r->exit_code) + ": " +
+           text::first_line(r->err);
   }
   std::string problem = json ? check_json_listing(r->out) : check_text_listing(r->out);
-  if (problem.empty() && !r->err.empty()) problem = "it printed " + first_line(r->err);
+  if (problem.empty() && !r->err.empty()) problem = "it printed " + text::first_line(r->err);
   if (!problem.empty()) {
     return "`" + cmd + "` cannot fully read rules written by libnftables: " + problem;
   }
