@@ -541,3 +541,70 @@ TEST_CASE("an agent killed in the middle of an install leaves all of the pod's r
   REQUIRE(node.del_pod(a).ok);
   CHECK_FALSE(node.pod_has_our_rules(a));
 }
+
+// docs/node-agent.md#standalone-mode: the enrolled pods survive an agent
+// restart. ztunnel gets them back in its snapshot instead of draining them,
+// their rules are checked, not installed a second time, and a pod whose
+// netns went away meanwhile is dropped.
+TEST_CASE("standalone: after an agent restart ztunnel keeps the enrolled pods, redirected once",
+          "[e2e][restart]") {
+  NodeOptions opts;
+  opts.backend = GENERATE(from_range(kBackends));
+  INFO("backend " << opts.backend);
+  SimNode node(opts);
+  Pod a = node.must_add_pod("a", "ambient-demo");
+  Pod b = node.must_add_pod("b", "ambient-demo");
+  Pod gone = node.must_add_pod("gone", "ambient-demo");
+  // Everything of ours in a pod, packet counters aside: a second copy of a
+  // chain, rule, ip rule or route would show.
+  auto ours = [&](const Pod& p) {
+    std::string out = without_comments(
+        node.pod_exec(p, {"nft", "list", "ruleset"}) + node.pod_exec(p, {"iptables-legacy-save"}) +
+        node.pod_exec(p, {"ip", "-4", "rule"}) +
+        node.pod_exec(p, {"ip", "-4", "route", "show", "table", "100"}));
+    out = std::regex_replace(out, std::regex(R"(\[\d+:\d+\])"), "[0:0]");
+    return std::regex_replace(out, std::regex(R"(packets \d+ bytes \d+)"), "packets 0 bytes 0");
+  };
+  const std::string rules_before = ours(a);
+  REQUIRE(eventually([&] { return node.ztunnel_state()["workloads"].size() == 3; }));
+  const json before = node.ztunnel_state()["workloads"];
+
+  node.stop_agent();
+  // While the agent is down the runtime removes one pod's netns.
+  auto removed = run_command({.argv = {"ip", "netns", "del", gone.netns_name}});
+  REQUIRE(removed);
+  REQUIRE(removed->exit_code == 0);
+  node.start_agent();  // returns once ztunnel's new snapshot is acked
+  node.wait_ztunnel_ready();
+  REQUIRE(eventually([&] {
+    auto s = node.ztunnel_state();
+    return s.value("snapshot_received", false) && !s["workloads"].contains(gone.uid);
+  }));
+
+  auto state = node.ztunnel_state();
+  INFO(state.dump());
+  CHECK(state["workloads"].size() == 2);
+  for (const Pod* p : {&a, &b}) {
+    INFO("pod " << p->name);
+    REQUIRE(state["workloads"].contains(p->uid));
+    CHECK(state["workloads"][p->uid]["state"] == "Up");
+    CHECK(state["workloads"][p->uid]["netns"] == before.at(p->uid).at("netns"));
+    // Its proxy ran on through the restart: never drained, so never restarted.
+    CHECK_THAT(read_file(node.dir() + "/ztunnel.log"),
+               !Catch::Contains("draining proxy uid=" + p->uid + " "));
+  }
+  CHECK(state.value("keeps", 0) == 0);
+  CHECK(ours(a) == rules_before);
+  CHECK(count_of(node.pod_exec(a, {"ip", "-4", "rule"}), "0x111/0xfff") == 1);
+  CHECK_THAT(node.agent_log(), Catch::Contains("startup: 2 standalone enrollments restored") &&
+                                   Catch::Contains("1 dropped"));
+  // A's traffic is still captured, by A's own proxy.
+  CHECK_THAT(in_pod_tcp(a, b.ip, 8080), Catch::Contains("port=15001"));
+  auto rec = find_record(node, 15001, a.ip);
+  REQUIRE(rec);
+  CHECK((*rec)["uid"] == a.uid);
+  // A restored pod leaves the mesh on its DEL like any other.
+  REQUIRE(node.del_pod(b).ok);
+  CHECK(eventually([&] { return !node.ztunnel_state()["workloads"].contains(b.uid); }));
+  CHECK_FALSE(node.pod_has_our_rules(b));
+}

@@ -3,6 +3,7 @@
 // selectors, and the ztunnel emulator.
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <sstream>
 #include <thread>
 
 #include "process/process.h"
@@ -36,6 +37,26 @@ std::string redirection(SimNode& node, const Pod& p) {
 bool ztunnel_has(SimNode& node, const Pod& p) {
   return node.ztunnel_state()["workloads"].contains(p.uid);
 }
+
+// Whether the node's IPv4 probe set (ipset, the iptables backends') holds `ip`.
+bool in_probe_set(SimNode& node, const std::string& ip) {
+  std::istringstream lines(node.node_exec({"ipset", "list", "istio-inpod-probes-v4"}));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.substr(0, line.find(' ')) == ip) return true;
+  }
+  return false;
+}
+
+void set_pod_ips(SimNode& node, const Pod& p, const json& ips) {
+  json status = {{"status",
+                  {{"podIP", ips.empty() ? json(nullptr) : ips[0]["ip"]},
+                   {"podIPs", ips.empty() ? json(nullptr) : ips}}}};
+  node.api_json("PATCH", "/api/v1/namespaces/" + p.ns + "/pods/" + p.name + "/status",
+                status.dump(), "application/merge-patch+json");
+}
+
+const std::string kEnabledPatch =
+    R"({"metadata":{"annotations":{"ambient.istio.io/redirection":"enabled"}}})";
 
 }  // namespace
 
@@ -362,4 +383,118 @@ TEST_CASE("k8s: the agent installs itself; SIGTERM uninstalls, unless it is an u
   node.stop_agent();
   CHECK(read_file(conf).find("\"type\": \"istio-cni\"") != std::string::npos);
   CHECK(std::filesystem::exists(node.dir() + "/host/bin/istio-cni"));
+}
+
+// docs/node-agent.md#annotations: istiod treats a pod as captured only once
+// it is annotated, so the annotation is in place before the ADD answers.
+TEST_CASE("k8s: the pod is annotated enabled by the time the plugin's ADD returns",
+          "[e2e][k8s][annotation]") {
+  SimNode node(k8s_node());
+  node.create_namespace("mesh", kAmbient);
+  // The first PATCH of the pod's status is the agent's (the harness writes
+  // the status only after the ADD): it is held back half a second.
+  node.api_json(
+      "POST",
+      "/fake/fail?path=/api/v1/namespaces/mesh/pods/a/status&method=PATCH&code=0&delay=500");
+  Pod a = node.must_add_pod("a", "mesh");
+  CHECK(redirection(node, a) == "enabled");  // at once, no waiting
+  auto reqs = node.api_json(
+      "GET", "/fake/requests?method=PATCH&path=/api/v1/namespaces/mesh/pods/a/status")["requests"];
+  INFO(reqs.dump());
+  REQUIRE(reqs.size() >= 2);
+  CHECK(reqs[0].value("body", "") == kEnabledPatch);  // the slow one, before the harness's
+  CHECK(reqs[0].value("contentType", "") == "application/merge-patch+json");
+  CHECK(ztunnel_has(node, a));
+  CHECK(node.pod_has_our_rules(a));
+}
+
+TEST_CASE("k8s: an annotation the API server refuses fails the ADD and leaves nothing behind",
+          "[e2e][k8s][annotation]") {
+  SimNode node(k8s_node());
+  node.create_namespace("mesh", kAmbient);
+  node.api_json(
+      "POST",
+      "/fake/fail?path=/api/v1/namespaces/mesh/pods/b/status&method=PATCH&code=500&count=-1");
+  const int dels = node.ztunnel_state().value("dels", 0);
+  Pod b;
+  auto added = node.add_pod("b", "mesh", &b);
+  REQUIRE_FALSE(added.ok);
+  CHECK_THAT(added.output.dump(), Catch::Contains("status code 500") &&
+                                      Catch::Contains("ambient.istio.io/redirection=enabled") &&
+                                      Catch::Contains("injected failure 500"));
+  CHECK_FALSE(node.pod_has_our_rules(b));
+  CHECK(eventually([&] { return !ztunnel_has(node, b); }));
+  CHECK(node.ztunnel_state().value("dels", 0) == dels + 1);  // ztunnel had acked: told to forget
+  CHECK(redirection(node, b).empty());
+  // No probe-set entry carries the pod's UID.
+  CHECK(node.node_exec({"ipset", "list", "istio-inpod-probes-v4"}).find(b.uid) ==
+        std::string::npos);
+
+  // With the API server taking patches again, the runtime's next sandbox
+  // for the pod is enrolled.
+  node.api_json("DELETE", "/fake/fail");
+  Pod b2;
+  REQUIRE(node.recreate_sandbox(b, &b2).ok);
+  CHECK(redirection(node, b2) == "enabled");
+  CHECK(node.pod_has_our_rules(b2));
+  CHECK(eventually([&] { return ztunnel_has(node, b2); }));
+}
+
+// docs/node-agent.md#proc-scan and #decision-table: after a restart a pod is
+// found by the UID in its cgroup even when its status has no IPs yet, and
+// the probe set follows the IPs once they appear, and when they change.
+TEST_CASE(
+    "k8s: a pod adopted at startup before its status had IPs is found, and its probe-set "
+    "entries follow its IPs",
+    "[e2e][k8s][proc]") {
+  SimNode node(k8s_node());
+  node.create_namespace("mesh", kAmbient);
+  Pod a = node.must_add_pod("a", "mesh");
+  REQUIRE(eventually([&] { return redirection(node, a) == "enabled"; }, 5s));
+  CHECK(eventually([&] { return in_probe_set(node, a.ip); }));
+  node.stop_agent();
+  set_pod_ips(node, a, json::array());  // kubelet has not reported them (yet)
+  const int keeps = node.ztunnel_state().value("keeps", 0);
+  node.start_agent();
+  REQUIRE(eventually(
+      [&] { return node.agent_log().find("enrolled pods rebuilt") != std::string::npos; }, 15s));
+  CHECK_THAT(node.agent_log(), Catch::Contains("1 enrolled pods rebuilt (0 without a netns"));
+  CHECK(eventually([&] { return node.ztunnel_state()["workloads"].contains(a.uid); }, 10s));
+  CHECK(node.ztunnel_state().value("keeps", 0) == keeps);  // its netns was found: no Keep
+  CHECK_FALSE(in_probe_set(node, a.ip));
+
+  set_pod_ips(node, a, json::array({{{"ip", a.ip}}}));
+  CHECK(eventually([&] { return in_probe_set(node, a.ip); }, 5s));
+  // A changed IP moves the entry.
+  set_pod_ips(node, a, json::array({{{"ip", "10.248.0.177"}}}));
+  CHECK(eventually([&] { return in_probe_set(node, "10.248.0.177") && !in_probe_set(node, a.ip); },
+                   5s));
+}
+
+// docs/node-agent.md#shutdown: a node the DaemonSet no longer targets gets
+// no replacement agent, so leaving the plugin there would fail every pod.
+TEST_CASE("k8s: shutdown on a node the DaemonSet no longer targets is an uninstall", "[e2e][k8s]") {
+  SimNode node(k8s_node());
+  node.create_namespace("istio-system");
+  node.create_agent_daemonset({{"nodeSelector", {{"pool", "mesh"}}}});
+  node.stop_agent();  // the node lacks pool=mesh
+  CHECK_THAT(node.agent_log(), Catch::Contains("no longer targets node node-1") &&
+                                   Catch::Contains("shutdown kind: uninstall"));
+
+  node.api_json("PATCH", "/api/v1/nodes/node-1", R"({"metadata":{"labels":{"pool":"mesh"}}})",
+                "application/merge-patch+json");
+  node.start_agent();
+  node.stop_agent();
+  CHECK(count_of(node.agent_log(), "shutdown kind: upgrade") == 1);
+
+  // A required node affinity that excludes the node by name.
+  node.api_json(
+      "PATCH", "/apis/apps/v1/namespaces/istio-system/daemonsets/istio-cni-node",
+      R"({"spec":{"template":{"spec":{"affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":
+          {"nodeSelectorTerms":[{"matchFields":[{"key":"metadata.name","operator":"NotIn","values":["node-1"]}]}]}}}}}}})",
+      "application/merge-patch+json");
+  node.start_agent();
+  node.stop_agent();
+  CHECK(count_of(node.agent_log(), "shutdown kind: uninstall") == 2);
+  CHECK(count_of(node.agent_log(), "shutdown kind: upgrade") == 1);
 }

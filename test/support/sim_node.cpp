@@ -255,14 +255,16 @@ std::optional<int> SimNode::wait_agent_exit(std::chrono::milliseconds timeout) {
   return agent_->wait(timeout);
 }
 
-void SimNode::create_agent_daemonset() {
+void SimNode::create_agent_daemonset(const json& pod_spec) {
   api_json("POST", "/api/v1/nodes",
            R"({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-1"}})");
-  api_json("POST", "/apis/apps/v1/namespaces/istio-system/daemonsets",
-           R"({"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"istio-cni-node"},
+  json ds = json::parse(
+      R"({"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"istio-cni-node"},
                "spec":{"selector":{"matchLabels":{"k8s-app":"istio-cni-node"}},
                "template":{"metadata":{"labels":{"k8s-app":"istio-cni-node"}},
                "spec":{"containers":[{"name":"install-cni","image":"x"}]}}}})");
+  ds["spec"]["template"]["spec"].merge_patch(pod_spec);
+  api_json("POST", "/apis/apps/v1/namespaces/istio-system/daemonsets", ds.dump());
 }
 
 void SimNode::start_ztunnel() {
@@ -408,8 +410,9 @@ AddResult SimNode::run_sandbox(Pod p, const PodSpec& spec, Pod* out) {
     pods_.back().ip = p.ip;
     pods_.back().ip6 = p.ip6;
     if (opts_.kubernetes) {
-      json status = {
-          {"status", {{"phase", "Running"}, {"podIP", p.ip}, {"podIPs", {{{"ip", p.ip}}}}}}};
+      json ips = json::array({{{"ip", p.ip}}});
+      if (!p.ip6.empty()) ips.push_back({{"ip", p.ip6}});  // kubelet reports both families
+      json status = {{"status", {{"phase", "Running"}, {"podIP", p.ip}, {"podIPs", ips}}}};
       api_json("PATCH", "/api/v1/namespaces/" + p.ns + "/pods/" + p.name + "/status", status.dump(),
                "application/merge-patch+json");
     }

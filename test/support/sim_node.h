@@ -135,8 +135,10 @@ class SimNode {
                        std::optional<std::string> value);
   void start_apiserver();
   // What makes an agent's shutdown an upgrade (its state stays): the node,
-  // and the agent's DaemonSet (istio-cni-node in istio-system).
-  void create_agent_daemonset();
+  // and the agent's DaemonSet (istio-cni-node in istio-system). `pod_spec`
+  // is merged into the DaemonSet's pod template spec (node selector,
+  // affinity).
+  void create_agent_daemonset(const nlohmann::json& pod_spec = nlohmann::json::object());
   // Kills a pod's sandbox process: the netns stays (bind-mounted), but the
   // /proc scan can no longer find it.
   void kill_sandbox(const Pod& p);

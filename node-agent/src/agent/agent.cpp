@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "agent/pod_config.h"
+#include "agent/standalone_store.h"
 #include "fault/crash_point.h"
 #include "log/log.h"
 
@@ -21,11 +22,11 @@ Agent::Agent(AgentDeps deps)
       zds_(deps.zds),
       pods_(deps.pods),
       policy_(deps.policy),
-      listener_(deps.listener) {
+      listener_(deps.listener),
+      store_(deps.store) {
   // The node's and the agent's own netns: a request naming either is
   // refused, or the node's traffic would be captured (docs/node-agent.md#cni-endpoint).
-  const std::string host =
-      cfg_.host_netns.empty() ? cfg_.host_root + "/proc/1/ns/net" : cfg_.host_netns;
+  const std::string host = cfg_.host_netns_path();
   for (const std::string& path : {host, std::string("/proc/self/ns/net")}) {
     struct stat st {};
     if (::stat(path.c_str(), &st) == 0) {
@@ -129,6 +130,10 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   zds::Workload w{.uid = id.uid, .info = id.info, .netns = ns};
   std::optional<zds::PendingAdd> pending;
   auto hand_to_ztunnel = [&] { pending.emplace(zds_.begin_add(w)); };
+  // Kubernetes mode: annotated while the rules go in (docs/node-agent.md#annotations);
+  // started here, since the backend's callback runs inside the pod's netns.
+  std::optional<std::future<Result<>>> marking;
+  if (listener_) marking.emplace(listener_->mark_enrolled(id));
   auto installed = [&] {
     metrics::Timer t(metrics_.rules, &rules_s);
     return backend_.install(*ns, rcfg, hand_to_ztunnel);
@@ -149,30 +154,49 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
     metrics::Timer t(metrics_.zds_add, &zds_s);
     acked = pending->wait();
   }
-  if (!installed || !probed || !acked) {
-    if (pending && acked) (void)zds_.del(id.uid);
-    if (installed) {
-      if (auto undo = backend_.remove(*ns, rcfg); !undo) {
-        log::error("pod {}: rolling back rules after a failed enrollment: {}", pod,
-                   undo.error().describe());
-      }
-      remove_from_probe_set(id.uid, id.ips);
-    }
-    if (!installed) return std::move(installed).error().context("pod " + pod);
-    if (!probed) return std::move(probed).error().context("pod " + pod);
-    return std::move(acked).error().context("pod " + pod + ": hand netns to ztunnel");
+  Result<> marked = marking ? marking->get() : Result<>{};
+  if (!installed || !probed || !acked || !marked) {
+    return undo_failed_add(id, *ns, rcfg,
+                           {.installed = std::move(installed),
+                            .probed = std::move(probed),
+                            .acked = std::move(acked),
+                            .marked = std::move(marked),
+                            .handed = pending.has_value(),
+                            .marking = marking.has_value()});
   }
   auto previous = pods_.get(id.uid);
   pods_.upsert(
       {.workload = std::move(w), .redirect = rcfg, .ips = id.ips, .container_id = id.container_id});
+  if (store_) store_->put(stored_pod(id, *ns));  // before the answer: a restart finds it
   if (previous) retire_sandbox(*previous, id);
   // The phases in the log line too: a slow enrollment explains itself.
   log::info(
       "pod {}: enrolled (netns {}, backend {}; rules {:.2f} ms, probe set {:.2f} ms, then "
       "ztunnel's ack {:.2f} ms)",
       pod, ns->path(), backend_.name(), rules_s * 1e3, probes_s * 1e3, zds_s * 1e3);
-  if (listener_) listener_->enrolled(id);
   return {};
+}
+
+// Undoes whichever steps of a failed enrollment succeeded (ztunnel's Add,
+// the annotation, the rules and probe entries) and returns the first error.
+Result<> Agent::undo_failed_add(const PodIdentity& id, const netns::Netns& ns,
+                                const redirect::PodRedirectConfig& rcfg, AddSteps steps) {
+  const std::string pod = id.name();
+  if (steps.handed && steps.acked) (void)zds_.del(id.uid);
+  if (steps.marking && steps.marked) listener_->unmark_failed(id);
+  if (steps.installed) {
+    if (auto undo = backend_.remove(ns, rcfg); !undo) {
+      log::error("pod {}: rolling back rules after a failed enrollment: {}", pod,
+                 undo.error().describe());
+    }
+    remove_from_probe_set(id.uid, id.ips);
+  }
+  if (!steps.installed) return std::move(steps.installed).error().context("pod " + pod);
+  if (!steps.probed) return std::move(steps.probed).error().context("pod " + pod);
+  if (!steps.acked) {
+    return std::move(steps.acked).error().context("pod " + pod + ": hand netns to ztunnel");
+  }
+  return std::move(steps.marked).error().context("pod " + pod);
 }
 
 // The pod's sandbox was recreated (same UID, new netns): ztunnel already
@@ -203,9 +227,34 @@ Result<> Agent::adopt_pod(const PodIdentity& id, const netns::NetnsRef& ns, bool
   if (ns && reconcile_rules) r = backend_.install(*ns, rcfg).context("pod " + id.name());
   auto probes = add_to_probe_set(id.uid, id.ips);
   if (!probes) log::error("pod {}: {}", id.name(), probes.error().describe());
-  pods_.upsert(
-      {.workload = {.uid = id.uid, .info = id.info, .netns = ns}, .redirect = rcfg, .ips = id.ips});
+  pods_.upsert({.workload = {.uid = id.uid, .info = id.info, .netns = ns},
+                .redirect = rcfg,
+                .ips = id.ips,
+                .container_id = id.container_id});
   return r;
+}
+
+Result<> Agent::update_pod_ips(const std::string& uid, const std::vector<IpAddress>& ips) {
+  std::lock_guard lk(pod_lock(uid));
+  auto entry = pods_.get(uid);
+  if (!entry) return {};
+  auto missing_from = [](const std::vector<IpAddress>& from, const std::vector<IpAddress>& of) {
+    std::vector<IpAddress> out;
+    for (const auto& ip : of) {
+      if (std::find(from.begin(), from.end(), ip) == from.end()) out.push_back(ip);
+    }
+    return out;
+  };
+  const auto added = missing_from(entry->ips, ips), gone = missing_from(ips, entry->ips);
+  if (added.empty() && gone.empty()) return {};
+  const std::string pod = entry->workload.info.ns + "/" + entry->workload.info.name;
+  AMBIENT_RETURN_IF_ERROR(add_to_probe_set(uid, added).context("pod " + pod));
+  remove_from_probe_set(uid, gone);
+  entry->ips = ips;
+  pods_.upsert(std::move(*entry));
+  log::info("pod {}: IPs changed ({} added, {} gone); the probe set follows", pod, added.size(),
+            gone.size());
+  return {};
 }
 
 Result<> Agent::remove_pod(const std::string& uid, bool netns_going_away) {
@@ -229,6 +278,7 @@ Result<> Agent::remove_pod(const std::string& uid, bool netns_going_away) {
   }
   remove_from_probe_set(uid, entry->ips);
   (void)pods_.take(uid);
+  if (store_) store_->erase(uid);
   log::info("pod {}: removed from the mesh", pod);
   return {};
 }

@@ -23,6 +23,8 @@
 
 namespace ambient::agent {
 
+class StandaloneStore;
+
 // Where enrollment time goes (seconds), by phase.
 struct EnrollMetrics {
   metrics::Histogram decision, netns_open, rules, zds_add, probe_set;
@@ -38,6 +40,7 @@ struct AgentDeps {
   PodCache& pods;
   const EnrollmentPolicy& policy;
   EnrollmentListener* listener = nullptr;  // none in standalone mode
+  StandaloneStore* store = nullptr;        // standalone mode: enrollments kept across restarts
 };
 
 class Agent {
@@ -57,6 +60,9 @@ class Agent {
   // Startup: re-adopt a pod enrolled by an earlier run (netns may be
   // unknown: ztunnel then gets Keep). Rules are reconciled when known.
   Result<> adopt_pod(const PodIdentity& pod, const netns::NetnsRef& ns, bool reconcile_rules);
+  // An enrolled pod's IPs are now `ips` (they appeared or changed after
+  // enrollment): its probe-set entries follow. Unknown pods are ignored.
+  Result<> update_pod_ips(const std::string& uid, const std::vector<IpAddress>& ips);
   bool is_enrolled(const std::string& uid) const { return pods_.get(uid).has_value(); }
 
   const EnrollMetrics& metrics() const { return metrics_; }
@@ -67,6 +73,14 @@ class Agent {
     ino_t ino;
     std::string path;
   };
+  // The outcome of each step of one enrollment.
+  struct AddSteps {
+    Result<> installed, probed, acked, marked;
+    bool handed = false;   // the Add was sent to ztunnel
+    bool marking = false;  // the annotation was being written
+  };
+  Result<> undo_failed_add(const PodIdentity& id, const netns::Netns& ns,
+                           const redirect::PodRedirectConfig& rcfg, AddSteps steps);
   Result<> check_not_forbidden(const netns::Netns& ns, const std::string& pod) const;
   bool names_enrolled_sandbox(const EnrolledPod& entry, const cni::CniEvent& ev) const;
   void clean_named_netns(const cni::CniEvent& ev, const std::string& pod);
@@ -82,6 +96,7 @@ class Agent {
   PodCache& pods_;
   const EnrollmentPolicy& policy_;
   EnrollmentListener* const listener_;
+  StandaloneStore* const store_;
   std::mutex host_mu_;  // the host redirect's libraries are not thread-safe
   EnrollMetrics metrics_;
   std::vector<ForbiddenNetns> forbidden_netns_;  // the node's and the agent's own

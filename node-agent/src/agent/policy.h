@@ -3,6 +3,7 @@
 // upstream's selectors over the informer cache (k8s/controller.h).
 #pragma once
 
+#include <future>
 #include <map>
 #include <optional>
 #include <string>
@@ -42,12 +43,21 @@ class StandalonePolicy : public EnrollmentPolicy {
   std::vector<std::string> enroll_, exclude_;
 };
 
-// Told when a pod's enrollment changes (the Kubernetes controller writes
-// the redirection annotation from here, off the CNI path).
+// Marks pods enrolled where the cluster sees it: the Kubernetes controller
+// writes the redirection annotation (docs/node-agent.md#annotations).
+// istiod treats a pod as captured only once it is marked, so the agent
+// starts the mark with the rules and the ZDS Add and enrolls the pod only
+// once all three are done.
 class EnrollmentListener {
  public:
   virtual ~EnrollmentListener() = default;
-  virtual void enrolled(const PodIdentity& pod) = 0;
+  // Starts marking `pod` enrolled and returns at once. The future is ready
+  // when the mark is in place, or with an error once it could not be made
+  // within a bounded time; it must be waited for.
+  virtual std::future<Result<>> mark_enrolled(const PodIdentity& pod) = 0;
+  // The enrollment failed after mark_enrolled() succeeded: put the mark
+  // back to what the pod had before.
+  virtual void unmark_failed(const PodIdentity& pod) = 0;
 };
 
 // The pod's key: the Kubernetes UID when the plugin sent it, else the

@@ -13,6 +13,7 @@
 #include "log/log.h"
 #include "netns/proc_scan.h"
 #include "redirect/detect.h"
+#include "redirect/host_netns.h"
 #include "redirect/nftables/compat.h"
 
 namespace ambient::app {
@@ -36,10 +37,18 @@ Result<k8s::KubeConfig> agent_kubeconfig(const agent::Config& cfg) {
 // Checks that only warn read the host with several commands (tens of ms on
 // a slow node): they run beside the start-up, not before it.
 JoinedThread start_diagnostics(const redirect::DetectOptions& opts,
-                               const redirect::Detection& detection) {
+                               const redirect::Detection& detection, const netns::NetnsRef& host) {
   JoinedThread t;
-  t.t = std::thread([opts, kind = detection.kind, deferred = detection.host_report_deferred] {
-    if (deferred) (void)redirect::report_host_state(opts, kind);
+  t.t = std::thread([opts, host, kind = detection.kind, deferred = detection.host_report_deferred] {
+    if (deferred) {
+      auto report = [&]() -> Result<> {
+        (void)redirect::report_host_state(opts, kind);
+        return {};
+      };
+      if (auto r = host ? netns::run_in_netns(*host, report) : report(); !r) {
+        log::warn("host state not read: {}", r.error().describe());
+      }
+    }
     if (kind != redirect::BackendKind::Nftables) return;
     // It logs what it finds itself.
     if (auto compat = redirect::check_host_nft_compat(); !compat) {
@@ -72,6 +81,26 @@ Result<> prepare_run_dir(const std::string& dir) {
   return {};
 }
 
+// The node's netns for host-side work, or null when that work happens in the
+// agent's own netns: ALLOW_SWITCH_TO_HOST_NS is off, or the agent shares
+// the node's netns already (hostNetwork).
+Result<netns::NetnsRef> node_netns(const agent::Config& cfg) {
+  if (!cfg.allow_switch_to_host_ns) return netns::NetnsRef();
+  const std::string path = cfg.host_netns_path();
+  auto node = netns::Netns::open(path);
+  if (!node) {
+    return std::move(node).error().context(
+        "open the node's netns for host-side work (ALLOW_SWITCH_TO_HOST_NS)");
+  }
+  auto own = netns::Netns::open("/proc/self/ns/net");
+  if (own && own->device() == node->device() && own->inode() == node->inode()) {
+    log::info("host-side work: the agent shares the node's netns ({})", path);
+    return netns::NetnsRef();
+  }
+  log::info("host-side work (probe sets, probe SNAT, host rules) in the node's netns {}", path);
+  return std::make_shared<const netns::Netns>(std::move(*node));
+}
+
 }  // namespace
 
 Result<std::unique_ptr<App>> App::build(const agent::Config& cfg) {
@@ -79,6 +108,9 @@ Result<std::unique_ptr<App>> App::build(const agent::Config& cfg) {
   AMBIENT_RETURN_IF_ERROR(app->build_redirection());
   AMBIENT_RETURN_IF_ERROR(app->build_enrollment());
   AMBIENT_RETURN_IF_ERROR(app->build_agent());
+  // Before the CNI socket serves: a DEL for a stored pod cannot slip in
+  // between its check and its adoption (docs/node-agent.md#standalone-mode).
+  if (app->store_) agent::restore_enrollments(*app->store_, *app->agent_, cfg.reconcile_on_startup);
   AMBIENT_RETURN_IF_ERROR(app->listen());
   return app;
 }
@@ -94,11 +126,19 @@ App::~App() {
 // reading state only: detection never creates tables
 // (docs/field-lessons.md#p19).
 Result<> App::build_redirection() {
+  AMBIENT_ASSIGN_OR_RETURN(netns::NetnsRef host, node_netns(cfg_));
   const redirect::DetectOptions opts{.run_dir = cfg_.run_dir,
                                      .native_nftables = cfg_.native_nftables,
                                      .force_iptables = cfg_.force_iptables,
                                      .defer_host_report = true};
-  auto detection = redirect::detect_backend(opts);
+  // Detection reads the node's rules, so it runs where they are.
+  std::optional<Result<redirect::Detection>> detected;
+  auto detect = [&]() -> Result<> {
+    detected.emplace(redirect::detect_backend(opts));
+    return {};
+  };
+  AMBIENT_RETURN_IF_ERROR(host ? netns::run_in_netns(*host, detect) : detect());
+  auto detection = std::move(*detected);
   if (!detection) return std::move(detection).error().context("choose a redirection backend");
   backend_info_ =
       std::string(redirect::backend_name(detection->kind)) + " (" + detection->reason + ")";
@@ -107,12 +147,19 @@ Result<> App::build_redirection() {
   for (const auto& l : detection->leftovers) {
     log::warn("leftover state of another backend (not used, not removed): {}", l);
   }
-  diagnostics_ = start_diagnostics(opts, *detection);
+  diagnostics_ = start_diagnostics(opts, *detection, host);
   auto made = redirect::make_redirectors(*detection, cfg_.scoped_xtables_locking);
   if (!made) return std::move(made).error().context("set up the " + backend_info_ + " backend");
   redirect_ = std::move(*made);
-  return setup_host(cfg_, *redirect_.host)
-      .context("error initializing the host rules for health checks");
+  if (host) {
+    redirect_.host = std::make_unique<redirect::HostInNetns>(std::move(redirect_.host), host);
+  }
+  auto probes = setup_host(cfg_, *redirect_.host);
+  if (!probes) {
+    return std::move(probes).error().context("error initializing the host rules for health checks");
+  }
+  host_detail_ = std::move(*probes);
+  return {};
 }
 
 // Standalone: a namespace list decides. Kubernetes: upstream's selectors
@@ -120,6 +167,8 @@ Result<> App::build_redirection() {
 Result<> App::build_enrollment() {
   if (cfg_.standalone()) {
     standalone_.emplace(cfg_.enroll_namespaces, cfg_.exclude_namespaces);
+    store_ = std::make_unique<agent::StandaloneStore>(cfg_.run_dir + "/" +
+                                                      std::string(agent::kStandaloneStoreFile));
     log::info("standalone mode: namespaces to enroll come from --enroll-namespaces");
     return {};
   }
@@ -139,12 +188,11 @@ Result<> App::build_enrollment() {
 }
 
 Result<> App::build_agent() {
-  auto zds =
-      zds::ZdsServer::start({.socket_path = cfg_.ztunnel_uds,
-                             .io_timeout = std::chrono::milliseconds(cfg_.zds_timeout_ms),
-                             .snapshot = [this] { return pods_.workloads(); },
-                             // In Kubernetes mode ztunnel waits until the pod cache is rebuilt.
-                             .accept_immediately = cfg_.standalone()});
+  auto zds = zds::ZdsServer::start({.socket_path = cfg_.ztunnel_uds,
+                                    .io_timeout = std::chrono::milliseconds(cfg_.zds_timeout_ms),
+                                    .snapshot = [this] { return pods_.workloads(); },
+                                    // ztunnel waits until the pod cache is rebuilt.
+                                    .accept_immediately = false});
   if (!zds) return std::move(zds).error().context("start the ZDS server");
   zds_ = std::move(*zds);
   const agent::EnrollmentPolicy& policy =
@@ -155,7 +203,8 @@ Result<> App::build_agent() {
                                                            .zds = *zds_,
                                                            .pods = pods_,
                                                            .policy = policy,
-                                                           .listener = controller_.get()});
+                                                           .listener = controller_.get(),
+                                                           .store = store_.get()});
   cni_ = std::make_unique<cni_server::CniHandler>(*agent_);
   // The installer: plugin binary, kubeconfig and CNI config entry on the node.
   if (cfg_.installer_enabled()) {
@@ -187,7 +236,9 @@ Result<> App::listen() {
           ioc_, pool_, asio::ip::tcp::endpoint(any, cfg_.monitoring_port),
           [this](const http::Request& r) -> http::Response {
             if (r.target != "/metrics") return {404, "404 page not found\n"};
-            return {200, metrics_text(cni_->metrics(), agent_->metrics(), pods_.size(), *zds_),
+            return {200,
+                    metrics_text(cni_->metrics(), agent_->metrics(), pods_.size(), *zds_) +
+                        (store_ ? standalone_store_metrics_text(store_->write_failures()) : ""),
                     "text/plain; version=0.0.4"};
           },
           TcpServer::Options{});
@@ -204,7 +255,7 @@ http::Response App::health(const http::Request& r) const {
   if (r.target == "/healthz") return {200, "OK\n"};
   if (r.target != "/readyz") return {404, "404 page not found\n"};
   if (ready_ && (!installer_ || installer_->ready())) {
-    return {200, "OK\nbackend: " + backend_info_ + "\n"};
+    return {200, "OK\nbackend: " + backend_info_ + "\nprobe SNAT: " + host_detail_ + "\n"};
   }
   return {503, "Service Unavailable\n"};
 }

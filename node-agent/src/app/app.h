@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "agent/agent.h"
+#include "agent/standalone_store.h"
 #include "cni_server/cni_handler.h"
 #include "config/config.h"
 #include "http/server.h"
@@ -64,11 +65,13 @@ class App {
 
   const agent::Config& cfg_;
   std::string backend_info_;  // "nftables (why)", for logs and /readyz
+  std::string host_detail_;   // how kubelet's probes are told apart, for /readyz
   redirect::Redirectors redirect_;
   JoinedThread diagnostics_;  // checks that only warn, beside the start-up
   agent::PodCache pods_;
   std::unique_ptr<zds::ZdsServer> zds_;
   std::optional<agent::StandalonePolicy> standalone_;
+  std::unique_ptr<agent::StandaloneStore> store_;  // standalone mode's enrollments on disk
   std::unique_ptr<k8s::KubeClient> kube_;
   std::unique_ptr<k8s::Controller> controller_;
   std::unique_ptr<agent::Agent> agent_;

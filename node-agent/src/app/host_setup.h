@@ -8,8 +8,9 @@
 
 namespace ambient::app {
 
-// Retried as upstream does (11 attempts, 2 s apart).
-Result<> setup_host(const agent::Config& cfg, redirect::HostRedirect& host);
+// Retried as upstream does (11 attempts, 2 s apart). Returns how the SNAT
+// rule matches kubelet's connections, for /readyz.
+Result<std::string> setup_host(const agent::Config& cfg, redirect::HostRedirect& host);
 
 // Uninstall: the rules and the sets go; in-pod rules stay.
 void teardown_host(redirect::HostRedirect& host);

@@ -44,4 +44,11 @@ std::string metrics_text(const cni_server::CniMetrics& cni, const agent::EnrollM
   return s;
 }
 
+std::string standalone_store_metrics_text(uint64_t write_failures) {
+  std::string s;
+  const char* name = "ambient_standalone_store_write_failures_total";
+  header(s, name, "counter", "Failed saves of the enrolled pods to the run dir (standalone mode).");
+  return s + name + " " + std::to_string(write_failures) + "\n";
+}
+
 }  // namespace ambient::app

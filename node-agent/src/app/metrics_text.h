@@ -3,6 +3,7 @@
 // latency histograms. docs/compatibility.md#metrics
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "agent/agent.h"
@@ -13,5 +14,9 @@ namespace ambient::app {
 
 std::string metrics_text(const cni_server::CniMetrics& cni, const agent::EnrollMetrics& enroll,
                          size_t enrolled_pods, const zds::ZdsServer& zds);
+
+// Standalone mode only: failed saves of the enrolled pods
+// (docs/node-agent.md#standalone-mode).
+std::string standalone_store_metrics_text(uint64_t write_failures);
 
 }  // namespace ambient::app

@@ -55,6 +55,11 @@ const Option kOptions[] = {
      "<host root>/proc/1/ns/net (use /proc/self/ns/net where pid 1 is not readable and the "
      "agent shares the node's netns)",
      &Config::host_netns},
+    {"allow-switch-to-host-ns", "ALLOW_SWITCH_TO_HOST_NS",
+     "do host-side work (probe sets, the probe SNAT rule, reading the host's rules) inside "
+     "--host-netns, as an agent in a pod netns of its own must (the chart sets it then); off, "
+     "it happens in the agent's own netns",
+     &Config::allow_switch_to_host_ns},
     {"exclude-namespaces", "EXCLUDE_NAMESPACES",
      "comma-separated namespaces never enrolled; items trimmed, empty items dropped",
      &Config::exclude_namespaces},
@@ -291,6 +296,48 @@ std::string help_text() {
   return s;
 }
 
+namespace {
+
+// What single options cannot check: settings that contradict each other or
+// leave the agent without a way to run.
+Result<> validate(const Config& c) {
+  if (!c.ambient_enabled) {
+    return make_error(Errc::InvalidArgument,
+                      "AMBIENT_ENABLED=false: ambient-cni only implements ambient mode; use "
+                      "upstream's istio-cni for sidecar-only clusters");
+  }
+  if (auto levels = log::parse_output_levels(c.log_level); !levels) {
+    return std::move(levels).error().context("--log_output_level (LOG_OUTPUT_LEVEL)");
+  }
+  auto v4 = IpAddress::parse(c.probe_snat_ipv4);
+  if (!v4 || v4->family != AF_INET) {
+    return make_error(Errc::InvalidArgument,
+                      "HOST_PROBE_SNAT_IP \"" + c.probe_snat_ipv4 + "\" is not an IPv4 address");
+  }
+  auto v6 = IpAddress::parse(c.probe_snat_ipv6);
+  if (!v6 || v6->family != AF_INET6) {
+    return make_error(Errc::InvalidArgument,
+                      "HOST_PROBE_SNAT_IPV6 \"" + c.probe_snat_ipv6 + "\" is not an IPv6 address");
+  }
+  if (c.enroll_namespaces.empty()) {
+    struct stat st {};
+    const bool installer_kubeconfig = ::stat(c.plugin_kubeconfig_path().c_str(), &st) == 0;
+    if (c.kubeconfig.empty() && c.kubernetes_service_host.empty() && !installer_kubeconfig) {
+      return make_error(Errc::InvalidArgument,
+                        "no enrollment source: set --enroll-namespaces "
+                        "(AMBIENT_ENROLL_NAMESPACES) for standalone mode, or --kubeconfig "
+                        "(KUBECONFIG) / run in a cluster for Kubernetes mode");
+    }
+    if (c.node_name.empty()) {
+      return make_error(Errc::InvalidArgument,
+                        "Kubernetes mode needs NODE_NAME (--node-name) to watch this node's pods");
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<ParseOutcome> parse_config(int argc, const char* const* argv,
                                   const std::function<const char*(const char*)>& getenv) {
   ParseOutcome out;
@@ -340,39 +387,7 @@ Result<ParseOutcome> parse_config(int argc, const char* const* argv,
     }
     AMBIENT_RETURN_IF_ERROR(assign(*opt, out.config, value, "flag --" + name));
   }
-  Config& c = out.config;
-  if (!c.ambient_enabled) {
-    return make_error(Errc::InvalidArgument,
-                      "AMBIENT_ENABLED=false: ambient-cni only implements ambient mode; use "
-                      "upstream's istio-cni for sidecar-only clusters");
-  }
-  if (auto levels = log::parse_output_levels(c.log_level); !levels) {
-    return std::move(levels).error().context("--log_output_level (LOG_OUTPUT_LEVEL)");
-  }
-  auto v4 = IpAddress::parse(c.probe_snat_ipv4);
-  if (!v4 || v4->family != AF_INET) {
-    return make_error(Errc::InvalidArgument,
-                      "HOST_PROBE_SNAT_IP \"" + c.probe_snat_ipv4 + "\" is not an IPv4 address");
-  }
-  auto v6 = IpAddress::parse(c.probe_snat_ipv6);
-  if (!v6 || v6->family != AF_INET6) {
-    return make_error(Errc::InvalidArgument,
-                      "HOST_PROBE_SNAT_IPV6 \"" + c.probe_snat_ipv6 + "\" is not an IPv6 address");
-  }
-  if (c.enroll_namespaces.empty()) {
-    struct stat st {};
-    const bool installer_kubeconfig = ::stat(c.plugin_kubeconfig_path().c_str(), &st) == 0;
-    if (c.kubeconfig.empty() && c.kubernetes_service_host.empty() && !installer_kubeconfig) {
-      return make_error(Errc::InvalidArgument,
-                        "no enrollment source: set --enroll-namespaces "
-                        "(AMBIENT_ENROLL_NAMESPACES) for standalone mode, or --kubeconfig "
-                        "(KUBECONFIG) / run in a cluster for Kubernetes mode");
-    }
-    if (c.node_name.empty()) {
-      return make_error(Errc::InvalidArgument,
-                        "Kubernetes mode needs NODE_NAME (--node-name) to watch this node's pods");
-    }
-  }
+  AMBIENT_RETURN_IF_ERROR(validate(out.config));
   return out;
 }
 

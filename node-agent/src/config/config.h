@@ -27,6 +27,9 @@ struct Config {
   std::string ztunnel_uds = "/var/run/ztunnel/ztunnel.sock";
   std::string host_root;   // "" on the host; "/host" in upstream's DaemonSet layout
   std::string host_netns;  // "" = <host root>/proc/1/ns/net
+  // Host-side work (probe sets, probe SNAT, reading the host's rules) enters
+  // host_netns; off, it runs in the agent's own netns (upstream's default).
+  bool allow_switch_to_host_ns = false;
   std::vector<std::string> exclude_namespaces;
   std::vector<std::string> enroll_namespaces;  // standalone policy; "*" = all
   bool dns_capture = false;
@@ -79,6 +82,9 @@ struct Config {
   bool standalone() const { return !enroll_namespaces.empty(); }
   bool installer_enabled() const {
     return install_cni == InstallCni::On || (install_cni == InstallCni::Auto && !standalone());
+  }
+  std::string host_netns_path() const {
+    return host_netns.empty() ? host_root + "/proc/1/ns/net" : host_netns;
   }
   // The kubeconfig the installer writes for the plugin.
   std::string plugin_kubeconfig_path() const {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <thread>
 
+#include "k8s/node_affinity.h"
 #include "log/log.h"
 
 namespace ambient::k8s {
@@ -45,6 +46,17 @@ std::vector<IpAddress> pod_ips(const json::Json& pod) {
     }
   }
   return out;
+}
+
+// Upstream's exact merge-patch bodies, by Controller::Annotation.
+constexpr const char* kAnnotationBodies[] = {
+    R"({"metadata":{"annotations":{"ambient.istio.io/redirection":"enabled"}}})",
+    R"({"metadata":{"annotations":{"ambient.istio.io/redirection":"pending"}}})",
+    R"({"metadata":{"annotations":{"ambient.istio.io/redirection":null}}})"};
+
+std::string redirection_of(const agent::PodIdentity& pod) {
+  auto it = pod.annotations.find(std::string(kRedirectionAnnotation));
+  return it == pod.annotations.end() ? "" : it->second;
 }
 
 agent::PodIdentity identity_of(const json::Json& pod) {
@@ -198,9 +210,82 @@ Result<std::optional<agent::PodIdentity>> Controller::decide(const cni::CniEvent
   return std::optional<agent::PodIdentity>(identity_of(*pod));
 }
 
-void Controller::enrolled(const agent::PodIdentity& pod) {
-  json::Json stub = {{"metadata", {{"name", pod.info.name}, {"namespace", pod.info.ns}}}};
-  annotate(stub, Annotation::Enabled);
+std::future<Result<>> Controller::mark_enrolled(const agent::PodIdentity& pod) {
+  try {
+    return std::async(std::launch::async,
+                      [this, ns = pod.info.ns, name = pod.info.name, before = redirection_of(pod)] {
+                        return write_enabled(ns, name, before);
+                      });
+  } catch (const std::system_error& e) {
+    std::promise<Result<>> failed;
+    failed.set_value(make_error(Errc::Unavailable,
+                                std::string("cannot start the annotation write: ") + e.what()));
+    return failed.get_future();
+  }
+}
+
+void Controller::unmark_failed(const agent::PodIdentity& pod) {
+  const std::string before = redirection_of(pod);
+  if (before == "enabled") return;  // the write changed nothing
+  annotate(pod.info.ns, pod.info.name,
+           before == "pending" ? Annotation::Pending : Annotation::Remove);
+}
+
+// docs/node-agent.md#annotations: the enrollment's own write, bounded by
+// kMarkBudget, ordered after any background patch of the same pod.
+Result<> Controller::write_enabled(const std::string& ns, const std::string& name,
+                                   const std::string& before) {
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+  const auto deadline = Clock::now() + kMarkBudget;
+  const std::string key = ns + "/" + name;
+  const std::string body = kAnnotationBodies[static_cast<int>(Annotation::Enabled)];
+  {
+    std::unique_lock lk(mu_);
+    ++marking_[key];
+    // A background patch of this pod already on the wire would land after
+    // ours and undo it.
+    patch_cv_.wait_until(lk, deadline, [&] {
+      return !(in_flight_ && in_flight_->ns == ns && in_flight_->name == name);
+    });
+  }
+  const std::string url = "/api/v1/namespaces/" + ns + "/pods/" + name + "/status";
+  std::string why = "no time left";
+  bool maybe_applied = false;  // a lost answer or a server error may hide a write
+  for (int attempt = 0;; ++attempt) {
+    const auto left = duration_cast<milliseconds>(deadline - Clock::now());
+    if (left <= 0ms) break;
+    auto r = client_.request("PATCH", url, body, "application/merge-patch+json", left);
+    if (r && r->status == 200) {
+      why.clear();
+      break;
+    }
+    why = r ? api_error_message(*r) : r.error().describe();
+    const bool transient = !r || r->status == 429 || r->status >= 500;
+    maybe_applied = maybe_applied || !r || r->status >= 500;
+    if (!transient) break;  // 404 (pod gone), 403, 422...: retrying will not help
+    const auto pause = std::min<milliseconds>(100ms * (1 << std::min(attempt, 3)),
+                                              duration_cast<milliseconds>(deadline - Clock::now()));
+    if (pause > 0ms) std::this_thread::sleep_for(pause);
+  }
+  const bool ok = why.empty();
+  {
+    std::lock_guard lk(mu_);
+    if (--marking_[key] == 0) marking_.erase(key);
+    if (ok) {
+      last_patched_[key] = body;
+      // Queued before this enrollment, so older than what it wrote.
+      std::erase_if(patches_, [&](const PatchJob& p) { return p.ns == ns && p.name == name; });
+    }
+  }
+  patch_cv_.notify_all();  // the writer may go on with this pod
+  if (ok) return {};
+  if (maybe_applied && before != "enabled") {
+    annotate(ns, name, before == "pending" ? Annotation::Pending : Annotation::Remove);
+  }
+  return make_error(Errc::Unavailable, "set " + std::string(kRedirectionAnnotation) +
+                                           "=enabled (gave up after " +
+                                           std::to_string(kMarkBudget.count()) + " ms): " + why);
 }
 
 void Controller::on_pod(EventType t, const ObjectRef&, const ObjectRef& cur) {
@@ -259,6 +344,7 @@ Result<> Controller::reconcile(const WorkItem& item) {
   if (item.deleted) {
     const auto& pod = *item.deleted;
     const std::string uid = meta(pod, "uid");
+    status_ips_.erase(uid);
     {
       std::lock_guard lk(mu_);
       last_patched_.erase(meta(pod, "namespace") + "/" + meta(pod, "name"));
@@ -275,6 +361,7 @@ Result<> Controller::reconcile(const WorkItem& item) {
   const std::string a = annotation(*pod);
   const bool marked = a == "enabled" || a == "pending";
   const bool enrolled = agent_->is_enrolled(uid);
+  if (!enrolled) status_ips_.erase(uid);
   ObjectRef ns = namespaces_->get(meta(*pod, "namespace"));
 
   if (pod_is_terminal(*pod)) {
@@ -294,12 +381,29 @@ Result<> Controller::reconcile(const WorkItem& item) {
   }
   if (enrolled) {
     if (a != "enabled") annotate(*pod, Annotation::Enabled);
-    return {};
+    return follow_pod_ips(uid, *pod);
   }
   if (pod_ips(*pod).empty()) return {};  // a later status update brings the IPs
   auto r = enroll_running(*pod);
   if (!r && a != "pending") annotate(*pod, Annotation::Pending);
   return r;
+}
+
+// The probe set holds what the CNI event said, or the status at startup;
+// either may have had no IPs, and IPs may change. What counts is a change
+// of the status itself: right after the runtime replaced a sandbox the
+// status still shows the old sandbox's IPs, which must not come back.
+Result<> Controller::follow_pod_ips(const std::string& uid, const json::Json& pod) {
+  auto ips = pod_ips(pod);
+  if (ips.empty()) return {};  // entries stay until the pod is removed
+  auto seen = status_ips_.find(uid);
+  if (seen != status_ips_.end() &&
+      std::is_permutation(ips.begin(), ips.end(), seen->second.begin(), seen->second.end())) {
+    return {};
+  }
+  AMBIENT_RETURN_IF_ERROR(agent_->update_pod_ips(uid, ips));
+  status_ips_[uid] = std::move(ips);
+  return {};
 }
 
 Result<> Controller::enroll_running(const json::Json& pod) {
@@ -375,24 +479,29 @@ void Controller::rebuild_from_cluster() {
 }
 
 void Controller::annotate(const json::Json& pod, Annotation a) {
-  static const char* kBodies[] = {
-      R"({"metadata":{"annotations":{"ambient.istio.io/redirection":"enabled"}}})",
-      R"({"metadata":{"annotations":{"ambient.istio.io/redirection":"pending"}}})",
-      R"({"metadata":{"annotations":{"ambient.istio.io/redirection":null}}})"};
+  annotate(meta(pod, "namespace"), meta(pod, "name"), a);
+}
+
+void Controller::annotate(const std::string& ns, const std::string& name, Annotation a) {
   {
     std::lock_guard lk(mu_);
-    const std::string ns = meta(pod, "namespace"), name = meta(pod, "name");
-    const std::string body = kBodies[static_cast<int>(a)];
+    const std::string body = kAnnotationBodies[static_cast<int>(a)];
+    // Only the newest value for a pod matters: a queued patch with another
+    // one is dropped.
+    bool queued = false;
+    std::erase_if(patches_, [&](const PatchJob& p) {
+      if (p.ns != ns || p.name != name) return false;
+      if (p.body == body) queued = true;
+      return p.body != body;
+    });
+    if (queued) return;
     // The informer may still show the pod as it was before our own patch
     // (CNI enrolled it, then a status update arrived): same value, no
     // second patch.
-    auto last = last_patched_.find(ns + "/" + name);
-    if (last != last_patched_.end() && last->second == body) return;
-    for (const auto& p : patches_) {
-      if (p.ns == ns && p.name == name && p.body == body) return;
-    }
-    if (in_flight_ && in_flight_->ns == ns && in_flight_->name == name &&
-        in_flight_->body == body) {
+    if (in_flight_ && in_flight_->ns == ns && in_flight_->name == name) {
+      if (in_flight_->body == body) return;
+    } else if (auto last = last_patched_.find(ns + "/" + name);
+               last != last_patched_.end() && last->second == body) {
       return;
     }
     patches_.push_back({.ns = ns, .name = name, .body = body, .due = Clock::now()});
@@ -402,12 +511,22 @@ void Controller::annotate(const json::Json& pod, Annotation a) {
 
 void Controller::annotation_writer() {
   std::unique_lock lk(mu_);
-  for (;;) {
-    patch_cv_.wait_for(lk, 200ms, [&] { return stopping_ || !patches_.empty(); });
-    if (stopping_) return;
-    if (patches_.empty() || patches_.front().due > Clock::now()) continue;
-    PatchJob job = std::move(patches_.front());
-    patches_.pop_front();
+  while (!stopping_) {
+    const auto now = Clock::now();
+    auto next = now + 1s;
+    auto it = patches_.begin();
+    for (; it != patches_.end(); ++it) {
+      // An enrollment is writing this pod's annotation: it goes first.
+      if (marking_.contains(it->ns + "/" + it->name)) continue;
+      if (it->due <= now) break;
+      next = std::min(next, it->due);
+    }
+    if (it == patches_.end()) {
+      patch_cv_.wait_until(lk, next);
+      continue;
+    }
+    PatchJob job = std::move(*it);
+    patches_.erase(it);
     in_flight_ = job;
     lk.unlock();
     auto r =
@@ -415,6 +534,7 @@ void Controller::annotation_writer() {
                         job.body, "application/merge-patch+json", 10s);
     lk.lock();
     in_flight_.reset();
+    patch_cv_.notify_all();  // an enrollment may be waiting for this pod's patch to land
     if (r && r->status == 200) {
       last_patched_[job.ns + "/" + job.name] = job.body;
       continue;
@@ -456,6 +576,17 @@ bool Controller::is_upgrade() const {
     if (ds.contains("metadata") && ds["metadata"].contains("deletionTimestamp")) return false;
     auto node = client_.request("GET", "/api/v1/nodes/" + cfg_.node_name);
     if (!node || node->status != 200) continue;
+    auto node_obj = json::Json::parse(node->body, nullptr, false);
+    if (node_obj.is_discarded()) continue;
+    // No replacement agent will start on a node the DaemonSet no longer
+    // targets: that is an uninstall.
+    if (!daemonset_targets_node(ds, node_obj)) {
+      log::info(
+          "DaemonSet istio-cni-node no longer targets node {} (node selector or required node "
+          "affinity): this is an uninstall",
+          cfg_.node_name);
+      return false;
+    }
     log::info(
         "DaemonSet istio-cni-node still exists: this is an upgrade or a node reboot, "
         "leaving plugin in place");

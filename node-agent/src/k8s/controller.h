@@ -4,11 +4,14 @@
 //
 // Threads: the informers' threads only enqueue; one worker applies the
 // decision table (so pod work is serialised as upstream's queue is); one
-// writer patches annotations with retries, off the CNI path.
+// writer patches annotations with retries in the background. The
+// `enabled` annotation of a pod being enrolled is written at once on a
+// thread of its own, since the enrollment waits for it.
 #pragma once
 
 #include <condition_variable>
 #include <deque>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -39,9 +42,20 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
   // CNI path: decide from the cache, waiting up to 5 s for the pod to
   // appear (the plugin usually runs before the informer has seen it).
   Result<std::optional<agent::PodIdentity>> decide(const cni::CniEvent& ev) const override;
-  void enrolled(const agent::PodIdentity& pod) override;
 
-  // Upgrade (DaemonSet still there) or uninstall, as upstream decides it.
+  // How long an enrollment may wait for its `enabled` annotation, retries
+  // included: well inside the plugin's 5 s for the whole ADD
+  // (docs/node-agent.md#annotations).
+  static constexpr std::chrono::milliseconds kMarkBudget{3000};
+  // Patches `enabled` now, on a thread of its own, retrying transport
+  // errors, 429 and 5xx within kMarkBudget.
+  std::future<Result<>> mark_enrolled(const agent::PodIdentity& pod) override;
+  // Back to the annotation the pod had before: `pending` stays `pending`,
+  // anything else but `enabled` is removed.
+  void unmark_failed(const agent::PodIdentity& pod) override;
+
+  // Upgrade (DaemonSet still there and still targeting this node by its
+  // nodeSelector and required node affinity) or uninstall.
   bool is_upgrade() const;
 
   const Informer& pods() const { return *pods_; }
@@ -62,7 +76,11 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
   Result<> enroll_running(const json::Json& pod);
   bool should_enroll(const json::Json& pod, const json::Json* ns) const;
   void annotate(const json::Json& pod, Annotation a);
+  void annotate(const std::string& ns, const std::string& name, Annotation a);
   void annotation_writer();
+  Result<> write_enabled(const std::string& ns, const std::string& name, const std::string& before);
+  // The probe set follows an enrolled pod's status IPs.
+  Result<> follow_pod_ips(const std::string& uid, const json::Json& pod);
   void rebuild_from_cluster();
 
   const agent::Config& cfg_;
@@ -89,6 +107,12 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
   // patch being sent now (under mu_): what annotate() need not repeat.
   std::map<std::string, std::string> last_patched_;
   std::optional<PatchJob> in_flight_;
+  // ns/name -> enrollments writing `enabled` right now; the writer holds
+  // back its own patches for these pods meanwhile, so they cannot land
+  // out of order.
+  std::map<std::string, int> marking_;
+  // uid -> the status IPs last acted on for an enrolled pod (worker only).
+  std::map<std::string, std::vector<IpAddress>> status_ips_;
   std::condition_variable patch_cv_;
   std::thread patcher_;
 };

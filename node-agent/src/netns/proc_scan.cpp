@@ -161,18 +161,20 @@ Result<std::vector<std::string>> list_pids(const std::string& proc_root) {
 
 using NetnsKey = std::pair<dev_t, ino_t>;
 
-struct Candidate {
+// One process of some pod, as far as the scan needs it.
+struct PodProcess {
+  std::string pid;
+  size_t order = 0;  // position in the (numeric) pid order: the tie-break after age
   NetnsKey key;
-  std::string uid;
-  FoundNetns found;
+  uint64_t start_time = 0;
+  std::string uid, container_id;
 };
 
-// docs/node-agent.md#proc-scan, steps 1-6, for one process. nullopt: not a candidate (host netns,
-// already claimed, not a wanted pod, ownership not proven). An error: the
-// entry could not be read or parsed; the caller skips it either way.
-Result<std::optional<Candidate>> examine_process(
-    const ProcScanDeps& deps, const std::string& pid,
-    const std::map<std::string, const WantedPod*>& wanted, const std::set<NetnsKey>& claimed) {
+// docs/node-agent.md#proc-scan, steps 1-3, for one process. nullopt: not a pod's process, or in
+// the host netns. An error: the entry could not be read or parsed; the caller skips it either
+// way.
+Result<std::optional<PodProcess>> read_process(const ProcScanDeps& deps, const std::string& pid,
+                                               size_t order) {
   const std::string dir = deps.proc_root + "/" + pid;
   const std::string ns_path = dir + "/ns/net";
   struct stat st {};
@@ -183,48 +185,135 @@ Result<std::optional<Candidate>> examine_process(
   const NetnsKey key{st.st_dev, st.st_ino};
   // A pod netns equal to the host's would mean redirecting the whole node
   // (istio/istio#55139): never hand it out.
-  if (key == deps.host_netns) return std::optional<Candidate>();
-  if (claimed.contains(key)) return std::optional<Candidate>();
+  if (key == deps.host_netns) return std::optional<PodProcess>();
 
   AMBIENT_ASSIGN_OR_RETURN(std::string cgroup, read_small_file(dir + "/cgroup"));
   AMBIENT_ASSIGN_OR_RETURN(auto pod, pod_from_cgroup(cgroup));
-  if (!pod || pod->first.empty()) return std::optional<Candidate>();
-  auto w = wanted.find(pod->first);
-  if (w == wanted.end()) return std::optional<Candidate>();
-  const std::string& uid = pod->first;
-
-  AMBIENT_ASSIGN_OR_RETURN(NetnsRef ns, deps.open_netns(ns_path));
-  // The process may have exited and its pid been reused between stat and
-  // open; the fd would then be some other netns.
-  if (ns->device() != st.st_dev || ns->inode() != st.st_ino) {
-    return make_error(Errc::NotFound, ns_path + " changed between stat and open");
-  }
-  // Fail closed: the cgroup ties the process to a pod, not the netns (it may
-  // be visiting another pod's). Rejected netns stay unclaimed so the rightful
-  // pod, scanned later, can still take it.
-  if (w->second->ips.empty()) {
-    log::debug("proc scan: pod {} has no IPs yet; cannot verify netns ownership of {}", uid,
-               ns_path);
-    return std::optional<Candidate>();
-  }
-  auto owned = deps.owns_ips(*ns, w->second->ips);
-  if (!owned) {
-    log::warn("proc scan: could not verify netns ownership for pod {} ({}): {}", uid, ns_path,
-              owned.error().describe());
-    return std::optional<Candidate>();
-  }
-  if (!*owned) {
-    log::warn(
-        "proc scan: netns {} does not contain any IP of pod {}; refusing the pairing, a foreign "
-        "process may be transiting another pod's netns",
-        ns_path, uid);
-    return std::optional<Candidate>();
-  }
-  return std::optional<Candidate>(Candidate{
-      .key = key,
-      .uid = uid,
-      .found = {.netns = std::move(ns), .start_time = start_time, .container_id = pod->second}});
+  if (!pod || pod->first.empty()) return std::optional<PodProcess>();
+  return std::optional<PodProcess>(PodProcess{.pid = pid,
+                                              .order = order,
+                                              .key = key,
+                                              .start_time = start_time,
+                                              .uid = std::move(pod->first),
+                                              .container_id = std::move(pod->second)});
 }
+
+bool older(const PodProcess& a, const PodProcess& b) {
+  return a.start_time != b.start_time ? a.start_time < b.start_time : a.order < b.order;
+}
+
+// The scan's second half: which pod each netns belongs to, and which netns
+// each wanted pod gets. Netns are opened, and IPs checked, only where needed.
+class Pairing {
+ public:
+  Pairing(const ProcScanDeps& deps, std::map<NetnsKey, std::vector<PodProcess>> by_netns)
+      : deps_(deps), by_netns_(std::move(by_netns)) {
+    for (auto& [key, procs] : by_netns_) std::sort(procs.begin(), procs.end(), older);
+  }
+
+  // The pod a netns belongs to. Usually only one pod's processes are in it;
+  // when several are (a process may be visiting another pod's netns), the
+  // pod whose IPs it holds wins, else the pod of its oldest process (the
+  // netns existed before anyone could enter it).
+  std::string owner(const NetnsKey& key, const std::map<std::string, const WantedPod*>& wanted) {
+    const auto& procs = by_netns_.at(key);
+    const std::string& oldest = procs.front().uid;
+    if (std::all_of(procs.begin(), procs.end(),
+                    [&](const PodProcess& p) { return p.uid == oldest; })) {
+      return oldest;
+    }
+    std::set<std::string> tried;
+    for (const PodProcess& p : procs) {
+      auto w = wanted.find(p.uid);
+      if (w == wanted.end() || !tried.insert(p.uid).second) continue;
+      if (holds_ips(key, *w->second)) return p.uid;
+    }
+    log::warn(
+        "proc scan: netns {} holds processes of several pods; giving it to pod {}, whose process "
+        "is the oldest",
+        deps_.proc_root + "/" + procs.front().pid + "/ns/net", oldest);
+    return oldest;
+  }
+
+  // Of the netns a pod owns, the one holding its IPs, else (or among
+  // several holding them) the one where its oldest process runs: the
+  // sandbox's. Empty when none can be opened.
+  std::optional<FoundNetns> choose(const WantedPod& pod, std::vector<NetnsKey> keys) {
+    if (keys.size() > 1) {
+      log::warn("proc scan: found more than one netns for pod {}, preferring the one with its IPs",
+                pod.uid);
+      std::vector<NetnsKey> holding;
+      for (const auto& k : keys) {
+        if (holds_ips(k, pod)) holding.push_back(k);
+      }
+      if (!holding.empty()) keys = std::move(holding);
+    }
+    std::vector<const PodProcess*> firsts;  // the pod's oldest process in each netns
+    for (const auto& k : keys) {
+      for (const PodProcess& p : by_netns_.at(k)) {
+        if (p.uid == pod.uid) {
+          firsts.push_back(&p);
+          break;
+        }
+      }
+    }
+    std::sort(firsts.begin(), firsts.end(),
+              [](const PodProcess* a, const PodProcess* b) { return older(*a, *b); });
+    for (const PodProcess* p : firsts) {
+      if (NetnsRef ns = open(p->key)) {
+        return FoundNetns{
+            .netns = ns, .start_time = p->start_time, .container_id = p->container_id};
+      }
+    }
+    return std::nullopt;
+  }
+
+ private:
+  // Opens the netns through one of its processes, oldest first; null when
+  // none can be opened. The process may have exited and its pid been reused
+  // between stat and open; the fd would then be some other netns.
+  NetnsRef open(const NetnsKey& key) {
+    auto [it, fresh] = opened_.try_emplace(key);
+    if (!fresh) return it->second;
+    for (const PodProcess& p : by_netns_.at(key)) {
+      const std::string path = deps_.proc_root + "/" + p.pid + "/ns/net";
+      auto ns = deps_.open_netns(path);
+      if (!ns) {
+        log::debug("proc scan: skipping pid {}: {}", p.pid, ns.error().describe());
+        continue;
+      }
+      if ((*ns)->device() != key.first || (*ns)->inode() != key.second) {
+        log::debug("proc scan: skipping pid {}: {} changed between stat and open", p.pid, path);
+        continue;
+      }
+      it->second = std::move(*ns);
+      break;
+    }
+    return it->second;
+  }
+
+  // Whether the netns holds one of the pod's IPs. A pod without IPs, a
+  // netns that cannot be opened or a failed check all count as no.
+  bool holds_ips(const NetnsKey& key, const WantedPod& pod) {
+    if (pod.ips.empty()) return false;
+    auto [it, fresh] = checked_.try_emplace({key, pod.uid}, false);
+    if (!fresh) return it->second;
+    NetnsRef ns = open(key);
+    if (!ns) return false;
+    auto owned = deps_.owns_ips(*ns, pod.ips);
+    if (!owned) {
+      log::warn("proc scan: could not check the IPs of pod {} in netns {}: {}", pod.uid, ns->path(),
+                owned.error().describe());
+      return false;
+    }
+    return it->second = *owned;
+  }
+
+  const ProcScanDeps& deps_;
+  std::map<NetnsKey, std::vector<PodProcess>> by_netns_;  // each oldest first
+  std::map<NetnsKey, NetnsRef> opened_;
+  std::map<std::pair<NetnsKey, std::string>, bool> checked_;
+};
 
 }  // namespace
 
@@ -308,28 +397,34 @@ Result<std::map<std::string, FoundNetns>> scan_proc(const ProcScanDeps& deps,
   if (by_uid.empty()) return found;
 
   AMBIENT_ASSIGN_OR_RETURN(std::vector<std::string> pids, list_pids(deps.proc_root));
-  std::set<NetnsKey> claimed;
-  for (const std::string& pid : pids) {
-    auto c = examine_process(deps, pid, by_uid, claimed);
-    if (!c) {
+  // Every pod's processes count, wanted or not: the owner of a netns a
+  // wanted pod's process visits may be a pod nobody asked about.
+  std::map<NetnsKey, std::vector<PodProcess>> by_netns;
+  for (size_t i = 0; i < pids.size(); ++i) {
+    auto p = read_process(deps, pids[i], i);
+    if (!p) {
       // Processes come and go during the scan: expected, so only debug.
-      log::debug("proc scan: skipping pid {}: {}", pid, c.error().describe());
+      log::debug("proc scan: skipping pid {}: {}", pids[i], p.error().describe());
       continue;
     }
-    if (!*c) continue;
-    Candidate& cand = **c;
-    claimed.insert(cand.key);
-    auto it = found.find(cand.uid);
-    if (it == found.end()) {
-      found.emplace(cand.uid, std::move(cand.found));
-      continue;
+    if (*p) by_netns[(*p)->key].push_back(std::move(**p));
+  }
+  // Only a netns that holds a wanted pod's process can be one's.
+  std::vector<NetnsKey> relevant;
+  for (const auto& [key, procs] : by_netns) {
+    if (std::any_of(procs.begin(), procs.end(),
+                    [&](const PodProcess& p) { return by_uid.contains(p.uid); })) {
+      relevant.push_back(key);
     }
-    // Several netns for one pod: the oldest process is the sandbox (pause)
-    // that created the pod's netns. On a tie the first scanned (lower pid)
-    // stays. The loser's fd closes with its last NetnsRef.
-    log::warn("proc scan: found more than one netns for pod {}, using the oldest process's",
-              cand.uid);
-    if (cand.found.start_time < it->second.start_time) it->second = std::move(cand.found);
+  }
+  Pairing pairing(deps, std::move(by_netns));
+  std::map<std::string, std::vector<NetnsKey>> owned;  // wanted pod -> the netns it owns
+  for (const auto& key : relevant) {
+    std::string uid = pairing.owner(key, by_uid);
+    if (by_uid.contains(uid)) owned[uid].push_back(key);
+  }
+  for (const auto& [uid, keys] : owned) {
+    if (auto f = pairing.choose(*by_uid.at(uid), keys)) found.emplace(uid, std::move(*f));
   }
   return found;
 }

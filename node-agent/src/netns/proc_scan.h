@@ -1,8 +1,8 @@
 // Finding pods' network namespaces by scanning /proc
 // (docs/node-agent.md#proc-scan). After an agent restart nothing tells us which netns belongs to
-// which pod, so we read every process's cgroup path for a pod UID, then prove the pairing by
-// finding one of the pod's IPs inside the netns: a process's cgroup names a pod, but the process
-// may be visiting another pod's netns.
+// which pod, so we read every process's cgroup path for a pod UID. The pod's IPs only break ties:
+// a netns holding several pods' processes (one may be visiting another's netns), or a pod with
+// processes in several netns.
 //
 // Everything that touches the host goes through ProcScanDeps so the unit
 // tests can run the scan on upstream's fake /proc fixture.
@@ -37,7 +37,7 @@ struct ProcScanDeps {
 
 struct WantedPod {
   std::string uid;
-  std::vector<IpAddress> ips;  // status.podIPs; empty = cannot be verified, never paired
+  std::vector<IpAddress> ips;  // status.podIPs, for tie-breaks; may be empty
 };
 
 struct FoundNetns {
@@ -46,8 +46,8 @@ struct FoundNetns {
   std::string container_id;
 };
 
-// uid -> netns for the wanted pods that were found and verified; pods not
-// found are absent. Fails only when proc_root cannot be listed: every
+// uid -> netns for the wanted pods that were found; pods not found are
+// absent. A netns goes to one pod at most. Fails only when proc_root cannot be listed: every
 // per-process problem (exited, unreadable, unparseable) skips that process.
 Result<std::map<std::string, FoundNetns>> scan_proc(const ProcScanDeps& deps,
                                                     const std::vector<WantedPod>& wanted);

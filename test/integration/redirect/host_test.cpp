@@ -19,6 +19,7 @@
 #include "netns/netns.h"
 #include "process/process.h"
 #include "redirect/detect.h"
+#include "redirect/host_netns.h"
 #include "redirect/iptables/host.h"
 #include "redirect/nftables/host.h"
 #include "support/backends.h"
@@ -320,4 +321,35 @@ TEST_CASE("kubelet's connections to an enrolled pod arrive from the probe SNAT a
     AMBIENT_REQUIRE_OK(connect_as(host, kKubeletUid, port));
     CHECK(accept_peer(listener) == "10.253.0.1");
   }
+}
+
+// docs/redirection.md#host-probe-snat: an agent in a netns of its own (the
+// chart's default) makes the probe sets and SNAT rule in the node's netns,
+// from whatever thread calls it, and leaves its own netns alone.
+TEST_CASE("host-side work through HostInNetns lands in the node's netns, not the caller's",
+          "[host]") {
+  const std::string kind = GENERATE(from_range(kBackends));
+  INFO("backend " << kind);
+  NamedNetns node("amb-node-");
+  NamedNetns agent("amb-agentns-");
+  auto node_ns = netns::Netns::open(node.path());
+  REQUIRE(node_ns);
+  HostInNetns h(make_backend(kind), std::make_shared<const netns::Netns>(std::move(*node_ns)));
+  const IpAddress a = ip("10.253.7.2");
+  // The agent's threads live in `agent`; every call still reaches `node`.
+  AMBIENT_REQUIRE_OK(in_netns(agent, [&]() -> Result<> {
+    AMBIENT_RETURN_IF_ERROR(h.ensure_sets(false));
+    AMBIENT_RETURN_IF_ERROR(h.install_rules({.kubelet_uid = 4242}));
+    return h.add_pod_ip(a, "uid-a");
+  }));
+  CHECK_THAT(dump_rules(node, kind), Catch::Contains("4242"));
+  CHECK_THAT(dump_sets(node, kind), Catch::Contains("10.253.7.2"));
+  CHECK_THAT(dump_rules(agent, kind), !Catch::Contains("4242"));
+  CHECK_THAT(dump_sets(agent, kind), !Catch::Contains("10.253.7.2"));
+  auto listed = h.list_sets();
+  AMBIENT_REQUIRE_OK(listed);
+  CHECK(uid_of(*listed, a) == "uid-a");
+  AMBIENT_REQUIRE_OK(h.remove_rules());
+  AMBIENT_REQUIRE_OK(h.destroy_sets());
+  CHECK_THAT(dump_sets(node, kind), !Catch::Contains("10.253.7.2"));
 }

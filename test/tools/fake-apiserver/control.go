@@ -102,7 +102,8 @@ type faultRule struct {
 	Path      string `json:"path"`
 	Method    string `json:"method,omitempty"`
 	Watch     string `json:"watch,omitempty"` // "", "true" or "false"
-	Code      int    `json:"code"`
+	Code      int    `json:"code"`            // 0: no failure, only the delay
+	DelayMs   int    `json:"delayMs,omitempty"`
 	Remaining int    `json:"remaining"` // -1: until cleared
 }
 
@@ -111,7 +112,10 @@ type faults struct {
 	rules []*faultRule
 }
 
-func (f *faults) check(r *http.Request) *apiError {
+// check finds the first rule for the request, uses up one of its
+// remaining matches, and returns how long to hold the request and the
+// failure to answer with (nil: serve it normally).
+func (f *faults) check(r *http.Request) (time.Duration, *apiError) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	watch := isTrue(r.URL.Query().Get("watch"))
@@ -127,10 +131,14 @@ func (f *faults) check(r *http.Request) *apiError {
 				f.rules = append(f.rules[:i:i], f.rules[i+1:]...)
 			}
 		}
-		return &apiError{rule.Code, reasonForCode(rule.Code),
+		delay := time.Duration(rule.DelayMs) * time.Millisecond
+		if rule.Code == 0 {
+			return delay, nil
+		}
+		return delay, &apiError{rule.Code, reasonForCode(rule.Code),
 			fmt.Sprintf("injected failure %d for %s (fake-apiserver /fake/fail)", rule.Code, rule.Path), nil}
 	}
-	return nil
+	return 0, nil
 }
 
 func (f *faults) list() []faultRule {
@@ -179,11 +187,23 @@ func (s *server) serveControl(w http.ResponseWriter, r *http.Request) {
 			}
 			if c := q.Get("code"); c != "" {
 				n, err := strconv.Atoi(c)
-				if err != nil || n < 100 || n > 599 {
-					writeError(w, errBadRequest("code must be an HTTP status code"))
+				if err != nil || (n != 0 && (n < 100 || n > 599)) {
+					writeError(w, errBadRequest("code must be an HTTP status code, or 0 for a delay only"))
 					return
 				}
 				rule.Code = n
+			}
+			if d := q.Get("delay"); d != "" {
+				n, err := strconv.Atoi(d)
+				if err != nil || n < 0 || n > 60000 {
+					writeError(w, errBadRequest("delay must be milliseconds, 0 to 60000"))
+					return
+				}
+				rule.DelayMs = n
+			}
+			if rule.Code == 0 && rule.DelayMs == 0 {
+				writeError(w, errBadRequest("code=0 needs a delay"))
+				return
 			}
 			if c := q.Get("count"); c != "" {
 				n, err := strconv.Atoi(c)

@@ -132,10 +132,12 @@ subject to injected failures):
                                 before now gets 410 Expired
   POST   /fake/close-watches    reset every open watch stream (no final
                                 chunk), like a server crash
-  POST   /fake/fail?path=PREFIX&code=N&count=K[&method=M][&watch=true|false]
+  POST   /fake/fail?path=PREFIX&code=N&count=K[&method=M][&watch=true|false][&delay=MS]
                                 the next K (default 1; -1 = until cleared)
                                 requests whose path starts with PREFIX fail
-                                with a Status of code N (default 500)
+                                with a Status of code N (default 500), after
+                                MS milliseconds (default 0); code=0 with a
+                                delay only slows them down
   GET    /fake/fail             the active rules;  DELETE /fake/fail clears
   GET    /fake/requests[?method=M&path=PREFIX&since=SEQ]
                                 recent requests (not /fake/ ones), oldest

@@ -49,7 +49,11 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, aerr)
 		return
 	}
-	if aerr := s.faults.check(r); aerr != nil {
+	delay, aerr := s.faults.check(r)
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	if aerr != nil {
 		writeError(rec, aerr)
 		return
 	}

@@ -318,3 +318,49 @@ func TestStatePersistsAcrossRestart(t *testing.T) {
 		t.Errorf("watch from before the restart: %+v", ws.err)
 	}
 }
+
+func TestInjectedDelays(t *testing.T) {
+	h, _ := newHarness(t, "")
+	js, mp := "application/json", "application/merge-patch+json"
+	if code, _ := h.do("POST", "/api/v1/namespaces/default/pods", js, `{"metadata":{"name":"p"},"spec":{"nodeName":"n"}}`); code != 201 {
+		t.Fatalf("create: %d", code)
+	}
+	for _, bad := range []string{"code=0", "code=0&delay=-1", "delay=x", "code=42&delay=10"} {
+		if code, _ := h.do("POST", "/fake/fail?path=/api&"+bad, "", ""); code != 400 {
+			t.Errorf("%s: %d, want 400", bad, code)
+		}
+	}
+	// code=0: slowed down, then served.
+	h.do("POST", "/fake/fail?path=/api/v1/namespaces/default/pods/p/status&method=PATCH&code=0&delay=300", "", "")
+	start := time.Now()
+	code, got := h.do("PATCH", "/api/v1/namespaces/default/pods/p/status", mp, `{"metadata":{"annotations":{"a":"1"}}}`)
+	if took := time.Since(start); code != 200 || took < 300*time.Millisecond {
+		t.Errorf("delayed patch: %d after %v", code, took)
+	}
+	if got["metadata"].(map[string]any)["annotations"].(map[string]any)["a"] != "1" {
+		t.Errorf("delayed patch not applied: %v", got)
+	}
+	// The rule was used up: the next one is immediate.
+	start = time.Now()
+	if code, _ := h.do("PATCH", "/api/v1/namespaces/default/pods/p/status", mp, `{}`); code != 200 || time.Since(start) > 250*time.Millisecond {
+		t.Errorf("after the delay rule: %d after %v", code, time.Since(start))
+	}
+	// A failure can be delayed too; other methods on the path are untouched.
+	h.do("POST", "/fake/fail?path=/api/v1/namespaces/default/pods/p/status&method=PATCH&code=503&delay=100&count=-1", "", "")
+	if code, _ := h.do("GET", "/api/v1/namespaces/default/pods/p/status", "", ""); code != 200 {
+		t.Errorf("GET on a PATCH-only rule: %d", code)
+	}
+	start = time.Now()
+	for i := 0; i < 2; i++ {
+		if code, st := h.do("PATCH", "/api/v1/namespaces/default/pods/p/status", mp, `{}`); code != 503 || st["reason"] != "ServiceUnavailable" {
+			t.Errorf("delayed failure %d: %d %v", i, code, st)
+		}
+	}
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Errorf("two delayed failures took %v", took)
+	}
+	_, rules := h.do("GET", "/fake/fail", "", "")
+	if rs := rules["rules"].([]any); len(rs) != 1 || rs[0].(map[string]any)["delayMs"].(float64) != 100 {
+		t.Errorf("rules: %v", rules)
+	}
+}

@@ -293,3 +293,132 @@ TEST_CASE("a second ADD for an enrolled pod with a new sandbox replaces the old 
   CHECK(n.agent.is_enrolled("uid-web"));
   CHECK_FALSE(zds::receive_message(n.zt.peer.get(), 200ms));
 }
+
+namespace {
+
+// Plays the Kubernetes controller's annotation write: the test decides when
+// it ends and how.
+class ScriptedListener : public agent::EnrollmentListener {
+ public:
+  std::future<Result<>> mark_enrolled(const agent::PodIdentity& pod) override {
+    uid = pod.uid;  // read by the test only after add_pod returned
+    ++marks;
+    return outcome.get_future();
+  }
+  void unmark_failed(const agent::PodIdentity&) override { ++unmarks; }
+
+  std::promise<Result<>> outcome;
+  std::string uid;
+  std::atomic<int> marks{0}, unmarks{0};
+};
+
+// Node's agent, with the listener Kubernetes mode has.
+struct NodeWithListener : Node {
+  ScriptedListener listener;
+  agent::Agent k8s_agent{{.config = cfg,
+                          .backend = backend,
+                          .host = host,
+                          .zds = *zt.server,
+                          .pods = pods,
+                          .policy = policy,
+                          .listener = &listener}};
+};
+
+}  // namespace
+
+// docs/node-agent.md#annotations: the annotation is in place before the answer.
+TEST_CASE("enrollment: an annotation that lands after the rules and ztunnel holds the answer back",
+          "[enroll][annotation]") {
+  NodeWithListener n;
+  auto added =
+      std::async(std::launch::async, [&n] { return n.k8s_agent.add_pod(kPod, own_netns()); });
+  std::vector<UniqueFd> fds;
+  REQUIRE(next(n.zt.peer.get(), &fds).has_add());
+  send_raw(n.zt.peer.get(), ack());
+  // Rules, probe set and ztunnel are done; the annotation is not. (CHECK,
+  // not REQUIRE: add_pod must still be let go below.)
+  CHECK(added.wait_for(300ms) == std::future_status::timeout);
+  CHECK(n.listener.marks == 1);
+  CHECK(n.backend.installs == 1);
+  CHECK_FALSE(n.k8s_agent.is_enrolled("uid-web"));
+  n.listener.outcome.set_value({});
+  AMBIENT_REQUIRE_OK(added.get());
+  CHECK(n.listener.uid == "uid-web");
+  CHECK(n.k8s_agent.is_enrolled("uid-web"));
+  CHECK(n.backend.removes == 0);
+  CHECK(n.listener.unmarks == 0);
+  CHECK(n.host.entries == std::vector{std::pair<std::string, std::string>("10.0.0.7", "uid-web")});
+}
+
+TEST_CASE("enrollment: an annotation that cannot be written fails the ADD and undoes the rest",
+          "[enroll][annotation]") {
+  NodeWithListener n;
+  n.listener.outcome.set_value(make_error(
+      Errc::Unavailable,
+      "set ambient.istio.io/redirection=enabled (gave up after 3000 ms): HTTP 500: etcd down"));
+  auto added =
+      std::async(std::launch::async, [&n] { return n.k8s_agent.add_pod(kPod, own_netns()); });
+  std::vector<UniqueFd> fds;
+  REQUIRE(next(n.zt.peer.get(), &fds).has_add());
+  send_raw(n.zt.peer.get(), ack());
+  auto del = next(n.zt.peer.get());  // ztunnel acked, so it is told to forget the pod
+  REQUIRE(del.has_del());
+  CHECK(del.del().uid() == "uid-web");
+  send_raw(n.zt.peer.get(), ack());
+  auto r = added.get();
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().describe(), Catch::Contains("pod demo/web") &&
+                                       Catch::Contains("ambient.istio.io/redirection") &&
+                                       Catch::Contains("etcd down"));
+  CHECK_FALSE(n.k8s_agent.is_enrolled("uid-web"));
+  CHECK(n.backend.installs == 1);
+  CHECK(n.backend.removes == 1);
+  CHECK(n.host.entries.empty());
+  CHECK(n.listener.unmarks == 0);  // nothing was written, nothing to put back
+}
+
+TEST_CASE("enrollment: a failure after the annotation was written puts the annotation back",
+          "[enroll][annotation]") {
+  NodeWithListener n;
+  n.listener.outcome.set_value({});
+  auto added =
+      std::async(std::launch::async, [&n] { return n.k8s_agent.add_pod(kPod, own_netns()); });
+  std::vector<UniqueFd> fds;
+  REQUIRE(next(n.zt.peer.get(), &fds).has_add());
+  send_raw(n.zt.peer.get(), ack("failure to process message : no netns"));
+  auto r = added.get();
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().describe(), Catch::Contains("hand netns to ztunnel"));
+  CHECK(n.listener.unmarks == 1);
+  CHECK(n.backend.removes == 1);
+  CHECK_FALSE(n.k8s_agent.is_enrolled("uid-web"));
+}
+
+// docs/node-agent.md#decision-table: the probe set follows an enrolled pod's IPs.
+TEST_CASE("an enrolled pod's new IPs replace its probe-set entries", "[enroll][probe]") {
+  Node n;
+  using Entries = std::vector<std::pair<std::string, std::string>>;
+  SECTION("IPs that change after enrollment") {
+    enroll(n, own_netns(), "sandbox-1");
+    AMBIENT_REQUIRE_OK(n.agent.update_pod_ips(
+        "uid-web", {*IpAddress::parse("10.0.0.7"), *IpAddress::parse("10.0.0.9")}));
+    CHECK(n.host.entries == Entries{{"10.0.0.7", "uid-web"}, {"10.0.0.9", "uid-web"}});
+    AMBIENT_REQUIRE_OK(n.agent.update_pod_ips("uid-web", {*IpAddress::parse("10.0.0.9")}));
+    CHECK(n.host.entries == Entries{{"10.0.0.9", "uid-web"}});
+    CHECK(n.pods.get("uid-web")->ips == std::vector{*IpAddress::parse("10.0.0.9")});
+    CHECK(n.pods.get("uid-web")->container_id == "sandbox-1");  // the rest of the entry stays
+  }
+  SECTION("a pod adopted at startup before its status had IPs") {
+    agent::PodIdentity pod = kPod;
+    pod.ips.clear();
+    AMBIENT_REQUIRE_OK(n.agent.adopt_pod(pod, own_netns(), false));
+    CHECK(n.host.entries.empty());
+    AMBIENT_REQUIRE_OK(n.agent.update_pod_ips("uid-web", {*IpAddress::parse("10.0.0.7")}));
+    CHECK(n.host.entries == Entries{{"10.0.0.7", "uid-web"}});
+  }
+  // A pod that is not enrolled is left alone.
+  AMBIENT_REQUIRE_OK(n.agent.update_pod_ips("uid-other", {*IpAddress::parse("10.0.0.8")}));
+  CHECK(std::none_of(n.host.entries.begin(), n.host.entries.end(),
+                     [](const auto& e) { return e.second == "uid-other"; }));
+  CHECK_FALSE(zds::receive_message(n.zt.peer.get(), 200ms));  // ztunnel is not involved
+}

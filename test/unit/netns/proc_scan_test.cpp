@@ -123,7 +123,8 @@ TEST_CASE("the /proc scan never returns the host netns", "[proc][golden]") {
   CHECK(found->at(kFixtureUid).netns->path() == kFixture + "/2/ns/net");
 }
 
-TEST_CASE("a pod without IPs is never paired with a netns", "[proc]") {
+// docs/node-agent.md#proc-scan: the cgroup's pod UID pairs; IPs only break ties.
+TEST_CASE("a pod without IPs in its status is found by its UID", "[proc]") {
   ProcScanDeps deps = fake_deps(kFixture);
   int checks = 0;
   deps.owns_ips = [&](const Netns&, const std::vector<IpAddress>&) -> Result<bool> {
@@ -132,12 +133,52 @@ TEST_CASE("a pod without IPs is never paired with a netns", "[proc]") {
   };
   auto found = scan_proc(deps, {{.uid = kFixtureUid, .ips = {}}});
   REQUIRE(found);
-  CHECK(found->empty());
+  REQUIRE(found->count(kFixtureUid) == 1);
+  CHECK(found->at(kFixtureUid).start_time == 70298968);  // no IPs to compare: the oldest
+  CHECK(found->at(kFixtureUid).netns->path() == kFixture + "/1/ns/net");
   CHECK(checks == 0);
 }
 
-TEST_CASE("the ownership check decides the pairing and a rejected netns stays unclaimed",
+TEST_CASE("a pod's only netns is taken without looking at its IPs", "[proc]") {
+  FakeProc proc;
+  proc.add("10", "a", pod_cgroup(kFixtureUid, kFixtureCid), stat_line(100));
+  proc.add("11", "a", pod_cgroup(kFixtureUid, kFixtureCid), stat_line(150));  // a second container
+  ProcScanDeps deps = fake_deps(proc.root());
+  int checks = 0;
+  deps.owns_ips = [&](const Netns&, const std::vector<IpAddress>&) -> Result<bool> {
+    ++checks;
+    return false;
+  };
+  auto found = scan_proc(deps, {{.uid = kFixtureUid, .ips = {ip("10.0.0.1")}}});
+  REQUIRE(found);
+  REQUIRE(found->count(kFixtureUid) == 1);
+  CHECK(found->at(kFixtureUid).netns->path() == proc.ns_path("10"));
+  CHECK(found->at(kFixtureUid).start_time == 100);
+  CHECK(checks == 0);
+}
+
+TEST_CASE("a process visiting another pod's netns does not take it, even without IPs to compare",
           "[proc]") {
+  // Pod B (not asked for) owns netns b; a process of pod A, started later,
+  // has entered it.
+  FakeProc proc;
+  proc.add("10", "b", pod_cgroup(kOtherUid, kOtherCid), stat_line(100));
+  proc.add("11", "b", pod_cgroup(kFixtureUid, kFixtureCid), stat_line(200));
+  SECTION("A's own netns is found") {
+    proc.add("12", "a", pod_cgroup(kFixtureUid, kFixtureCid), stat_line(150));
+    auto found = scan_proc(fake_deps(proc.root()), {{.uid = kFixtureUid, .ips = {}}});
+    REQUIRE(found);
+    REQUIRE(found->count(kFixtureUid) == 1);
+    CHECK(found->at(kFixtureUid).netns->path() == proc.ns_path("12"));
+  }
+  SECTION("without one, A gets nothing") {
+    auto found = scan_proc(fake_deps(proc.root()), {{.uid = kFixtureUid, .ips = {}}});
+    REQUIRE(found);
+    CHECK(found->empty());
+  }
+}
+
+TEST_CASE("the IP check breaks ties between netns of a pod and between pods of a netns", "[proc]") {
   SECTION("fixture: rejecting the oldest candidate falls back to the next oldest") {
     ProcScanDeps deps = fake_deps(kFixture);
     deps.owns_ips = [](const Netns& ns, const std::vector<IpAddress>&) -> Result<bool> {
@@ -148,7 +189,7 @@ TEST_CASE("the ownership check decides the pairing and a rejected netns stays un
     REQUIRE(found->count(kFixtureUid) == 1);
     CHECK(found->at(kFixtureUid).start_time == 70298977);
   }
-  SECTION("fixture: a check that fails everywhere finds nothing") {
+  SECTION("fixture: a check that fails everywhere leaves the choice to age") {
     ProcScanDeps deps = fake_deps(kFixture);
     bool fail_with_error = GENERATE(false, true);
     deps.owns_ips = [&](const Netns&, const std::vector<IpAddress>&) -> Result<bool> {
@@ -157,7 +198,8 @@ TEST_CASE("the ownership check decides the pairing and a rejected netns stays un
     };
     auto found = scan_proc(deps, {{.uid = kFixtureUid, .ips = {ip("10.0.0.5")}}});
     REQUIRE(found);
-    CHECK(found->empty());
+    REQUIRE(found->count(kFixtureUid) == 1);
+    CHECK(found->at(kFixtureUid).start_time == 70298968);
   }
   SECTION("a foreign process visiting a pod's netns does not take it from that pod") {
     // pid 10 belongs (by cgroup) to pod A but sits in pod B's netns, which
@@ -184,15 +226,17 @@ TEST_CASE("the ownership check decides the pairing and a rejected netns stays un
   }
 }
 
-TEST_CASE("a netns claimed by one pod is not handed to a later one", "[proc]") {
+TEST_CASE("a netns holding two wanted pods' processes goes to one of them only", "[proc]") {
   FakeProc proc;
   proc.add("10", "shared", pod_cgroup(kFixtureUid, kFixtureCid), stat_line(300));
   proc.add("11", "shared", pod_cgroup(kOtherUid, kOtherCid), stat_line(100));
+  // Both pods' IPs "are" in it: the pod of the oldest process wins.
   auto found = scan_proc(fake_deps(proc.root()), {{.uid = kFixtureUid, .ips = {ip("10.0.0.1")}},
                                                   {.uid = kOtherUid, .ips = {ip("10.0.0.2")}}});
   REQUIRE(found);
-  CHECK(found->count(kFixtureUid) == 1);
-  CHECK(found->count(kOtherUid) == 0);
+  CHECK(found->count(kFixtureUid) == 0);
+  REQUIRE(found->count(kOtherUid) == 1);
+  CHECK(found->at(kOtherUid).start_time == 100);
 }
 
 TEST_CASE("equally old candidates resolve to the lowest pid", "[proc]") {
