@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "agent/agent.h"
+#include "lib/file.h"
 #include "lib/unique_fd.h"
 #include "log/log.h"
 
@@ -22,20 +23,6 @@ namespace fs = std::filesystem;
 using Json = nlohmann::ordered_json;  // keys in the order written: version first
 
 namespace {
-
-Result<std::string> read_whole(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return sys_error("open " + path);
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return sys_error("read " + path);
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-  }
-}
 
 // Temp file in the same directory, fsync, rename, fsync of the directory:
 // a reader (the next agent) sees the old or the new set, never half of
@@ -67,7 +54,7 @@ Result<> replace_file(const std::string& path, const std::string& text) {
 }
 
 std::string read_boot_id(const std::string& path) {
-  auto text = read_whole(path);
+  auto text = read_whole_file(path);
   if (!text) {
     log::warn("cannot read this boot's ID ({}): stored enrollments are not checked against reboots",
               text.error().describe());
@@ -197,7 +184,7 @@ std::vector<StoredPod> StandaloneStore::load() {
     }
     return std::vector<StoredPod>();
   };
-  auto text = read_whole(path_);
+  auto text = read_whole_file(path_);
   if (!text) {
     if (text.error().code == std::error_code(ENOENT, std::system_category())) {
       log::info("standalone mode: no enrolled pods stored ({} does not exist)", path_);

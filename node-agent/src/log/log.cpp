@@ -7,6 +7,8 @@
 #include <memory>
 #include <optional>
 
+#include "lib/text.h"
+
 namespace ambient::log {
 
 namespace {
@@ -66,36 +68,6 @@ spdlog::level::level_enum to_spdlog(Level l) {
       break;
   }
   return spdlog::level::off;
-}
-
-void append_json_string(std::string& out, std::string_view s) {
-  out += '"';
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(c)));
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
 }
 
 // The whole line in one flag, so both formats are written by format_line.
@@ -175,13 +147,13 @@ std::string format_line(std::string_view time, Level level, std::string_view sco
     return out;
   }
   out += "{\"time\":";
-  append_json_string(out, time);
+  out += text::json_quote(time);
   out += ",\"level\":";
-  append_json_string(out, level_name(level));
+  out += text::json_quote(level_name(level));
   out += ",\"scope\":";
-  append_json_string(out, scope);
+  out += text::json_quote(scope);
   out += ",\"msg\":";
-  append_json_string(out, msg);
+  out += text::json_quote(msg);
   out += '}';
   return out;
 }

@@ -15,6 +15,7 @@
 #include <regex>
 #include <set>
 
+#include "lib/file.h"
 #include "lib/unique_fd.h"
 #include "log/log.h"
 
@@ -112,21 +113,6 @@ Result<std::optional<PathMatch>> match_cgroup_path(std::string_view path) {
   return found;
 }
 
-// Reads a small file completely. procfs reports size 0, so read to EOF.
-Result<std::string> read_small_file(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-  if (!fd.valid()) return sys_error("open " + path);
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return sys_error("read " + path);
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-  }
-}
-
 bool all_digits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
@@ -179,7 +165,7 @@ Result<std::optional<PodProcess>> read_process(const ProcScanDeps& deps, const s
   const std::string ns_path = dir + "/ns/net";
   struct stat st {};
   if (::stat(ns_path.c_str(), &st) != 0) return sys_error("stat " + ns_path);
-  AMBIENT_ASSIGN_OR_RETURN(std::string stat_text, read_small_file(dir + "/stat"));
+  AMBIENT_ASSIGN_OR_RETURN(std::string stat_text, read_whole_file(dir + "/stat"));
   AMBIENT_ASSIGN_OR_RETURN(uint64_t start_time, start_time_from_stat(stat_text));
 
   const NetnsKey key{st.st_dev, st.st_ino};
@@ -187,7 +173,7 @@ Result<std::optional<PodProcess>> read_process(const ProcScanDeps& deps, const s
   // (istio/istio#55139): never hand it out.
   if (key == deps.host_netns) return std::optional<PodProcess>();
 
-  AMBIENT_ASSIGN_OR_RETURN(std::string cgroup, read_small_file(dir + "/cgroup"));
+  AMBIENT_ASSIGN_OR_RETURN(std::string cgroup, read_whole_file(dir + "/cgroup"));
   AMBIENT_ASSIGN_OR_RETURN(auto pod, pod_from_cgroup(cgroup));
   if (!pod || pod->first.empty()) return std::optional<PodProcess>();
   return std::optional<PodProcess>(PodProcess{.pid = pid,

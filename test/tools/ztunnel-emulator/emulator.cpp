@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "lib/text.h"
 #include "log.h"
 #include "zds.pb.h"
 #include "zds/wire.h"
@@ -214,8 +215,9 @@ Emulator::StreamEnd Emulator::serve_connection(int sock) {
     if (!sent) {
       log_warn("sending the ack failed: " + sent.error().describe());
     } else {
-      log_info(outcome.ack_error.empty() ? std::string("sent ack")
-                                         : "sent nack error=" + json_quote(outcome.ack_error));
+      log_info(outcome.ack_error.empty()
+                   ? std::string("sent ack")
+                   : "sent nack error=" + text::json_quote(outcome.ack_error));
     }
     if (outcome.drain_after_ack) server_->remove(*outcome.drain_after_ack);
     if (outcome.next == Next::Exit) return StreamEnd::ProtocolError;
@@ -401,19 +403,20 @@ void Emulator::write_state() const {
   if (options_.state_path.empty()) return;
   auto workload_json = [](const Workload& w, const char* state) {
     return std::string("{\"state\":\"") + state +
-           "\",\"info\":{\"name\":" + json_quote(w.meta.name) +
-           ",\"namespace\":" + json_quote(w.meta.ns) +
-           ",\"serviceAccount\":" + json_quote(w.meta.service_account) +
-           "},\"netns\":" + json_quote(netns_id(w.dev, w.ino)) + "}";
+           "\",\"info\":{\"name\":" + text::json_quote(w.meta.name) +
+           ",\"namespace\":" + text::json_quote(w.meta.ns) +
+           ",\"serviceAccount\":" + text::json_quote(w.meta.service_account) +
+           "},\"netns\":" + text::json_quote(netns_id(w.dev, w.ino)) + "}";
   };
   std::string workloads;
   for (const auto& [uid, w] : proxies_) {
-    workloads += (workloads.empty() ? "" : ",") + json_quote(uid) + ":" + workload_json(w, "Up");
+    workloads +=
+        (workloads.empty() ? "" : ",") + text::json_quote(uid) + ":" + workload_json(w, "Up");
   }
   for (const auto& [uid, w] : pending_) {
     if (proxies_.count(uid)) continue;
     workloads +=
-        (workloads.empty() ? "" : ",") + json_quote(uid) + ":" + workload_json(w, "Pending");
+        (workloads.empty() ? "" : ",") + text::json_quote(uid) + ":" + workload_json(w, "Pending");
   }
   const bool ready = snapshot_received_ && pending_.empty();
   std::string json = std::string("{\"connected\":") + (connected_ ? "true" : "false") +

@@ -22,8 +22,4 @@ inline void log_info(std::string_view m) { log_line(LogLevel::Info, m); }
 inline void log_warn(std::string_view m) { log_line(LogLevel::Warn, m); }
 inline void log_error(std::string_view m) { log_line(LogLevel::Error, m); }
 
-// JSON string literal (with the quotes) for `s`. Control characters are
-// escaped; other bytes pass through, so UTF-8 stays readable.
-std::string json_quote(std::string_view s);
-
 }  // namespace ambient::test

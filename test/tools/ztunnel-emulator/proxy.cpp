@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "lib/text.h"
 #include "log.h"
 
 namespace ambient::test {
@@ -208,11 +209,11 @@ OriginalDst tcp_original_dst(int fd, const sockaddr_storage& local_unmapped) {
 
 std::string record_line(const std::string& uid, uint16_t port, Proto proto, const std::string& peer,
                         const std::string& local, const OriginalDst& orig) {
-  std::string line = "{\"uid\":" + json_quote(uid) + ",\"port\":" + std::to_string(port) +
-                     ",\"proto\":\"" + (proto == Proto::Tcp ? "tcp" : "udp") +
-                     "\",\"peer\":" + json_quote(peer) + ",\"local\":" + json_quote(local) +
-                     ",\"orig_dst\":" + json_quote(orig.address) +
-                     ",\"nat\":" + (orig.nat ? "true" : "false") + "}\n";
+  std::string line =
+      "{\"uid\":" + text::json_quote(uid) + ",\"port\":" + std::to_string(port) + ",\"proto\":\"" +
+      (proto == Proto::Tcp ? "tcp" : "udp") + "\",\"peer\":" + text::json_quote(peer) +
+      ",\"local\":" + text::json_quote(local) + ",\"orig_dst\":" + text::json_quote(orig.address) +
+      ",\"nat\":" + (orig.nat ? "true" : "false") + "}\n";
   return line;
 }
 
