@@ -74,14 +74,10 @@ spdlog::level::level_enum to_spdlog(Level l) {
 class LineFormatter : public spdlog::custom_flag_formatter {
  public:
   explicit LineFormatter(bool json) : json_(json) {}
-  void format(const spdlog::details::log_msg& msg, const std::tm& tm,
+  // spdlog only fills `tm` for patterns with time flags; ours has none.
+  void format(const spdlog::details::log_msg& msg, const std::tm& /*tm*/,
               spdlog::memory_buf_t& dest) override {
-    const auto us =
-        std::chrono::duration_cast<std::chrono::microseconds>(msg.time.time_since_epoch()) %
-        1000000;
-    const std::string time =
-        fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", tm.tm_year + 1900, tm.tm_mon + 1,
-                    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, us.count());
+    const std::string time = format_time(msg.time);
     const std::string line =
         format_line(time, from_spdlog(msg.level),
                     std::string_view(msg.logger_name.data(), msg.logger_name.size()),
@@ -135,6 +131,16 @@ Result<Levels> parse_output_levels(std::string_view spec) {
   out.plugin = plugin.value_or(d);
   out.install = install.value_or(d);
   return out;
+}
+
+std::string format_time(std::chrono::system_clock::time_point when) {
+  const std::time_t secs = std::chrono::system_clock::to_time_t(when);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  const auto us =
+      std::chrono::duration_cast<std::chrono::microseconds>(when.time_since_epoch()) % 1000000;
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, us.count());
 }
 
 std::string format_line(std::string_view time, Level level, std::string_view scope,

@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -30,6 +31,9 @@ struct Levels {
 // by commas ("default:info,cni-agent:debug"); levels debug, info, warn,
 // error, none. An unknown scope or level is an error naming it.
 Result<Levels> parse_output_levels(std::string_view spec);
+
+// UTC with microseconds, as Istio writes it: 2026-12-06T05:00:00.123456Z.
+std::string format_time(std::chrono::system_clock::time_point when);
 
 // One line as it is written (no trailing newline): for tests, and the one
 // place the two formats are defined.

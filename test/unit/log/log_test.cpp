@@ -54,6 +54,14 @@ TEST_CASE("log lines: Istio's text columns, or one JSON object with upstream's k
   CHECK(line.find('\n') == std::string::npos);  // one line per record
 }
 
+TEST_CASE("log times are UTC with microseconds", "[log]") {
+  using namespace std::chrono;
+  const auto when =
+      sys_days{year{2026} / 12 / 6} + hours{5} + minutes{4} + seconds{3} + microseconds{120045};
+  CHECK(log::format_time(time_point_cast<system_clock::duration>(when)) ==
+        "2026-12-06T05:04:03.120045Z");
+}
+
 TEST_CASE("the agent refuses a log level it cannot honour at startup", "[log][config]") {
   const char* argv[] = {"ambient-agent", "--log_output_level=cni-agent:chatty", "--log_as_json"};
   auto env = [](const char* n) -> const char* {
