@@ -74,15 +74,24 @@ TEST_CASE("pluginevent.sock refuses a caller that is not root", "[cni_server][se
       {.admit = cni_server::refuse_non_root});
   ::chmod(sock.c_str(), 0666);
   std::thread io([&] { ioc.run(); });
+  // Stops the server and joins its threads also when a REQUIRE fails, so
+  // no thread is left joinable (std::terminate) and nothing keeps serving.
+  struct Stop {
+    boost::asio::io_context& ioc;
+    boost::asio::thread_pool& pool;
+    http::Server<boost::asio::local::stream_protocol>& server;
+    std::thread& io;
+    ~Stop() {
+      boost::asio::post(ioc, [this] { server.close(); });
+      pool.join();
+      ioc.stop();
+      if (io.joinable()) io.join();
+    }
+  } stop{ioc, pool, server, io};
 
   CHECK_THAT(call_as(0, sock), Catch::StartsWith("HTTP/1.1 200") && Catch::Contains("served"));
   const std::string refused = call_as(65534, sock);
   CHECK_THAT(refused, Catch::StartsWith("HTTP/1.1 403") &&
                           Catch::Contains("root only: uid 65534 refused") &&
                           !Catch::Contains("served"));
-
-  boost::asio::post(ioc, [&] { server.close(); });
-  pool.join();
-  ioc.stop();
-  io.join();
 }
