@@ -14,6 +14,7 @@
 
 #include "dispatcher.h"
 #include "kube_fallback.h"
+#include "logger.h"
 
 namespace {
 // The binary is fully static (cni-plugin/CMakeLists.txt). Two things could
@@ -81,6 +82,13 @@ int main(int argc, char** argv) {
         return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
       },
       .kube_api = fallback_api,
+      .log_socket_exists =
+          [](const std::string& path) {
+            struct stat st {};
+            return ::stat(path.c_str(), &st) == 0;
+          },
+      .send_log = [](const std::string& path,
+                     std::string_view body) { send_log(path, body, kLogSendBudget); },
   };
   UnixHttpClient agent;
   return run_plugin(io, agent);

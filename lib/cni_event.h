@@ -19,6 +19,10 @@ namespace ambient::cni {
 inline constexpr std::string_view kCmdAddPath = "/cmdadd";
 inline constexpr std::string_view kCmdDelPath = "/cmddel";
 inline constexpr std::string_view kPluginEventSocket = "pluginevent.sock";
+// The plugin's log lines go to the agent as one POST of this path on this
+// socket in the same run dir (docs/cni-plugin.md#log-channel).
+inline constexpr std::string_view kPluginLogSocket = "log.sock";
+inline constexpr std::string_view kPluginLogPath = "/log";
 // The kubeconfig the agent's installer writes there for the plugin's API fallback.
 inline constexpr std::string_view kPluginKubeconfigFile = "istio-cni-kubeconfig";
 

@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 
 #include "cni_result.h"
 #include "lib/cni_event.h"
 #include "lib/version.h"
+#include "logger.h"
 #include "netconf.h"
 
 namespace ambient::cni {
@@ -24,7 +24,8 @@ be enrolled in ambient, tells the node agent over
 <cni_agent_run_dir>/pluginevent.sock (POST /cmdadd, /cmddel). ADD fails
 if the agent answers anything but 200. When the agent cannot be reached (no
 socket, or no answer within 5 s), the plugin asks the API server instead and
-lets the pod start only if the pod is certainly not ambient.
+lets the pod start only if the pod is certainly not ambient. Log lines (JSON)
+go to stderr and, when <cni_agent_run_dir>/log.sock exists, to the agent's log.
 
 Usage: istio-cni [--help | --version]   (configuration on stdin, parameters in env)
 
@@ -59,55 +60,6 @@ void print_error(const std::function<void(std::string_view)>& out, const CniErro
   if (!e.details.empty()) j["details"] = e.details;
   out(print_json(j));
 }
-
-// Plugin log: JSON lines on stderr, upstream's keys. stdout is reserved for
-// the CNI result.
-class Logger {
- public:
-  explicit Logger(const std::function<void(std::string_view)>& err) : err_(err) {}
-  enum Level { Debug = 0, Info, Warn, Error, None };
-  void set_level(std::string_view name) {
-    static const std::pair<std::string_view, Level> kLevels[] = {{"debug", Debug}, {"info", Info},
-                                                                 {"warn", Warn},   {"error", Error},
-                                                                 {"fatal", None},  {"none", None}};
-    for (auto [n, l] : kLevels) {
-      if (n == name) {
-        level_ = l;
-        return;
-      }
-    }
-    log(Warn, "unknown plugin_log_level \"" + std::string(name) + "\": logging turned off", "");
-    level_ = None;
-  }
-  void log(Level l, const std::string& msg, const std::string& pod) {
-    if (l < level_ || l == None) return;
-    static const char* kNames[] = {"debug", "info", "warn", "error"};
-    json::Json j = json::Json::object();
-    j["level"] = kNames[l];
-    j["time"] = now();
-    j["msg"] = msg;
-    if (!pod.empty()) j["pod"] = pod;
-    err_(j.dump() + "\n");
-  }
-
- private:
-  static std::string now() {
-    auto t = std::chrono::system_clock::now();
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-    std::time_t secs = us / 1000000;
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    // Not strftime: it reads the time zone file (/etc/localtime) first,
-    // seven system calls on every plugin run for a UTC timestamp.
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
-                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                  static_cast<long>(us % 1000000));
-    return buf;
-  }
-  const std::function<void(std::string_view)>& err_;
-  Level level_ = Info;
-};
 
 struct Env {
   std::string command, container_id, netns, ifname, args, path, netns_override;
@@ -156,6 +108,12 @@ bool truthy(const std::string& v) { return v == "1" || v == "true"; }
 class Plugin {
  public:
   Plugin(PluginIo& io, AgentClient& agent) : io_(io), agent_(agent), log_(io.err) {}
+
+  // The lines kept since configure_log, to the agent in one request.
+  void forward_logs() {
+    if (log_socket_.empty() || log_.kept().empty()) return;
+    io_.send_log(log_socket_, log_body(log_.kept()));
+  }
 
   int run() {
     // Flags first: a person asking must get an answer even with CNI_COMMAND
@@ -292,7 +250,7 @@ class Plugin {
     if (!result) return internal(result.error());
     auto args = parse_cni_args(env_.args);
     if (!args) return internal(std::move(args).error().context("failed to load args"));
-    log_.set_level(conf->plugin_log_level.empty() ? "info" : conf->plugin_log_level);
+    configure_log(*conf);
     const std::string pod = args->pod_namespace + "/" + args->pod_name;
 
     // Checks that need neither the agent nor the API come first
@@ -416,6 +374,17 @@ class Plugin {
     return run_dir(conf) + "/" + std::string(kPluginEventSocket);
   }
 
+  // Once the config is known, as upstream does: the level, and the agent's
+  // log channel if its socket exists now; earlier lines stay on stderr.
+  void configure_log(const PluginConf& conf) {
+    const std::string sock = run_dir(conf) + "/" + std::string(kPluginLogSocket);
+    if (io_.log_socket_exists && io_.send_log && io_.log_socket_exists(sock)) {
+      log_socket_ = sock;
+      log_.keep_lines();
+    }
+    log_.set_level(conf.plugin_log_level.empty() ? "info" : conf.plugin_log_level);
+  }
+
   // One POST to the agent; transport failures are errors, any answer is not.
   Result<HttpReply> post(const PluginConf& conf, std::string_view target, const std::string& body) {
     return agent_.post(socket_path(conf), target, body,
@@ -438,7 +407,7 @@ class Plugin {
     if (!conf) return internal(conf.error());
     auto args = parse_cni_args(env_.args);
     if (!args) return internal(std::move(args).error().context("failed to load args"));
-    log_.set_level(conf->plugin_log_level.empty() ? "info" : conf->plugin_log_level);
+    configure_log(*conf);
     const auto& excl = conf->exclude_namespaces;
     if (!conf->ambient_enabled || args->pod_name.empty() || args->pod_namespace.empty() ||
         std::find(excl.begin(), excl.end(), args->pod_namespace) != excl.end()) {
@@ -463,6 +432,7 @@ class Plugin {
   PluginIo& io_;
   AgentClient& agent_;
   Logger log_;
+  std::string log_socket_;  // where the kept lines go; empty: nowhere
   Env env_;
 };
 
@@ -521,14 +491,22 @@ bool is_answered_flag(const std::vector<std::string>& args) {
 }
 
 int run_plugin(PluginIo& io, AgentClient& agent) {
+  Plugin plugin(io, agent);
+  int rc = 1;
   try {
-    return Plugin(io, agent).run();
+    rc = plugin.run();
   } catch (const std::exception& e) {
     print_error(io.out, {kErrInternal, std::string("istio-cni panicked: ") + e.what(), ""});
   } catch (...) {
     print_error(io.out, {kErrInternal, "istio-cni panicked", ""});
   }
-  return 1;
+  // Last, after the answer is out: the agent's log server can cost the run
+  // at most send_log's budget and can never change its outcome.
+  try {
+    plugin.forward_logs();
+  } catch (...) {
+  }
+  return rc;
 }
 
 }  // namespace ambient::cni

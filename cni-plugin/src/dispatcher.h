@@ -32,6 +32,11 @@ struct PluginIo {
   std::function<Result<std::unique_ptr<KubeApi>>(const std::string& kubeconfig)> kube_api;
   // The API fallback's back-off between attempts; unset = real sleep.
   std::function<void(std::chrono::milliseconds)> sleep;
+  // The log channel to the agent (docs/cni-plugin.md#log-channel): whether
+  // <run dir>/log.sock exists once the config is parsed, and the one POST
+  // /log body sent to it at the end of the run. Either unset: no channel.
+  std::function<bool(const std::string& path)> log_socket_exists;
+  std::function<void(const std::string& socket_path, std::string_view body)> send_log;
 };
 
 // CNI error codes (containernetworking/cni pkg/types).

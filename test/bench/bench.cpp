@@ -31,6 +31,7 @@
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <thread>
 
@@ -138,15 +139,19 @@ std::string plugin_conf(SimNode& node, int i = 0) {
       .dump();
 }
 
+// The pod UID the runtime passes: the API object's in Kubernetes mode.
+using UidOf = std::function<std::string(const std::string& name)>;
+std::string made_up_uid(const std::string& name) { return "uid-" + name; }
+
 std::vector<std::string> add_env(const std::string& ns, const std::string& name,
-                                 const std::string& netns) {
+                                 const std::string& netns, const UidOf& uid_of = made_up_uid) {
   return {"CNI_COMMAND=ADD",
           "CNI_CONTAINERID=bench" + name,
           "CNI_NETNS=" + netns,
           "CNI_IFNAME=eth0",
           "CNI_PATH=/usr/lib/cni",
           "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=" + ns + ";K8S_POD_NAME=" + name +
-              ";K8S_POD_UID=uid-" + name};
+              ";K8S_POD_UID=" + uid_of(name)};
 }
 
 // Bare pod netns (lo only, and down): enrollment needs no veth.
@@ -280,7 +285,7 @@ struct BatchResult {
 // Enrolls `n` new pods, `concurrency` plugin runs at a time; the pods join
 // `pods` (their IPs follow the pods already there).
 BatchResult run_batch(SimNode& node, std::vector<std::unique_ptr<TestNetns>>& pods, int n,
-                      int concurrency, const std::string& tag) {
+                      int concurrency, const std::string& tag, const UidOf& uid_of) {
   std::vector<std::unique_ptr<TestNetns>> batch;
   std::vector<std::string> confs;  // every pod its own IP, as on a node
   for (int i = 0; i < n; ++i) {
@@ -299,8 +304,8 @@ BatchResult run_batch(SimNode& node, std::vector<std::unique_ptr<TestNetns>>& po
   for (int w = 0; w < concurrency; ++w) {
     workers.emplace_back([&] {
       for (int i; (i = next++) < n;) {
-        us[i] = exec_plugin(add_env("ambient-demo", tag + std::to_string(i), batch[i]->path()),
-                            confs[i]);
+        us[i] = exec_plugin(
+            add_env("ambient-demo", tag + std::to_string(i), batch[i]->path(), uid_of), confs[i]);
       }
     });
   }
@@ -319,11 +324,18 @@ BatchResult run_batch(SimNode& node, std::vector<std::unique_ptr<TestNetns>>& po
 
 // One batch through the plugin, reported: latencies, CPU per pod, and the
 // agent's own account of its phases.
+struct Batch {
+  int n, concurrency;
+  std::string tag;   // names its pods
+  std::string mode;  // standalone or kubernetes
+  UidOf uid_of = made_up_uid;
+};
+
 void bench_enroll_batch(SimNode& node, const std::string& backend,
-                        std::vector<std::unique_ptr<TestNetns>>& pods, int n, int conc,
-                        const std::string& tag) {
+                        std::vector<std::unique_ptr<TestNetns>>& pods, const Batch& b) {
+  const int n = b.n, conc = b.concurrency;
   auto before = histogram_totals(metrics(node));
-  const BatchResult r = run_batch(node, pods, n, conc, tag);
+  const BatchResult r = run_batch(node, pods, n, conc, b.tag, b.uid_of);
   const json cpu = {
       {"plugin", r.plugin_cpu_us}, {"agent", r.agent_cpu_us}, {"ztunnel", r.ztunnel_cpu_us}};
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
@@ -332,20 +344,20 @@ void bench_enroll_batch(SimNode& node, const std::string& backend,
   auto after = histogram_totals(metrics(node));
   auto s = stats(r.ok);
   const double floor_ms = (agent_cpu + zt_cpu + plugin_cpu) * n / cores;
-  emit("enroll", backend, {{"pods", n}, {"concurrency", conc}},
+  emit("enroll", backend, {{"pods", n}, {"concurrency", conc}, {"mode", b.mode}},
        {{"p50_us", s.p50},
         {"p99_us", s.p99},
         {"max_us", s.max},
         {"failures", r.failures},
         {"cpu_per_pod_us", cpu},
         {"cpu_floor_us", floor_ms * 1e3}});
-  std::cerr << "enroll " << backend << " n=" << n << " concurrency=" << conc << ": p50 "
-            << s.p50 / 1000 << " ms, p99 " << s.p99 / 1000 << " ms, max " << s.max / 1000
-            << " ms, failures " << r.failures << "\n  CPU per pod: plugin " << plugin_cpu
-            << " ms, agent " << agent_cpu << " ms, ztunnel " << zt_cpu << " ms; all " << n << " on "
-            << cores << " cores need >= " << floor_ms << " ms\n";
+  std::cerr << "enroll " << backend << " " << b.mode << " n=" << n << " concurrency=" << conc
+            << ": p50 " << s.p50 / 1000 << " ms, p99 " << s.p99 / 1000 << " ms, max "
+            << s.max / 1000 << " ms, failures " << r.failures << "\n  CPU per pod: plugin "
+            << plugin_cpu << " ms, agent " << agent_cpu << " ms, ztunnel " << zt_cpu << " ms; all "
+            << n << " on " << cores << " cores need >= " << floor_ms << " ms\n";
   json phases = agent_phases(before, after);
-  emit("enroll-phases", backend, {{"pods", n}, {"concurrency", conc}}, phases);
+  emit("enroll-phases", backend, {{"pods", n}, {"concurrency", conc}, {"mode", b.mode}}, phases);
   std::cerr << "  agent phases: " << phases.dump() << "\n";
 }
 
@@ -379,12 +391,44 @@ void bench_enroll_agent(SimNode& node, const std::string& backend,
 void bench_enroll(const std::string& backend) {
   SimNode node(bench_node(backend));
   std::vector<std::unique_ptr<TestNetns>> pods;
-  for (auto [n, conc, tag] :
-       {std::tuple{200, 1, std::string("s")}, std::tuple{10, 10, std::string("b")},
-        std::tuple{100, 100, std::string("c")}}) {
-    bench_enroll_batch(node, backend, pods, n, conc, tag);
+  for (const Batch& b : {Batch{200, 1, "s", "standalone"}, Batch{10, 10, "b", "standalone"},
+                         Batch{100, 100, "c", "standalone"}}) {
+    bench_enroll_batch(node, backend, pods, b);
   }
   bench_enroll_agent(node, backend, pods);
+}
+
+// Kubernetes mode: the ADD is answered once the pod is also annotated
+// through the API server (docs/node-agent.md#the-redirection-annotation),
+// so each enrollment includes a PATCH to the fake API server. The pod
+// objects exist before their ADD, as kubelet only runs sandboxes of
+// scheduled pods.
+void bench_enroll_kubernetes(const std::string& backend) {
+  NodeOptions o = bench_node(backend);
+  o.kubernetes = true;
+  SimNode node(o);
+  node.create_namespace("ambient-demo", {{"istio.io/dataplane-mode", "ambient"}});
+  const std::vector<Batch> batches = {{100, 1, "ks", "kubernetes"}, {10, 10, "kb", "kubernetes"}};
+  auto uids = std::make_shared<std::map<std::string, std::string>>();
+  for (const Batch& b : batches) {
+    for (int i = 0; i < b.n; ++i) {
+      const std::string name = b.tag + std::to_string(i);
+      json pod = {
+          {"apiVersion", "v1"},
+          {"kind", "Pod"},
+          {"metadata", {{"name", name}, {"namespace", "ambient-demo"}}},
+          {"spec",
+           {{"nodeName", kNodeName}, {"containers", {{{"name", "app"}, {"image", "app"}}}}}}};
+      json made = node.api_json("POST", "/api/v1/namespaces/ambient-demo/pods", pod.dump());
+      (*uids)[name] = made["metadata"]["uid"];
+    }
+  }
+  std::this_thread::sleep_for(1s);  // the agent's pod cache has seen them
+  std::vector<std::unique_ptr<TestNetns>> pods;
+  for (Batch b : batches) {
+    b.uid_of = [uids](const std::string& name) { return uids->at(name); };
+    bench_enroll_batch(node, backend, pods, b);
+  }
 }
 
 void bench_plugin_exec() {
@@ -613,7 +657,10 @@ void bench_datapath(const std::string& backend) {
 // (FAIL in SimNode) report properly; Catch's own report goes to stderr.
 TEST_CASE("plugin-exec", "[.][plugin-exec]") { bench_plugin_exec(); }
 TEST_CASE("enroll", "[.][enroll]") {
-  for (const auto& b : g_backends) bench_enroll(b);
+  for (const auto& b : g_backends) {
+    bench_enroll(b);
+    bench_enroll_kubernetes(b);
+  }
 }
 TEST_CASE("restart", "[.][restart]") {
   for (const auto& b : g_backends) bench_restart(b);

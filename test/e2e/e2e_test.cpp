@@ -409,7 +409,10 @@ TEST_CASE(
   NodeOptions opts;
   opts.kubelet_uid = 4242;  // the node netns's "kubelet"
   opts.backend = GENERATE(from_range(kBackends));
-  INFO("backend " << opts.backend);
+  // The chart's topology (the agent's own netns, host work in the node's)
+  // and the hostNetwork one.
+  opts.agent_host_network = GENERATE(false, true);
+  INFO("backend " << opts.backend << ", agent host network " << opts.agent_host_network);
   SimNode node(opts);
   Pod b = node.must_add_pod("b", "ambient-demo");
   UniqueFd server = listen_in(b, 9090);
@@ -607,4 +610,20 @@ TEST_CASE("standalone: after an agent restart ztunnel keeps the enrolled pods, r
   REQUIRE(node.del_pod(b).ok);
   CHECK(eventually([&] { return !node.ztunnel_state()["workloads"].contains(b.uid); }));
   CHECK_FALSE(node.pod_has_our_rules(b));
+}
+
+// docs/cni-plugin.md#log-channel: the plugin's lines reach the agent's log.
+TEST_CASE("the plugin's log lines reach the agent's log under the cni-plugin scope", "[e2e][log]") {
+  SimNode node;
+  struct stat sock {};
+  REQUIRE(::stat((node.dir() + "/run/log.sock").c_str(), &sock) == 0);
+  CHECK((sock.st_mode & 07777) == 0666);
+  Pod p = node.must_add_pod("logged", "ambient-demo");
+  // Sent after the plugin has answered, so it may land a moment later.
+  const std::string line =
+      "\tinfo\tcni-plugin\tpod enrolled or skipped by the node agent\tpod=" + p.ns + "/" + p.name +
+      "\n";
+  const bool arrived = eventually([&] { return node.agent_log().find(line) != std::string::npos; });
+  INFO(node.agent_log());
+  CHECK(arrived);
 }

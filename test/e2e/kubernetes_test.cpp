@@ -498,3 +498,120 @@ TEST_CASE("k8s: shutdown on a node the DaemonSet no longer targets is an uninsta
   CHECK(count_of(node.agent_log(), "shutdown kind: uninstall") == 2);
   CHECK(count_of(node.agent_log(), "shutdown kind: upgrade") == 1);
 }
+
+TEST_CASE(
+    "k8s: with the agent down and the API server down or failing, an ambient pod's ADD fails "
+    "naming both errors; the replacement agent pod starts",
+    "[e2e][k8s][fail-closed]") {
+  const std::string failure = GENERATE("down", "500", "403");
+  INFO("API server " << failure);
+  SimNode node(k8s_node());
+  node.create_namespace("ambient-demo", kAmbient);
+  node.create_namespace("istio-system");
+  node.stop_agent();  // an upgrade in progress: the old agent is gone
+  PodSpec broken_api;
+  broken_api.before_add = [&] {
+    if (failure == "down") {
+      node.stop_apiserver();
+      return;
+    }
+    auto r =
+        node.api("POST", "/fake/fail?path=/api/v1/namespaces/&method=GET&count=-1&code=" + failure);
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+  };
+
+  SECTION("an ambient pod fails closed (docs/cni-plugin.md#fail-closed)") {
+    Pod p;
+    auto r = node.add_pod("app", "ambient-demo", &p, broken_api);
+    REQUIRE_FALSE(r.ok);
+    const std::string msg = r.output.value("msg", "");
+    CHECK_THAT(msg,
+               Catch::Contains("failed to contact node Istio CNI agent") &&
+                   Catch::Contains("pluginevent.sock") &&
+                   Catch::Contains("the API server could not tell whether the pod is ambient"));
+    if (failure == "down") {
+      CHECK_THAT(msg, Catch::Contains("connect") || Catch::Contains("refused"));
+    } else {
+      CHECK_THAT(msg, Catch::Contains(failure));
+    }
+    CHECK_FALSE(node.pod_has_our_rules(p));
+  }
+  SECTION("the agent's own replacement pod starts, unredirected") {
+    Pod p;
+    auto r = node.add_pod("istio-cni-node-7xk2p", "istio-system", &p, broken_api);
+    REQUIRE(r.ok);
+    CHECK_FALSE(p.ip.empty());
+    CHECK_FALSE(node.pod_has_our_rules(p));
+  }
+}
+
+namespace {
+
+// /metrics as a Prometheus server reads it: the body through
+// test/tools/prom-parse (Prometheus' own Python parser), series -> value.
+std::map<std::string, double> scrape_metrics(SimNode& node) {
+  const std::string response = node.node_http_get(15014, "/metrics");
+  INFO(response.substr(0, 2000));
+  REQUIRE_THAT(response, Catch::StartsWith("HTTP/1.1 200"));
+  const size_t body = response.find("\r\n\r\n");
+  REQUIRE(body != std::string::npos);
+  auto parsed = run_command({.argv = {std::string(AMBIENT_TEST_TOOLS_DIR) + "/prom-parse"},
+                             .stdin_data = response.substr(body + 4)});
+  REQUIRE(parsed);
+  INFO(parsed->err);
+  REQUIRE(parsed->exit_code == 0);
+  std::map<std::string, double> out;
+  std::istringstream lines(parsed->out);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t space = line.rfind(' ');
+    REQUIRE(space != std::string::npos);
+    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
+  }
+  return out;
+}
+
+double series(const std::map<std::string, double>& scraped, const std::string& name) {
+  INFO(name);
+  auto it = scraped.find(name);
+  REQUIRE(it != scraped.end());
+  return it->second;
+}
+
+}  // namespace
+
+// docs/node-agent.md#metrics
+TEST_CASE("k8s: /metrics parses as Prometheus text and counts installs, events and /cmdadd",
+          "[e2e][k8s][metrics]") {
+  NodeOptions opts = k8s_node();
+  opts.installer = true;
+  SimNode node(opts);
+  node.create_namespace("mesh", kAmbient);
+  REQUIRE(eventually(
+      [&] { return node.node_http_get(8000, "/readyz").starts_with("HTTP/1.1 200"); }, 10s));
+  const std::string answered = R"(istio_cni_plugin_requests_total{response_code="200"})";
+  const double answered_before = series(scrape_metrics(node), answered);
+  Pod a = node.must_add_pod("a", "mesh");
+  REQUIRE(eventually([&] { return ztunnel_has(node, a); }));
+
+  const auto m = scrape_metrics(node);
+  CHECK(series(m, answered) - answered_before == 1);
+  CHECK(series(m, R"(istio_cni_installs_total{result="SUCCESS"})") >= 1);
+  CHECK(series(m, "istio_cni_install_ready") == 1);
+  CHECK(series(m, R"(nodeagent_reconcile_events_total{type="add"})") > 0);
+  CHECK(series(m, "ztunnel_connected") == 1);
+  CHECK(series(m, "ambient_enrolled_pods") == 1);
+  CHECK(series(m, "process_resident_memory_bytes") > 0);
+  CHECK(series(m, "process_open_fds") > 0);
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const double started = series(m, "process_start_time_seconds");
+  CHECK(started <= now + 1);
+  CHECK(started > now - 3600);
+
+  // A label change: the namespace's Update, and one for its pod re-examined.
+  const std::string updates = R"(nodeagent_reconcile_events_total{type="update"})";
+  const double updates_before = series(m, updates);
+  node.label_namespace("mesh", "team", "a");
+  CHECK(eventually([&] { return series(scrape_metrics(node), updates) >= updates_before + 2; }));
+}

@@ -229,7 +229,7 @@ build_only=$(would_install --build-only)
 for p in "${listed[@]}"; do
   grep -qxF "$p" <<<"$full" || fail "scripts/install-deps does not install $p (in runtime-packages.txt)"
 done
-for p in golang-go containernetworking-plugins kubernetes-client; do
+for p in golang-go containernetworking-plugins kubernetes-client containerd runc busybox-static; do
   if grep -qxF "$p" <<<"$build_only"; then fail "install-deps --build-only installs test tool $p"; fi
 done
 grep -qxF cmake <<<"$build_only" || fail "install-deps --build-only does not install cmake"

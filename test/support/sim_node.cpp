@@ -117,6 +117,7 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_hex(6)) 
   fs::create_directories(dir_ + "/run");
   fs::create_directories(dir_ + "/zds");
   netns_.push_back(std::make_unique<TestNetns>(NetnsOptions{.name = node_netns()}));
+  make_node_network();
 
   json conflist = {
       {"cniVersion", "1.0.0"},
@@ -154,6 +155,27 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_hex(6)) 
   }
 }
 
+// The node's address, and with the chart's topology the agent's netns
+// behind a veth (its pod network, reduced to what the agent needs: the
+// node, the API server on it, and kubelet reaching its probe ports).
+void SimNode::make_node_network() {
+  if (opts_.agent_host_network) {
+    node_exec({"ip", "addr", "add", node_ip() + "/32", "dev", "lo"});
+    return;
+  }
+  netns_.push_back(std::make_unique<TestNetns>(NetnsOptions{.name = agent_netns()}));
+  const std::string host_end = "amb" + id_ + "h";
+  auto r = run_checked({.argv = {"ip", "link", "add", "name", host_end, "netns", node_netns(),
+                                 "type", "veth", "peer", "name", "eth0", "netns", agent_netns()}});
+  if (!r) FAIL("veth between node and agent: " << r.error().describe());
+  node_exec({"ip", "addr", "add", node_ip() + "/24", "dev", host_end});
+  node_exec({"ip", "link", "set", host_end, "up"});
+  const TestNetns& agent = netns_named(agent_netns());
+  agent.exec({"ip", "addr", "add", agent_ip() + "/24", "dev", "eth0"});
+  agent.exec({"ip", "link", "set", "eth0", "up"});
+  agent.exec({"ip", "route", "add", "default", "via", node_ip()});
+}
+
 SimNode::~SimNode() {
   for (auto it = pods_.rbegin(); it != pods_.rend(); ++it) {
     (void)run_command({.argv = cni_argv("del", *it)});
@@ -173,24 +195,15 @@ void SimNode::start_agent() {
   for (const auto& n : opts_.enroll_namespaces) en += (en.empty() ? "" : ",") + n;
   for (const auto& n : opts_.exclude_namespaces) ex += (ex.empty() ? "" : ",") + n;
   std::vector<std::string> argv = {
-      "ip",
-      "netns",
-      "exec",
-      node_netns(),
-      "env",
+      "ip", "netns", "exec", agent_netns(), "env",
       "AMBIENT_CRASH_POINT_FOR_TEST=" + opts_.crash_point,
-      "KUBERNETES_SERVICE_HOST=127.0.0.1",
-      "KUBERNETES_SERVICE_PORT=6443",
-      bin_path("ambient-agent"),
-      "--cni-agent-run-dir",
-      dir_ + "/run",
-      "--ztunnel-uds-address",
-      dir_ + "/zds/ztunnel.sock",
-      "--exclude-namespaces",
-      ex,
-      std::string("--ambient-dns-capture=") + (opts_.dns_capture ? "true" : "false"),
-      "--log_output_level",
-      "debug"};
+      // The chart sets it; it only matters when the agent is not in the
+      // node's netns.
+      "ALLOW_SWITCH_TO_HOST_NS=true", "KUBERNETES_SERVICE_HOST=" + node_ip(),
+      "KUBERNETES_SERVICE_PORT=6443", bin_path("ambient-agent"), "--cni-agent-run-dir",
+      dir_ + "/run", "--ztunnel-uds-address", dir_ + "/zds/ztunnel.sock", "--exclude-namespaces",
+      ex, std::string("--ambient-dns-capture=") + (opts_.dns_capture ? "true" : "false"),
+      "--log_output_level", "debug", "--host-netns", "/var/run/netns/" + node_netns()};
   if (opts_.backend == kNftables) argv.emplace_back("--native-nftables");
   if (opts_.backend == kIptablesLegacy)
     argv.insert(argv.end(), {"--force-iptables-binary", "legacy"});
@@ -218,10 +231,9 @@ void SimNode::start_agent() {
     argv.insert(argv.end(), {"--kubelet-uid", std::to_string(opts_.kubelet_uid)});
   }
   if (opts_.kubernetes) {
-    // The node netns plays the host, and the agent runs in it.
-    argv.insert(argv.end(), {"--kubeconfig", kubeconfig(), "--node-name", kNodeName, "--host-netns",
-                             "/proc/self/ns/net", "--pod-namespace", "istio-system",
-                             "--ambient-enablement-selector", kDefaultSelectorsYaml});
+    argv.insert(argv.end(),
+                {"--kubeconfig", kubeconfig(), "--node-name", kNodeName, "--pod-namespace",
+                 "istio-system", "--ambient-enablement-selector", kDefaultSelectorsYaml});
   } else {
     argv.insert(argv.end(), {"--enroll-namespaces", en});
   }
@@ -307,8 +319,8 @@ std::string SimNode::pod_exec(const Pod& p, const std::vector<std::string>& argv
 
 std::string SimNode::node_http_get(int port, const std::string& path) {
   return node_exec({"bash", "-c",
-                    "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(port) + "; printf 'GET " + path +
-                        " HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"});
+                    "exec 3<>/dev/tcp/" + agent_ip() + "/" + std::to_string(port) +
+                        "; printf 'GET " + path + " HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"});
 }
 
 std::vector<std::string> SimNode::cni_argv(const std::string& op, const Pod& p) const {
@@ -398,6 +410,7 @@ AddResult SimNode::run_sandbox(Pod p, const PodSpec& spec, Pod* out) {
                  "net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.lo.disable_ipv6=1"});
   }
   if (opts_.kubernetes) start_sandbox(p);
+  if (spec.before_add) spec.before_add();
   pods_.push_back(p);  // DEL on teardown even if ADD fails half-way
   AddResult res;
   cni("add", p, &res);
@@ -409,7 +422,7 @@ AddResult SimNode::run_sandbox(Pod p, const PodSpec& spec, Pod* out) {
     }
     pods_.back().ip = p.ip;
     pods_.back().ip6 = p.ip6;
-    if (opts_.kubernetes) {
+    if (opts_.kubernetes && apiserver_) {  // kubelet reports status when it can
       json ips = json::array({{{"ip", p.ip}}});
       if (!p.ip6.empty()) ips.push_back({{"ip", p.ip6}});  // kubelet reports both families
       json status = {{"status", {{"phase", "Running"}, {"podIP", p.ip}, {"podIPs", ips}}}};
@@ -447,10 +460,10 @@ void SimNode::start_apiserver() {
   fs::remove(dir_ + "/apiserver.json");
   apiserver_.emplace(
       std::vector<std::string>{"ip", "netns", "exec", node_netns(), bin_path("fake-apiserver"),
-                               "--listen", "127.0.0.1:6443", "--tls-dir", dir_ + "/tls", "--state",
-                               dir_ + "/apiserver-state.json", "--ready-file",
-                               dir_ + "/apiserver.json", "--kubeconfig-out", kubeconfig(),
-                               "--bookmark-interval", "1s"},
+                               "--listen", node_ip() + ":6443", "--san", node_ip(), "--tls-dir",
+                               dir_ + "/tls", "--state", dir_ + "/apiserver-state.json",
+                               "--ready-file", dir_ + "/apiserver.json", "--kubeconfig-out",
+                               kubeconfig(), "--bookmark-interval", "1s"},
       dir_ + "/apiserver.log");
   if (!eventually([&] { return fs::exists(dir_ + "/apiserver.json"); }, 5s))
     FAIL("fake-apiserver did not start:\n" << read_file(dir_ + "/apiserver.log"));

@@ -1,8 +1,11 @@
 // A simulated Kubernetes node for end-to-end tests: a network namespace
 // that plays the host (so nothing touches the real host's network), the
 // reference CNI chain (libcni driver + bridge + host-local + istio-cni),
-// the real agent and the ztunnel emulator, all inside it. Pods are network
-// namespaces created by the test. Everything is named with a per-run
+// the real agent and the ztunnel emulator. Pods are network namespaces
+// created by the test. By default the agent runs as the chart deploys it
+// (ambient.shareHostNetworkNamespace=false): in a netns of its own, joined
+// to the node by a veth, given the node's netns as the host netns
+// (docs/redirection.md#host-side-kubelet-probe-snat). Everything is named with a per-run
 // suffix and torn down by the destructor, also when a test fails.
 #pragma once
 
@@ -62,6 +65,9 @@ struct PodSpec {
   nlohmann::json annotations = nlohmann::json::object();
   bool host_network = false;
   bool disable_ipv6 = false;  // net.ipv6.conf.all.disable_ipv6=1 in the pod before ADD
+  // Runs once the pod object and its netns exist, right before CNI ADD
+  // (e.g. to take the API server down under the plugin).
+  std::function<void()> before_add;
 };
 
 struct AddResult {
@@ -90,6 +96,9 @@ struct NodeOptions {
   // upstream's default selectors, pods as API objects with a sandbox
   // process in a pod cgroup (so the /proc scan can find them).
   bool kubernetes = false;
+  // The agent shares the node's netns (hostNetwork) instead of running in
+  // a pod netns of its own, the chart's default.
+  bool agent_host_network = false;
   // Where the node's directory (agent run dir, sockets, logs, the
   // emulator's state file) is made. Benchmarks use tmpfs, as /var/run is
   // on a real node, so file I/O of the harness does not count as ours.
@@ -106,6 +115,14 @@ class SimNode {
   const std::string& id() const { return id_; }
   const std::string& dir() const { return dir_; }
   std::string node_netns() const { return "amb-" + id_ + "-node"; }
+  // The agent's own netns (the node's, with agent_host_network).
+  std::string agent_netns() const {
+    return opts_.agent_host_network ? node_netns() : "amb-" + id_ + "-agent";
+  }
+  // The node's routable address (the API server listens there) and the
+  // agent's (its health and metrics ports), as seen from the node netns.
+  std::string node_ip() const { return "10.249.0.1"; }
+  std::string agent_ip() const { return opts_.agent_host_network ? node_ip() : "10.249.0.2"; }
   std::string agent_socket() const { return dir_ + "/run/pluginevent.sock"; }
   std::string gateway() const { return "10.248.0.1"; }
   std::string gateway6() const { return "fd00:248::1"; }
@@ -163,8 +180,9 @@ class SimNode {
   std::string node_exec(const std::vector<std::string>& argv);
   // The same inside a pod's netns.
   std::string pod_exec(const Pod& p, const std::vector<std::string>& argv);
-  // GET `path` from the agent on 127.0.0.1:`port` (8000 readiness, 15014
-  // metrics), from inside the node netns: the whole HTTP/1.0 response.
+  // GET `path` from the agent's address on `port` (8000 readiness, 15014
+  // metrics), from inside the node netns as kubelet and Prometheus reach
+  // it: the whole HTTP/1.0 response.
   std::string node_http_get(int port, const std::string& path);
   // Whole iptables-save text of a pod, and whether it holds any of our state.
   std::string pod_iptables(const Pod& p);
@@ -181,6 +199,7 @@ class SimNode {
   std::vector<std::string> cni_argv(const std::string& op, const Pod& p) const;
   const TestNetns& netns_named(const std::string& name) const;
   void start_sandbox(const Pod& p);
+  void make_node_network();
 
   NodeOptions opts_;
   std::string id_, dir_;

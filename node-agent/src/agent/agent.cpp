@@ -23,7 +23,8 @@ Agent::Agent(AgentDeps deps)
       pods_(deps.pods),
       policy_(deps.policy),
       listener_(deps.listener),
-      store_(deps.store) {
+      store_(deps.store),
+      metrics_(deps.metrics) {
   // The node's and the agent's own netns: a request naming either is
   // refused, or the node's traffic would be captured (docs/node-agent.md#cni-endpoint).
   const std::string host = cfg_.host_netns_path();

@@ -15,7 +15,7 @@
 #include "agent/policy.h"
 #include "config/config.h"
 #include "lib/cni_event.h"
-#include "metrics/histogram.h"
+#include "metrics/metrics.h"
 #include "netns/netns.h"
 #include "redirect/backend.h"
 #include "redirect/host.h"
@@ -24,11 +24,6 @@
 namespace ambient::agent {
 
 class StandaloneStore;
-
-// Where enrollment time goes (seconds), by phase.
-struct EnrollMetrics {
-  metrics::Histogram decision, netns_open, rules, zds_add, probe_set;
-};
 
 // Everything the agent works with, owned by the composition root and alive
 // for as long as the agent.
@@ -41,6 +36,7 @@ struct AgentDeps {
   const EnrollmentPolicy& policy;
   EnrollmentListener* listener = nullptr;  // none in standalone mode
   StandaloneStore* store = nullptr;        // standalone mode: enrollments kept across restarts
+  metrics::EnrollMetrics metrics;          // where enrollment time goes, by phase
 };
 
 class Agent {
@@ -64,8 +60,6 @@ class Agent {
   // enrollment): its probe-set entries follow. Unknown pods are ignored.
   Result<> update_pod_ips(const std::string& uid, const std::vector<IpAddress>& ips);
   bool is_enrolled(const std::string& uid) const { return pods_.get(uid).has_value(); }
-
-  const EnrollMetrics& metrics() const { return metrics_; }
 
  private:
   struct ForbiddenNetns {
@@ -98,7 +92,7 @@ class Agent {
   EnrollmentListener* const listener_;
   StandaloneStore* const store_;
   std::mutex host_mu_;  // the host redirect's libraries are not thread-safe
-  EnrollMetrics metrics_;
+  const metrics::EnrollMetrics metrics_;
   std::vector<ForbiddenNetns> forbidden_netns_;  // the node's and the agent's own
   // Serialises work on one pod (a retried ADD racing a DEL) without
   // serialising different pods.

@@ -156,8 +156,11 @@ Result<StoreContents> decode_store(std::string_view text) {
   return out;
 }
 
-StandaloneStore::StandaloneStore(std::string path, const std::string& boot_id_path)
-    : path_(std::move(path)), boot_id_(read_boot_id(boot_id_path)) {}
+StandaloneStore::StandaloneStore(std::string path, const std::string& boot_id_path,
+                                 prometheus::Counter* write_failures)
+    : path_(std::move(path)),
+      boot_id_(read_boot_id(boot_id_path)),
+      failures_metric_(write_failures) {}
 
 std::vector<StoredPod> StandaloneStore::load() {
   // Temp files of writes a crash interrupted (ours are named by pid).
@@ -249,6 +252,7 @@ void StandaloneStore::commit(uint64_t generation) {
   }
   if (auto r = replace_file(path_, encode_store(contents)); !r) {
     ++failures_;
+    metrics::inc(failures_metric_);
     // The next change rewrites the whole file, so one success repairs it.
     log::error(
         "standalone mode: saving the enrolled pods to {} failed: {}. Enrollment goes on, but if "

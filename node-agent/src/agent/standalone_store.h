@@ -19,6 +19,7 @@
 
 #include "agent/policy.h"
 #include "lib/result.h"
+#include "metrics/metrics.h"
 #include "netns/netns.h"
 
 namespace ambient::agent {
@@ -27,6 +28,7 @@ class Agent;
 
 inline constexpr std::string_view kStandaloneStoreFile = "standalone-pods.json";
 inline constexpr int kStandaloneStoreVersion = 1;
+inline constexpr std::string_view kBootIdPath = "/proc/sys/kernel/random/boot_id";
 
 // One enrolled pod as the file keeps it: its identity, per-pod settings and
 // sandbox, and its netns by path and by identity (a path can be reused by
@@ -56,9 +58,11 @@ Result<StoreContents> decode_store(std::string_view text);
 class StandaloneStore {
  public:
   // `boot_id_path`: where this boot's ID is read (a file from an earlier
-  // boot names netns that no longer exist).
+  // boot names netns that no longer exist). `write_failures`:
+  // ambient_standalone_store_write_failures_total (docs/node-agent.md#metrics).
   explicit StandaloneStore(std::string path,
-                           const std::string& boot_id_path = "/proc/sys/kernel/random/boot_id");
+                           const std::string& boot_id_path = std::string(kBootIdPath),
+                           prometheus::Counter* write_failures = nullptr);
   StandaloneStore(const StandaloneStore&) = delete;
   StandaloneStore& operator=(const StandaloneStore&) = delete;
 
@@ -90,6 +94,7 @@ class StandaloneStore {
   std::mutex write_mu_;   // one write at a time
   uint64_t written_ = 0;  // the generation the last write carried (under write_mu_)
   std::atomic<uint64_t> failures_{0};
+  prometheus::Counter* const failures_metric_;
 };
 
 // What became of a stored pod's netns since the pod was stored.

@@ -8,9 +8,10 @@
 
 #include "app/host_setup.h"
 #include "app/installer_setup.h"
-#include "app/metrics_text.h"
+#include "http/root_only.h"
 #include "lib/cni_event.h"
 #include "log/log.h"
+#include "log/plugin_log.h"
 #include "netns/proc_scan.h"
 #include "redirect/detect.h"
 #include "redirect/host_netns.h"
@@ -167,8 +168,9 @@ Result<> App::build_redirection() {
 Result<> App::build_enrollment() {
   if (cfg_.standalone()) {
     standalone_.emplace(cfg_.enroll_namespaces, cfg_.exclude_namespaces);
-    store_ = std::make_unique<agent::StandaloneStore>(cfg_.run_dir + "/" +
-                                                      std::string(agent::kStandaloneStoreFile));
+    store_ = std::make_unique<agent::StandaloneStore>(
+        cfg_.run_dir + "/" + std::string(agent::kStandaloneStoreFile),
+        std::string(agent::kBootIdPath), metrics_.store_write_failures());
     log::info("standalone mode: namespaces to enroll come from --enroll-namespaces");
     return {};
   }
@@ -182,8 +184,8 @@ Result<> App::build_enrollment() {
   if (!proc) return std::move(proc).error().context("set up the /proc netns scan");
   kube_ = std::make_unique<k8s::KubeClient>(std::move(*kc));
   log::info("kubernetes mode: API server {}, node {}", kube_->config().server, cfg_.node_name);
-  controller_ =
-      std::make_unique<k8s::Controller>(cfg_, *kube_, std::move(selectors), std::move(*proc));
+  controller_ = std::make_unique<k8s::Controller>(cfg_, *kube_, std::move(selectors),
+                                                  std::move(*proc), metrics_.reconcile());
   return {};
 }
 
@@ -192,9 +194,13 @@ Result<> App::build_agent() {
                                     .io_timeout = std::chrono::milliseconds(cfg_.zds_timeout_ms),
                                     .snapshot = [this] { return pods_.workloads(); },
                                     // ztunnel waits until the pod cache is rebuilt.
-                                    .accept_immediately = false});
+                                    .accept_immediately = false,
+                                    .metrics = metrics_.zds()});
   if (!zds) return std::move(zds).error().context("start the ZDS server");
   zds_ = std::move(*zds);
+  metrics_.set_scrape_sources(
+      {.ztunnel_connected = [this] { return static_cast<double>(zds_->connected()); },
+       .enrolled_pods = [this] { return static_cast<double>(pods_.size()); }});
   const agent::EnrollmentPolicy& policy =
       controller_ ? static_cast<const agent::EnrollmentPolicy&>(*controller_) : *standalone_;
   agent_ = std::make_unique<agent::Agent>(agent::AgentDeps{.config = cfg_,
@@ -204,12 +210,13 @@ Result<> App::build_agent() {
                                                            .pods = pods_,
                                                            .policy = policy,
                                                            .listener = controller_.get(),
-                                                           .store = store_.get()});
-  cni_ = std::make_unique<cni_server::CniHandler>(*agent_);
+                                                           .store = store_.get(),
+                                                           .metrics = metrics_.enroll()});
+  cni_ = std::make_unique<cni_server::CniHandler>(*agent_, metrics_.cni());
   // The installer: plugin binary, kubeconfig and CNI config entry on the node.
   if (cfg_.installer_enabled()) {
     AMBIENT_ASSIGN_OR_RETURN(auto icfg, installer_config(cfg_));
-    installer_ = std::make_unique<install::Installer>(std::move(icfg));
+    installer_ = std::make_unique<install::Installer>(std::move(icfg), metrics_.installer());
   }
   return {};
 }
@@ -221,12 +228,22 @@ Result<> App::listen() {
   AMBIENT_RETURN_IF_ERROR(prepare_run_dir(cfg_.run_dir));
   std::error_code ec;
   fs::remove(cni_socket_, ec);
+  log_socket_ = cfg_.run_dir + "/" + std::string(cni::kPluginLogSocket);
+  fs::remove(log_socket_, ec);
   const auto any = asio::ip::address_v6::any();
   try {
+    // The plugin's lines (docs/node-agent.md#plugin-logs). 0666 as upstream
+    // has it: the 0750 run dir and the peer check are what keep others out.
+    log_server_.emplace(
+        ioc_, pool_, asio::local::stream_protocol::endpoint(log_socket_), log::handle_plugin_log,
+        LocalServer::Options{.body_limit = log::kPluginLogBodyLimit,
+                             .too_large_status = 413,
+                             .admit = http::root_only(std::string(cni::kPluginLogSocket))});
+    ::chmod(log_socket_.c_str(), 0666);
     cni_server_.emplace(
         ioc_, pool_, asio::local::stream_protocol::endpoint(cni_socket_),
         [this](const http::Request& r) { return cni_->handle(r); },
-        LocalServer::Options{.admit = cni_server::refuse_non_root});
+        LocalServer::Options{.admit = http::root_only(std::string(cni::kPluginEventSocket))});
     ::chmod(cni_socket_.c_str(), 0600);
     health_server_.emplace(
         ioc_, pool_, asio::ip::tcp::endpoint(any, cfg_.health_port),
@@ -236,10 +253,7 @@ Result<> App::listen() {
           ioc_, pool_, asio::ip::tcp::endpoint(any, cfg_.monitoring_port),
           [this](const http::Request& r) -> http::Response {
             if (r.target != "/metrics") return {404, "404 page not found\n"};
-            return {200,
-                    metrics_text(cni_->metrics(), agent_->metrics(), pods_.size(), *zds_) +
-                        (store_ ? standalone_store_metrics_text(store_->write_failures()) : ""),
-                    "text/plain; version=0.0.4"};
+            return {200, metrics_.serialize(), metrics::kTextContentType};
           },
           TcpServer::Options{});
     }
@@ -265,7 +279,7 @@ void App::start_threads() {
   installer_thread_.t = std::thread([this] {
     if (!installer_) return;
     if (auto r = installer_->run(install_stop_); !r) {
-      log::error("installer: {}", r.error().describe());
+      log::install().error("{}", r.error().describe());
     }
   });
   // The CNI socket serves from here on (requests wait for the caches); the
@@ -303,13 +317,14 @@ void App::shut_down() {
     if (auto r = installer_->cleanup(); !r) {
       log::warn("{}", r.error().describe());
     } else {
-      log::info("installer: removed our CNI config entry, kubeconfig and plugin binary");
+      log::install().info("removed our CNI config entry, kubeconfig and plugin binary");
     }
   }
   if (!upgrade) teardown_host(*redirect_.host);
   starter_.join();
   asio::post(ioc_, [this] {
     cni_server_->close();
+    log_server_->close();
     health_server_->close();
     if (metrics_server_) metrics_server_->close();
   });
@@ -318,6 +333,7 @@ void App::shut_down() {
   io_.join();
   std::error_code ec;
   fs::remove(cni_socket_, ec);
+  fs::remove(log_socket_, ec);
   zds_.reset();
 }
 

@@ -20,6 +20,7 @@
 #include "install/installer.h"
 #include "k8s/controller.h"
 #include "k8s/kube_client.h"
+#include "metrics/agent_metrics.h"
 #include "redirect/factory.h"
 #include "zds/zds_server.h"
 
@@ -64,8 +65,9 @@ class App {
   using TcpServer = http::Server<boost::asio::ip::tcp>;
 
   const agent::Config& cfg_;
-  std::string backend_info_;  // "nftables (why)", for logs and /readyz
-  std::string host_detail_;   // how kubelet's probes are told apart, for /readyz
+  metrics::AgentMetrics metrics_;  // before the components that update it, so it outlives them
+  std::string backend_info_;       // "nftables (why)", for logs and /readyz
+  std::string host_detail_;        // how kubelet's probes are told apart, for /readyz
   redirect::Redirectors redirect_;
   JoinedThread diagnostics_;  // checks that only warn, beside the start-up
   agent::PodCache pods_;
@@ -80,8 +82,8 @@ class App {
 
   boost::asio::io_context ioc_;
   boost::asio::thread_pool pool_{16};  // CNI handlers block on netns work and ztunnel acks
-  std::string cni_socket_;
-  std::optional<LocalServer> cni_server_;
+  std::string cni_socket_, log_socket_;
+  std::optional<LocalServer> cni_server_, log_server_;
   std::optional<TcpServer> health_server_, metrics_server_;
   std::atomic<bool> ready_{false};
   std::atomic<bool> install_stop_{false};

@@ -12,29 +12,15 @@
 
 namespace ambient::cni_server {
 
-std::optional<http::Response> refuse_non_root(int fd) {
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-    log::warn("pluginevent.sock: cannot identify the peer ({}): refused", std::strerror(errno));
-    return http::Response{403, "pluginevent.sock: cannot identify the caller: refused\n"};
-  }
-  if (cred.uid == 0 || cred.uid == ::geteuid()) return std::nullopt;
-  log::warn("pluginevent.sock: refused a connection from uid {} (pid {}): root only", cred.uid,
-            cred.pid);
-  return http::Response{
-      403, "pluginevent.sock serves root only: uid " + std::to_string(cred.uid) + " refused\n"};
-}
-
 http::Response CniHandler::handle(const http::Request& req) {
   const bool add = req.target == cni::kCmdAddPath;
   const bool del = req.target == cni::kCmdDelPath;
   if (!add && !del) return {404, "404 page not found\n"};
   auto count = [&](int status) {
     if (!add) return;
-    (status == 200   ? metrics_.requests_200
-     : status == 400 ? metrics_.requests_400
-                     : metrics_.requests_500)++;
+    metrics::inc(status == 200   ? metrics_.requests_200
+                 : status == 400 ? metrics_.requests_400
+                                 : metrics_.requests_500);
   };
   std::optional<metrics::Timer> whole;
   if (add) whole.emplace(metrics_.cmdadd);

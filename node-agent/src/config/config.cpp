@@ -43,7 +43,7 @@ struct Option {
 // Every option, in --help order.
 const Option kOptions[] = {
     {"cni-agent-run-dir", "CNI_AGENT_RUN_DIR",
-     "directory of pluginevent.sock (the plugin's socket)", &Config::run_dir},
+     "directory of pluginevent.sock and log.sock (the plugin's sockets)", &Config::run_dir},
     {"ztunnel-uds-address", "ZTUNNEL_UDS_ADDRESS", "ZDS socket ztunnel connects to",
      &Config::ztunnel_uds},
     {"host-root", "AMBIENT_HOST_ROOT",

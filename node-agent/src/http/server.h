@@ -5,6 +5,9 @@
 // thread.
 #pragma once
 
+// Boost.Asio's awaitable.hpp uses std::exchange without including it.
+#include <utility>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -39,6 +42,7 @@ class Server {
  public:
   struct Options {
     size_t body_limit = size_t{64} * 1024;
+    int too_large_status = 400;  // the answer to a body over body_limit
     std::chrono::seconds read_timeout{10};
     // Asked once per connection with its socket before anything is read:
     // an answer refuses the connection with it.
@@ -94,8 +98,9 @@ class Server {
         return close();
       }
       if (ec == bhttp::error::body_limit) {
-        return reply(Response{400, "request body too large (limit " +
-                                       std::to_string(srv_.opts_.body_limit) + " bytes)\n"},
+        return reply(Response{srv_.opts_.too_large_status,
+                              "request body too large (limit " +
+                                  std::to_string(srv_.opts_.body_limit) + " bytes)\n"},
                      false);
       }
       if (ec) return reply(Response{400, "malformed HTTP request: " + ec.message() + "\n"}, false);

@@ -131,7 +131,7 @@ Result<> Installer::copy_binaries() {
       if (!content) content = slurp(src.path().string());
       if (!exists || slurp(target) != *content) {
         // rename over the old file: a runtime executing it keeps its inode.
-        AMBIENT_RETURN_IF_ERROR(write_atomic(target, *content, st.st_mode & 07777)
+        AMBIENT_RETURN_IF_ERROR(write(target, *content, st.st_mode & 07777)
                                     .context("install " + name + " into " + dir));
         if (::stat(target.c_str(), &tst) != 0) continue;
       }
@@ -159,7 +159,7 @@ Result<> Installer::write_kubeconfig() {
   const std::string path = cfg_.run_dir + "/" + std::string(cni::kPluginKubeconfigFile);
   const std::string yaml = kubeconfig_yaml(server, ca, token, cfg_.skip_tls_verify);
   if (fs::exists(path) && slurp(path) == yaml) return {};
-  return write_atomic(path, yaml, cfg_.kubeconfig_mode).context("write kubeconfig");
+  return write(path, yaml, cfg_.kubeconfig_mode).context("write kubeconfig");
 }
 
 Result<std::string> Installer::target_config_path() {
@@ -186,14 +186,37 @@ static Result<std::string> primary_for_owned(const InstallerConfig& cfg) {
 }
 
 Result<std::string> Installer::install_once() {
-  AMBIENT_RETURN_IF_ERROR(copy_binaries());
-  AMBIENT_RETURN_IF_ERROR(write_kubeconfig());
+  if (auto r = copy_binaries(); !r) {
+    metrics::inc(metrics_.copy_binaries_failure);
+    return std::move(r).error();
+  }
+  if (auto r = write_kubeconfig(); !r) {
+    metrics::inc(metrics_.create_kubeconfig_failure);
+    return std::move(r).error();
+  }
+  auto path = install_config();
+  if (!path) metrics::inc(metrics_.create_cni_config_failure);
+  return path;
+}
+
+Result<> Installer::write(const std::string& path, const std::string& text, mode_t mode) {
+  ++writes_;
+  return write_atomic(path, text, mode);
+}
+
+void Installer::set_ready(bool ready) {
+  ready_ = ready;
+  metrics::set(metrics_.ready, ready ? 1 : 0);
+}
+
+// The config entry: our own file, or our entry in the primary config.
+Result<std::string> Installer::install_config() {
   const mode_t own_mode = cfg_.conf_group_read ? 0640 : 0600;
   if (!cfg_.chained) {
     AMBIENT_ASSIGN_OR_RETURN(std::string path, target_config_path());
     const std::string text = standalone_conf(cfg_.entry);
     if (!fs::exists(path) || slurp(path) != text) {
-      AMBIENT_RETURN_IF_ERROR(write_atomic(path, text, own_mode));
+      AMBIENT_RETURN_IF_ERROR(write(path, text, own_mode));
     }
     config_path_ = path;
     return path;
@@ -204,7 +227,7 @@ Result<std::string> Installer::install_once() {
         std::string merged, insert_entry(slurp(primary), cfg_.entry).context("primary " + primary));
     const std::string path = cfg_.cni_net_dir + "/" + cfg_.istio_owned_filename;
     if (!fs::exists(path) || slurp(path) != merged) {
-      AMBIENT_RETURN_IF_ERROR(write_atomic(path, merged, own_mode));
+      AMBIENT_RETURN_IF_ERROR(write(path, merged, own_mode));
       ++repairs_;
     }
     config_path_ = path;
@@ -222,10 +245,10 @@ Result<std::string> Installer::install_once() {
   mode_t mode = ::stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : own_mode;
   std::string out = path;
   if (ends_with(path, ".conf")) out = path + "list";  // a wrapped .conf becomes a conflist
-  AMBIENT_RETURN_IF_ERROR(write_atomic(out, merged, mode).context("insert istio-cni into " + out));
+  AMBIENT_RETURN_IF_ERROR(write(out, merged, mode).context("insert istio-cni into " + out));
   if (out != path) ::unlink(path.c_str());
   ++repairs_;
-  log::info("installer: istio-cni entry written to {}", out);
+  log::install().info("istio-cni entry written to {}", out);
   config_path_ = out;
   return out;
 }
@@ -247,12 +270,17 @@ Result<> Installer::run(const std::atomic<bool>& stop) {
   auto last_write = Clock::now() - 1h;
   uint64_t writes_before = repairs_;
   while (!stop) {
+    const uint64_t files_written = writes_;
     auto r = install_once();
+    // A pass that put something (back) in place, or made us ready, is an
+    // install; a re-check that finds all in place, or the echo of our own
+    // writes, is not.
+    if (r && (writes_ != files_written || !ready_)) metrics::inc(metrics_.success);
     if (!r) {
-      ready_ = false;
-      log::warn("installer: {}", r.error().describe());
+      set_ready(false);
+      log::install().warn("{}", r.error().describe());
     } else {
-      ready_ = true;
+      set_ready(true);
     }
     if (repairs_ != writes_before) {
       // We had to write. Another writer undoing us within moments, again
@@ -266,8 +294,8 @@ Result<> Installer::run(const std::atomic<bool>& stop) {
       if (fights >= 5) {
         auto delay = std::min<std::chrono::milliseconds>(10ms * (1 << std::min(fights, 9)), 5s);
         ++throttled_;
-        log::warn(
-            "installer: our CNI config entry keeps being removed ({} rewrites in a row); "
+        log::install().warn(
+            "our CNI config entry keeps being removed ({} rewrites in a row); "
             "throttling for {} ms. Is another CNI installer (e.g. Cilium with "
             "cni.exclusive=true) fighting over {}?",
             fights, delay.count(), config_path_);
@@ -305,7 +333,7 @@ Result<> Installer::cleanup() {
   if (cfg_.write_kubeconfig)
     ::unlink((cfg_.run_dir + "/" + std::string(cni::kPluginKubeconfigFile)).c_str());
   for (const auto& dir : cfg_.bin_target_dirs) ::unlink((dir + "/istio-cni").c_str());
-  ready_ = false;
+  set_ready(false);
   if (!errors.empty()) return make_error(Errc::Internal, "installer cleanup: " + errors);
   return {};
 }

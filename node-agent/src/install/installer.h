@@ -17,6 +17,7 @@
 
 #include "install/cni_config.h"
 #include "lib/result.h"
+#include "metrics/metrics.h"
 
 namespace ambient::install {
 
@@ -54,14 +55,20 @@ std::string kubeconfig_yaml(const std::string& server, const std::string& ca_pem
 
 class Installer {
  public:
-  explicit Installer(InstallerConfig cfg) : cfg_(std::move(cfg)) {}
+  // `metrics`: istio_cni_installs_total and istio_cni_install_ready
+  // (docs/node-agent.md#metrics).
+  explicit Installer(InstallerConfig cfg, metrics::InstallMetrics metrics = {})
+      : cfg_(std::move(cfg)), metrics_(metrics) {}
 
   // One pass: binaries, kubeconfig, and the config entry if it is missing
-  // or differs. Returns the config path in use.
+  // or differs. Returns the config path in use. A failed pass is counted
+  // by the step that failed.
   Result<std::string> install_once();
   // Installs, then repairs on every change until `stop`. Rewrites are
   // throttled when something keeps undoing ours (two installers, a CNI
   // that owns its file): each consecutive fight doubles the wait, up to 5 s.
+  // A successful pass is counted when it wrote something or made the
+  // installer ready, not for each periodic re-check.
   Result<> run(const std::atomic<bool>& stop);
   // Uninstall: our entry (or our own file), the kubeconfig and the binary.
   // A primary config we did not create is never deleted.
@@ -77,16 +84,23 @@ class Installer {
   static Stamp stamp(const struct stat& st);
   Result<> copy_binaries();
   Result<> write_kubeconfig();
+  Result<std::string> install_config();
   Result<std::string> target_config_path();
   Result<bool> config_is_valid(const std::string& path);
+  // Every file the installer writes goes through here, so a pass knows
+  // whether it changed anything.
+  Result<> write(const std::string& path, const std::string& text, mode_t mode);
+  void set_ready(bool ready);
 
   InstallerConfig cfg_;
+  const metrics::InstallMetrics metrics_;
   std::string config_path_;
   // Per installed binary: (source, target) stamps when last found equal.
   std::map<std::string, std::pair<Stamp, Stamp>> verified_;
   bool converted_conf_ = false;
   std::atomic<bool> ready_{false};
   std::atomic<uint64_t> repairs_{0}, throttled_{0};
+  uint64_t writes_ = 0;  // files written by passes (the installer's thread only)
 };
 
 }  // namespace ambient::install

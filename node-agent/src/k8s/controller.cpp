@@ -122,8 +122,13 @@ Result<std::vector<EnablementSelector>> parse_selector_yaml(const std::string& y
 }
 
 Controller::Controller(const agent::Config& cfg, const KubeClient& client,
-                       std::vector<EnablementSelector> selectors, netns::ProcScanDeps proc)
-    : cfg_(cfg), client_(client), selectors_(std::move(selectors)), proc_(std::move(proc)) {
+                       std::vector<EnablementSelector> selectors, netns::ProcScanDeps proc,
+                       metrics::ReconcileMetrics metrics)
+    : cfg_(cfg),
+      client_(client),
+      selectors_(std::move(selectors)),
+      proc_(std::move(proc)),
+      metrics_(metrics) {
   pods_ = std::make_unique<Informer>(
       client_,
       Informer::Options{.path = "/api/v1/pods",
@@ -289,19 +294,31 @@ Result<> Controller::write_enabled(const std::string& ns, const std::string& nam
 }
 
 void Controller::on_pod(EventType t, const ObjectRef&, const ObjectRef& cur) {
-  WorkItem item{.key = Informer::key_of(*cur)};
+  WorkItem item{.key = Informer::key_of(*cur), .event = t};
   if (t == EventType::Deleted) item.deleted = cur;
   enqueue(std::move(item));
 }
 
+// Namespace events are handled here, on the informer's thread, rather than
+// queued: this is where one counts as processed.
 void Controller::on_namespace(EventType t, const ObjectRef& old, const ObjectRef& cur) {
+  count_event(t);
   if (t == EventType::Deleted) return;
   if (old && labels_of(*old) == labels_of(*cur)) return;
   // A label change can flip every pod of the namespace: look at each.
   const std::string name = meta(*cur, "name");
   for (const auto& p : pods_->list()) {
-    if (meta(*p, "namespace") == name) enqueue({.key = Informer::key_of(*p)});
+    if (meta(*p, "namespace") == name) {
+      enqueue({.key = Informer::key_of(*p), .event = EventType::Modified});
+    }
   }
+}
+
+// docs/node-agent.md#metrics-counting: once per event processed, failed or not.
+void Controller::count_event(EventType t) const {
+  metrics::inc(t == EventType::Added      ? metrics_.add
+               : t == EventType::Modified ? metrics_.update
+                                          : metrics_.del);
 }
 
 void Controller::enqueue(WorkItem item, std::chrono::milliseconds delay) {
@@ -328,6 +345,7 @@ void Controller::worker() {
     queue_.erase(queue_.begin());
     lk.unlock();
     auto r = reconcile(item);
+    count_event(item.event);  // a retry is processed, and counted, again
     lk.lock();
     if (r) {
       attempts_.erase(item.key);

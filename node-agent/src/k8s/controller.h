@@ -22,14 +22,17 @@
 #include "k8s/informer.h"
 #include "k8s/kube_client.h"
 #include "lib/k8s/enablement.h"
+#include "metrics/metrics.h"
 #include "netns/proc_scan.h"
 
 namespace ambient::k8s {
 
 class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListener {
  public:
+  // `metrics`: nodeagent_reconcile_events_total (docs/node-agent.md#metrics).
   Controller(const agent::Config& cfg, const KubeClient& client,
-             std::vector<EnablementSelector> selectors, netns::ProcScanDeps proc);
+             std::vector<EnablementSelector> selectors, netns::ProcScanDeps proc,
+             metrics::ReconcileMetrics metrics = {});
   ~Controller() override;
 
   // Starts the informers and waits (retrying, never giving up) until both
@@ -64,6 +67,7 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
   enum class Annotation { Enabled, Pending, Remove };
   struct WorkItem {
     std::string key;    // ns/name
+    EventType event;    // what the informer saw (a namespace's fan-out: Modified)
     ObjectRef deleted;  // set for a pod Delete event
   };
 
@@ -71,6 +75,7 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
   void on_namespace(EventType t, const ObjectRef& old, const ObjectRef& cur);
   void enqueue(WorkItem item, std::chrono::milliseconds delay = {});
   void worker();
+  void count_event(EventType t) const;
   // Applies the decision table to one pod; an error means retry later.
   Result<> reconcile(const WorkItem& item);
   Result<> enroll_running(const json::Json& pod);
@@ -88,6 +93,7 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
   agent::Agent* agent_ = nullptr;  // set by start(), before any event is delivered
   std::vector<EnablementSelector> selectors_;
   netns::ProcScanDeps proc_;
+  const metrics::ReconcileMetrics metrics_;
   std::unique_ptr<Informer> pods_, namespaces_;
 
   std::mutex mu_;

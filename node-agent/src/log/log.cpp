@@ -4,6 +4,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <array>
+#include <atomic>
 #include <memory>
 #include <optional>
 
@@ -70,6 +71,8 @@ spdlog::level::level_enum to_spdlog(Level l) {
   return spdlog::level::off;
 }
 
+constexpr std::string_view kPluginScope = "cni-plugin";
+
 // The whole line in one flag, so both formats are written by format_line.
 class LineFormatter : public spdlog::custom_flag_formatter {
  public:
@@ -77,10 +80,16 @@ class LineFormatter : public spdlog::custom_flag_formatter {
   // spdlog only fills `tm` for patterns with time flags; ours has none.
   void format(const spdlog::details::log_msg& msg, const std::tm& /*tm*/,
               spdlog::memory_buf_t& dest) override {
+    const std::string_view scope(msg.logger_name.data(), msg.logger_name.size());
+    // The plugin's lines come whole from write_plugin_line: they carry
+    // labels, which spdlog's message has no room for.
+    if (scope == kPluginScope) {
+      dest.append(msg.payload.data(), msg.payload.data() + msg.payload.size());
+      return;
+    }
     const std::string time = format_time(msg.time);
     const std::string line =
-        format_line(time, from_spdlog(msg.level),
-                    std::string_view(msg.logger_name.data(), msg.logger_name.size()),
+        format_line(time, from_spdlog(msg.level), scope,
                     std::string_view(msg.payload.data(), msg.payload.size()), json_);
     dest.append(line.data(), line.data() + line.size());
   }
@@ -91,6 +100,34 @@ class LineFormatter : public spdlog::custom_flag_formatter {
  private:
   bool json_;
 };
+
+std::unique_ptr<spdlog::formatter> make_formatter(bool json) {
+  auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+  formatter->add_flag<LineFormatter>('*', json).set_pattern("%*");
+  return formatter;
+}
+
+// One logger per scope, named after it, all writing to one sink. They live
+// as long as the process, so references to them never dangle; init only
+// reconfigures them.
+struct Loggers {
+  std::shared_ptr<spdlog::logger> agent, install, plugin;
+  std::atomic<bool> json{false};
+
+  Loggers() {
+    auto sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+    sink->set_formatter(make_formatter(false));
+    agent = std::make_shared<spdlog::logger>("cni-agent", sink);
+    install = std::make_shared<spdlog::logger>("install", sink);
+    plugin = std::make_shared<spdlog::logger>(std::string(kPluginScope), sink);
+  }
+};
+
+// Never destroyed: a thread may still log while statics are torn down.
+Loggers& loggers() {
+  static Loggers* l = new Loggers;
+  return *l;
+}
 
 }  // namespace
 
@@ -144,12 +181,15 @@ std::string format_time(std::chrono::system_clock::time_point when) {
 }
 
 std::string format_line(std::string_view time, Level level, std::string_view scope,
-                        std::string_view msg, bool json) {
+                        std::string_view msg, bool json, std::span<const Label> labels) {
   std::string out;
   if (!json) {
     out.reserve(time.size() + scope.size() + msg.size() + 10);
     out.append(time).append("\t").append(level_name(level)).append("\t");
     out.append(scope).append("\t").append(msg);
+    for (size_t i = 0; i < labels.size(); ++i) {
+      out.append(i == 0 ? "\t" : " ").append(labels[i].key).append("=").append(labels[i].text);
+    }
     return out;
   }
   out += "{\"time\":";
@@ -160,18 +200,40 @@ std::string format_line(std::string_view time, Level level, std::string_view sco
   out += text::json_quote(scope);
   out += ",\"msg\":";
   out += text::json_quote(msg);
+  for (const Label& l : labels) {
+    out += ',';
+    out += text::json_quote(l.key);
+    out += ':';
+    out += l.json;
+  }
   out += '}';
   return out;
 }
 
-void init(const Levels& levels, bool json) {
-  auto logger = spdlog::stdout_logger_mt("cni-agent");
-  auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
-  formatter->add_flag<LineFormatter>('*', json).set_pattern("%*");
-  logger->set_formatter(std::move(formatter));
-  logger->set_level(to_spdlog(levels.agent));
-  logger->flush_on(spdlog::level::trace);
-  spdlog::set_default_logger(logger);
+void init(const Levels& levels, bool json, spdlog::sink_ptr sink) {
+  if (!sink) sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+  sink->set_formatter(make_formatter(json));
+  Loggers& l = loggers();
+  l.json = json;
+  for (auto [logger, level] : {std::pair{l.agent.get(), levels.agent},
+                               {l.install.get(), levels.install},
+                               {l.plugin.get(), levels.plugin}}) {
+    logger->sinks() = {sink};
+    logger->set_level(to_spdlog(level));
+    logger->flush_on(spdlog::level::trace);
+  }
+}
+
+spdlog::logger& agent() { return *loggers().agent; }
+spdlog::logger& install() { return *loggers().install; }
+
+void write_plugin_line(std::chrono::system_clock::time_point time, Level level,
+                       std::string_view msg, std::span<const Label> labels) {
+  Loggers& l = loggers();
+  const auto spd = to_spdlog(level);
+  if (level == Level::None || !l.plugin->should_log(spd)) return;
+  l.plugin->log(time, spdlog::source_loc{}, spd,
+                format_line(format_time(time), level, kPluginScope, msg, l.json, labels));
 }
 
 }  // namespace ambient::log

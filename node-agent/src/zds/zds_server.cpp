@@ -61,7 +61,7 @@ pb::WorkloadRequest add_message(const Workload& w) {
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(UniqueFd sock, int stop_fd, std::chrono::milliseconds timeout, uint64_t id,
-             ZdsMetrics& metrics)
+             metrics::ZdsMetrics metrics)
       : metrics_(metrics),
         sock_(std::move(sock)),
         wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
@@ -246,7 +246,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     sock_.reset();
   }
 
-  ZdsMetrics& metrics_;  // the server's; it outlives its connections
+  const metrics::ZdsMetrics metrics_;
   UniqueFd sock_;
   UniqueFd wake_;
   int stop_fd_;
@@ -343,7 +343,7 @@ void ZdsServer::accept_loop() {
       continue;
     }
     auto conn = std::make_shared<Connection>(std::move(sock), stop_.get(), opts_.io_timeout,
-                                             next_id++, metrics_);
+                                             next_id++, opts_.metrics);
     {
       std::lock_guard lk(mu_);
       // Reap finished connections so the list only holds live ones.

@@ -21,7 +21,7 @@
 
 #include "lib/result.h"
 #include "lib/unique_fd.h"
-#include "metrics/histogram.h"
+#include "metrics/metrics.h"
 #include "netns/netns.h"
 
 namespace ambient::zds {
@@ -55,11 +55,6 @@ class PendingAdd {
   std::chrono::milliseconds timeout_{0};
 };
 
-// Send to ack, per message type, on every connection (snapshot included).
-struct ZdsMetrics {
-  metrics::Histogram add, del, keep, snapshot_sent;
-};
-
 class ZdsServer {
  public:
   struct Options {
@@ -71,6 +66,8 @@ class ZdsServer {
     // so ztunnel never gets a snapshot before the pod cache is rebuilt (an
     // empty snapshot would drain every workload on the node).
     bool accept_immediately = true;
+    // Send to ack, per message type, on every connection (snapshot included).
+    metrics::ZdsMetrics metrics;
   };
 
   // Binds and listens (removing a stale socket file) and starts accepting.
@@ -92,7 +89,6 @@ class ZdsServer {
 
   size_t connected() const;
   bool has_connection() const { return connected() > 0; }
-  const ZdsMetrics& metrics() const { return metrics_; }
 
  private:
   explicit ZdsServer(Options opts) : opts_(std::move(opts)) {}
@@ -106,7 +102,6 @@ class ZdsServer {
   std::thread accept_thread_;
   mutable std::mutex mu_;
   std::list<std::shared_ptr<Connection>> conns_;  // oldest first
-  ZdsMetrics metrics_;
 };
 
 }  // namespace ambient::zds

@@ -1,7 +1,11 @@
 // The agent's log lines in Istio's formats, and --log_output_level in
 // Istio's syntax (docs/node-agent.md#logging).
+#include <spdlog/sinks/ostream_sink.h>
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <vector>
 
 #include "config/config.h"
 #include "log/log.h"
@@ -74,4 +78,37 @@ TEST_CASE("the agent refuses a log level it cannot honour at startup", "[log][co
   auto ok = agent::parse_config(3, good, env);
   REQUIRE(ok);
   CHECK(ok->config.log_as_json);
+}
+
+TEST_CASE("log lines: labels follow the message, as Istio writes them", "[log]") {
+  const char* time = "2026-12-06T05:00:00.123456Z";
+  const std::vector<log::Label> labels = {{"pod", "a/b", "\"a/b\""}, {"n", "2", "2"}};
+  CHECK(log::format_line(time, Level::Info, "cni-plugin", "enrolled", false, labels) ==
+        "2026-12-06T05:00:00.123456Z\tinfo\tcni-plugin\tenrolled\tpod=a/b n=2");
+  CHECK(nlohmann::json::parse(log::format_line(time, Level::Info, "cni-plugin", "enrolled", true,
+                                               labels)) == nlohmann::json{{"time", time},
+                                                                          {"level", "info"},
+                                                                          {"scope", "cni-plugin"},
+                                                                          {"msg", "enrolled"},
+                                                                          {"pod", "a/b"},
+                                                                          {"n", 2}});
+}
+
+TEST_CASE("each scope is a logger of its own, with its own level and name in the line", "[log]") {
+  std::ostringstream out;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out);
+  auto levels = log::parse_output_levels("install:debug,cni-agent:warn");
+  REQUIRE(levels);
+  log::init(*levels, false, sink);
+  log::info("agent info");
+  log::warn("agent warn");
+  log::install().debug("install debug {}", 1);
+  log::install().info("install info");
+  log::init(log::Levels{}, false);  // back to stdout for the other tests
+  const std::string text = out.str();
+  CHECK_THAT(text, !Catch::Contains("agent info"));
+  CHECK_THAT(text, Catch::Contains("\twarn\tcni-agent\tagent warn\n"));
+  CHECK_THAT(text, Catch::Contains("\tdebug\tinstall\tinstall debug 1\n"));
+  CHECK_THAT(text, Catch::Contains("\tinfo\tinstall\tinstall info\n"));
+  CHECK(&log::install() != &log::agent());
 }

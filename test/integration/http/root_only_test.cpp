@@ -15,7 +15,9 @@
 #include <thread>
 
 #include "cni_server/cni_handler.h"
+#include "http/root_only.h"
 #include "http/server.h"
+#include "lib/cni_event.h"
 #include "support/temp_dir.h"
 
 using namespace ambient;
@@ -71,7 +73,7 @@ TEST_CASE("pluginevent.sock refuses a caller that is not root", "[cni_server][se
       [](const http::Request&) {
         return http::Response{200, "served\n"};
       },
-      {.admit = cni_server::refuse_non_root});
+      {.admit = http::root_only(std::string(cni::kPluginEventSocket))});
   ::chmod(sock.c_str(), 0666);
   std::thread io([&] { ioc.run(); });
   // Stops the server and joins its threads also when a REQUIRE fails, so
