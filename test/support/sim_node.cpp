@@ -19,6 +19,7 @@
 #include "lib/unique_fd.h"
 #include "process/process.h"
 #include "support/backends.h"
+#include "support/containerd.h"
 #include "support/files.h"
 #include "support/pod_sandbox.h"
 #include "support/random.h"
@@ -113,6 +114,7 @@ void BgProcess::stop() {
 }
 
 SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_hex(6)) {
+  if (opts_.containerd) opts_.installer = true;
   dir_ = opts_.work_root + "/amb-e2e-" + id_;
   fs::create_directories(dir_ + "/run");
   fs::create_directories(dir_ + "/zds");
@@ -148,7 +150,17 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_hex(6)) 
   if (opts_.kubernetes) conflist["plugins"][1]["enablement_selectors"] = default_selectors_json();
   write_file(dir_ + "/net.conflist", conflist.dump(2));
   if (opts_.kubernetes) start_apiserver();
+  if (opts_.containerd) {
+    // The node's primary CNI config, which the agent's installer extends.
+    // Its network name is the runtime's key in the node-wide CNI cache.
+    json primary = conflist;
+    primary["name"] = "amb-e2e-" + id_;
+    primary["plugins"].erase(1);
+    fs::create_directories(dir_ + "/host/net.d");
+    write_file(dir_ + "/host/net.d/10-bridge.conflist", primary.dump(2));
+  }
   start_agent();
+  if (opts_.containerd) start_containerd();
   if (opts_.start_ztunnel) {
     start_ztunnel();
     wait_ztunnel_ready();
@@ -177,7 +189,8 @@ void SimNode::make_node_network() {
 }
 
 SimNode::~SimNode() {
-  for (auto it = pods_.rbegin(); it != pods_.rend(); ++it) {
+  containerd_.reset();  // removes its sandboxes, so our DELs reach the agent
+  for (auto it = pods_.rbegin(); it != pods_.rend() && !opts_.containerd; ++it) {
     (void)run_command({.argv = cni_argv("del", *it)});
   }
   ztunnel_.reset();
@@ -314,6 +327,13 @@ std::string SimNode::node_exec(const std::vector<std::string>& argv) {
 }
 
 std::string SimNode::pod_exec(const Pod& p, const std::vector<std::string>& argv) {
+  if (opts_.containerd) {  // the runtime's netns: reached by path
+    std::vector<std::string> full = {"nsenter", "--net=" + p.netns_path};
+    full.insert(full.end(), argv.begin(), argv.end());
+    auto r = run_checked({.argv = full, .timeout = kExecTimeout});
+    if (!r) FAIL("in " << p.name << ": " << r.error().describe());
+    return r->out;
+  }
   return netns_named(p.netns_name).exec(argv, "", kExecTimeout);
 }
 
@@ -389,6 +409,10 @@ AddResult SimNode::add_pod(const std::string& name, const std::string& ns, Pod* 
     if (out) *out = p;
     return res;
   }
+  if (opts_.containerd) {
+    if (spec.before_add) spec.before_add();
+    return run_cri_sandbox(std::move(p), out);
+  }
   return run_sandbox(std::move(p), spec, out);
 }
 
@@ -400,6 +424,8 @@ AddResult SimNode::recreate_sandbox(const Pod& old, Pod* out, const PodSpec& spe
   p.container_id = old.container_id + "-s" + n;
   p.ip.clear();
   p.ip6.clear();
+  ++p.attempt;
+  if (opts_.containerd) return run_cri_sandbox(std::move(p), out);
   return run_sandbox(std::move(p), spec, out);
 }
 
@@ -422,15 +448,114 @@ AddResult SimNode::run_sandbox(Pod p, const PodSpec& spec, Pod* out) {
     }
     pods_.back().ip = p.ip;
     pods_.back().ip6 = p.ip6;
-    if (opts_.kubernetes && apiserver_) {  // kubelet reports status when it can
-      json ips = json::array({{{"ip", p.ip}}});
-      if (!p.ip6.empty()) ips.push_back({{"ip", p.ip6}});  // kubelet reports both families
-      json status = {{"status", {{"phase", "Running"}, {"podIP", p.ip}, {"podIPs", ips}}}};
-      api_json("PATCH", "/api/v1/namespaces/" + p.ns + "/pods/" + p.name + "/status", status.dump(),
-               "application/merge-patch+json");
-    }
+    report_pod_status(p);
   }
   if (out) *out = p;
+  return res;
+}
+
+// What kubelet does once the sandbox has its IPs, when it can reach the API.
+void SimNode::report_pod_status(const Pod& p) {
+  if (!opts_.kubernetes || !apiserver_) return;
+  json ips = json::array({{{"ip", p.ip}}});
+  if (!p.ip6.empty()) ips.push_back({{"ip", p.ip6}});  // kubelet reports both families
+  json status = {{"status", {{"phase", "Running"}, {"podIP", p.ip}, {"podIPs", ips}}}};
+  api_json("PATCH", "/api/v1/namespaces/" + p.ns + "/pods/" + p.name + "/status", status.dump(),
+           "application/merge-patch+json");
+}
+
+void SimNode::start_containerd() {
+  // The installer has written our entry when the agent is up; containerd
+  // reads the conf dir at start, and later only files rewritten in place.
+  const std::string conf = dir_ + "/host/net.d/10-bridge.conflist";
+  if (!eventually([&] { return read_file(conf).find("istio-cni") != std::string::npos; }, 5s)) {
+    FAIL("the installer did not add istio-cni to " << conf << ":\n" << agent_log());
+  }
+  // containerd takes one plugin dir: the installer's, plus the reference plugins.
+  for (const auto& e : fs::directory_iterator("/usr/lib/cni")) {
+    const fs::path link = fs::path(dir_) / "host/bin" / e.path().filename();
+    std::error_code ec;
+    if (!fs::exists(link)) fs::create_symlink(e.path(), link, ec);
+  }
+  containerd_ = std::make_unique<Containerd>(ContainerdOptions{.cni_bin_dir = dir_ + "/host/bin",
+                                                               .cni_conf_dir = dir_ + "/host/net.d",
+                                                               .netns = node_netns(),
+                                                               .netns_under_state_dir = false,
+                                                               .work_root = opts_.work_root});
+  if (!containerd_->available()) FAIL("containerd did not start: " << containerd_->reason());
+}
+
+Containerd& SimNode::containerd() {
+  if (!containerd_) FAIL("this node has no containerd (NodeOptions::containerd)");
+  return *containerd_;
+}
+
+AddResult SimNode::run_cri_sandbox(Pod p, Pod* out) {
+  auto& c = containerd();
+  cri::PodSandboxSpec spec{.name = p.name,
+                           .ns = p.ns,
+                           .uid = p.uid,
+                           .attempt = p.attempt,
+                           .log_directory = c.log_directory(p.ns, p.name, p.uid),
+                           .cgroup_parent = c.cgroup_parent(p.uid)};
+  AddResult res;
+  auto id = c.cri().run_pod_sandbox(spec);
+  if (!id) {
+    res.output = {{"msg", id.error().describe()}};
+    if (out) *out = p;
+    return res;
+  }
+  auto st = c.cri().pod_sandbox_status(*id);
+  if (!st) FAIL("PodSandboxStatus " << *id << ": " << st.error().describe());
+  res.ok = true;
+  p.container_id = *id;
+  p.netns_path = st->netns_path;
+  p.netns_name = fs::path(st->netns_path).filename();
+  for (const auto& ip : st->ips) (ip.find(':') == std::string::npos ? p.ip : p.ip6) = ip;
+  res.output = {{"sandbox", *id}, {"ips", st->ips}};
+  pods_.push_back(p);
+  report_pod_status(p);
+  if (out) *out = p;
+  return res;
+}
+
+std::string SimNode::start_container(const Pod& p, const std::string& name) {
+  auto& c = containerd();
+  cri::PodSandboxSpec sandbox{.name = p.name,
+                              .ns = p.ns,
+                              .uid = p.uid,
+                              .attempt = p.attempt,
+                              .log_directory = c.log_directory(p.ns, p.name, p.uid),
+                              .cgroup_parent = c.cgroup_parent(p.uid)};
+  cri::ContainerSpec spec{
+      .name = name, .image = Containerd::kBusyboxImage, .command = {"sleep", "3600"}};
+  auto id = c.cri().create_container(p.container_id, spec, sandbox);
+  if (!id) FAIL("CreateContainer in " << p.name << ": " << id.error().describe());
+  auto started = c.cri().start_container(*id);
+  if (!started) FAIL("StartContainer in " << p.name << ": " << started.error().describe());
+  return *id;
+}
+
+std::pair<int, std::string> SimNode::container_exec(const std::string& container_id,
+                                                    const std::vector<std::string>& argv) {
+  auto r = containerd().cri().exec_sync(container_id, argv, 20s);
+  if (!r) FAIL("ExecSync in " << container_id << ": " << r.error().describe());
+  return {r->exit_code, r->out};
+}
+
+AddResult SimNode::stop_sandbox(const Pod& p) {
+  AddResult res;
+  auto r = containerd().cri().stop_pod_sandbox(p.container_id);
+  res.ok = r.has_value();
+  if (!r) res.output = {{"msg", r.error().describe()}};
+  return res;
+}
+
+AddResult SimNode::remove_sandbox(const Pod& p) {
+  AddResult res;
+  auto r = containerd().cri().remove_pod_sandbox(p.container_id);
+  res.ok = r.has_value();
+  if (!r) res.output = {{"msg", r.error().describe()}};
   return res;
 }
 
@@ -523,6 +648,10 @@ Pod SimNode::must_add_pod(const std::string& name, const std::string& ns, const 
 }
 
 AddResult SimNode::del_pod(const Pod& p) {
+  if (opts_.containerd) {
+    AddResult stopped = stop_sandbox(p);
+    return stopped.ok ? remove_sandbox(p) : stopped;
+  }
   AddResult res;
   cni("del", p, &res);
   return res;

@@ -11,6 +11,8 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+
 #include <chrono>
 #include <functional>
 #include <map>
@@ -31,6 +33,7 @@
 namespace ambient::test {
 
 class TestNetns;
+class Containerd;
 
 // A program built with the suite (AMBIENT_BIN_DIR): istio-cni,
 // ambient-agent, ztunnel-emulator, cni-driver, fake-apiserver, ...
@@ -54,9 +57,12 @@ class BgProcess {
 };
 
 struct Pod {
+  // container_id is the sandbox's (CNI_CONTAINERID); with containerd, the
+  // runtime's sandbox ID.
   std::string name, ns, uid, netns_name, netns_path, container_id;
-  std::string ip;   // from the CNI result
-  std::string ip6;  // dual-stack only
+  uint32_t attempt = 0;  // the pod's sandbox count, as kubelet passes it
+  std::string ip;        // from the CNI result
+  std::string ip6;       // dual-stack only
 };
 
 // What a Kubernetes pod object should look like for a test.
@@ -99,6 +105,12 @@ struct NodeOptions {
   // The agent shares the node's netns (hostNetwork) instead of running in
   // a pod netns of its own, the chart's default.
   bool agent_host_network = false;
+  // Pods are made by containerd through CRI, as kubelet has them made
+  // (docs/architecture.md#testing): the agent's installer writes our entry
+  // into the node's conflist, containerd runs the chain in the node's
+  // netns, and add_pod/del_pod become RunPodSandbox / Stop+RemovePodSandbox.
+  // Implies `installer`.
+  bool containerd = false;
   // Where the node's directory (agent run dir, sockets, logs, the
   // emulator's state file) is made. Benchmarks use tmpfs, as /var/run is
   // on a real node, so file I/O of the harness does not count as ours.
@@ -176,6 +188,18 @@ class SimNode {
   // the test sends its DEL.
   AddResult recreate_sandbox(const Pod& old, Pod* out, const PodSpec& spec = {});
 
+  // containerd mode: the runtime, a busybox container in a pod (`sleep`
+  // forever; its ID), and a command run in a container (its stdout and exit
+  // code; fails the test only when the runtime cannot run it).
+  Containerd& containerd();
+  std::string start_container(const Pod& p, const std::string& name = "app");
+  std::pair<int, std::string> container_exec(const std::string& container_id,
+                                             const std::vector<std::string>& argv);
+  // StopPodSandbox, then RemovePodSandbox (what kubelet does on pod
+  // deletion): each CNI DEL's outcome, as the runtime reported it.
+  AddResult stop_sandbox(const Pod& p);
+  AddResult remove_sandbox(const Pod& p);
+
   // Runs `argv` inside the node netns; returns stdout, fails the test on error.
   std::string node_exec(const std::vector<std::string>& argv);
   // The same inside a pod's netns.
@@ -200,6 +224,9 @@ class SimNode {
   const TestNetns& netns_named(const std::string& name) const;
   void start_sandbox(const Pod& p);
   void make_node_network();
+  void start_containerd();
+  AddResult run_cri_sandbox(Pod p, Pod* out);
+  void report_pod_status(const Pod& p);
 
   NodeOptions opts_;
   std::string id_, dir_;
@@ -207,6 +234,7 @@ class SimNode {
   // before them, after the processes in them).
   std::vector<std::unique_ptr<TestNetns>> netns_;
   std::optional<BgProcess> agent_, ztunnel_, apiserver_;
+  std::unique_ptr<Containerd> containerd_;  // stopped before the agent and the netns
   struct Sandbox;
   std::vector<std::unique_ptr<Sandbox>> sandboxes_;
   std::unique_ptr<k8s::KubeClient> kube_;
