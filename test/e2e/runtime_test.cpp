@@ -22,9 +22,9 @@ namespace {
 
 const json kAmbient = {{"istio.io/dataplane-mode", "ambient"}};
 
-NodeOptions runtime_opts(const std::string& backend) {
+NodeOptions runtime_opts(const std::string& backend, bool kubernetes = true) {
   NodeOptions o;
-  o.kubernetes = true;
+  o.kubernetes = kubernetes;
   o.containerd = true;
   o.backend = backend;
   return o;
@@ -33,7 +33,9 @@ NodeOptions runtime_opts(const std::string& backend) {
 // The node, with an ambient namespace and a plain one.
 struct RuntimeNode {
   SimNode node;
-  explicit RuntimeNode(const std::string& backend) : node(runtime_opts(backend)) {
+  explicit RuntimeNode(const std::string& backend, bool kubernetes = true)
+      : node(runtime_opts(backend, kubernetes)) {
+    if (!kubernetes) return;  // standalone: the agent enrolls ambient-demo
     node.create_namespace("ambient-demo", kAmbient);
     node.create_namespace("plain");
   }
@@ -65,8 +67,9 @@ std::string container_tcp(SimNode& node, const std::string& ctr, const std::stri
 TEST_CASE("runtime: a pod made by RunPodSandbox is enrolled; its containers' traffic is captured",
           "[runtime]") {
   const std::string backend = GENERATE(as<std::string>{}, kNftables, kIptablesNft);
-  INFO("backend " << backend);
-  RuntimeNode rn(backend);
+  const bool kubernetes = GENERATE(true, false);
+  INFO("backend " << backend << (kubernetes ? ", Kubernetes mode" : ", standalone"));
+  RuntimeNode rn(backend, kubernetes);
   SimNode& node = rn.node;
   Pod a = node.must_add_pod("a", "ambient-demo");
   Pod c = node.must_add_pod("c", "plain");
@@ -185,4 +188,41 @@ TEST_CASE("runtime: after a containerd restart pods keep their redirection and n
   CHECK(eventually([&] { return ztunnel_has(node, b); }));
   const std::string in_b = node.start_container(b);
   CHECK_THAT(container_tcp(node, in_b, c.ip, 8080), Catch::Contains("port=15001"));
+}
+
+TEST_CASE(
+    "runtime: a RunPodSandbox that fails after our ADD (a later plugin fails) leaves nothing of "
+    "ours",
+    "[runtime]") {
+  RuntimeNode rn(kIptablesNft);
+  SimNode& node = rn.node;
+  // A plugin after ours that always fails: tuning with a sysctl that does not exist.
+  node.rewrite_conflist([](json& c) {
+    c["plugins"].push_back({{"type", "tuning"}, {"sysctl", {{"net.ipv4.no_such_knob", "1"}}}});
+  });
+  Pod a;
+  auto r = node.add_pod("a", "ambient-demo", &a);
+  REQUIRE_FALSE(r.ok);
+  CHECK_THAT(r.output.dump(), Catch::Contains("tuning"));
+  // containerd's cleanup DEL reached the agent: nothing enrolled, nothing in the probe set.
+  CHECK(eventually([&] { return !ztunnel_has(node, a); }));
+  CHECK(node.node_exec({"ipset", "list", "istio-inpod-probes-v4"}).find("10.248.0.") ==
+        std::string::npos);
+  CHECK(eventually([&] {  // the pod lives on without a sandbox: not marked captured
+    return node.api_json("GET", "/api/v1/namespaces/ambient-demo/pods/a")["metadata"]
+               .value("annotations", json::object())
+               .value("ambient.istio.io/redirection", "") != "enabled";
+  }));
+  CHECK(node.containerd().cri().list_pod_sandbox()->empty());
+
+  // With the chain fixed, the same pod starts and is enrolled.
+  node.rewrite_conflist([](json& c) { c["plugins"].erase(c["plugins"].size() - 1); });
+  Pod again;
+  REQUIRE(node.recreate_sandbox(a, &again).ok);  // kubelet's next attempt
+  CHECK(eventually([&] { return ztunnel_has(node, again); }));
+  CHECK(eventually([&] {
+    return node.api_json("GET", "/api/v1/namespaces/ambient-demo/pods/a")["metadata"]
+               .value("annotations", json::object())
+               .value("ambient.istio.io/redirection", "") == "enabled";
+  }));
 }

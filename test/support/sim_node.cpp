@@ -233,7 +233,10 @@ void SimNode::start_agent() {
     fs::copy_file(bin_path("istio-cni"), dir_ + "/plugin/istio-cni",
                   fs::copy_options::overwrite_existing);
     write_file(dir_ + "/sa/token", "fake-token");
-    fs::copy_file(dir_ + "/tls/ca.crt", dir_ + "/sa/ca.crt", fs::copy_options::overwrite_existing);
+    if (fs::exists(dir_ + "/tls/ca.crt")) {  // the API server's, in Kubernetes mode
+      fs::copy_file(dir_ + "/tls/ca.crt", dir_ + "/sa/ca.crt",
+                    fs::copy_options::overwrite_existing);
+    }
     argv.insert(argv.end(), {"--install-cni", "true", "--mounted-cni-net-dir", dir_ + "/host/net.d",
                              "--cni-bin-source-dir", dir_ + "/plugin", "--cni-bin-dir",
                              dir_ + "/host/bin", "--service-account-dir", dir_ + "/sa"});
@@ -467,7 +470,7 @@ void SimNode::report_pod_status(const Pod& p) {
 void SimNode::start_containerd() {
   // The installer has written our entry when the agent is up; containerd
   // reads the conf dir at start, and later only files rewritten in place.
-  const std::string conf = dir_ + "/host/net.d/10-bridge.conflist";
+  const std::string conf = conflist_path();
   if (!eventually([&] { return read_file(conf).find("istio-cni") != std::string::npos; }, 5s)) {
     FAIL("the installer did not add istio-cni to " << conf << ":\n" << agent_log());
   }
@@ -483,6 +486,16 @@ void SimNode::start_containerd() {
                                                                .netns_under_state_dir = false,
                                                                .work_root = opts_.work_root});
   if (!containerd_->available()) FAIL("containerd did not start: " << containerd_->reason());
+}
+
+std::string SimNode::conflist_path() const {
+  return opts_.installer ? dir_ + "/host/net.d/10-bridge.conflist" : dir_ + "/net.conflist";
+}
+
+void SimNode::rewrite_conflist(const std::function<void(json&)>& edit) {
+  json j = json::parse(read_file(conflist_path()));
+  edit(j);
+  write_file(conflist_path(), j.dump(2));  // in place: runtimes ignore files moved in
 }
 
 Containerd& SimNode::containerd() {

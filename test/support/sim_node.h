@@ -195,6 +195,10 @@ class SimNode {
   std::string start_container(const Pod& p, const std::string& name = "app");
   std::pair<int, std::string> container_exec(const std::string& container_id,
                                              const std::vector<std::string>& argv);
+  // The node's conflist as the runtime reads it (with the installer: the one
+  // it extended), and the same rewritten in place.
+  std::string conflist_path() const;
+  void rewrite_conflist(const std::function<void(nlohmann::json&)>& edit);
   // StopPodSandbox, then RemovePodSandbox (what kubelet does on pod
   // deletion): each CNI DEL's outcome, as the runtime reported it.
   AddResult stop_sandbox(const Pod& p);

@@ -328,7 +328,9 @@ Result<> Agent::cmd_del(const cni::CniEvent& ev) {
   if (names_enrolled_sandbox(*entry, ev)) {
     log::info("pod {}: DEL for the enrolled sandbox {}", pod,
               entry->container_id.empty() ? ev.netns : entry->container_id);
-    return remove_pod(key, false);
+    AMBIENT_RETURN_IF_ERROR(remove_pod(key, false));
+    if (listener_) listener_->sandbox_removed(entry->workload.info.ns, entry->workload.info.name);
+    return {};
   }
   log::info(
       "pod {}: DEL for an earlier sandbox ({}, netns {}); the enrolled sandbox {} keeps its "

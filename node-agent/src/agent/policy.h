@@ -58,6 +58,11 @@ class EnrollmentListener {
   // The enrollment failed after mark_enrolled() succeeded: put the mark
   // back to what the pod had before.
   virtual void unmark_failed(const PodIdentity& pod) = 0;
+  // A CNI DEL took the pod's enrolled sandbox away while the pod itself may
+  // live on (a sandbox that failed after our ADD, or one the runtime
+  // replaces): its mark must not tell istiod it is captured. Returns at
+  // once (docs/node-agent.md#removal).
+  virtual void sandbox_removed(const std::string& ns, const std::string& name) = 0;
 };
 
 // The pod's key: the Kubernetes UID when the plugin sent it, else the

@@ -236,6 +236,16 @@ void Controller::unmark_failed(const agent::PodIdentity& pod) {
            before == "pending" ? Annotation::Pending : Annotation::Remove);
 }
 
+void Controller::sandbox_removed(const std::string& ns, const std::string& name) {
+  ObjectRef pod = pods_->get(ns + "/" + name);
+  if (!pod || annotation(*pod) != "enabled") return;
+  const auto* metadata = json::find(*pod, "metadata");
+  if (metadata && json::find(*metadata, "deletionTimestamp")) return;
+  log::info("pod {}/{}: its enrolled sandbox is gone; removing the redirection annotation", ns,
+            name);
+  annotate(ns, name, Annotation::Remove);
+}
+
 // docs/node-agent.md#annotations: the enrollment's own write, bounded by
 // kMarkBudget, ordered after any background patch of the same pod.
 Result<> Controller::write_enabled(const std::string& ns, const std::string& name,

@@ -56,6 +56,9 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
   // Back to the annotation the pod had before: `pending` stays `pending`,
   // anything else but `enabled` is removed.
   void unmark_failed(const agent::PodIdentity& pod) override;
+  // Drops an `enabled` mark in the background, unless the pod is gone or
+  // being deleted (its removal needs no patch).
+  void sandbox_removed(const std::string& ns, const std::string& name) override;
 
   // Upgrade (DaemonSet still there and still targeting this node by its
   // nodeSelector and required node affinity) or uninstall.

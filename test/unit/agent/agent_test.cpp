@@ -306,10 +306,11 @@ class ScriptedListener : public agent::EnrollmentListener {
     return outcome.get_future();
   }
   void unmark_failed(const agent::PodIdentity&) override { ++unmarks; }
+  void sandbox_removed(const std::string&, const std::string&) override { ++sandboxes_removed; }
 
   std::promise<Result<>> outcome;
   std::string uid;
-  std::atomic<int> marks{0}, unmarks{0};
+  std::atomic<int> marks{0}, unmarks{0}, sandboxes_removed{0};
 };
 
 // Node's agent, with the listener Kubernetes mode has.
@@ -421,4 +422,29 @@ TEST_CASE("an enrolled pod's new IPs replace its probe-set entries", "[enroll][p
   CHECK(std::none_of(n.host.entries.begin(), n.host.entries.end(),
                      [](const auto& e) { return e.second == "uid-other"; }));
   CHECK_FALSE(zds::receive_message(n.zt.peer.get(), 200ms));  // ztunnel is not involved
+}
+
+// docs/node-agent.md#removal: a DEL for the enrolled sandbox drops the mark
+// (the pod may live on without it); one for another sandbox does not.
+TEST_CASE("a DEL for the enrolled sandbox tells the listener; one for another sandbox does not",
+          "[enroll][del][annotation]") {
+  NodeWithListener n;
+  n.listener.outcome.set_value({});
+  agent::PodIdentity pod = kPod;
+  pod.container_id = "sandbox-2";
+  auto added =
+      std::async(std::launch::async, [&] { return n.k8s_agent.add_pod(pod, own_netns()); });
+  std::vector<UniqueFd> fds;
+  REQUIRE(next(n.zt.peer.get(), &fds).has_add());
+  send_raw(n.zt.peer.get(), ack());
+  AMBIENT_REQUIRE_OK(added.get());
+
+  AMBIENT_REQUIRE_OK(n.k8s_agent.cmd_del(event_for("", "sandbox-1")));
+  CHECK(n.listener.sandboxes_removed == 0);
+  auto del = std::async(std::launch::async,
+                        [&] { return n.k8s_agent.cmd_del(event_for("", "sandbox-2")); });
+  REQUIRE(next(n.zt.peer.get()).has_del());
+  send_raw(n.zt.peer.get(), ack());
+  AMBIENT_REQUIRE_OK(del.get());
+  CHECK(n.listener.sandboxes_removed == 1);
 }
