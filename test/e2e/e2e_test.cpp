@@ -627,3 +627,51 @@ TEST_CASE("the plugin's log lines reach the agent's log under the cni-plugin sco
   INFO(node.agent_log());
   CHECK(arrived);
 }
+
+// docs/architecture.md#testing: the capture core under each primary CNI shape.
+TEST_CASE("the capture core works under ptp, macvlan and a portmap/tuning/bandwidth chain",
+          "[e2e][shapes]") {
+  NodeOptions opts;
+  opts.kubelet_uid = 4242;
+  opts.backend = GENERATE(as<std::string>{}, kNftables, kIptablesNft);
+  opts.primary = GENERATE(PrimaryCni::Ptp, PrimaryCni::Macvlan, PrimaryCni::BridgeChain);
+  INFO("backend " << opts.backend << ", primary CNI shape " << static_cast<int>(opts.primary));
+  SimNode node(opts);
+  Pod a = node.must_add_pod("a", "ambient-demo");
+  Pod b = node.must_add_pod("b", "ambient-demo");
+  Pod c = node.must_add_pod("c", "plain");
+  CHECK(node.pod_has_our_rules(a));
+  CHECK_FALSE(node.pod_has_our_rules(c));
+  // Outbound: 15001, original destination kept.
+  CHECK_THAT(in_pod_tcp(a, c.ip, 8080), Catch::Contains("port=15001"));
+  auto rec = find_record(node, 15001, a.ip);
+  REQUIRE(rec);
+  CHECK((*rec)["orig_dst"] == c.ip + ":8080");
+  // Inbound from outside the mesh: 15006; to 15008 (HBONE): not redirected.
+  CHECK_THAT(in_pod_tcp(c, b.ip, 9090), Catch::Contains("port=15006"));
+  CHECK_THAT(in_pod_tcp(c, b.ip, 15008), Catch::Contains("port=15008"));
+  // DNS, udp and tcp: 15053.
+  std::string udp;
+  AMBIENT_REQUIRE_OK(in_pod(a, [&]() -> Result<> {
+    AMBIENT_ASSIGN_OR_RETURN(udp, udp_exchange(node.gateway(), 53));
+    return {};
+  }));
+  CHECK_THAT(udp, Catch::Contains("port=15053"));
+  CHECK_THAT(in_pod_tcp(a, node.gateway(), 53), Catch::Contains("port=15053"));
+  // Kubelet's probe from the node: SNATed and let through to the app.
+  UniqueFd app = listen_in(b, 9091);
+  auto seen = std::async(std::launch::async, [&]() -> std::string {
+    auto conn = accept_one(app.get(), 5s);
+    if (!conn) return "";
+    ssize_t n = ::write(conn->conn.get(), "app\n", 4);
+    (void)n;
+    return conn->peer;
+  });
+  auto r = run_command({.argv = {"ip", "netns", "exec", node.node_netns(), "setpriv", "--reuid",
+                                 "4242", "--regid", "4242", "--clear-groups", "bash", "-c",
+                                 "exec 3<>/dev/tcp/" + b.ip + "/9091 && timeout 3 head -n 1 <&3"},
+                        .timeout = 10s});
+  REQUIRE(r);
+  CHECK(r->out == "app\n");
+  CHECK(seen.get() == "169.254.7.127");
+}

@@ -22,8 +22,10 @@ namespace {
 
 const json kAmbient = {{"istio.io/dataplane-mode", "ambient"}};
 
-NodeOptions runtime_opts(const std::string& backend, bool kubernetes = true) {
+NodeOptions runtime_opts(const std::string& backend, bool kubernetes = true,
+                         PrimaryCni primary = PrimaryCni::Bridge) {
   NodeOptions o;
+  o.primary = primary;
   o.kubernetes = kubernetes;
   o.containerd = true;
   o.backend = backend;
@@ -33,8 +35,9 @@ NodeOptions runtime_opts(const std::string& backend, bool kubernetes = true) {
 // The node, with an ambient namespace and a plain one.
 struct RuntimeNode {
   SimNode node;
-  explicit RuntimeNode(const std::string& backend, bool kubernetes = true)
-      : node(runtime_opts(backend, kubernetes)) {
+  explicit RuntimeNode(const std::string& backend, bool kubernetes = true,
+                       PrimaryCni primary = PrimaryCni::Bridge)
+      : node(runtime_opts(backend, kubernetes, primary)) {
     if (!kubernetes) return;  // standalone: the agent enrolls ambient-demo
     node.create_namespace("ambient-demo", kAmbient);
     node.create_namespace("plain");
@@ -225,4 +228,21 @@ TEST_CASE(
                .value("annotations", json::object())
                .value("ambient.istio.io/redirection", "") == "enabled";
   }));
+}
+
+// docs/architecture.md#testing: a primary CNI of another shape, through the runtime.
+TEST_CASE("runtime: under ptp (a veth per pod, routed by the node) containers' traffic is captured",
+          "[runtime][shapes]") {
+  RuntimeNode rn(kNftables, true, PrimaryCni::Ptp);
+  SimNode& node = rn.node;
+  Pod a = node.must_add_pod("a", "ambient-demo");
+  Pod c = node.must_add_pod("c", "plain");
+  CHECK(eventually([&] { return ztunnel_has(node, a); }));
+  const std::string in_a = node.start_container(a), in_c = node.start_container(c);
+  CHECK_THAT(container_tcp(node, in_a, c.ip, 8080), Catch::Contains("port=15001"));
+  auto out = find_record(node, 15001, a.ip);
+  REQUIRE(out);
+  CHECK((*out)["orig_dst"] == c.ip + ":8080");
+  CHECK_THAT(container_tcp(node, in_c, a.ip, 9090), Catch::Contains("port=15006"));
+  CHECK_THAT(container_tcp(node, in_a, node.gateway(), 53), Catch::Contains("port=15053"));
 }

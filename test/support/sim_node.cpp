@@ -121,33 +121,15 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_hex(6)) 
   netns_.push_back(std::make_unique<TestNetns>(NetnsOptions{.name = node_netns()}));
   make_node_network();
 
-  json conflist = {
-      {"cniVersion", "1.0.0"},
-      {"name", "ambient-e2e"},
-      {"plugins",
-       {{{"type", "bridge"},
-         {"bridge", "amb0"},
-         {"isGateway", true},
-         {"ipMasq", false},
-         {"ipam",
-          {{"type", "host-local"},
-           {"ranges", opts_.dual_stack
-                          ? json{{{{"subnet", "10.248.0.0/24"}}}, {{{"subnet", "fd00:248::/64"}}}}
-                          : json{{{{"subnet", "10.248.0.0/24"}}}}},
-           // Replies to SNATed kubelet probes go back through the node (the
-           // only route out of the pod besides its subnet).
-           {"routes", opts_.dual_stack
-                          ? json{{{"dst", "169.254.7.127/32"}},
-                                 {{"dst", "fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128"}}}
-                          : json{{{"dst", "169.254.7.127/32"}}}},
-           {"dataDir", dir_ + "/ipam"}}}},
-        {{"type", "istio-cni"},
-         {"ambient_enabled", true},
-         {"cni_agent_run_dir", dir_ + "/run"},
-         {"exclude_namespaces", opts_.exclude_namespaces},
-         {"pod_namespace", "istio-system"},
-         {"plugin_log_level", "debug"}}}}};
-  if (opts_.kubernetes) conflist["plugins"][1]["enablement_selectors"] = default_selectors_json();
+  json plugins = primary_plugins();
+  plugins.push_back({{"type", "istio-cni"},
+                     {"ambient_enabled", true},
+                     {"cni_agent_run_dir", dir_ + "/run"},
+                     {"exclude_namespaces", opts_.exclude_namespaces},
+                     {"pod_namespace", "istio-system"},
+                     {"plugin_log_level", "debug"}});
+  if (opts_.kubernetes) plugins.back()["enablement_selectors"] = default_selectors_json();
+  json conflist = {{"cniVersion", "1.0.0"}, {"name", "ambient-e2e"}, {"plugins", plugins}};
   write_file(dir_ + "/net.conflist", conflist.dump(2));
   if (opts_.kubernetes) start_apiserver();
   if (opts_.containerd) {
@@ -155,7 +137,7 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_hex(6)) 
     // Its network name is the runtime's key in the node-wide CNI cache.
     json primary = conflist;
     primary["name"] = "amb-e2e-" + id_;
-    primary["plugins"].erase(1);
+    primary["plugins"].erase(primary["plugins"].size() - 1);
     fs::create_directories(dir_ + "/host/net.d");
     write_file(dir_ + "/host/net.d/10-bridge.conflist", primary.dump(2));
   }
@@ -167,10 +149,61 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_hex(6)) 
   }
 }
 
+// The primary CNI's plugins, by shape (docs/architecture.md#testing):
+// addresses from host-local in 10.248.0.0/24 (and fd00:248::/64), the node
+// at 10.248.0.1, and a route back through the node for replies to SNATed
+// kubelet probes (the only route out of the pod besides its subnet).
+json SimNode::primary_plugins() {
+  json ipam = {
+      {"type", "host-local"},
+      {"ranges", opts_.dual_stack
+                     ? json{{{{"subnet", "10.248.0.0/24"}}}, {{{"subnet", "fd00:248::/64"}}}}
+                     : json{{{{"subnet", "10.248.0.0/24"}}}}},
+      {"routes", opts_.dual_stack ? json{{{"dst", "169.254.7.127/32"}},
+                                         {{"dst", "fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128"}}}
+                                  : json{{{"dst", "169.254.7.127/32"}}}},
+      {"dataDir", dir_ + "/ipam"}};
+  switch (opts_.primary) {
+    case PrimaryCni::Ptp:  // a veth per pod, /32 routes through the node (Calico, Cilium)
+      return json::array({{{"type", "ptp"}, {"ipMasq", false}, {"ipam", ipam}}});
+    case PrimaryCni::Macvlan:  // pods on the node's own interface
+      return json::array({{{"type", "macvlan"},
+                           {"master", "amb" + id_ + "m"},
+                           {"mode", "bridge"},
+                           {"ipam", ipam}}});
+    case PrimaryCni::Bridge:
+    case PrimaryCni::BridgeChain:
+      break;
+  }
+  json plugins = json::array({{{"type", "bridge"},
+                               {"bridge", "amb0"},
+                               {"isGateway", true},
+                               {"ipMasq", false},
+                               {"ipam", ipam}}});
+  if (opts_.primary == PrimaryCni::BridgeChain) {  // what kubeadm-style nodes chain in front of us
+    plugins.push_back({{"type", "portmap"}, {"capabilities", {{"portMappings", true}}}});
+    plugins.push_back({{"type", "tuning"}, {"sysctl", {{"net.core.somaxconn", "512"}}}});
+    plugins.push_back({{"type", "bandwidth"}, {"capabilities", {{"bandwidth", true}}}});
+  }
+  return plugins;
+}
+
 // The node's address, and with the chart's topology the agent's netns
 // behind a veth (its pod network, reduced to what the agent needs: the
 // node, the API server on it, and kubelet reaching its probe ports).
 void SimNode::make_node_network() {
+  if (opts_.primary == PrimaryCni::Macvlan) {
+    // The node's "uplink" (a veth pair inside the node) is the pods'
+    // master; macvlan devices cannot reach their master's own address, so
+    // the node talks to pods through one of its own, as such setups do.
+    const std::string master = "amb" + id_ + "m";
+    node_exec({"ip", "link", "add", master, "type", "veth", "peer", "name", "amb" + id_ + "p"});
+    node_exec({"ip", "link", "set", master, "up"});
+    node_exec({"ip", "link", "set", "amb" + id_ + "p", "up"});
+    node_exec({"ip", "link", "add", "mvl0", "link", master, "type", "macvlan", "mode", "bridge"});
+    node_exec({"ip", "addr", "add", gateway() + "/24", "dev", "mvl0"});
+    node_exec({"ip", "link", "set", "mvl0", "up"});
+  }
   if (opts_.agent_host_network) {
     node_exec({"ip", "addr", "add", node_ip() + "/32", "dev", "lo"});
     return;

@@ -82,6 +82,16 @@ struct AddResult {
   std::string stderr_text;
 };
 
+// The primary CNI's shape: how pods are wired to the node.
+enum class PrimaryCni {
+  Bridge,  // an L2 bridge, the node its gateway (kindnet, flannel)
+  Ptp,     // a veth per pod with /32 routes through the node (Calico, Cilium)
+  // Pods on the node's own interface. macvlan, as ipvlan is not in every
+  // kernel (docs/architecture.md#testing).
+  Macvlan,
+  BridgeChain,  // bridge with portmap, tuning and bandwidth chained before us
+};
+
 struct NodeOptions {
   std::vector<std::string> enroll_namespaces = {"ambient-demo"};
   std::vector<std::string> exclude_namespaces = {"kube-system"};
@@ -102,6 +112,7 @@ struct NodeOptions {
   // upstream's default selectors, pods as API objects with a sandbox
   // process in a pod cgroup (so the /proc scan can find them).
   bool kubernetes = false;
+  PrimaryCni primary = PrimaryCni::Bridge;
   // The agent shares the node's netns (hostNetwork) instead of running in
   // a pod netns of its own, the chart's default.
   bool agent_host_network = false;
@@ -228,6 +239,7 @@ class SimNode {
   const TestNetns& netns_named(const std::string& name) const;
   void start_sandbox(const Pod& p);
   void make_node_network();
+  nlohmann::json primary_plugins();
   void start_containerd();
   AddResult run_cri_sandbox(Pod p, Pod* out);
   void report_pod_status(const Pod& p);
