@@ -121,7 +121,7 @@ std::vector<std::string> mounts_under(const std::string& dir) {
 std::vector<std::string> cgroup_roots() {
   std::vector<std::string> roots;
   std::error_code ec;
-  if (fs::exists("/sys/fs/cgroup/cgroup.procs")) roots.push_back("/sys/fs/cgroup");
+  if (fs::exists("/sys/fs/cgroup/cgroup.procs")) roots.emplace_back("/sys/fs/cgroup");
   for (const auto& e : fs::directory_iterator("/sys/fs/cgroup", ec)) {
     if (e.is_directory() && !e.is_symlink() && fs::exists(e.path() / "cgroup.procs")) {
       roots.push_back(e.path().string());
@@ -198,12 +198,20 @@ Containerd::Containerd(ContainerdOptions opts) : opts_(std::move(opts)), id_(ran
 }
 
 Containerd::~Containerd() {
-  if (pid_ > 0) remove_pods();
-  stop();
-  kill_leftovers();
-  unmount_all();
-  remove_cgroups();
-  remove_cni_cache();
+  // Teardown is best effort: one step failing (a gRPC or filesystem error
+  // thrown) must not skip the rest or terminate the test run.
+  auto step = [](const auto& fn) {
+    try {
+      fn();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): nothing more can be done here
+    }
+  };
+  if (pid_ > 0) step([&] { remove_pods(); });
+  step([&] { stop(); });
+  step([&] { kill_leftovers(); });
+  step([&] { unmount_all(); });
+  step([&] { remove_cgroups(); });
+  step([&] { remove_cni_cache(); });
   std::error_code ec;
   fs::remove_all(dir_, ec);
   if (made_run_containerd_) {
@@ -308,6 +316,7 @@ Result<> Containerd::start() {
 Result<> Containerd::spawn() {
   std::vector<std::string> argv = {"containerd", "--config", dir_ + "/config.toml"};
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
   int netns = -1;

@@ -74,7 +74,7 @@ int report(Result<T> r, Print print) {
   return 0;
 }
 
-int report(Result<> r) { return r ? 0 : fail(r.error()); }
+int report(const Result<>& r) { return r ? 0 : fail(r.error()); }
 
 int sandbox_status(CriClient& c, const std::string& id) {
   return report(c.pod_sandbox_status(id), [](const ambient::cri::SandboxStatus& s) {
