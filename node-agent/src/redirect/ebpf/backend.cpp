@@ -1,0 +1,251 @@
+#include "redirect/ebpf/backend.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+
+#include "fault/crash_point.h"
+#include "lib/unique_fd.h"
+#include "redirect/inpod_netlink.h"
+
+namespace ambient::redirect {
+
+namespace ebpf {
+
+std::vector<Attachment> plan(const std::vector<Interface>& interfaces,
+                             const PodRedirectConfig& cfg) {
+  std::vector<Attachment> out;
+  for (const Interface& itf : interfaces) {
+    if (itf.loopback) out.push_back({itf, Hook::Ingress, Program::LoIngress});
+  }
+  for (const Interface& itf : interfaces) {
+    if (itf.ethernet) out.push_back({itf, Hook::Egress, Program::Egress});
+  }
+  for (const Interface& itf : interfaces) {
+    if (!itf.ethernet) continue;
+    const auto& vifs = cfg.virtual_interfaces;
+    if (std::find(vifs.begin(), vifs.end(), itf.name) != vifs.end()) {
+      // As with the rules, a virtual interface's TCP is egress even in
+      // ingress mode (docs/redirection.md#overrides).
+      out.push_back({itf, Hook::Ingress, Program::VifIngress});
+    } else if (!cfg.ingress_mode) {
+      out.push_back({itf, Hook::Ingress, Program::Ingress});
+    }
+  }
+  return out;
+}
+
+}  // namespace ebpf
+
+namespace {
+
+using namespace ebpf;
+
+// lo.accept_local: packets looped to lo carry the pod's own address as
+// source, which the input route check refuses otherwise. lo.route_localnet:
+// a DNS query rewritten to 127.0.0.1 arrives on lo without a route and is
+// a martian otherwise. Both are per netns and only read for lo.
+constexpr const char* kAcceptLocal = "/proc/sys/net/ipv4/conf/lo/accept_local";
+constexpr const char* kRouteLocalnet = "/proc/sys/net/ipv4/conf/lo/route_localnet";
+
+struct SysctlValue {
+  const char* path;
+  char value;
+};
+
+std::vector<SysctlValue> wanted_sysctls(const PodRedirectConfig& cfg) {
+  return {{kAcceptLocal, '1'}, {kRouteLocalnet, cfg.dns_capture ? '1' : '0'}};
+}
+
+// /proc/sys/net is the calling thread's netns's.
+Result<char> read_sysctl(const char* path) {
+  UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  char c = 0;
+  if (!fd.valid() || ::read(fd.get(), &c, 1) != 1) return sys_error(std::string("read ") + path);
+  return c;
+}
+
+Result<> write_sysctl(const char* path, char value) {
+  UniqueFd fd(::open(path, O_WRONLY | O_CLOEXEC));
+  if (!fd.valid() || ::write(fd.get(), &value, 1) != 1) {
+    return sys_error(std::string("write ") + value + " to " + path);
+  }
+  return {};
+}
+
+// One hook where a filter of ours is or should be: what it should hold
+// (nothing when unset) and the program it holds (0: none).
+struct HookState {
+  Interface itf;
+  Hook hook;
+  std::optional<Program> want;
+  uint32_t have = 0;
+};
+
+// The plan's hooks in its order, then every other hook we could have used
+// (lo ingress, both hooks of Ethernet interfaces), each with its program.
+Result<std::vector<HookState>> read_hooks(const std::vector<Interface>& interfaces,
+                                          const std::vector<Attachment>& wanted) {
+  std::vector<HookState> out;
+  out.reserve(wanted.size() + 2 * interfaces.size());
+  for (const Attachment& a : wanted) out.push_back({a.itf, a.hook, a.program});
+  auto planned = [&](int ifindex, Hook hook) {
+    return std::any_of(wanted.begin(), wanted.end(), [&](const Attachment& a) {
+      return a.itf.ifindex == ifindex && a.hook == hook;
+    });
+  };
+  for (const Interface& itf : interfaces) {
+    for (Hook hook : {Hook::Ingress, Hook::Egress}) {
+      const bool usable = itf.ethernet || (itf.loopback && hook == Hook::Ingress);
+      if (usable && !planned(itf.ifindex, hook)) out.push_back({itf, hook, std::nullopt});
+    }
+  }
+  for (HookState& h : out) {
+    AMBIENT_ASSIGN_OR_RETURN(h.have, attached_program(h.itf, h.hook));
+  }
+  return out;
+}
+
+std::string where(const HookState& h) { return h.itf.name + " " + std::string(hook_name(h.hook)); }
+
+std::vector<std::string> hook_problems(const std::vector<HookState>& hooks, const ProgramSet& set) {
+  std::vector<std::string> problems;
+  for (const HookState& h : hooks) {
+    if (h.want) {
+      const LoadedProgram want = set.get(*h.want);
+      const std::string name(program_name(*h.want));
+      if (h.have == 0) {
+        problems.push_back(where(h) + ": no " + name + " filter");
+      } else if (h.have != want.id) {
+        problems.push_back(where(h) + ": program " + std::to_string(h.have) + " (" +
+                           program_name_by_id(h.have) + ") instead of this agent's " + name + " (" +
+                           std::to_string(want.id) + ")");
+      }
+    } else if (h.have != 0) {
+      const std::string name = program_name_by_id(h.have);
+      if (name.rfind(kProgramNamePrefix, 0) == 0) {
+        problems.push_back(where(h) + ": unexpected " + name + " filter");
+      }
+    }
+  }
+  return problems;
+}
+
+// Everything about the calling thread's netns that differs from `cfg`'s
+// state: filters, routing, sysctls.
+Result<std::vector<std::string>> problems_here(const std::vector<HookState>& hooks,
+                                               const ProgramSet& set,
+                                               const PodRedirectConfig& cfg) {
+  std::vector<std::string> problems = hook_problems(hooks, set);
+  AMBIENT_ASSIGN_OR_RETURN(auto routing, check_inpod_routing(cfg.ipv6));
+  problems.insert(problems.end(), routing.begin(), routing.end());
+  for (const auto& [path, value] : wanted_sysctls(cfg)) {
+    AMBIENT_ASSIGN_OR_RETURN(char have, read_sysctl(path));
+    if (have != value) {
+      problems.push_back(std::string(path) + " is " + have + ", want " + value);
+    }
+  }
+  return problems;
+}
+
+// Sysctls and routing first, inert on their own; then the filters in the
+// plan's order, each replaced in place when it holds another program;
+// then ours where the configuration wants none.
+Result<> apply_here(const std::vector<HookState>& hooks, const ProgramSet& set,
+                    const PodRedirectConfig& cfg, const std::function<void()>& routed) {
+  for (const auto& [path, value] : wanted_sysctls(cfg)) {
+    AMBIENT_RETURN_IF_ERROR(write_sysctl(path, value));
+  }
+  AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
+  crash_point_for_test("after-routing");
+  if (routed) routed();
+  std::set<int> with_clsact;
+  for (const HookState& h : hooks) {
+    if (!h.want) continue;
+    const LoadedProgram prog = set.get(*h.want);
+    if (h.have == prog.id) continue;
+    if (with_clsact.insert(h.itf.ifindex).second) {
+      AMBIENT_RETURN_IF_ERROR(ensure_clsact(h.itf));
+    }
+    AMBIENT_RETURN_IF_ERROR(attach(h.itf, h.hook, prog.fd));
+  }
+  for (const HookState& h : hooks) {
+    if (!h.want && h.have != 0) AMBIENT_RETURN_IF_ERROR(detach_ours(h.itf, h.hook));
+  }
+  return {};
+}
+
+// The reverse of an install: inbound capture stops first, lo's program
+// goes last; then routing, then the sysctls back to a new netns's values.
+// Every step is tried; the errors are joined.
+Result<> remove_here() {
+  std::string errors;
+  auto note = [&](const Error& e) { errors += (errors.empty() ? "" : "; ") + e.describe(); };
+  AMBIENT_ASSIGN_OR_RETURN(auto interfaces, list_interfaces());
+  std::stable_partition(interfaces.begin(), interfaces.end(),
+                        [](const Interface& itf) { return !itf.loopback; });
+  for (Hook hook : {Hook::Ingress, Hook::Egress}) {
+    for (const Interface& itf : interfaces) {
+      if (auto detached = detach_ours(itf, hook); !detached) note(detached.error());
+    }
+  }
+  if (auto routing = remove_inpod_routing(); !routing) note(routing.error());
+  for (const char* path : {kAcceptLocal, kRouteLocalnet}) {
+    if (auto reset = write_sysctl(path, '0'); !reset) note(reset.error());
+  }
+  if (!errors.empty()) return make_error(Errc::Internal, errors);
+  return {};
+}
+
+}  // namespace
+
+Result<> EbpfBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg,
+                              const std::function<void()>& routed) {
+  const std::string context = "install eBPF redirection in " + ns.path();
+  auto variant = variant_for(cfg);
+  if (!variant) return std::move(variant).error().context(context);
+  auto set = programs_->get(*variant);
+  if (!set) return std::move(set).error().context(context);
+  auto r = netns::run_in_netns(ns, [&]() -> Result<> {
+    AMBIENT_ASSIGN_OR_RETURN(auto interfaces, list_interfaces());
+    AMBIENT_ASSIGN_OR_RETURN(auto hooks, read_hooks(interfaces, plan(interfaces, cfg)));
+    // A new pod has no filter of ours: nothing to compare.
+    const bool any =
+        std::any_of(hooks.begin(), hooks.end(), [](const HookState& h) { return h.have != 0; });
+    if (any) {
+      AMBIENT_ASSIGN_OR_RETURN(auto problems, problems_here(hooks, **set, cfg));
+      if (problems.empty()) return {};  // exactly right: leave it alone
+    }
+    auto applied = apply_here(hooks, **set, cfg, routed);
+    if (!applied) (void)remove_here();
+    return applied;
+  });
+  return std::move(r).context(context);
+}
+
+Result<VerifyReport> EbpfBackend::verify(const netns::Netns& ns,
+                                         const PodRedirectConfig& cfg) const {
+  const std::string context = "verify eBPF redirection in " + ns.path();
+  auto variant = variant_for(cfg);
+  if (!variant) return std::move(variant).error().context(context);
+  auto set = programs_->get(*variant);
+  if (!set) return std::move(set).error().context(context);
+  VerifyReport report;
+  auto r = netns::run_in_netns(ns, [&]() -> Result<> {
+    AMBIENT_ASSIGN_OR_RETURN(auto interfaces, list_interfaces());
+    AMBIENT_ASSIGN_OR_RETURN(auto hooks, read_hooks(interfaces, plan(interfaces, cfg)));
+    AMBIENT_ASSIGN_OR_RETURN(report.problems, problems_here(hooks, **set, cfg));
+    return {};
+  });
+  if (!r) return std::move(r).error().context(context);
+  report.complete = report.problems.empty();
+  return report;
+}
+
+Result<> EbpfBackend::remove(const netns::Netns& ns, const PodRedirectConfig&) {
+  return netns::run_in_netns(ns, remove_here).context("remove eBPF redirection from " + ns.path());
+}
+
+}  // namespace ambient::redirect

@@ -1,0 +1,92 @@
+#include "redirect/ebpf/gate.h"
+
+#include <sys/stat.h>
+#include <sys/utsname.h>
+
+#include <charconv>
+
+#include "netns/netns.h"
+#include "redirect/ebpf/tc.h"
+
+namespace ambient::redirect::ebpf {
+
+namespace {
+
+constexpr const char* kVmlinuxBtf = "/sys/kernel/btf/vmlinux";
+
+std::string version_text(KernelVersion v) {
+  return std::to_string(v.major) + "." + std::to_string(v.minor);
+}
+
+// Both of the programs' hook kinds on lo of a new netns, then gone.
+Result<> try_attach(const ProgramSet& set) {
+  return netns::run_in_new_netns([&]() -> Result<> {
+    const Interface lo{.ifindex = 1, .name = "lo", .loopback = true};
+    AMBIENT_RETURN_IF_ERROR(ensure_clsact(lo));
+    for (auto [hook, prog] :
+         {std::pair{Hook::Ingress, Program::LoIngress}, std::pair{Hook::Egress, Program::Egress}}) {
+      AMBIENT_RETURN_IF_ERROR(attach(lo, hook, set.get(prog).fd));
+      AMBIENT_ASSIGN_OR_RETURN(uint32_t id, attached_program(lo, hook));
+      if (id != set.get(prog).id) {
+        return make_error(Errc::Internal, "the filter on lo " + std::string(hook_name(hook)) +
+                                              " does not hold the program attached");
+      }
+      AMBIENT_ASSIGN_OR_RETURN(bool detached, detach_ours(lo, hook));
+      if (!detached) return make_error(Errc::Internal, "our filter could not be found to detach");
+    }
+    return {};
+  });
+}
+
+}  // namespace
+
+std::optional<KernelVersion> parse_kernel_release(std::string_view release) {
+  KernelVersion v;
+  const char* end = release.data() + release.size();
+  auto [p, ec] = std::from_chars(release.data(), end, v.major);
+  if (ec != std::errc() || p == end || *p != '.') return std::nullopt;
+  auto [q, ec2] = std::from_chars(p + 1, end, v.minor);
+  if (ec2 != std::errc() || q == p + 1) return std::nullopt;
+  return v;
+}
+
+GateDecision decide(const GateFacts& f) {
+  const auto kernel = parse_kernel_release(f.kernel_release);
+  if (!kernel) return {false, "kernel release \"" + f.kernel_release + "\" is not understood"};
+  if (*kernel < kMinKernel) {
+    return {false, "kernel " + version_text(*kernel) + " is older than " +
+                       version_text(kMinKernel) +
+                       ": bpf_sk_assign refuses ztunnel's SO_REUSEPORT listeners"};
+  }
+  if (!f.btf) return {false, std::string("the kernel has no BTF (") + kVmlinuxBtf + ")"};
+  if (!f.load_error.empty()) return {false, "the programs do not load: " + f.load_error};
+  if (!f.attach_error.empty()) return {false, "tc attach failed: " + f.attach_error};
+  return {true,
+          "kernel " + version_text(*kernel) + ", programs loaded and attached in a scratch netns"};
+}
+
+GateResult check_gate() {
+  GateResult out;
+  utsname u{};
+  if (::uname(&u) == 0) out.facts.kernel_release = u.release;
+  struct stat st {};
+  out.facts.btf = ::stat(kVmlinuxBtf, &st) == 0;
+  const auto kernel = parse_kernel_release(out.facts.kernel_release);
+  if (kernel && *kernel >= kMinKernel && out.facts.btf) {
+    auto loaded = Programs::load();
+    if (!loaded) {
+      out.facts.load_error = loaded.error().describe();
+    } else {
+      auto variant = variant_for(PodRedirectConfig{});
+      auto set = variant ? (*loaded)->get(*variant) : Result<const ProgramSet*>(variant.error());
+      auto attached = set ? try_attach(**set) : Result<>(set.error());
+      if (!attached) out.facts.attach_error = attached.error().describe();
+      out.programs = *loaded;
+    }
+  }
+  out.decision = decide(out.facts);
+  if (!out.decision.usable) out.programs.reset();
+  return out;
+}
+
+}  // namespace ambient::redirect::ebpf

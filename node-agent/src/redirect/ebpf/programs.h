@@ -1,0 +1,95 @@
+// The in-pod eBPF programs (bpf/ambient_redirect.bpf.c) loaded into the
+// kernel: once per agent process and configuration variant, then shared by
+// every pod, so enrolling a pod only attaches (docs/redirection.md#ebpf).
+// The kernel objects live as long as the Programs object; the tc filters
+// that use them hold their own references.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string_view>
+
+#include "ambient_redirect_abi.h"
+#include "lib/result.h"
+#include "redirect/backend.h"
+
+namespace ambient::redirect::ebpf {
+
+enum class Program { Egress, Ingress, VifIngress, LoIngress };
+inline constexpr Program kPrograms[] = {Program::Egress, Program::Ingress, Program::VifIngress,
+                                        Program::LoIngress};
+
+// The kernel's name of a program: how a tc filter is told to be ours.
+std::string_view program_name(Program p);
+inline constexpr std::string_view kProgramNamePrefix = "amb_";
+
+// What one loaded instance is configured with (amb_config in .rodata):
+// the parts of a pod's configuration the programs themselves depend on.
+// Inbound bypass and virtual interfaces only change where they attach.
+struct Variant {
+  bool dns_capture = false;
+  bool ipv6 = false;
+  std::optional<std::array<uint8_t, 4>> probe_snat_v4;
+  std::optional<std::array<uint8_t, 16>> probe_snat_v6;
+  // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads a defaulted <=>
+  auto operator<=>(const Variant&) const = default;
+};
+
+// The variant `cfg` needs; an error names a probe address that is not an
+// address of its family. An empty address means none.
+Result<Variant> variant_for(const PodRedirectConfig& cfg);
+
+struct LoadedProgram {
+  int fd = -1;      // owned by the Programs object
+  uint32_t id = 0;  // the kernel's program id, what a tc query reports
+};
+
+// One loaded instance of every program.
+class ProgramSet {
+ public:
+  explicit ProgramSet(std::array<LoadedProgram, std::size(kPrograms)> progs) : progs_(progs) {}
+  LoadedProgram get(Program p) const { return progs_[static_cast<size_t>(p)]; }
+
+ private:
+  std::array<LoadedProgram, std::size(kPrograms)> progs_;
+};
+
+using Counters = std::array<uint64_t, AMB_CNT_MAX>;
+// A counter's name as metrics label it ("outbound", "drop_no_proxy", ...).
+std::string_view counter_name(amb_counter c);
+
+class Programs {
+ public:
+  // Loads the variant of a default configuration at once, so a kernel that
+  // refuses the programs is known when the agent starts.
+  static Result<std::shared_ptr<Programs>> load();
+  ~Programs();
+  Programs(const Programs&) = delete;
+  Programs& operator=(const Programs&) = delete;
+
+  // The instance for `v`, loaded on first use (the verifier takes a few
+  // milliseconds per instance) and kept. The pointer stays valid for the
+  // Programs object's life.
+  Result<const ProgramSet*> get(const Variant& v);
+  // The per-decision counters summed over CPUs, for every instance.
+  Result<Counters> counters() const;
+  // The DNS NAT map shared by every instance (tests read it).
+  int dns_nat_fd() const;
+
+ private:
+  struct Instance;
+  Programs() = default;
+  Result<std::unique_ptr<Instance>> load_instance(const Variant& v) const;
+
+  mutable std::mutex mu_;
+  std::map<Variant, std::unique_ptr<Instance>> instances_;
+  // The first instance loaded: it created the maps every later one reuses
+  // (counters, DNS NAT), so they outlive no instance that uses them.
+  const Instance* maps_owner_ = nullptr;
+};
+
+}  // namespace ambient::redirect::ebpf
