@@ -536,16 +536,22 @@ Containerd& SimNode::containerd() {
   return *containerd_;
 }
 
+// The sandbox config kubelet sends for a pod, on creation and with every
+// container it adds.
+cri::PodSandboxSpec SimNode::sandbox_spec(const Pod& p) {
+  auto& c = containerd();
+  return {.name = p.name,
+          .ns = p.ns,
+          .uid = p.uid,
+          .attempt = p.attempt,
+          .log_directory = c.log_directory(p.ns, p.name, p.uid),
+          .cgroup_parent = c.cgroup_parent(p.uid)};
+}
+
 AddResult SimNode::run_cri_sandbox(Pod p, Pod* out) {
   auto& c = containerd();
-  cri::PodSandboxSpec spec{.name = p.name,
-                           .ns = p.ns,
-                           .uid = p.uid,
-                           .attempt = p.attempt,
-                           .log_directory = c.log_directory(p.ns, p.name, p.uid),
-                           .cgroup_parent = c.cgroup_parent(p.uid)};
   AddResult res;
-  auto id = c.cri().run_pod_sandbox(spec);
+  auto id = c.cri().run_pod_sandbox(sandbox_spec(p));
   if (!id) {
     res.output = {{"msg", id.error().describe()}};
     if (out) *out = p;
@@ -567,15 +573,9 @@ AddResult SimNode::run_cri_sandbox(Pod p, Pod* out) {
 
 std::string SimNode::start_container(const Pod& p, const std::string& name) {
   auto& c = containerd();
-  cri::PodSandboxSpec sandbox{.name = p.name,
-                              .ns = p.ns,
-                              .uid = p.uid,
-                              .attempt = p.attempt,
-                              .log_directory = c.log_directory(p.ns, p.name, p.uid),
-                              .cgroup_parent = c.cgroup_parent(p.uid)};
   cri::ContainerSpec spec{
       .name = name, .image = Containerd::kBusyboxImage, .command = {"sleep", "3600"}};
-  auto id = c.cri().create_container(p.container_id, spec, sandbox);
+  auto id = c.cri().create_container(p.container_id, spec, sandbox_spec(p));
   if (!id) FAIL("CreateContainer in " << p.name << ": " << id.error().describe());
   auto started = c.cri().start_container(*id);
   if (!started) FAIL("StartContainer in " << p.name << ": " << started.error().describe());

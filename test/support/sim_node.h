@@ -30,6 +30,10 @@
 #include "support/backends.h"
 #include "support/wait.h"
 
+namespace ambient::cri {
+struct PodSandboxSpec;
+}
+
 namespace ambient::test {
 
 class TestNetns;
@@ -242,6 +246,7 @@ class SimNode {
   nlohmann::json primary_plugins();
   void start_containerd();
   AddResult run_cri_sandbox(Pod p, Pod* out);
+  cri::PodSandboxSpec sandbox_spec(const Pod& p);
   void report_pod_status(const Pod& p);
 
   NodeOptions opts_;

@@ -26,6 +26,7 @@
 #include "logger.h"
 #include "support/sockets.h"
 #include "support/temp_dir.h"
+#include "support/unix_http_server.h"
 #include "support/wait.h"
 
 using namespace ambient;
@@ -122,36 +123,22 @@ TEST_CASE("plugin log: the agent's log server writes the plugin's lines under cn
   log::init(log::Levels{}, false, std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
   std::mutex mu;
   std::vector<std::string> bodies;
-  boost::asio::io_context ioc;
-  boost::asio::thread_pool pool(2);
-  using Server = http::Server<boost::asio::local::stream_protocol>;
-  Server server(ioc, pool, boost::asio::local::stream_protocol::endpoint(path),
-                [&](const http::Request& r) {
-                  http::Response res = log::handle_plugin_log(r);
-                  // Recorded once its lines are written: then `out` holds them.
-                  std::lock_guard lock(mu);
-                  bodies.push_back(r.body);
-                  return res;
-                },
-                {.body_limit = log::kPluginLogBodyLimit,
-                 .too_large_status = 413,
-                 .admit = http::root_only(std::string(cni::kPluginLogSocket))});
-  std::thread io([&] { ioc.run(); });
-  // Stops the server, joins its threads and puts the log back on stdout
-  // also when a REQUIRE fails.
-  struct Stop {
-    boost::asio::io_context& ioc;
-    boost::asio::thread_pool& pool;
-    Server& server;
-    std::thread& io;
-    ~Stop() {
-      boost::asio::post(ioc, [this] { server.close(); });
-      pool.join();
-      ioc.stop();
-      if (io.joinable()) io.join();
-      log::init(log::Levels{}, false);
-    }
-  } stop{ioc, pool, server, io};
+  // Puts the log back on stdout also when a REQUIRE fails (declared first:
+  // runs after the server is stopped).
+  struct RestoreLog {
+    ~RestoreLog() { log::init(log::Levels{}, false); }
+  } restore_log;
+  test::UnixHttpServer server(path,
+                              [&](const http::Request& r) {
+                                http::Response res = log::handle_plugin_log(r);
+                                // Recorded once its lines are written: then `out` holds them.
+                                std::lock_guard lock(mu);
+                                bodies.push_back(r.body);
+                                return res;
+                              },
+                              {.body_limit = log::kPluginLogBodyLimit,
+                               .too_large_status = 413,
+                               .admit = http::root_only(std::string(cni::kPluginLogSocket))});
 
   std::string err;
   const std::function<void(std::string_view)> sink = [&](std::string_view s) { err += s; };

@@ -19,6 +19,7 @@
 #include "http/server.h"
 #include "lib/cni_event.h"
 #include "support/temp_dir.h"
+#include "support/unix_http_server.h"
 
 using namespace ambient;
 
@@ -66,30 +67,12 @@ TEST_CASE("pluginevent.sock refuses a caller that is not root", "[cni_server][se
   test::TempDir dir("amb-peercred-");
   ::chmod(dir.path().c_str(), 0755);  // reachable by uid 65534: only the peer check stands
   const std::string sock = dir.path() + "/pluginevent.sock";
-  boost::asio::io_context ioc;
-  boost::asio::thread_pool pool(2);
-  http::Server<boost::asio::local::stream_protocol> server(
-      ioc, pool, boost::asio::local::stream_protocol::endpoint(sock),
-      [](const http::Request&) {
-        return http::Response{200, "served\n"};
-      },
-      {.admit = http::root_only(std::string(cni::kPluginEventSocket))});
+  test::UnixHttpServer server(sock,
+                              [](const http::Request&) {
+                                return http::Response{200, "served\n"};
+                              },
+                              {.admit = http::root_only(std::string(cni::kPluginEventSocket))});
   ::chmod(sock.c_str(), 0666);
-  std::thread io([&] { ioc.run(); });
-  // Stops the server and joins its threads also when a REQUIRE fails, so
-  // no thread is left joinable (std::terminate) and nothing keeps serving.
-  struct Stop {
-    boost::asio::io_context& ioc;
-    boost::asio::thread_pool& pool;
-    http::Server<boost::asio::local::stream_protocol>& server;
-    std::thread& io;
-    ~Stop() {
-      boost::asio::post(ioc, [this] { server.close(); });
-      pool.join();
-      ioc.stop();
-      if (io.joinable()) io.join();
-    }
-  } stop{ioc, pool, server, io};
 
   CHECK_THAT(call_as(0, sock), Catch::StartsWith("HTTP/1.1 200") && Catch::Contains("served"));
   const std::string refused = call_as(65534, sock);

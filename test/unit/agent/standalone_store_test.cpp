@@ -12,6 +12,7 @@
 #include "agent/agent.h"
 #include "agent/standalone_store.h"
 #include "support/files.h"
+#include "support/null_host.h"
 #include "support/require_ok.h"
 #include "support/temp_dir.h"
 #include "support/zds_peer.h"
@@ -230,21 +231,6 @@ class CountingBackend : public redirect::RedirectBackend {
     return {};
   }
   std::atomic<int> installs{0}, removes{0};
-};
-
-class NullHost : public redirect::HostRedirect {
- public:
-  std::string_view name() const override { return "null"; }
-  Result<> install_rules(const redirect::HostProbeConfig&) override { return {}; }
-  Result<> remove_rules() override { return {}; }
-  Result<> ensure_sets(bool) override { return {}; }
-  Result<> flush_sets() override { return {}; }
-  Result<> destroy_sets() override { return {}; }
-  Result<> add_pod_ip(const IpAddress&, const std::string&) override { return {}; }
-  Result<> remove_pod_ip(const IpAddress&, const std::string&) override { return {}; }
-  Result<std::vector<redirect::ProbeSetEntry>> list_sets() override {
-    return std::vector<redirect::ProbeSetEntry>{};
-  }
 };
 
 // An agent with a store in a run dir, and a ZDS server nobody is connected

@@ -15,6 +15,7 @@
 #include "lib/cni_event.h"
 #include "metrics/agent_metrics.h"
 #include "support/files.h"
+#include "support/null_host.h"
 #include "support/temp_dir.h"
 #include "support/wait.h"
 #include "support/zds_peer.h"
@@ -59,21 +60,6 @@ class NoBackend : public redirect::RedirectBackend {
     return redirect::VerifyReport{};
   }
   Result<> remove(const netns::Netns&, const redirect::PodRedirectConfig&) override { return {}; }
-};
-
-class NoHost : public redirect::HostRedirect {
- public:
-  std::string_view name() const override { return "none"; }
-  Result<> install_rules(const redirect::HostProbeConfig&) override { return {}; }
-  Result<> remove_rules() override { return {}; }
-  Result<> ensure_sets(bool) override { return {}; }
-  Result<> flush_sets() override { return {}; }
-  Result<> destroy_sets() override { return {}; }
-  Result<> add_pod_ip(const IpAddress&, const std::string&) override { return {}; }
-  Result<> remove_pod_ip(const IpAddress&, const std::string&) override { return {}; }
-  Result<std::vector<redirect::ProbeSetEntry>> list_sets() override {
-    return std::vector<redirect::ProbeSetEntry>{};
-  }
 };
 
 http::Request cmdadd(const std::string& ns, const std::string& netns) {
@@ -125,7 +111,7 @@ TEST_CASE("metrics: /cmdadd answers and enrollment phases, through the CNI serve
   REQUIRE(zds);
   agent::Config cfg;
   NoBackend backend;
-  NoHost host;
+  NullHost host;
   agent::PodCache pods;
   agent::StandalonePolicy policy{{"mesh"}, {}};
   agent::Agent agent({.config = cfg,
