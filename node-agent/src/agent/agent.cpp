@@ -183,14 +183,30 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
 Result<> Agent::undo_failed_add(const PodIdentity& id, const netns::Netns& ns,
                                 const redirect::PodRedirectConfig& rcfg, AddSteps steps) {
   const std::string pod = id.name();
-  if (steps.handed && steps.acked) (void)zds_.del(id.uid);
+  // A replacing sandbox that failed: the enrolled one is still the pod's,
+  // so ztunnel goes back to its netns rather than forgetting the pod.
+  const auto enrolled = pods_.get(id.uid);
+  const bool keep = enrolled && enrolled->workload.netns;
+  if (steps.handed && steps.acked) {
+    if (!keep) {
+      (void)zds_.del(id.uid);
+    } else if (auto back = zds_.add(enrolled->workload); !back) {
+      log::error("pod {}: giving ztunnel the enrolled sandbox {} back: {}", pod,
+                 enrolled->container_id, back.error().describe());
+    }
+  }
   if (steps.marking && steps.marked) listener_->unmark_failed(id);
   if (steps.installed) {
     if (auto undo = backend_.remove(ns, rcfg); !undo) {
       log::error("pod {}: rolling back rules after a failed enrollment: {}", pod,
                  undo.error().describe());
     }
-    remove_from_probe_set(id.uid, id.ips);
+    std::vector<IpAddress> added;  // the enrolled sandbox keeps its own entries
+    for (const auto& ip : id.ips) {
+      if (!keep || std::find(enrolled->ips.begin(), enrolled->ips.end(), ip) == enrolled->ips.end())
+        added.push_back(ip);
+    }
+    remove_from_probe_set(id.uid, added);
   }
   if (!steps.installed) return std::move(steps.installed).error().context("pod " + pod);
   if (!steps.probed) return std::move(steps.probed).error().context("pod " + pod);

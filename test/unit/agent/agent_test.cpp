@@ -448,3 +448,47 @@ TEST_CASE("a DEL for the enrolled sandbox tells the listener; one for another sa
   AMBIENT_REQUIRE_OK(del.get());
   CHECK(n.listener.sandboxes_removed == 1);
 }
+
+// docs/node-agent.md#removal: a replacing sandbox that fails after ztunnel
+// took it must not cost the pod its enrolled sandbox.
+TEST_CASE(
+    "a replacing sandbox that fails after ztunnel took it gives ztunnel the enrolled one back",
+    "[enroll][del]") {
+  NodeWithListener n;
+  TempDir dir("amb-agent-readd-fail-");
+  const auto old_ns = other_netns(dir, "sandbox-1");
+  n.listener.outcome.set_value({});
+  agent::PodIdentity first = kPod;
+  first.container_id = "sandbox-1";
+  first.ips = {*IpAddress::parse("10.0.0.7")};
+  auto a1 = std::async(std::launch::async, [&] { return n.k8s_agent.add_pod(first, old_ns); });
+  std::vector<UniqueFd> fds;
+  REQUIRE(next(n.zt.peer.get(), &fds).has_add());
+  send_raw(n.zt.peer.get(), ack());
+  AMBIENT_REQUIRE_OK(a1.get());
+
+  n.listener.outcome = std::promise<Result<>>();
+  n.listener.outcome.set_value(make_error(Errc::Unavailable, "HTTP 500: etcd down"));
+  agent::PodIdentity second = first;
+  second.container_id = "sandbox-2";
+  second.ips = {*IpAddress::parse("10.0.0.8")};
+  auto a2 =
+      std::async(std::launch::async, [&] { return n.k8s_agent.add_pod(second, own_netns()); });
+  REQUIRE(next(n.zt.peer.get(), &fds).has_add());
+  send_raw(n.zt.peer.get(), ack());
+  std::vector<UniqueFd> back_fds;
+  auto back = next(n.zt.peer.get(), &back_fds);
+  CHECK_FALSE(back.has_del());
+  REQUIRE(back.has_add());
+  CHECK(back.add().uid() == "uid-web");
+  REQUIRE(back_fds.size() == 1);
+  struct stat st {};
+  REQUIRE(::fstat(back_fds[0].get(), &st) == 0);
+  CHECK(st.st_ino == old_ns->inode());  // the enrolled sandbox's netns
+  send_raw(n.zt.peer.get(), ack());
+  REQUIRE_FALSE(a2.get());
+  CHECK(n.k8s_agent.is_enrolled("uid-web"));
+  CHECK(n.pods.get("uid-web")->container_id == "sandbox-1");
+  // The failed sandbox's probe-set entry went; the enrolled one's stayed.
+  CHECK(n.host.entries == std::vector{std::pair<std::string, std::string>("10.0.0.7", "uid-web")});
+}
