@@ -44,7 +44,9 @@ struct ContainerdOptions {
   // /var/run/netns/cni-<uuid> (kubelet's nodes use the latter).
   bool netns_under_state_dir = true;
   std::string work_root = "/tmp";
-  std::chrono::milliseconds start_timeout = std::chrono::seconds(5);
+  // containerd usually answers within 0.5 s; on a loaded 2-core machine
+  // its socket has been seen to lag for seconds.
+  std::chrono::milliseconds start_timeout = std::chrono::seconds(30);
   std::string log_level = "info";  // "debug" logs every CNI call
 };
 

@@ -4,6 +4,7 @@
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netlink/netlink.h>
+#include <netlink/route/link.h>
 #include <netlink/route/route.h>
 #include <netlink/route/rule.h>
 #include <sys/socket.h>
@@ -28,6 +29,9 @@ struct RuleDeleter {
 };
 struct AddrDeleter {
   void operator()(nl_addr* a) const { nl_addr_put(a); }
+};
+struct LinkDeleter {
+  void operator()(rtnl_link* l) const { rtnl_link_put(l); }
 };
 struct CacheDeleter {
   void operator()(nl_cache* c) const { nl_cache_free(c); }
@@ -100,8 +104,28 @@ bool lo_ipv6_enabled() {
   return v != "1";
 }
 
+namespace {
+
+// Runtimes may run the loopback plugin alongside the chain instead of
+// before it (containerd does), so the pod's lo can still be down when we
+// run. ztunnel binds 127.0.0.1:15053 in the pod once it has the netns, and
+// the table-100 route sends to lo: both need it up.
+Result<> ensure_lo_up(nl_sock* sk) {
+  rtnl_link* raw = nullptr;
+  if (int e = rtnl_link_get_kernel(sk, 0, "lo", &raw); e < 0) return nl_error("get lo", e);
+  std::unique_ptr<rtnl_link, LinkDeleter> lo(raw);
+  if ((rtnl_link_get_flags(lo.get()) & IFF_UP) != 0) return {};
+  std::unique_ptr<rtnl_link, LinkDeleter> up(rtnl_link_alloc());
+  rtnl_link_set_flags(up.get(), IFF_UP);
+  if (int e = rtnl_link_change(sk, lo.get(), up.get(), 0); e < 0) return nl_error("set lo up", e);
+  return {};
+}
+
+}  // namespace
+
 Result<> add_inpod_routing(bool ipv6) {
   AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
+  AMBIENT_RETURN_IF_ERROR(ensure_lo_up(sk.get()));
   const std::vector<IpFamily> ips = routed_families(ipv6);
   for (IpFamily ip : ips) {
     AMBIENT_ASSIGN_OR_RETURN(Route route, local_default_route(ip));
