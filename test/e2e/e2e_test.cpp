@@ -32,6 +32,22 @@ using namespace ambient::test;
 using namespace std::chrono_literals;
 using nlohmann::json;
 
+namespace {
+
+// A host process (uid `uid`, as kubelet is 4242 here) in the node's netns
+// connects to ip:port and reads one line: what it got.
+std::string host_line_as(SimNode& node, const std::string& uid, const std::string& ip, int port) {
+  auto r = run_command({.argv = {"ip", "netns", "exec", node.node_netns(), "setpriv", "--reuid",
+                                 uid, "--regid", uid, "--clear-groups", "bash", "-c",
+                                 "exec 3<>/dev/tcp/" + ip + "/" + std::to_string(port) +
+                                     " && timeout 3 head -n 1 <&3"},
+                        .timeout = 10s});
+  REQUIRE(r);
+  return r->out;
+}
+
+}  // namespace
+
 TEST_CASE("outbound from an enrolled pod lands on its 15001 with the original destination",
           "[e2e]") {
   NodeOptions opts;
@@ -427,14 +443,7 @@ TEST_CASE(
       return c->peer;
     });
   };
-  auto host_connect = [&](const std::string& uid) {
-    auto r = run_command({.argv = {"ip", "netns", "exec", node.node_netns(), "setpriv", "--reuid",
-                                   uid, "--regid", uid, "--clear-groups", "bash", "-c",
-                                   "exec 3<>/dev/tcp/" + b.ip + "/9090 && timeout 3 head -n 1 <&3"},
-                          .timeout = 10s});
-    REQUIRE(r);
-    return r->out;
-  };
+  auto host_connect = [&](const std::string& uid) { return host_line_as(node, uid, b.ip, 9090); };
   auto seen = serve_one();
   std::string reply = host_connect("4242");
   CHECK_THAT(reply, Catch::StartsWith("direct from 169.254.7.127"));
@@ -667,11 +676,6 @@ TEST_CASE("the capture core works under ptp, macvlan and a portmap/tuning/bandwi
     (void)n;
     return conn->peer;
   });
-  auto r = run_command({.argv = {"ip", "netns", "exec", node.node_netns(), "setpriv", "--reuid",
-                                 "4242", "--regid", "4242", "--clear-groups", "bash", "-c",
-                                 "exec 3<>/dev/tcp/" + b.ip + "/9091 && timeout 3 head -n 1 <&3"},
-                        .timeout = 10s});
-  REQUIRE(r);
-  CHECK(r->out == "app\n");
+  CHECK(host_line_as(node, "4242", b.ip, 9091) == "app\n");
   CHECK(seen.get() == "169.254.7.127");
 }
