@@ -22,7 +22,7 @@ WORKDIR /src
 COPY scripts/install-deps scripts/runtime-packages.txt scripts/
 RUN scripts/install-deps --build-only && rm -rf /var/lib/apt/lists/*
 COPY . .
-# Release build in its own build dir, only istio-cni and ambient-agent
+# Release build in its own build dir, only istio-cni, ambient-agent and ambientctl
 # (no test tools, no Go), stripped, into /out.
 RUN scripts/image-build-stage.sh /out
 
@@ -39,6 +39,8 @@ RUN apt-get update \
     | DEBIAN_FRONTEND=noninteractive xargs apt-get install -y --no-install-recommends \
  && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages.txt
 COPY --from=build /out/ambient-agent /usr/local/bin/ambient-agent
+# The debugging CLI (docs/ambientctl.md): kubectl exec ... -- ambientctl pods
+COPY --from=build /out/ambientctl /usr/local/bin/ambientctl
 # The plugin is not run in the image: the installer copies this file to the
 # host's /opt/cni/bin. It must be the only file there (the installer copies
 # every regular file in /opt/cni/bin), and it needs only glibc, so it runs on

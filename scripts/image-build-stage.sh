@@ -5,8 +5,9 @@
 #   scripts/image-build-stage.sh OUTDIR
 #
 # Configures a Release build in its own build directory (never build/, so a
-# developer's tree is untouched), builds only the two shipped targets,
-# strips them and copies them to OUTDIR/istio-cni and OUTDIR/ambient-agent.
+# developer's tree is untouched), builds only the shipped targets, strips
+# them and copies them to OUTDIR/istio-cni, OUTDIR/ambient-agent and
+# OUTDIR/ambientctl.
 # Environment: AMBIENT_IMAGE_BUILD_DIR (default <repo>/build-image; reused,
 # so a second run is incremental), AMBIENT_JOBS (default: nproc).
 # AMBIENT_IMAGE_REUSE_BUILD_DIR: a configured build dir that already builds
@@ -31,13 +32,13 @@ if [[ -n ${AMBIENT_IMAGE_REUSE_BUILD_DIR:-} ]]; then
 else
   cmake -S "$src" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-ninja -C "$build_dir" -j "${AMBIENT_JOBS:-$(nproc)}" istio-cni ambient-agent
+ninja -C "$build_dir" -j "${AMBIENT_JOBS:-$(nproc)}" istio-cni ambient-agent ambientctl
 
 mkdir -p "$out"
-for bin in istio-cni ambient-agent; do
+for bin in istio-cni ambient-agent ambientctl; do
   # Strip a copy, so the build dir keeps its symbols (and stays incremental).
   strip --strip-all -o "$out/$bin.tmp" "$build_dir/bin/$bin"
   chmod 0755 "$out/$bin.tmp"
   mv -f "$out/$bin.tmp" "$out/$bin"
 done
-echo "image-build-stage: $out/istio-cni $out/ambient-agent"
+echo "image-build-stage: $out/istio-cni $out/ambient-agent $out/ambientctl"

@@ -324,6 +324,7 @@ func TestDefaultsRenderTheSpecObjects(t *testing.T) {
 		"AMBIENT_IPV6":                           "true",
 		"AMBIENT_RECONCILE_POD_RULES_ON_STARTUP": "true",
 		"ENABLE_AMBIENT_DETECTION_RETRY":         "false",
+		"AMBIENT_EBPF_REDIRECTION":               "false",
 		"ISTIO_OWNED_CNI_CONFIG":                 "false",
 		"CHAINED_CNI_PLUGIN":                     "true",
 		"EXCLUDE_NAMESPACES":                     "kube-system",
@@ -510,6 +511,22 @@ func TestHostNetworkAndPlatformSwitches(t *testing.T) {
 	sc := container(t, o)["securityContext"].(obj)
 	wantEqual(t, "appArmorProfile", sc["appArmorProfile"], obj{"type": "Unconfined"})
 	wantEqual(t, "seLinuxOptions", sc["seLinuxOptions"], obj{"level": "s0", "type": "spc_t"})
+}
+
+// docs/redirection.md#ebpf-choice: the switch reaches the agent, and with
+// eBPF possible the container names the capabilities it needs.
+func TestEbpfRedirectionSwitch(t *testing.T) {
+	for _, v := range []string{"auto", "true"} {
+		o, _ := render(t, "--set", "ambient.ebpfRedirection="+v)
+		wantEqual(t, "ConfigMap AMBIENT_EBPF_REDIRECTION", configData(t, o)["AMBIENT_EBPF_REDIRECTION"], v)
+		var caps []string
+		for _, c := range at(container(t, o)["securityContext"].(obj), "capabilities", "add").([]interface{}) {
+			caps = append(caps, c.(string))
+		}
+		sort.Strings(caps)
+		wantEqual(t, "capabilities.add with eBPF "+v, caps,
+			[]string{"BPF", "DAC_OVERRIDE", "NET_ADMIN", "NET_RAW", "PERFMON", "SYS_ADMIN", "SYS_PTRACE"})
+	}
 }
 
 func TestRenderingFailsClearly(t *testing.T) {

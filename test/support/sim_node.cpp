@@ -14,6 +14,8 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <regex>
+#include <sstream>
 #include <thread>
 
 #include "lib/unique_fd.h"
@@ -253,7 +255,10 @@ void SimNode::start_agent() {
   if (opts_.backend == kNftables) argv.emplace_back("--native-nftables");
   if (opts_.backend == kIptablesLegacy)
     argv.insert(argv.end(), {"--force-iptables-binary", "legacy"});
-  if (opts_.backend == kIptablesNft) argv.insert(argv.end(), {"--force-iptables-binary", "nft"});
+  if (opts_.backend == kIptablesNft || opts_.backend == kEbpf) {
+    argv.insert(argv.end(), {"--force-iptables-binary", "nft"});
+  }
+  argv.push_back(std::string("--ebpf-redirection=") + (opts_.backend == kEbpf ? "true" : "false"));
   if (opts_.dual_stack || opts_.agent_ipv6) argv.emplace_back("--ambient-ipv6");
   if (opts_.installer) {
     for (const char* d : {"/host/net.d", "/host/bin", "/plugin", "/sa"})
@@ -714,11 +719,30 @@ bool SimNode::pod_has_our_rules(const Pod& p) {
   std::string nft = pod_exec(p, {"nft", "list", "ruleset"});
   std::string legacy = pod_exec(p, {"iptables-legacy-save"});
   std::string legacy6 = pod_exec(p, {"ip6tables-legacy-save"});
-  return nft.find("ISTIO") != std::string::npos || nft.find("istio-ambient") != std::string::npos ||
+  // eBPF: filters of ours (their programs are named amb_*) on any hook.
+  return pod_filters(p).find("amb_") != std::string::npos ||
+         nft.find("ISTIO") != std::string::npos || nft.find("istio-ambient") != std::string::npos ||
          legacy.find("ISTIO") != std::string::npos || legacy6.find("ISTIO") != std::string::npos ||
          rules.find("0x111/0xfff") != std::string::npos ||
          rules6.find("0x111/0xfff") != std::string::npos ||
          routes.find("table 100") != std::string::npos;
+}
+
+std::string SimNode::pod_filters(const Pod& p) {
+  std::string filters;
+  std::istringstream links(pod_exec(p, {"ip", "-o", "link", "show"}));
+  for (std::string line; std::getline(links, line);) {
+    // "2: eth0@if7: <...": the name ends at '@' or ':'.
+    const size_t start = line.find(": ") + 2;
+    const std::string itf = line.substr(start, line.find_first_of("@:", start) - start);
+    for (const char* hook : {"ingress", "egress"}) {
+      std::string out = pod_exec(p, {"tc", "filter", "show", "dev", itf, hook});
+      if (!out.empty()) filters += itf + " " + hook + ":\n" + out;
+    }
+  }
+  // Programs are told apart by name and tag: each agent process loads
+  // them under new ids.
+  return std::regex_replace(filters, std::regex(R"((:\[| id )\d+)"), "$1N");
 }
 
 std::vector<json> SimNode::records() {

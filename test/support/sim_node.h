@@ -230,6 +230,9 @@ class SimNode {
   // Whole iptables-save text of a pod, and whether it holds any of our state.
   std::string pod_iptables(const Pod& p);
   bool pod_has_our_rules(const Pod& p);
+  // Every tc filter in a pod's netns, by interface and hook, with program
+  // ids written "N" so that two pods or two agent processes compare equal.
+  std::string pod_filters(const Pod& p);
 
   // The emulator's records and state.
   std::vector<nlohmann::json> records();

@@ -24,6 +24,7 @@ Agent::Agent(AgentDeps deps)
       policy_(deps.policy),
       listener_(deps.listener),
       store_(deps.store),
+      observer_(deps.observer),
       metrics_(deps.metrics) {
   // The node's and the agent's own netns: a request naming either is
   // refused, or the node's traffic would be captured (docs/node-agent.md#cni-endpoint).
@@ -72,10 +73,9 @@ Result<> Agent::cmd_add(const cni::CniEvent& ev) {
     log::info("pod {}: not selected for ambient, no redirection", pod);
     return {};
   }
-  const std::string path = cfg_.host_root + ev.netns;
   auto opened = [&] {
     metrics::Timer t(metrics_.netns_open);
-    return netns::Netns::open(path);
+    return netns::open_requested(cfg_.host_root, ev.netns);
   }();
   if (!opened) return std::move(opened).error().context("pod " + pod + ": open netns");
   AMBIENT_RETURN_IF_ERROR(check_not_forbidden(*opened, pod));
@@ -103,6 +103,17 @@ void Agent::remove_from_probe_set(const std::string& uid, const std::vector<IpAd
   }
 }
 
+// Refuses before the pod is touched: rules without a ztunnel behind them
+// would black-hole its traffic.
+Result<> Agent::require_ztunnel(const PodIdentity& id) {
+  if (zds_.has_connection()) return {};
+  auto err =
+      make_error(Errc::Unavailable,
+                 "pod " + id.name() + ": no ztunnel connection (is ztunnel running on this node?)");
+  if (observer_) observer_->enrollment_failed(id, err.describe());
+  return err;
+}
+
 Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   const std::string pod = id.name();
   std::lock_guard lk(pod_lock(id.uid));
@@ -111,12 +122,7 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
                                   e->workload.netns->device() == ns->device()) {
     return {};  // already enrolled in this very netns (e.g. CNI and informer both saw it)
   }
-  // Refuse before touching the pod: rules without a ztunnel behind them
-  // would black-hole its traffic.
-  if (!zds_.has_connection()) {
-    return make_error(Errc::Unavailable,
-                      "pod " + pod + ": no ztunnel connection (is ztunnel running on this node?)");
-  }
+  AMBIENT_RETURN_IF_ERROR(require_ztunnel(id));
   const auto rcfg = pod_redirect_config(cfg_, id.annotations, pod);
   double rules_s = 0, zds_s = 0, probes_s = 0;
   // ztunnel sets the pod up (five listeners in its netns) while we install
@@ -157,13 +163,15 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   }
   Result<> marked = marking ? marking->get() : Result<>{};
   if (!installed || !probed || !acked || !marked) {
-    return undo_failed_add(id, *ns, rcfg,
-                           {.installed = std::move(installed),
-                            .probed = std::move(probed),
-                            .acked = std::move(acked),
-                            .marked = std::move(marked),
-                            .handed = pending.has_value(),
-                            .marking = marking.has_value()});
+    auto failed = undo_failed_add(id, *ns, rcfg,
+                                  {.installed = std::move(installed),
+                                   .probed = std::move(probed),
+                                   .acked = std::move(acked),
+                                   .marked = std::move(marked),
+                                   .handed = pending.has_value(),
+                                   .marking = marking.has_value()});
+    if (observer_ && !failed) observer_->enrollment_failed(id, failed.error().describe());
+    return failed;
   }
   auto previous = pods_.get(id.uid);
   pods_.upsert(
@@ -175,6 +183,9 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
       "pod {}: enrolled (netns {}, backend {}; rules {:.2f} ms, probe set {:.2f} ms, then "
       "ztunnel's ack {:.2f} ms)",
       pod, ns->path(), backend_.name(), rules_s * 1e3, probes_s * 1e3, zds_s * 1e3);
+  if (observer_) {
+    observer_->enrolled(id, {.rules_s = rules_s, .probe_set_s = probes_s, .zds_ack_s = zds_s});
+  }
   return {};
 }
 
@@ -251,6 +262,18 @@ Result<> Agent::adopt_pod(const PodIdentity& id, const netns::NetnsRef& ns, bool
   return r;
 }
 
+Result<std::vector<std::string>> Agent::repair_pod(const std::string& uid) {
+  std::lock_guard lk(pod_lock(uid));
+  auto entry = pods_.get(uid);
+  if (!entry || !entry->workload.netns) return std::vector<std::string>{};
+  const std::string pod = entry->workload.info.ns + "/" + entry->workload.info.name;
+  const netns::Netns& ns = *entry->workload.netns;
+  AMBIENT_ASSIGN_OR_RETURN(auto report, backend_.verify(ns, entry->redirect).context("pod " + pod));
+  if (report.problems.empty()) return std::vector<std::string>{};
+  AMBIENT_RETURN_IF_ERROR(backend_.install(ns, entry->redirect).context("pod " + pod + ": repair"));
+  return std::move(report.problems);
+}
+
 Result<> Agent::update_pod_ips(const std::string& uid, const std::vector<IpAddress>& ips) {
   std::lock_guard lk(pod_lock(uid));
   auto entry = pods_.get(uid);
@@ -297,6 +320,7 @@ Result<> Agent::remove_pod(const std::string& uid, bool netns_going_away) {
   (void)pods_.take(uid);
   if (store_) store_->erase(uid);
   log::info("pod {}: removed from the mesh", pod);
+  if (observer_) observer_->removed(uid, entry->workload.info.ns, entry->workload.info.name);
   return {};
 }
 
@@ -308,10 +332,9 @@ bool Agent::names_enrolled_sandbox(const EnrolledPod& entry, const cni::CniEvent
     return ev.container_id == entry.container_id;
   }
   if (ev.netns.empty() || !entry.workload.netns) return true;
-  const std::string path = cfg_.host_root + ev.netns;
-  auto ns = netns::Netns::open(path);
+  auto ns = netns::open_requested(cfg_.host_root, ev.netns);
   // A netns that is gone can only be told apart by its path.
-  if (!ns) return path == entry.workload.netns->path();
+  if (!ns) return cfg_.host_root + ev.netns == entry.workload.netns->path();
   return ns->device() == entry.workload.netns->device() &&
          ns->inode() == entry.workload.netns->inode();
 }
@@ -321,8 +344,15 @@ bool Agent::names_enrolled_sandbox(const EnrolledPod& entry, const cni::CniEvent
 // ADD and for every sandbox they stop, takes it out.
 void Agent::clean_named_netns(const cni::CniEvent& ev, const std::string& pod) {
   if (ev.netns.empty()) return;
-  auto ns = netns::Netns::open(cfg_.host_root + ev.netns);
-  if (!ns) return;  // already gone: nothing to clean
+  auto ns = netns::open_requested(cfg_.host_root, ev.netns);
+  if (!ns) {
+    // Gone already (nothing to clean), or not a pod's netns at all: a DEL
+    // is answered 200 either way, so the runtime does not retry it.
+    if (!ns.error().retryable) {
+      log::warn("pod {}: DEL: {}; nothing removed", pod, ns.error().describe());
+    }
+    return;
+  }
   if (!check_not_forbidden(*ns, pod)) {
     log::warn("pod {}: DEL names {}, the node's or the agent's netns: nothing removed", pod,
               ev.netns);

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/observer.h"
 #include "agent/pod_cache.h"
 #include "agent/policy.h"
 #include "config/config.h"
@@ -37,6 +38,7 @@ struct AgentDeps {
   EnrollmentListener* listener = nullptr;  // none in standalone mode
   StandaloneStore* store = nullptr;        // standalone mode: enrollments kept across restarts
   metrics::EnrollMetrics metrics;          // where enrollment time goes, by phase
+  EnrollmentObserver* observer = nullptr;  // the admin API's journal, if any
 };
 
 class Agent {
@@ -60,8 +62,15 @@ class Agent {
   // enrollment): its probe-set entries follow. Unknown pods are ignored.
   Result<> update_pod_ips(const std::string& uid, const std::vector<IpAddress>& ips);
   bool is_enrolled(const std::string& uid) const { return pods_.get(uid).has_value(); }
+  // The agent's own periodic verify (docs/ambientctl.md#self-verify): checks
+  // an enrolled pod's redirection and, when it is wrong, installs it again
+  // (install leaves what is right alone). Under the pod's lock, so it never
+  // races the pod's ADD or DEL. The problems repaired; none when all was
+  // right, or the pod is gone or has no known netns.
+  Result<std::vector<std::string>> repair_pod(const std::string& uid);
 
  private:
+  Result<> require_ztunnel(const PodIdentity& id);
   struct ForbiddenNetns {
     dev_t dev;
     ino_t ino;
@@ -91,6 +100,7 @@ class Agent {
   const EnrollmentPolicy& policy_;
   EnrollmentListener* const listener_;
   StandaloneStore* const store_;
+  EnrollmentObserver* const observer_;
   std::mutex host_mu_;  // the host redirect's libraries are not thread-safe
   const metrics::EnrollMetrics metrics_;
   std::vector<ForbiddenNetns> forbidden_netns_;  // the node's and the agent's own

@@ -31,6 +31,14 @@ std::vector<zds::Workload> PodCache::workloads() const {
   return out;
 }
 
+std::vector<EnrolledPod> PodCache::all() const {
+  std::lock_guard lk(mu_);
+  std::vector<EnrolledPod> out;
+  out.reserve(pods_.size());
+  for (const auto& [uid, p] : pods_) out.push_back(p);
+  return out;
+}
+
 size_t PodCache::size() const {
   std::lock_guard lk(mu_);
   return pods_.size();

@@ -28,6 +28,7 @@ class PodCache {
   std::optional<EnrolledPod> take(const std::string& uid);
   std::optional<EnrolledPod> get(const std::string& uid) const;
   std::vector<zds::Workload> workloads() const;
+  std::vector<EnrolledPod> all() const;  // a copy, for the admin API
   size_t size() const;
 
  private:

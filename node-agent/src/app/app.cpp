@@ -9,11 +9,13 @@
 #include "app/host_setup.h"
 #include "app/installer_setup.h"
 #include "http/root_only.h"
+#include "install/safe_write.h"
 #include "lib/cni_event.h"
 #include "log/log.h"
 #include "log/plugin_log.h"
 #include "netns/proc_scan.h"
 #include "redirect/detect.h"
+#include "redirect/ebpf/gate.h"
 #include "redirect/host_netns.h"
 #include "redirect/nftables/compat.h"
 
@@ -59,27 +61,31 @@ JoinedThread start_diagnostics(const redirect::DetectOptions& opts,
   return t;
 }
 
-// Creates the run dir 0750 as upstream does; one that exists and is ours
-// (owned by our user) is tightened to at most 0750. A dir owned by someone
-// else is left as it is, with a warning: it may be shared with other tools.
-Result<> prepare_run_dir(const std::string& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return make_error(Errc::Unavailable, "create run dir " + dir + ": " + ec.message());
-  struct stat st {};
-  if (::lstat(dir.c_str(), &st) != 0) return sys_error("stat run dir " + dir);
-  if (!S_ISDIR(st.st_mode)) {
-    return make_error(Errc::InvalidArgument, "run dir " + dir + " is not a directory");
+redirect::EbpfRequest ebpf_request(agent::Tristate t) {
+  switch (t) {
+    case agent::Tristate::On:
+      return redirect::EbpfRequest::On;
+    case agent::Tristate::Auto:
+      return redirect::EbpfRequest::Auto;
+    case agent::Tristate::Off:
+      break;
   }
-  if (st.st_uid != ::geteuid()) {
-    log::warn("run dir {} belongs to uid {}, not us: its mode {:o} is left as it is", dir,
-              st.st_uid, st.st_mode & 07777);
-    return {};
-  }
-  if ((st.st_mode & 07777 & ~0750) != 0 && ::chmod(dir.c_str(), st.st_mode & 0750) != 0) {
-    return sys_error("chmod 0750 run dir " + dir);
-  }
-  return {};
+  return redirect::EbpfRequest::Off;
+}
+
+// The eBPF programs' counters by name; empty without eBPF.
+std::function<Result<std::vector<std::pair<std::string, double>>>()> ebpf_decisions(
+    const std::shared_ptr<redirect::ebpf::Programs>& programs) {
+  if (!programs) return {};
+  return [programs]() -> Result<std::vector<std::pair<std::string, double>>> {
+    AMBIENT_ASSIGN_OR_RETURN(auto counters, programs->counters());
+    std::vector<std::pair<std::string, double>> out;
+    for (size_t i = 0; i < counters.size(); ++i) {
+      out.emplace_back(redirect::ebpf::counter_name(static_cast<amb_counter>(i)),
+                       static_cast<double>(counters[i]));
+    }
+    return out;
+  };
 }
 
 // The node's netns for host-side work, or null when that work happens in the
@@ -128,10 +134,21 @@ App::~App() {
 // (docs/field-lessons.md#p19).
 Result<> App::build_redirection() {
   AMBIENT_ASSIGN_OR_RETURN(netns::NetnsRef host, node_netns(cfg_));
-  const redirect::DetectOptions opts{.run_dir = cfg_.run_dir,
-                                     .native_nftables = cfg_.native_nftables,
-                                     .force_iptables = cfg_.force_iptables,
-                                     .defer_host_report = true};
+  // The gate loads the programs once; the backend reuses them.
+  std::shared_ptr<redirect::ebpf::Programs> programs;
+  const redirect::DetectOptions opts{
+      .run_dir = cfg_.run_dir,
+      .native_nftables = cfg_.native_nftables,
+      .force_iptables = cfg_.force_iptables,
+      .defer_host_report = true,
+      .ebpf = ebpf_request(cfg_.ebpf_redirection),
+      .ebpf_gate = [&programs] {
+        redirect::ebpf::GateResult g = redirect::ebpf::check_gate();
+        log::info("eBPF feature gate: {}: {}", g.decision.usable ? "passed" : "failed",
+                  g.decision.reason);
+        programs = std::move(g.programs);
+        return redirect::EbpfGateAnswer{g.decision.usable, g.decision.reason};
+      }};
   // Detection reads the node's rules, so it runs where they are.
   std::optional<Result<redirect::Detection>> detected;
   auto detect = [&]() -> Result<> {
@@ -143,13 +160,19 @@ Result<> App::build_redirection() {
   if (!detection) return std::move(detection).error().context("choose a redirection backend");
   backend_info_ =
       std::string(redirect::backend_name(detection->kind)) + " (" + detection->reason + ")";
+  if (detection->ebpf) {
+    backend_info_ = "ebpf in pods (" + detection->ebpf_reason + "), host side " + backend_info_;
+  }
   log::info("redirection backend: {}", backend_info_);
   for (const auto& w : detection->warnings) log::warn("backend detection: {}", w);
   for (const auto& l : detection->leftovers) {
     log::warn("leftover state of another backend (not used, not removed): {}", l);
   }
   diagnostics_ = start_diagnostics(opts, *detection, host);
-  auto made = redirect::make_redirectors(*detection, cfg_.scoped_xtables_locking);
+  if (!detection->ebpf) programs.reset();
+  ebpf_programs_ = programs;
+  auto made =
+      redirect::make_redirectors(*detection, cfg_.scoped_xtables_locking, std::move(programs));
   if (!made) return std::move(made).error().context("set up the " + backend_info_ + " backend");
   redirect_ = std::move(*made);
   if (host) {
@@ -200,7 +223,9 @@ Result<> App::build_agent() {
   zds_ = std::move(*zds);
   metrics_.set_scrape_sources(
       {.ztunnel_connected = [this] { return static_cast<double>(zds_->connected()); },
-       .enrolled_pods = [this] { return static_cast<double>(pods_.size()); }});
+       .enrolled_pods = [this] { return static_cast<double>(pods_.size()); },
+       .decisions_backend = "ebpf",
+       .decisions = ebpf_decisions(ebpf_programs_)});
   const agent::EnrollmentPolicy& policy =
       controller_ ? static_cast<const agent::EnrollmentPolicy&>(*controller_) : *standalone_;
   agent_ = std::make_unique<agent::Agent>(agent::AgentDeps{.config = cfg_,
@@ -211,7 +236,8 @@ Result<> App::build_agent() {
                                                            .policy = policy,
                                                            .listener = controller_.get(),
                                                            .store = store_.get(),
-                                                           .metrics = metrics_.enroll()});
+                                                           .metrics = metrics_.enroll(),
+                                                           .observer = &journal_});
   cni_ = std::make_unique<cni_server::CniHandler>(*agent_, metrics_.cni());
   // The installer: plugin binary, kubeconfig and CNI config entry on the node.
   if (cfg_.installer_enabled()) {
@@ -225,26 +251,27 @@ Result<> App::build_agent() {
 // one of ours is tightened), the socket 0600, and the peer is checked.
 Result<> App::listen() {
   cni_socket_ = cfg_.run_dir + "/" + std::string(cni::kPluginEventSocket);
-  AMBIENT_RETURN_IF_ERROR(prepare_run_dir(cfg_.run_dir));
+  AMBIENT_RETURN_IF_ERROR(install::prepare_run_dir(cfg_.run_dir));
   std::error_code ec;
   fs::remove(cni_socket_, ec);
   log_socket_ = cfg_.run_dir + "/" + std::string(cni::kPluginLogSocket);
   fs::remove(log_socket_, ec);
   const auto any = asio::ip::address_v6::any();
   try {
-    // The plugin's lines (docs/node-agent.md#plugin-logs). 0666 as upstream
-    // has it: the 0750 run dir and the peer check are what keep others out.
+    // The plugin's lines (docs/node-agent.md#plugin-logs). 0600, not
+    // upstream's 0666: the plugin runs as root, and the mode keeps others
+    // out even of a run dir that is not ours.
     log_server_.emplace(
         ioc_, pool_, asio::local::stream_protocol::endpoint(log_socket_), log::handle_plugin_log,
         LocalServer::Options{.body_limit = log::kPluginLogBodyLimit,
                              .too_large_status = 413,
                              .admit = http::root_only(std::string(cni::kPluginLogSocket))});
-    ::chmod(log_socket_.c_str(), 0666);
+    if (::chmod(log_socket_.c_str(), 0600) != 0) return sys_error("chmod 0600 " + log_socket_);
     cni_server_.emplace(
         ioc_, pool_, asio::local::stream_protocol::endpoint(cni_socket_),
         [this](const http::Request& r) { return cni_->handle(r); },
         LocalServer::Options{.admit = http::root_only(std::string(cni::kPluginEventSocket))});
-    ::chmod(cni_socket_.c_str(), 0600);
+    if (::chmod(cni_socket_.c_str(), 0600) != 0) return sys_error("chmod 0600 " + cni_socket_);
     health_server_.emplace(
         ioc_, pool_, asio::ip::tcp::endpoint(any, cfg_.health_port),
         [this](const http::Request& r) { return health(r); }, TcpServer::Options{});
@@ -253,13 +280,16 @@ Result<> App::listen() {
           ioc_, pool_, asio::ip::tcp::endpoint(any, cfg_.monitoring_port),
           [this](const http::Request& r) -> http::Response {
             if (r.target != "/metrics") return {404, "404 page not found\n"};
-            return {200, metrics_.serialize(), metrics::kTextContentType};
+            // The self-verify's counter lives in a registry of its own.
+            return {200, metrics_.serialize() + (self_check_ ? self_check_->metrics_text() : ""),
+                    metrics::kTextContentType};
           },
           TcpServer::Options{});
     }
   } catch (const boost::system::system_error& e) {
     return make_error(Errc::Unavailable, std::string("cannot listen: ") + e.what());
   }
+  start_admin();
   return {};
 }
 
@@ -304,6 +334,9 @@ int App::run(const sigset_t& signals) {
 
 void App::shut_down() {
   ready_ = false;
+  events_.close_all();
+  self_check_.reset();
+  admin_.reset();  // no admin call reads the parts torn down below
   bool upgrade = false;
   if (controller_) {
     upgrade = controller_->is_upgrade();
@@ -335,6 +368,84 @@ void App::shut_down() {
   fs::remove(cni_socket_, ec);
   fs::remove(log_socket_, ec);
   zds_.reset();
+}
+
+// The admin API (docs/ambientctl.md#admin-api). A debugging aid: failing
+// to serve it is logged, and the agent runs on without it rather than
+// stalling the node's pods.
+void App::start_admin() {
+  admin_source_ = std::make_unique<admin::AgentSource>(admin::AgentSourceDeps{
+      .config = cfg_,
+      .pods = pods_,
+      .backend = *redirect_.backend,
+      .zds = *zds_,
+      .journal = journal_,
+      .events = events_,
+      .backend_kind = std::string(redirect_.backend->name()),
+      .backend_reason = backend_info_,
+      .host_probes = host_detail_,
+      .ready = [this] { return ready_.load() && (!installer_ || installer_->ready()); },
+      .zds_accepting = [this] { return ready_.load(); },
+      .drift_repairs = [this] { return self_check_->repairs(); },
+      .config_values = agent::config_values(cfg_)});
+  std::function<void(const agent::EnrolledPod&, const std::string&)> pod_event;
+  if (kube_)
+    pod_event = [this](const agent::EnrolledPod& p, const std::string& message) {
+      post_pod_event(p, message);
+    };
+  self_check_ = std::make_unique<admin::SelfCheck>(admin::SelfCheck::Deps{
+      .pods = pods_,
+      .zds = *zds_,
+      .journal = journal_,
+      .events = events_,
+      .repair = [this](const std::string& uid) { return agent_->repair_pod(uid); },
+      .missing_listeners =
+          [this](const std::string& uid) { return admin_source_->missing_listeners(uid); },
+      .pod_event = std::move(pod_event),
+      .interval = std::chrono::seconds(cfg_.self_verify_interval_s)});
+  const std::string path = cfg_.run_dir + "/" + std::string(admin::kAdminSocket);
+  auto started = admin::AdminServer::start(
+      {.socket_path = path,
+       .allowed_uid = cfg_.admin_uid >= 0 ? std::optional<uid_t>(cfg_.admin_uid) : std::nullopt},
+      *admin_source_);
+  if (!started) {
+    log::error("admin API not served: {}", started.error().describe());
+    return;
+  }
+  admin_ = std::move(*started);
+  log::info("admin API on {} (ambientctl)", path);
+}
+
+// A Kubernetes Event on the pod, as `kubectl describe pod` shows them; the
+// self-verify's thread waits for it, never a CNI handler.
+void App::post_pod_event(const agent::EnrolledPod& p, const std::string& message) {
+  const std::string now = admin::rfc3339(std::chrono::system_clock::now());
+  const std::string stamp = now.substr(0, 19) + "Z";  // metav1.Time has seconds
+  const nlohmann::json body = {
+      {"apiVersion", "v1"},
+      {"kind", "Event"},
+      {"metadata", {{"generateName", p.workload.info.name + "."}}},
+      {"involvedObject",
+       {{"apiVersion", "v1"},
+        {"kind", "Pod"},
+        {"namespace", p.workload.info.ns},
+        {"name", p.workload.info.name},
+        {"uid", p.workload.uid}}},
+      {"reason", "AmbientRedirectionDriftRepaired"},
+      {"message", message},
+      {"type", "Warning"},
+      {"source", {{"component", "istio-cni-node"}, {"host", cfg_.node_name}}},
+      {"reportingComponent", "istio-cni-node"},
+      {"reportingInstance", cfg_.node_name},
+      {"firstTimestamp", stamp},
+      {"lastTimestamp", stamp},
+      {"count", 1}};
+  auto r = kube_->request("POST", "/api/v1/namespaces/" + p.workload.info.ns + "/events",
+                          body.dump(), "application/json", std::chrono::seconds(5));
+  if (!r || r->status / 100 != 2) {
+    log::warn("pod {}/{}: Kubernetes Event not posted: {}", p.workload.info.ns,
+              p.workload.info.name, r ? k8s::api_error_message(*r) : r.error().describe());
+  }
 }
 
 }  // namespace ambient::app

@@ -12,6 +12,9 @@
 #include <string>
 #include <thread>
 
+#include "admin/agent_source.h"
+#include "admin/self_check.h"
+#include "admin/server.h"
 #include "agent/agent.h"
 #include "agent/standalone_store.h"
 #include "cni_server/cni_handler.h"
@@ -59,6 +62,8 @@ class App {
   Result<> listen();
   http::Response health(const http::Request& r) const;
   void start_threads();
+  void start_admin();
+  void post_pod_event(const agent::EnrolledPod& p, const std::string& message);
   void shut_down();
 
   using LocalServer = http::Server<boost::asio::local::stream_protocol>;
@@ -69,8 +74,11 @@ class App {
   std::string backend_info_;       // "nftables (why)", for logs and /readyz
   std::string host_detail_;        // how kubelet's probes are told apart, for /readyz
   redirect::Redirectors redirect_;
+  std::shared_ptr<redirect::ebpf::Programs> ebpf_programs_;  // set when pods get eBPF
   JoinedThread diagnostics_;  // checks that only warn, beside the start-up
   agent::PodCache pods_;
+  admin::EventHub events_;           // the admin API's event stream
+  admin::Journal journal_{events_};  // enrollment times and failures, for the admin API
   std::unique_ptr<zds::ZdsServer> zds_;
   std::optional<agent::StandalonePolicy> standalone_;
   std::unique_ptr<agent::StandaloneStore> store_;  // standalone mode's enrollments on disk
@@ -88,6 +96,10 @@ class App {
   std::atomic<bool> ready_{false};
   std::atomic<bool> install_stop_{false};
   JoinedThread io_, installer_thread_, starter_;
+  // Last, so it stops first: it reads every part above.
+  std::unique_ptr<admin::AgentSource> admin_source_;
+  std::unique_ptr<admin::AdminServer> admin_;
+  std::unique_ptr<admin::SelfCheck> self_check_;  // repairs through agent_
 };
 
 }  // namespace ambient::app

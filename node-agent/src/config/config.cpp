@@ -13,13 +13,13 @@
 
 namespace ambient::agent {
 
-std::string_view install_cni_name(InstallCni v) {
+std::string_view tristate_name(Tristate v) {
   switch (v) {
-    case InstallCni::On:
+    case Tristate::On:
       return "true";
-    case InstallCni::Off:
+    case Tristate::Off:
       return "false";
-    case InstallCni::Auto:
+    case Tristate::Auto:
       break;
   }
   return "auto";
@@ -30,7 +30,7 @@ namespace {
 // Each option names the Config member it sets; the member's type decides how
 // its text is parsed and how its default is shown in --help.
 using Field = std::variant<std::string Config::*, bool Config::*, int Config::*,
-                           std::vector<std::string> Config::*, InstallCni Config::*,
+                           std::vector<std::string> Config::*, Tristate Config::*,
                            std::optional<redirect::IptablesVariant> Config::*>;
 
 struct Option {
@@ -137,6 +137,11 @@ const Option kOptions[] = {
      "redirect with native nftables (in process, one transaction per pod) instead of "
      "iptables",
      &Config::native_nftables},
+    {"ebpf-redirection", "AMBIENT_EBPF_REDIRECTION",
+     "redirect inside pods with eBPF tc programs instead of netfilter rules: true, false, or "
+     "auto (eBPF where the start-up feature gate passes); the host side stays on the netfilter "
+     "backend, and the choice holds until the node reboots",
+     &Config::ebpf_redirection},
     {"kubelet-uid", "AMBIENT_KUBELET_UID",
      "UID whose connections get the probe SNAT (only kubelet's health probes should); "
      "-1 = the UID of the kubelet (or kubelite, k3s) process found in <host root>/proc",
@@ -165,6 +170,16 @@ const Option kOptions[] = {
      &Config::log_as_json},
     {"zds-timeout-ms", "AMBIENT_ZDS_TIMEOUT_MS", "per-message send and ack timeout towards ztunnel",
      &Config::zds_timeout_ms},
+    {"admin-uid", "AMBIENT_ADMIN_UID",
+     "one more uid allowed on the admin API socket <run dir>/admin.sock (ambientctl), besides "
+     "root and the agent's own user; the socket is chowned to it (it also needs search "
+     "permission on the 0750 run dir); -1 = none",
+     &Config::admin_uid},
+    {"self-verify-interval", "AMBIENT_SELF_VERIFY_INTERVAL",
+     "seconds between the agent's own checks of every enrolled pod's redirection; drift in "
+     "our rules, routes and sysctls is repaired, counted in ambient_drift_repairs_total{kind} "
+     "and logged (Kubernetes mode: also an Event on the pod); 0 = off",
+     &Config::self_verify_interval_s},
     {"kubernetes-service-host", "KUBERNETES_SERVICE_HOST",
      "Kubernetes mode: the API server's address, as kubelet sets it in every pod; with the "
      "service account it makes the in-cluster configuration and the plugin's kubeconfig",
@@ -204,11 +219,11 @@ Result<int> parse_int(const std::string& v) {
   return n;
 }
 
-Result<InstallCni> parse_install_cni(const std::string& v) {
-  if (v == "auto") return InstallCni::Auto;
+Result<Tristate> parse_tristate(const std::string& v) {
+  if (v == "auto") return Tristate::Auto;
   auto b = parse_bool(v);
   if (!b) return make_error(Errc::InvalidArgument, "\"" + v + "\" is not true, false or auto");
-  return *b ? InstallCni::On : InstallCni::Off;
+  return *b ? Tristate::On : Tristate::Off;
 }
 
 Result<std::optional<redirect::IptablesVariant>> parse_iptables_variant(const std::string& v) {
@@ -237,8 +252,8 @@ Result<> assign(const Option& o, Config& c, const std::string& v, const std::str
           return store(c, member, parse_int(v), source);
         } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
           return store(c, member, Result<T>(text::split_list(v)), source);
-        } else if constexpr (std::is_same_v<T, InstallCni>) {
-          return store(c, member, parse_install_cni(v), source);
+        } else if constexpr (std::is_same_v<T, Tristate>) {
+          return store(c, member, parse_tristate(v), source);
         } else {
           return store(c, member, parse_iptables_variant(v), source);
         }
@@ -246,13 +261,12 @@ Result<> assign(const Option& o, Config& c, const std::string& v, const std::str
       o.field);
 }
 
-// The default a default-constructed Config holds, as --help shows it; ""
-// when there is nothing to show (an empty string or list).
-std::string default_text(const Field& field) {
-  static const Config defaults;
+// The value `c` holds, as --help shows defaults; "" when there is nothing
+// to show (an empty string or list).
+std::string value_text(const Config& c, const Field& field) {
   return std::visit(
-      [](auto member) -> std::string {
-        const auto& v = defaults.*member;
+      [&c](auto member) -> std::string {
+        const auto& v = c.*member;
         using T = std::remove_cvref_t<decltype(v)>;
         if constexpr (std::is_same_v<T, std::string>) {
           return v;
@@ -264,13 +278,18 @@ std::string default_text(const Field& field) {
           std::string s;
           for (const auto& item : v) s += (s.empty() ? "" : ",") + item;
           return s;
-        } else if constexpr (std::is_same_v<T, InstallCni>) {
-          return std::string(install_cni_name(v));
+        } else if constexpr (std::is_same_v<T, Tristate>) {
+          return std::string(tristate_name(v));
         } else {
           return v ? std::string(*v == redirect::IptablesVariant::Legacy ? "legacy" : "nft") : "";
         }
       },
       field);
+}
+
+std::string default_text(const Field& field) {
+  static const Config defaults;
+  return value_text(defaults, field);
 }
 
 bool is_bool(const Option& o) { return std::holds_alternative<bool Config::*>(o.field); }
@@ -296,6 +315,12 @@ std::string help_text() {
   return s;
 }
 
+std::vector<std::pair<std::string, std::string>> config_values(const Config& c) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& o : kOptions) out.emplace_back(o.flag, value_text(c, o.field));
+  return out;
+}
+
 namespace {
 
 // What single options cannot check: settings that contradict each other or
@@ -308,6 +333,16 @@ Result<> validate(const Config& c) {
   }
   if (auto levels = log::parse_output_levels(c.log_level); !levels) {
     return std::move(levels).error().context("--log_output_level (LOG_OUTPUT_LEVEL)");
+  }
+  if (c.self_verify_interval_s < 0) {
+    return make_error(
+        Errc::InvalidArgument,
+        "--self-verify-interval (AMBIENT_SELF_VERIFY_INTERVAL) must be >= 0 (0 = off)");
+  }
+  if (c.admin_uid < -1) {
+    return make_error(Errc::InvalidArgument, "--admin-uid (AMBIENT_ADMIN_UID) " +
+                                                 std::to_string(c.admin_uid) +
+                                                 " is not a uid (-1 = none)");
   }
   auto v4 = IpAddress::parse(c.probe_snat_ipv4);
   if (!v4 || v4->family != AF_INET) {

@@ -16,9 +16,12 @@
 
 namespace ambient::agent {
 
+// A switch with a third setting, "auto", whose meaning each option states.
+enum class Tristate { Auto, On, Off };
+std::string_view tristate_name(Tristate v);  // "auto", "true", "false"
+
 // AMBIENT_INSTALL_CNI: Auto runs the installer in Kubernetes mode only.
-enum class InstallCni { Auto, On, Off };
-std::string_view install_cni_name(InstallCni v);  // "auto", "true", "false"
+using InstallCni = Tristate;
 
 // Every default is written here once; --help shows it from a default-made
 // Config.
@@ -37,6 +40,9 @@ struct Config {
   bool scoped_xtables_locking = true;
   std::optional<redirect::IptablesVariant> force_iptables;  // FORCE_IPTABLES_BINARY
   bool native_nftables = false;
+  // AMBIENT_EBPF_REDIRECTION: Auto redirects in pods with eBPF where the
+  // gate passes (docs/redirection.md#ebpf-choice).
+  Tristate ebpf_redirection = Tristate::Off;
   int kubelet_uid = -1;  // -1: find kubelet in <host root>/proc
   std::string probe_snat_ipv4 = std::string(redirect::kDefaultProbeSnatIpv4);
   std::string probe_snat_ipv6 = std::string(redirect::kDefaultProbeSnatIpv6);
@@ -48,6 +54,12 @@ struct Config {
   // only, so false is refused at start-up rather than silently ignored.
   bool ambient_enabled = true;
   int zds_timeout_ms = 5000;
+  // The admin API (<run dir>/admin.sock) serves root and the agent's own
+  // user; this uid too when >= 0.
+  int admin_uid = -1;
+  // Seconds between the agent's own checks of every enrolled pod's
+  // redirection (drift is repaired and reported); 0 turns them off.
+  int self_verify_interval_s = 60;
   // Kubernetes mode (when no standalone policy is given).
   std::string kubeconfig;  // empty: in-cluster service account
   std::string node_name;
@@ -102,5 +114,8 @@ struct ParseOutcome {
 Result<ParseOutcome> parse_config(int argc, const char* const* argv,
                                   const std::function<const char*(const char*)>& getenv);
 std::string help_text();
+// Every option's value in `c` (flag name, value as --help shows defaults),
+// in --help order: the configuration in effect, for the admin API.
+std::vector<std::pair<std::string, std::string>> config_values(const Config& c);
 
 }  // namespace ambient::agent

@@ -1,16 +1,12 @@
 #include "install/cni_config.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <sstream>
-
-#include "lib/unique_fd.h"
 
 namespace ambient::install {
 
@@ -168,32 +164,6 @@ bool has_entry(const std::string& conflist, const Json& entry_in) {
     if (is_istio_entry(p)) return p == entry;
   }
   return false;
-}
-
-Result<> write_atomic(const std::string& path, const std::string& content, mode_t mode) {
-  const fs::path target(path);
-  std::random_device rd;
-  const std::string tmp =
-      (target.parent_path() / (target.filename().string() + ".tmp." + std::to_string(rd())))
-          .string();
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode));
-  if (!fd.valid()) return sys_error("create " + tmp);
-  auto fail = [&](const std::string& step) {
-    Error e = sys_error(step + " " + tmp);
-    ::unlink(tmp.c_str());
-    return e;
-  };
-  if (::fchmod(fd.get(), mode) != 0) return fail("chmod");
-  size_t off = 0;
-  while (off < content.size()) {
-    ssize_t n = ::write(fd.get(), content.data() + off, content.size() - off);
-    if (n < 0) return fail("write");
-    off += static_cast<size_t>(n);
-  }
-  if (::fsync(fd.get()) != 0) return fail("fsync");
-  fd.reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename to " + path);
-  return {};
 }
 
 }  // namespace ambient::install

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "install/safe_write.h"
 #include "lib/json_fields.h"
 #include "lib/result.h"
 
@@ -40,9 +41,5 @@ Result<std::string> insert_entry(const std::string& existing, const Json& entry)
 Result<std::string> remove_entry(const std::string& existing);
 // True when the conflist has an istio-cni entry equal to `entry`.
 bool has_entry(const std::string& conflist, const Json& entry);
-
-// temp file in the same directory + rename: readers never see half a file,
-// and a symlink at `path` is replaced, never followed.
-Result<> write_atomic(const std::string& path, const std::string& content, mode_t mode);
 
 }  // namespace ambient::install

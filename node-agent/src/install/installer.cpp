@@ -31,6 +31,13 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 
+// A regular file at `path` itself: a symlink there, even to a file with
+// the right content, is someone else's and gets replaced by our file.
+bool is_own_file(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
 bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -120,7 +127,7 @@ Result<> Installer::copy_binaries() {
       // a target unchanged since we last found it equal is not read again
       // (the plugin is megabytes; this kept conflist repair at ~2 ms).
       struct stat tst {};
-      const bool exists = ::stat(target.c_str(), &tst) == 0;
+      const bool exists = ::lstat(target.c_str(), &tst) == 0 && S_ISREG(tst.st_mode);
       auto it = verified_.find(target);
       if (exists && it != verified_.end() && it->second == std::pair{stamp(st), stamp(tst)}) {
         continue;
@@ -133,7 +140,7 @@ Result<> Installer::copy_binaries() {
         // rename over the old file: a runtime executing it keeps its inode.
         AMBIENT_RETURN_IF_ERROR(write(target, *content, st.st_mode & 07777)
                                     .context("install " + name + " into " + dir));
-        if (::stat(target.c_str(), &tst) != 0) continue;
+        if (::lstat(target.c_str(), &tst) != 0) continue;
       }
       verified_[target] = {stamp(st), stamp(tst)};
     }
@@ -158,7 +165,7 @@ Result<> Installer::write_kubeconfig() {
   const std::string token = slurp(cfg_.sa_dir + "/token");
   const std::string path = cfg_.run_dir + "/" + std::string(cni::kPluginKubeconfigFile);
   const std::string yaml = kubeconfig_yaml(server, ca, token, cfg_.skip_tls_verify);
-  if (fs::exists(path) && slurp(path) == yaml) return {};
+  if (is_own_file(path) && slurp(path) == yaml) return {};
   return write(path, yaml, cfg_.kubeconfig_mode).context("write kubeconfig");
 }
 
@@ -215,7 +222,7 @@ Result<std::string> Installer::install_config() {
   if (!cfg_.chained) {
     AMBIENT_ASSIGN_OR_RETURN(std::string path, target_config_path());
     const std::string text = standalone_conf(cfg_.entry);
-    if (!fs::exists(path) || slurp(path) != text) {
+    if (!is_own_file(path) || slurp(path) != text) {
       AMBIENT_RETURN_IF_ERROR(write(path, text, own_mode));
     }
     config_path_ = path;
@@ -226,7 +233,7 @@ Result<std::string> Installer::install_config() {
     AMBIENT_ASSIGN_OR_RETURN(
         std::string merged, insert_entry(slurp(primary), cfg_.entry).context("primary " + primary));
     const std::string path = cfg_.cni_net_dir + "/" + cfg_.istio_owned_filename;
-    if (!fs::exists(path) || slurp(path) != merged) {
+    if (!is_own_file(path) || slurp(path) != merged) {
       AMBIENT_RETURN_IF_ERROR(write(path, merged, own_mode));
       ++repairs_;
     }

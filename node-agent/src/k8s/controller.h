@@ -21,6 +21,7 @@
 #include "agent/agent.h"
 #include "k8s/informer.h"
 #include "k8s/kube_client.h"
+#include "k8s/selector_yaml.h"
 #include "lib/k8s/enablement.h"
 #include "metrics/metrics.h"
 #include "netns/proc_scan.h"
@@ -125,12 +126,5 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
   std::condition_variable patch_cv_;
   std::thread patcher_;
 };
-
-// AMBIENT_ENABLEMENT_SELECTOR (YAML) -> JSON, as the installer writes it
-// into the plugin's config.
-Result<json::Json> selector_yaml_to_json(const std::string& yaml);
-
-// AMBIENT_ENABLEMENT_SELECTOR (YAML) -> selectors.
-Result<std::vector<EnablementSelector>> parse_selector_yaml(const std::string& yaml);
 
 }  // namespace ambient::k8s

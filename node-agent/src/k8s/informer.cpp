@@ -2,6 +2,7 @@
 
 #include <random>
 
+#include "k8s/watch_event.h"
 #include "log/log.h"
 
 namespace ambient::k8s {
@@ -22,13 +23,6 @@ std::string escape(const std::string& s) {
     }
   }
   return out;
-}
-
-std::string meta_string(const json::Json& obj, const char* key) {
-  auto md = obj.find("metadata");
-  if (md == obj.end() || !md->is_object()) return "";
-  auto v = md->find(key);
-  return v != md->end() && v->is_string() ? v->get<std::string>() : "";
 }
 
 }  // namespace
@@ -110,16 +104,14 @@ Result<> Informer::list_and_replace() {
   if (r.status != 200) {
     return make_error(Errc::Unavailable, "list " + opts_.name + ": " + api_error_message(r));
   }
-  auto j = json::Json::parse(r.body, nullptr, false);
-  if (j.is_discarded() || !j.contains("items") || !j["items"].is_array()) {
-    return make_error(Errc::Internal, "list " + opts_.name + ": malformed list");
-  }
+  auto body = parse_list_body(r.body);
+  if (!body) return std::move(body).error().context("list " + opts_.name);
   std::map<std::string, ObjectRef> fresh;
-  for (auto& item : j["items"]) {
+  for (auto& item : body->items) {
     auto obj = std::make_shared<const json::Json>(std::move(item));
     fresh[key_of(*obj)] = obj;
   }
-  std::string rv = j["metadata"].value("resourceVersion", "");
+  const std::string rv = body->resource_version;
   // Turn the difference with what we had into events (a relist after 410
   // must not lose the deletes and updates that happened meanwhile).
   std::vector<ObjectRef> gone;
@@ -156,34 +148,22 @@ Result<bool> Informer::watch() {
   auto status = client_.stream_lines(
       path,
       [&](std::string_view line) {
-        auto ev = json::Json::parse(line, nullptr, false);
-        if (ev.is_discarded() || !ev.is_object()) {
-          failure = "malformed watch event";
+        WatchLine w = parse_watch_line(line);
+        if (w.kind == WatchLine::Kind::Failure) {
+          gone = w.gone;
+          failure = w.failure;
           return false;
         }
-        if (ev.value("kind", "") == "Status") {  // an HTTP-level error body
-          gone = ev.value("code", 0) == 410;
-          failure = ev.value("message", "watch failed");
-          return false;
-        }
-        std::string type = ev.value("type", "");
-        if (!ev.contains("object")) return true;
-        auto obj = std::make_shared<const json::Json>(std::move(ev["object"]));
-        if (type == "ERROR") {
-          gone = obj->value("code", 0) == 410;
-          failure = obj->value("message", "watch error");
-          return false;
-        }
-        std::string rv = meta_string(*obj, "resourceVersion");
-        if (type == "ADDED")
-          apply(EventType::Added, obj);
-        else if (type == "MODIFIED")
-          apply(EventType::Modified, obj);
-        else if (type == "DELETED")
-          apply(EventType::Deleted, obj);
-        if (!rv.empty()) {  // BOOKMARK only moves the version
+        if (w.kind == WatchLine::Kind::Ignored) return true;
+        if (w.type == "ADDED")
+          apply(EventType::Added, w.object);
+        else if (w.type == "MODIFIED")
+          apply(EventType::Modified, w.object);
+        else if (w.type == "DELETED")
+          apply(EventType::Deleted, w.object);
+        if (!w.resource_version.empty()) {  // BOOKMARK only moves the version
           std::unique_lock lk(mu_);
-          rv_ = rv;
+          rv_ = w.resource_version;
         }
         return true;
       },

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <iterator>
 
+#include "log/log.h"
+
 namespace ambient::metrics {
 
 namespace {
@@ -121,10 +123,37 @@ void AgentMetrics::set_scrape_sources(ScrapeSources sources) {
   }
 }
 
+// Built at each scrape from the backend's own counters, which only grow
+// while the agent runs, so they are counters and not gauges.
+prometheus::MetricFamily AgentMetrics::decisions_family() const {
+  prometheus::MetricFamily f{.name = "ambient_redirect_decisions_total",
+                             .help =
+                                 "Packets by the in-pod redirection decision taken "
+                                 "(eBPF backend; docs/redirection.md#ebpf-counters).",
+                             .type = prometheus::MetricType::Counter};
+  auto counts = sources_.decisions();
+  if (!counts) {
+    log::debug("redirect decision counters not read: {}", counts.error().describe());
+    return f;
+  }
+  for (const auto& [decision, value] : *counts) {
+    prometheus::ClientMetric m;
+    m.label = {{.name = "backend", .value = sources_.decisions_backend},
+               {.name = "decision", .value = decision}};
+    m.counter.value = value;
+    f.metric.push_back(std::move(m));
+  }
+  return f;
+}
+
 std::string AgentMetrics::serialize() const {
   if (ztunnel_connected_) ztunnel_connected_->Set(sources_.ztunnel_connected());
   if (enrolled_pods_) enrolled_pods_->Set(sources_.enrolled_pods());
   auto families = registry_.Collect();
+  if (sources_.decisions) {
+    auto decisions = decisions_family();
+    if (!decisions.metric.empty()) families.push_back(std::move(decisions));
+  }
   auto process = process_.Collect();
   families.insert(families.end(), std::make_move_iterator(process.begin()),
                   std::make_move_iterator(process.end()));

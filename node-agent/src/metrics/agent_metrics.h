@@ -11,6 +11,10 @@
 
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "lib/result.h"
 
 #include "metrics/metrics.h"
 #include "metrics/process_metrics.h"
@@ -37,6 +41,11 @@ class AgentMetrics {
   struct ScrapeSources {
     std::function<double()> ztunnel_connected;
     std::function<double()> enrolled_pods;
+    // Per-decision packet counters of a redirection backend that keeps
+    // them (eBPF): its name, and each decision's count so far. An error
+    // leaves the family out of that scrape.
+    std::string decisions_backend;
+    std::function<Result<std::vector<std::pair<std::string, double>>>()> decisions;
   };
   void set_scrape_sources(ScrapeSources sources);
 
@@ -47,6 +56,7 @@ class AgentMetrics {
  private:
   // /cmdadd's parse phase is timed by the CNI server, the rest by the agent.
   prometheus::Family<prometheus::Histogram>& enroll_phases();
+  prometheus::MetricFamily decisions_family() const;
 
   prometheus::Registry registry_;
   ProcessCollector process_;

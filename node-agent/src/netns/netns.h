@@ -23,6 +23,8 @@ class Netns {
   // CLONE_NEWNET). A plain file, a directory or another namespace type is
   // rejected with a message naming the path.
   static Result<Netns> open(const std::string& path);
+  // Checks an fd opened by the caller as open() checks its own.
+  static Result<Netns> from_fd(UniqueFd fd, std::string path);
   // Test-only: wraps any open fd (e.g. a plain file standing in for a netns
   // in a fake /proc) without the nsfs check; dev and inode come from fstat.
   static Result<Netns> from_fd_for_test(UniqueFd fd, std::string path);
@@ -40,6 +42,19 @@ class Netns {
   dev_t dev_ = 0;
   ino_t ino_ = 0;
 };
+
+// The network namespace a CNI request names (CNI_NETNS), opened under the
+// host root. A request is an instruction from outside the agent, so only
+// the paths container runtimes give are accepted (docs/node-agent.md#netns-paths):
+//   /var/run/netns/<name>, /run/netns/<name>  the runtime's bind mount, never
+//                                            a symlink (opened O_NOFOLLOW);
+//   /proc/<pid>/ns/net                       a process's netns, with <pid>
+//                                            digits (not self or thread-self)
+//                                            and <host root>/proc on procfs.
+// Anything else, `..` included, is refused before anything is opened; what
+// is opened must still be a network namespace. Refusals are not retryable.
+// Which netns it is (the node's, the agent's) is the caller's to check.
+Result<Netns> open_requested(const std::string& host_root, const std::string& requested);
 
 // Shared so a ZDS send in flight keeps the fd open while the pod cache
 // replaces or forgets the entry (docs/zds.md#fd-passing).

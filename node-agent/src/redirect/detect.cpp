@@ -304,7 +304,13 @@ struct Stored {
   std::string boot_id;
   BackendKind kind;
   std::string reason;
+  // The in-pod mechanism; unset in a file of an agent that knew no eBPF.
+  std::optional<bool> ebpf;
+  std::string ebpf_reason;
 };
+
+constexpr std::string_view kInpodEbpf = "ebpf";
+constexpr std::string_view kInpodNetfilter = "netfilter";
 
 // nullopt when there is no file; an error when it cannot be used.
 Result<std::optional<Stored>> load_choice(const std::string& path) {
@@ -324,7 +330,16 @@ Result<std::optional<Stored>> load_choice(const std::string& path) {
   };
   auto kind = backend_from_name(str("backend"));
   if (!kind) return std::move(kind).error().context(path);
-  return std::optional<Stored>(Stored{str("boot_id"), *kind, str("reason")});
+  Stored s{str("boot_id"), *kind, str("reason"), std::nullopt, str("inpod_reason")};
+  if (doc.contains("inpod")) {
+    const std::string inpod = str("inpod");
+    if (inpod != kInpodEbpf && inpod != kInpodNetfilter) {
+      return make_error(Errc::InvalidArgument,
+                        path + ": unknown in-pod mechanism \"" + inpod + "\"");
+    }
+    s.ebpf = inpod == kInpodEbpf;
+  }
+  return std::optional<Stored>(std::move(s));
 }
 
 // Temp file in the same directory, fsync, rename: a reader sees the old or
@@ -335,10 +350,17 @@ Result<> store_choice(const std::string& dir, const std::string& path, const Sto
   if (ec) return make_error(Errc::Internal, "create " + dir + ": " + ec.message());
   nlohmann::json doc = {
       {"boot_id", s.boot_id}, {"backend", std::string(backend_name(s.kind))}, {"reason", s.reason}};
+  if (s.ebpf) {
+    doc["inpod"] = std::string(*s.ebpf ? kInpodEbpf : kInpodNetfilter);
+    doc["inpod_reason"] = s.ebpf_reason;
+  }
   const std::string text = doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    // Never through something planted at the temp name (a symlink would
+    // have us write where it points): it goes, and the file is made anew.
+    ::unlink(tmp.c_str());
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
     if (!fd.valid()) return sys_error("create " + tmp);
     size_t done = 0;
     while (done < text.size()) {
@@ -438,19 +460,22 @@ ChoiceFile choice_file(const DetectOptions& opts, std::vector<std::string>& warn
   return f;
 }
 
-// Takes over a choice stored earlier this boot if it fits the request
-// (sets det.from_cache).
-void reuse_stored(const DetectOptions& opts, const ChoiceFile& file, Detection& det) {
+// This boot's stored choice, if there is one and it can be read.
+std::optional<Stored> stored_this_boot(const ChoiceFile& file, Detection& det) {
+  if (!file.usable()) return std::nullopt;
   auto stored = load_choice(file.path);
   if (!stored) {
     det.warnings.push_back("ignoring the stored backend choice: " + stored.error().describe());
-    return;
+    return std::nullopt;
   }
-  if (!*stored || (*stored)->boot_id != *file.boot_id ||
-      !fits((*stored)->kind, opts.native_nftables)) {
-    return;
-  }
-  const Stored& s = **stored;
+  if (!*stored || (*stored)->boot_id != *file.boot_id) return std::nullopt;
+  return std::move(**stored);
+}
+
+// Takes over the netfilter backend chosen earlier this boot if it fits the
+// request (sets det.from_cache).
+void reuse_stored(const DetectOptions& opts, const Stored& s, Detection& det) {
+  if (!fits(s.kind, opts.native_nftables)) return;
   det.kind = s.kind;
   det.reason = "decided earlier this boot: " + s.reason;
   det.from_cache = true;
@@ -461,9 +486,79 @@ void reuse_stored(const DetectOptions& opts, const ChoiceFile& file, Detection& 
   }
 }
 
-void store(const ChoiceFile& file, Detection& det) {
+std::string_view ebpf_request_text(EbpfRequest r) {
+  switch (r) {
+    case EbpfRequest::On:
+      return "true";
+    case EbpfRequest::Off:
+      return "false";
+    case EbpfRequest::Auto:
+      break;
+  }
+  return "auto";
+}
+
+// How the in-pod mechanism was chosen: whether now (so it must be stored),
+// and the reason to store, without "earlier this boot" prefixes.
+struct InpodChoice {
+  bool decided_now = false;
+  std::string stored_reason;
+};
+
+// The in-pod mechanism (see detect_backend).
+Result<InpodChoice> choose_inpod(const DetectOptions& opts, const std::optional<Stored>& earlier,
+                                 Detection& det) {
+  auto gate = [&]() -> EbpfGateAnswer {
+    return opts.ebpf_gate ? opts.ebpf_gate() : EbpfGateAnswer{false, "no feature gate to run"};
+  };
+  const std::string request =
+      "AMBIENT_EBPF_REDIRECTION=" + std::string(ebpf_request_text(opts.ebpf));
+  if (earlier && earlier->ebpf.value_or(false)) {
+    const EbpfGateAnswer g = gate();
+    if (!g.usable) {
+      return make_error(Errc::Unavailable,
+                        "pods of this boot are redirected with eBPF, which cannot be loaded now (" +
+                            g.reason + "); fix that, or reboot the node to choose again");
+    }
+    det.ebpf = true;
+    det.ebpf_reason = "chosen earlier this boot: " + earlier->ebpf_reason;
+    if (opts.ebpf == EbpfRequest::Off) {
+      det.warnings.push_back(request +
+                             ", but pods of this boot are redirected with eBPF: staying on it "
+                             "until the node reboots");
+    }
+    return InpodChoice{false, earlier->ebpf_reason};
+  }
+  if (earlier) {
+    det.ebpf_reason = earlier->ebpf ? "chosen earlier this boot: " + earlier->ebpf_reason
+                                    : "pods of this boot have netfilter rules (an agent that "
+                                      "knew no eBPF chose)";
+    if (opts.ebpf != EbpfRequest::Off) {
+      det.warnings.push_back(request +
+                             ", but pods of this boot have netfilter rules: staying on them "
+                             "until the node reboots");
+    }
+    if (!earlier->ebpf) return InpodChoice{true, "an agent that knew no eBPF chose"};
+    return InpodChoice{false, earlier->ebpf_reason};
+  }
+  if (opts.ebpf == EbpfRequest::Off) {
+    det.ebpf_reason = request;
+    return InpodChoice{true, det.ebpf_reason};
+  }
+  const EbpfGateAnswer g = gate();
+  det.ebpf = g.usable;
+  det.ebpf_reason = g.usable ? g.reason : "the eBPF feature gate failed: " + g.reason;
+  if (!g.usable && opts.ebpf == EbpfRequest::On) {
+    det.warnings.push_back(request + ", but " + det.ebpf_reason +
+                           ": pods get the netfilter backend's rules");
+  }
+  return InpodChoice{true, det.ebpf_reason};
+}
+
+void store(const ChoiceFile& file, const InpodChoice& inpod, Detection& det) {
   if (!file.usable()) return;
-  auto stored = store_choice(file.dir, file.path, {*file.boot_id, det.kind, det.reason});
+  auto stored = store_choice(file.dir, file.path,
+                             {*file.boot_id, det.kind, det.reason, det.ebpf, inpod.stored_reason});
   if (!stored) {
     det.warnings.push_back("cannot persist the backend choice (" + stored.error().describe() +
                            "): a restart decides again");
@@ -505,15 +600,17 @@ Result<Detection> detect_backend(const DetectOptions& opts) {
   };
 
   const ChoiceFile file = choice_file(opts, det.warnings);
+  const std::optional<Stored> earlier = stored_this_boot(file, det);
   // A forced variant is decided afresh (and overwrites the stored choice).
   const bool forced = opts.force_iptables && !opts.native_nftables;
-  if (!forced && file.usable()) reuse_stored(opts, file, det);
+  if (!forced && earlier) reuse_stored(opts, *earlier, det);
+  AMBIENT_ASSIGN_OR_RETURN(const InpodChoice inpod, choose_inpod(opts, earlier, det));
   if (!det.from_cache) {
     AMBIENT_ASSIGN_OR_RETURN(Decision d, decide(opts, host(), det.warnings));
     det.kind = d.kind;
     det.reason = std::move(d.reason);
-    store(file, det);
   }
+  if (!det.from_cache || inpod.decided_now) store(file, inpod, det);
 
   det.host_report_deferred = det.from_cache && opts.defer_host_report;
   if (!det.host_report_deferred) add_leftovers(opts, host(), det);
@@ -521,8 +618,9 @@ Result<Detection> detect_backend(const DetectOptions& opts) {
     det.iptables_probe = st ? st->of(*variant).reported : probe_variant(read, *variant);
   }
 
-  log::info("redirect backend: {} ({}){}", backend_name(det.kind), det.reason,
-            det.from_cache ? " [reused]" : "");
+  log::info("redirect backend: {} ({}){}; in pods: {} ({})", backend_name(det.kind), det.reason,
+            det.from_cache ? " [reused]" : "", det.ebpf ? "eBPF" : "netfilter rules",
+            det.ebpf_reason);
   log_findings(det);
   return det;
 }

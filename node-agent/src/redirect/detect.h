@@ -31,6 +31,16 @@ namespace ambient::redirect {
 
 enum class BackendKind { IptablesLegacy, IptablesNft, Nftables };
 
+// AMBIENT_EBPF_REDIRECTION: whether pods get eBPF programs instead of the
+// netfilter backend's in-pod rules (the host side stays netfilter).
+enum class EbpfRequest { Off, Auto, On };
+
+// What the eBPF feature gate (ebpf/gate.h) answered.
+struct EbpfGateAnswer {
+  bool usable = false;
+  std::string reason;
+};
+
 // "iptables-legacy", "iptables-nft", "nftables".
 std::string_view backend_name(BackendKind kind);
 // The inverse of backend_name(); InvalidArgument for anything else.
@@ -54,6 +64,10 @@ struct DetectOptions {
   // leftovers (several commands, ~40 ms on a slow node): the caller runs
   // report_host_state() beside its start-up instead.
   bool defer_host_report = false;
+  EbpfRequest ebpf = EbpfRequest::Off;
+  // Runs the eBPF feature gate; called at most once, and only when its
+  // answer decides (a request for eBPF, or eBPF chosen earlier this boot).
+  std::function<EbpfGateAnswer()> ebpf_gate;
 };
 
 struct Detection {
@@ -68,6 +82,11 @@ struct Detection {
   // binaries says they are (nf_tables, else legacy), or why it could not
   // run. Unset for nftables.
   std::optional<Result<IptablesVariant>> iptables_probe;
+  // Pods are redirected with eBPF; `kind` is then the host side's backend
+  // only. Decided once per boot like `kind`: pods never change mechanism
+  // while the node is up (docs/redirection.md#ebpf-choice).
+  bool ebpf = false;
+  std::string ebpf_reason;  // why eBPF is or is not used, for logs and /readyz
 };
 
 // What detect_backend leaves out with defer_host_report: the host's state
@@ -87,6 +106,13 @@ Detection report_host_state(const DetectOptions& opts, BackendKind kind);
 //     docs/field-lessons.md#p18);
 //   iptables-nft usable -> iptables-nft; iptables-legacy usable -> legacy;
 //   otherwise Unavailable.
+// In-pod mechanism, independent of the above:
+//   a choice stored this boot -> kept (a stored eBPF choice whose gate now
+//     fails is an error: those pods' programs cannot be managed, and
+//     netfilter rules beside them would capture twice); a choice stored by
+//     an agent that knew no eBPF counts as netfilter;
+//   EbpfRequest::Off -> netfilter; Auto or On -> eBPF if the gate passes,
+//     else netfilter (with On, a warning).
 // Errors only for no usable backend; a run dir or boot ID that cannot be
 // read or written gives a warning.
 Result<Detection> detect_backend(const DetectOptions& opts);

@@ -1,5 +1,6 @@
 #include "redirect/factory.h"
 
+#include "redirect/ebpf/backend.h"
 #include "redirect/iptables/backend.h"
 #include "redirect/iptables/host.h"
 #include "redirect/nftables/backend.h"
@@ -7,7 +8,9 @@
 
 namespace ambient::redirect {
 
-Result<Redirectors> make_redirectors(const Detection& detection, bool scoped_xtables_locking) {
+namespace {
+
+Result<Redirectors> netfilter(const Detection& detection, bool scoped_xtables_locking) {
   const std::optional<IptablesVariant> variant = iptables_variant(detection.kind);
   if (!variant) {
     return Redirectors{.backend = std::make_unique<NftablesBackend>(),
@@ -21,6 +24,17 @@ Result<Redirectors> make_redirectors(const Detection& detection, bool scoped_xta
   }
   return Redirectors{.backend = std::make_unique<IptablesBackend>(opts),
                      .host = std::make_unique<IptablesHostRedirect>(opts)};
+}
+
+}  // namespace
+
+Result<Redirectors> make_redirectors(const Detection& detection, bool scoped_xtables_locking,
+                                     std::shared_ptr<ebpf::Programs> programs) {
+  AMBIENT_ASSIGN_OR_RETURN(Redirectors r, netfilter(detection, scoped_xtables_locking));
+  if (!detection.ebpf) return r;
+  if (!programs) return make_error(Errc::Internal, "eBPF chosen without loaded programs");
+  r.backend = std::make_unique<EbpfBackend>(std::move(programs));
+  return r;
 }
 
 }  // namespace ambient::redirect

@@ -6,7 +6,11 @@
 #include <cerrno>
 #include <cstring>
 
+#include "zds.pb.h"
+
 namespace ambient::zds {
+
+namespace pb = istio::workload::zds;
 
 namespace {
 
@@ -84,6 +88,26 @@ Result<Received> receive_message(int sock, std::chrono::milliseconds timeout) {
   out.truncated = (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0;
   out.bytes.assign(buf, static_cast<size_t>(n));
   return out;
+}
+
+Result<std::string> decode_ack(const Received& r) {
+  if (r.bytes.empty()) return make_error(Errc::Unavailable, "ztunnel closed the connection");
+  if (r.truncated || !r.fds.empty()) {
+    return make_error(Errc::Internal, "unexpected ZDS reply (truncated or carrying an fd)");
+  }
+  pb::WorkloadResponse resp;
+  if (!resp.ParseFromString(r.bytes) || !resp.has_ack()) {
+    return make_error(Errc::Internal, "ztunnel sent something that is not an Ack");
+  }
+  return resp.ack().error();
+}
+
+Result<int> decode_hello(const Received& r) {
+  if (r.bytes.empty()) return make_error(Errc::Unavailable, "EOF");
+  // Any fd that came with it is closed with `r`; ztunnel sends none.
+  pb::ZdsHello h;
+  if (!h.ParseFromString(r.bytes)) return make_error(Errc::Internal, "malformed hello");
+  return static_cast<int>(h.version());
 }
 
 }  // namespace ambient::zds

@@ -30,4 +30,13 @@ struct Received {
 // Waits at most `timeout` for one datagram; Errc::Timeout if none came.
 Result<Received> receive_message(int sock, std::chrono::milliseconds timeout);
 
+// ztunnel's reply to one request, as received: the NACK text ("" = acked),
+// or an error when it is no reply (EOF, truncated, carrying an fd, not a
+// WorkloadResponse with an Ack).
+Result<std::string> decode_ack(const Received& r);
+
+// ztunnel's first message: the ZDS version it speaks, or an error when it
+// is no hello (EOF, not a ZdsHello).
+Result<int> decode_hello(const Received& r);
+
 }  // namespace ambient::zds

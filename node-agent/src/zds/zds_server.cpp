@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <condition_variable>
 #include <cstring>
@@ -124,15 +125,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                           : metrics_.snapshot_sent);
     AMBIENT_RETURN_IF_ERROR(send_message(sock_.get(), bytes, fd, timeout_));
     AMBIENT_ASSIGN_OR_RETURN(Received r, receive_message(sock_.get(), timeout_));
-    if (r.bytes.empty()) return make_error(Errc::Unavailable, "ztunnel closed the connection");
-    if (r.truncated || !r.fds.empty()) {
-      return make_error(Errc::Internal, "unexpected ZDS reply (truncated or carrying an fd)");
-    }
-    pb::WorkloadResponse resp;
-    if (!resp.ParseFromString(r.bytes) || !resp.has_ack()) {
-      return make_error(Errc::Internal, "ztunnel sent something that is not an Ack");
-    }
-    return resp.ack().error();
+    return decode_ack(r);
   }
 
   void serve(const std::function<std::vector<Workload>()>& snapshot) {
@@ -165,13 +158,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
                 hello ? std::string("EOF") : hello.error().describe());
       return false;
     }
-    pb::ZdsHello h;
-    if (!h.ParseFromString(hello->bytes)) {
-      log::warn("zds conn {}: malformed hello", id_);
+    auto version = decode_hello(*hello);
+    if (!version) {
+      log::warn("zds conn {}: {}", id_, version.error().describe());
       return false;
     }
-    if (h.version() != pb::V1)
-      log::warn("zds conn {}: unexpected hello version {}", id_, h.version());
+    if (*version != pb::V1) log::warn("zds conn {}: unexpected hello version {}", id_, *version);
     log::info("zds conn {}: ztunnel connected, sending snapshot", id_);
     return true;
   }
@@ -275,6 +267,9 @@ Result<std::unique_ptr<ZdsServer>> ZdsServer::start(Options opts) {
   if (::bind(s->listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     return sys_error("bind " + path);
   }
+  // Each connection is handed every enrolled pod's netns: only ztunnel,
+  // which runs as root, may connect (the peer is checked on accept too).
+  if (::chmod(path.c_str(), 0600) != 0) return sys_error("chmod 0600 " + path);
   if (::listen(s->listener_.get(), 128) != 0) return sys_error("listen " + path);
   s->stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!s->stop_.valid()) return sys_error("eventfd");
@@ -340,6 +335,17 @@ void ZdsServer::accept_loop() {
     last_accept = std::chrono::steady_clock::now();
     if (!sock.valid()) {
       log::warn("zds: accept failed: {}", std::strerror(errno));
+      continue;
+    }
+    ucred cred{};
+    socklen_t cred_len = sizeof cred;
+    if (::getsockopt(sock.get(), SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) != 0) {
+      log::warn("zds: cannot identify a connecting peer ({}): closed", std::strerror(errno));
+      continue;
+    }
+    if (cred.uid != 0 && cred.uid != ::geteuid()) {
+      log::warn("zds: refused a connection from uid {} (pid {}): only root may be ztunnel",
+                cred.uid, cred.pid);
       continue;
     }
     auto conn = std::make_shared<Connection>(std::move(sock), stop_.get(), opts_.io_timeout,

@@ -16,6 +16,7 @@
 #include "install/installer.h"
 #include "support/files.h"
 #include "support/pod_sandbox.h"
+#include "support/require_ok.h"
 #include "support/temp_dir.h"
 #include "support/wait.h"
 
@@ -514,4 +515,102 @@ TEST_CASE("installer: a standalone conf keeps upstream's key order", "[installer
   }
   REQUIRE(inst.cleanup());
   CHECK_FALSE(fs::exists(n.root + "/net.d/YYY-istio-cni.conf"));
+}
+
+// docs/node-agent.md#socket-security: no write of ours follows a symlink.
+// Each planted link points at a file with exactly what we would write, so
+// only a check of the link itself (not of the content) replaces it.
+TEST_CASE("installer: symlinks planted in place of our files are replaced, their targets untouched",
+          "[installer][security]") {
+  Node n;
+  fs::create_directories(n.root + "/victim");
+  auto cfg = n.config();
+  cfg.istio_owned = true;  // our own conflist, next to the primary
+  n.write("net.d/10-bridge.conflist", kBridge);
+  // What we would write, learned from a first install in a scratch node.
+  Node scratch;
+  scratch.write("net.d/10-bridge.conflist", kBridge);
+  auto scratch_cfg = scratch.config();
+  scratch_cfg.istio_owned = true;
+  REQUIRE(Installer(scratch_cfg).install_once());
+  const std::vector<std::pair<std::string, std::string>> ours = {
+      {"bin/istio-cni", scratch.read("bin/istio-cni")},
+      {"run/istio-cni-kubeconfig", scratch.read("run/istio-cni-kubeconfig")},
+      {"net.d/02-istio-cni.conflist", scratch.read("net.d/02-istio-cni.conflist")}};
+  for (const auto& [rel, text] : ours) {
+    const std::string victim = n.root + "/victim/" + fs::path(rel).filename().string();
+    write_file(victim, text);
+    ::chmod(victim.c_str(), 0644);
+    fs::create_symlink(victim, n.root + "/" + rel);
+  }
+  Installer inst(cfg);
+  auto r = inst.install_once();
+  INFO((r ? std::string() : r.error().describe()));
+  REQUIRE(r);
+  for (const auto& [rel, text] : ours) {
+    INFO(rel);
+    CHECK_FALSE(fs::is_symlink(n.root + "/" + rel));
+    CHECK(n.read(rel) == text);
+    struct stat st {};
+    REQUIRE(::stat((n.root + "/victim/" + fs::path(rel).filename().string()).c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0644);  // the link's target kept its own mode
+  }
+}
+
+TEST_CASE("installer: a symlink in place of the conf dir, bin dir or run dir is refused",
+          "[installer][security]") {
+  Node n;
+  n.write("net.d/10-bridge.conflist", kBridge);
+  fs::create_directories(n.root + "/elsewhere");
+  auto cfg = n.config();
+  std::string which;
+  SECTION("conf dir") {
+    which = "net.d";
+    fs::copy_file(n.root + "/net.d/10-bridge.conflist", n.root + "/elsewhere/10-bridge.conflist");
+    cfg.cni_net_dir = n.root + "/net.d-link";
+  }
+  SECTION("bin dir") {
+    which = "bin";
+    cfg.bin_target_dirs = {n.root + "/bin-link"};
+  }
+  SECTION("run dir") {
+    which = "run";
+    cfg.run_dir = n.root + "/run-link";
+  }
+  const std::string link = n.root + "/" + which + "-link";
+  fs::create_symlink(n.root + "/elsewhere", link);
+  const auto before = read_file(n.root + "/elsewhere/10-bridge.conflist");
+  Installer inst(cfg);
+  auto r = inst.install_once();
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().describe(),
+             Catch::Contains(link + " is a symbolic link") && Catch::Contains("refused"));
+  CHECK_FALSE(inst.ready());
+  // Nothing of ours went through the link.
+  for (const auto& e : fs::directory_iterator(n.root + "/elsewhere")) {
+    INFO(e.path());
+    CHECK(e.path().filename() == "10-bridge.conflist");
+  }
+  CHECK(read_file(n.root + "/elsewhere/10-bridge.conflist") == before);
+}
+
+TEST_CASE("the run dir is refused when a symlink stands in its place; one of ours is made 0750",
+          "[installer][security]") {
+  TempDir dir("amb-rundir-");
+  fs::create_directories(dir.path() + "/real");
+  ::chmod((dir.path() + "/real").c_str(), 0777);
+  fs::create_symlink(dir.path() + "/real", dir.path() + "/run");
+  auto r = prepare_run_dir(dir.path() + "/run");
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().describe(),
+             Catch::Contains("run dir " + dir.path() + "/run is a symbolic link"));
+  struct stat st {};
+  REQUIRE(::stat((dir.path() + "/real").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0777);  // the link's target was not tightened through it
+  AMBIENT_REQUIRE_OK(prepare_run_dir(dir.path() + "/real"));
+  REQUIRE(::stat((dir.path() + "/real").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0750);
+  AMBIENT_REQUIRE_OK(prepare_run_dir(dir.path() + "/new/run"));
+  REQUIRE(::stat((dir.path() + "/new/run").c_str(), &st) == 0);
+  CHECK(S_ISDIR(st.st_mode));
 }

@@ -71,7 +71,7 @@ std::optional<std::string> uid_of(const std::vector<ProbeSetEntry>& entries, con
 }  // namespace
 
 TEST_CASE("host probe sets and rules: owners, idempotency and no residue", "[host]") {
-  const std::string kind = GENERATE(from_range(kBackends));
+  const std::string kind = GENERATE(from_range(kNetfilterBackends));
   INFO("backend " << kind);
   NamedNetns host("amb-host-");
   auto b = make_backend(kind);
@@ -254,7 +254,7 @@ std::string accept_peer(const UniqueFd& listener) {
 
 TEST_CASE("kubelet's connections to an enrolled pod arrive from the probe SNAT address",
           "[host][traffic]") {
-  const std::string kind = GENERATE(from_range(kBackends));
+  const std::string kind = GENERATE(from_range(kNetfilterBackends));
   INFO("backend " << kind);
   NamedNetns host("amb-hhost-");
   NamedNetns pod("amb-hpod-");
@@ -328,7 +328,7 @@ TEST_CASE("kubelet's connections to an enrolled pod arrive from the probe SNAT a
 // from whatever thread calls it, and leaves its own netns alone.
 TEST_CASE("host-side work through HostInNetns lands in the node's netns, not the caller's",
           "[host]") {
-  const std::string kind = GENERATE(from_range(kBackends));
+  const std::string kind = GENERATE(from_range(kNetfilterBackends));
   INFO("backend " << kind);
   NamedNetns node("amb-node-");
   NamedNetns agent("amb-agentns-");

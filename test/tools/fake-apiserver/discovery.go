@@ -44,9 +44,11 @@ func discovery(path, host string) map[string]any {
 		if len(r.categories) > 0 {
 			e["categories"] = r.categories
 		}
-		list = append(list, e,
-			map[string]any{"name": r.plural + "/status", "singularName": "", "namespaced": r.namespaced,
-				"kind": r.kind, "verbs": statusVerbs})
+		list = append(list, e)
+		if !r.noStatus {
+			list = append(list, map[string]any{"name": r.plural + "/status", "singularName": "",
+				"namespaced": r.namespaced, "kind": r.kind, "verbs": statusVerbs})
+		}
 	}
 	return map[string]any{"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}
 }
@@ -108,7 +110,11 @@ func openAPIV3(path, kubeVersion string) (map[string]any, bool) {
 		if g, v, ok := strings.Cut(gv, "/"); ok {
 			group, version = g, v
 		}
-		for _, suffix := range []string{"", "/status"} {
+		suffixes := []string{"", "/status"}
+		if r.noStatus {
+			suffixes = suffixes[:1]
+		}
+		for _, suffix := range suffixes {
 			var params []any
 			for _, name := range []string{"dryRun", "fieldManager", "fieldValidation", "force"} {
 				params = append(params, map[string]any{"name": name, "in": "query", "schema": map[string]any{"type": "string"}})

@@ -88,6 +88,7 @@ API (what kubectl and client libraries use):
   /api/v1/namespaces[/NAME[/status]]
   /api/v1/nodes[/NAME[/status]]
   /api/v1/pods, /api/v1/namespaces/NS/pods[/NAME[/status]]
+  /api/v1/events, /api/v1/namespaces/NS/events[/NAME]
   /apis/apps/v1/daemonsets, /apis/apps/v1/namespaces/NS/daemonsets[/NAME[/status]]
     collection: GET list, GET ?watch=true, POST create, DELETE deletecollection
     object:     GET, PUT, PATCH, DELETE;  /status: GET, PUT, PATCH

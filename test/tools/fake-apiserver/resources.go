@@ -17,6 +17,8 @@ type resource struct {
 	// generation is bumped on spec changes only for kinds whose
 	// controllers rely on metadata.generation/observedGeneration.
 	generation bool
+	// No /status subresource (events).
+	noStatus bool
 	// Field labels the real apiserver accepts in fieldSelector for this
 	// kind (on top of metadata.name and metadata.namespace).
 	fields []string
@@ -76,6 +78,13 @@ var resources = []*resource{
 		fields: []string{"spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
 			"spec.serviceAccountName", "spec.hostNetwork", "status.phase",
 			"status.podIP", "status.podIPs", "status.nominatedNodeName"},
+	},
+	{
+		// Where the node agent reports drift it repaired in a pod.
+		version: "v1", plural: "events", singular: "event", kind: "Event", namespaced: true,
+		shortNames: []string{"ev"}, noStatus: true,
+		fields: []string{"involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+			"involvedObject.uid", "reason", "source", "type"},
 	},
 	{
 		group: "apps", version: "v1", plural: "daemonsets", singular: "daemonset", kind: "DaemonSet",

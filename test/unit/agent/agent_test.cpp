@@ -5,6 +5,9 @@
 #include <future>
 
 #include <fcntl.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include "agent/agent.h"
 #include "support/files.h"
@@ -15,6 +18,7 @@
 
 using namespace ambient;
 using namespace ambient::test;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -190,6 +194,9 @@ netns::NetnsRef other_netns(const TempDir& dir, const std::string& name) {
   return std::make_shared<const netns::Netns>(std::move(*ns));
 }
 
+// This process's netns as a runtime of the node would name it.
+std::string own_proc_netns() { return "/proc/" + std::to_string(::getpid()) + "/ns/net"; }
+
 // Enrolls kPod as sandbox `container_id` in `ns`, playing ztunnel's ack.
 void enroll(Node& n, const netns::NetnsRef& ns, const std::string& container_id,
             std::vector<IpAddress> ips = {*IpAddress::parse("10.0.0.7")}) {
@@ -216,7 +223,7 @@ TEST_CASE("a /cmdadd naming the node's network namespace is refused and installs
                       .zds = *n.zt.server,
                       .pods = n.pods,
                       .policy = n.policy});
-  auto r = agent.cmd_add(event_for("/proc/self/ns/net", "c1"));
+  auto r = agent.cmd_add(event_for(own_proc_netns(), "c1"));
   REQUIRE_FALSE(r);
   CHECK_THAT(r.error().describe(), Catch::Contains("pod demo/web") &&
                                        Catch::Contains("network namespace of the node") &&
@@ -235,9 +242,70 @@ TEST_CASE("a /cmdadd naming the agent's own network namespace is refused", "[enr
                       .zds = *n.zt.server,
                       .pods = n.pods,
                       .policy = n.policy});
-  auto r = agent.cmd_add(event_for("/proc/self/ns/net", "c1"));
+  auto r = agent.cmd_add(event_for(own_proc_netns(), "c1"));
   REQUIRE_FALSE(r);
   CHECK_THAT(r.error().describe(), Catch::Contains("the agent itself"));
+  CHECK(n.backend.installs == 0);
+}
+
+// docs/node-agent.md#netns-paths: a request names a runtime's netns file or
+// a process's netns, nothing else.
+TEST_CASE("a /cmdadd naming a path no container runtime gives is refused before opening it",
+          "[enroll][netns][security]") {
+  Node n;
+  const std::string path =
+      GENERATE(as<std::string>{}, "/etc/passwd", "/proc/self/ns/net", "/proc/thread-self/ns/net",
+               "/var/run/netns/../../../etc/shadow", "/proc/1/../self/ns/net", "/proc/01/ns/net",
+               "/proc/1/ns/mnt", "/proc/1/ns/net/..", "/var/run/netns/", "/var/run/netns/a/b",
+               "/var/run/netns/..", "var/run/netns/x", "/run/netns//x");
+  auto r = n.agent.cmd_add(event_for(path, "c1"));
+  REQUIRE_FALSE(r);
+  INFO(r.error().describe());
+  CHECK_THAT(r.error().describe(), Catch::Contains("pod demo/web: open netns: netns " + path) &&
+                                       Catch::Contains("/var/run/netns/<name>") &&
+                                       Catch::Contains("refused"));
+  CHECK_FALSE(r.error().retryable);
+  CHECK(n.backend.installs == 0);
+  CHECK_FALSE(zds::receive_message(n.zt.peer.get(), 50ms));
+}
+
+TEST_CASE("a /cmdadd naming a symlink or a plain file in the netns directory is refused",
+          "[enroll][netns][security]") {
+  Node n;
+  TempDir host("amb-agent-hostroot-");
+  n.cfg.host_root = host.path();
+  fs::create_directories(host.path() + "/var/run/netns");
+  fs::create_directories(host.path() + "/run/netns");
+  // Both would lead to a real netns (this process's) if followed.
+  fs::create_symlink("/proc/self/ns/net", host.path() + "/var/run/netns/cni-link");
+  fs::create_symlink("/proc/self/ns/net", host.path() + "/run/netns/cni-link");
+  write_file(host.path() + "/var/run/netns/cni-plain", "");
+  for (const char* p : {"/var/run/netns/cni-link", "/run/netns/cni-link"}) {
+    auto r = n.agent.cmd_add(event_for(p, "c1"));
+    REQUIRE_FALSE(r);
+    CHECK_THAT(r.error().describe(), Catch::Contains(host.path() + p) &&
+                                         Catch::Contains("is a symbolic link") &&
+                                         Catch::Contains("refused"));
+  }
+  auto plain = n.agent.cmd_add(event_for("/var/run/netns/cni-plain", "c1"));
+  REQUIRE_FALSE(plain);
+  CHECK_THAT(plain.error().describe(), Catch::Contains("not a network namespace"));
+  CHECK_FALSE(plain.error().retryable);
+  CHECK(n.backend.installs == 0);
+}
+
+TEST_CASE(
+    "a /cmdadd naming /proc/<pid>/ns/net under a host root whose /proc is not procfs is "
+    "refused",
+    "[enroll][netns][security]") {
+  Node n;
+  TempDir host("amb-agent-hostroot-");
+  n.cfg.host_root = host.path();
+  fs::create_directories(host.path() + "/proc/4242/ns");
+  fs::create_symlink("/proc/self/ns/net", host.path() + "/proc/4242/ns/net");
+  auto r = n.agent.cmd_add(event_for("/proc/4242/ns/net", "c1"));
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error().describe(), Catch::Contains("is not on procfs"));
   CHECK(n.backend.installs == 0);
 }
 

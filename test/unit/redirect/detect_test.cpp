@@ -375,6 +375,141 @@ TEST_CASE("the choice is persisted and reused within a boot", "[detect]") {
   }
 }
 
+namespace {
+
+// A scripted eBPF gate that counts its runs.
+struct Gate {
+  bool usable = true;
+  int runs = 0;
+  std::function<EbpfGateAnswer()> fn() {
+    return [this] {
+      ++runs;
+      return EbpfGateAnswer{usable, usable ? "kernel 6.18, programs loaded" : "kernel 6.1 is old"};
+    };
+  }
+};
+
+Detection detect_ebpf(Node& n, EbpfRequest request, Gate& gate) {
+  DetectOptions o = n.opts();
+  o.ebpf = request;
+  o.ebpf_gate = gate.fn();
+  auto d = detect_backend(o);
+  INFO((d ? std::string() : d.error().describe()));
+  REQUIRE(d);
+  return std::move(*d);
+}
+
+}  // namespace
+
+// docs/redirection.md#ebpf-choice
+TEST_CASE("eBPF in pods: chosen by the request and the gate, the host side stays netfilter",
+          "[detect][ebpf]") {
+  Node n;
+  Gate gate;
+  SECTION("off: the gate does not run") {
+    auto d = detect_ebpf(n, EbpfRequest::Off, gate);
+    CHECK_FALSE(d.ebpf);
+    CHECK(gate.runs == 0);
+    CHECK(d.ebpf_reason == "AMBIENT_EBPF_REDIRECTION=false");
+  }
+  SECTION("auto, gate passes") {
+    auto d = detect_ebpf(n, EbpfRequest::Auto, gate);
+    CHECK(d.ebpf);
+    CHECK(d.kind == BackendKind::IptablesNft);
+    CHECK(d.ebpf_reason == "kernel 6.18, programs loaded");
+    CHECK(d.warnings.empty());
+  }
+  SECTION("auto, gate fails: netfilter, quietly") {
+    gate.usable = false;
+    auto d = detect_ebpf(n, EbpfRequest::Auto, gate);
+    CHECK_FALSE(d.ebpf);
+    CHECK_THAT(d.ebpf_reason, Catch::Contains("kernel 6.1 is old"));
+    CHECK_FALSE(contains(d.warnings, "AMBIENT_EBPF_REDIRECTION"));
+  }
+  SECTION("on, gate fails: netfilter with a warning naming why") {
+    gate.usable = false;
+    auto d = detect_ebpf(n, EbpfRequest::On, gate);
+    CHECK_FALSE(d.ebpf);
+    CHECK(contains(d.warnings,
+                   "AMBIENT_EBPF_REDIRECTION=true, but the eBPF feature gate failed: "
+                   "kernel 6.1 is old"));
+  }
+}
+
+TEST_CASE("the in-pod mechanism holds for the boot whatever the request says later",
+          "[detect][ebpf]") {
+  Node n;
+  Gate gate;
+  SECTION("eBPF chosen: a restart asking for netfilter stays on eBPF") {
+    REQUIRE(detect_ebpf(n, EbpfRequest::Auto, gate).ebpf);
+    auto doc = nlohmann::json::parse(read_file(n.choice_path()), nullptr, false);
+    CHECK(doc["inpod"] == "ebpf");
+    auto again = detect_ebpf(n, EbpfRequest::Off, gate);
+    CHECK(again.ebpf);
+    CHECK(contains(again.warnings, "staying on it until the node reboots"));
+    CHECK(gate.runs == 2);  // the programs are loaded again for those pods
+
+    SECTION("and the gate failing then is an error, not a switch") {
+      gate.usable = false;
+      DetectOptions o = n.opts();
+      o.ebpf = EbpfRequest::Auto;
+      o.ebpf_gate = gate.fn();
+      auto d = detect_backend(o);
+      REQUIRE_FALSE(d);
+      CHECK_THAT(d.error().describe(),
+                 Catch::Contains("pods of this boot are redirected with eBPF") &&
+                     Catch::Contains("kernel 6.1 is old"));
+    }
+    SECTION("a reboot decides again") {
+      n.reboot("5d0f2b8e-7a61-4f0e-8c3b-2e9a1d4c6b77");
+      CHECK_FALSE(detect_ebpf(n, EbpfRequest::Off, gate).ebpf);
+    }
+  }
+  SECTION("netfilter chosen: a restart asking for eBPF stays on netfilter") {
+    REQUIRE_FALSE(detect_ebpf(n, EbpfRequest::Off, gate).ebpf);
+    auto again = detect_ebpf(n, EbpfRequest::On, gate);
+    CHECK_FALSE(again.ebpf);
+    CHECK(gate.runs == 0);
+    CHECK(contains(again.warnings, "staying on them until the node reboots"));
+  }
+  SECTION("a choice stored by an agent without eBPF counts as netfilter, and is completed") {
+    fs::create_directories(n.run_dir());
+    write_file(n.choice_path(),
+               R"({"boot_id":"1c7a44a8-0e3c-4a55-9a1e-5f7f0c8b2d01","backend":"iptables-nft",)"
+               R"("reason":"old"})");
+    auto d = detect_ebpf(n, EbpfRequest::Auto, gate);
+    CHECK_FALSE(d.ebpf);
+    CHECK(d.from_cache);
+    CHECK(gate.runs == 0);
+    auto doc = nlohmann::json::parse(read_file(n.choice_path()), nullptr, false);
+    CHECK(doc["inpod"] == "netfilter");
+    CHECK(doc["backend"] == "iptables-nft");
+  }
+  SECTION("an unknown stored mechanism is ignored with a warning") {
+    fs::create_directories(n.run_dir());
+    write_file(n.choice_path(),
+               R"({"boot_id":"1c7a44a8-0e3c-4a55-9a1e-5f7f0c8b2d01","backend":"iptables-nft",)"
+               R"("inpod":"xdp"})");
+    auto d = detect_ebpf(n, EbpfRequest::Auto, gate);
+    CHECK(d.ebpf);
+    CHECK(contains(d.warnings, "unknown in-pod mechanism \"xdp\""));
+  }
+  SECTION("FORCE_IPTABLES_BINARY re-decides the host side and keeps the in-pod choice") {
+    REQUIRE(detect_ebpf(n, EbpfRequest::Auto, gate).ebpf);
+    DetectOptions o = n.opts(false, IptablesVariant::Legacy);
+    o.ebpf = EbpfRequest::Off;
+    o.ebpf_gate = gate.fn();
+    auto d = detect_backend(o);
+    REQUIRE(d);
+    CHECK(d->kind == BackendKind::IptablesLegacy);
+    CHECK(d->ebpf);
+    auto doc = nlohmann::json::parse(read_file(n.choice_path()), nullptr, false);
+    CHECK(doc["inpod"] == "ebpf");
+    CHECK(doc["backend"] == "iptables-legacy");
+    CHECK(doc["inpod_reason"] == "kernel 6.18, programs loaded");
+  }
+}
+
 TEST_CASE("a stored nftables choice serves only NATIVE_NFTABLES", "[detect]") {
   Node n;
   REQUIRE(n.detect(true).kind == BackendKind::Nftables);

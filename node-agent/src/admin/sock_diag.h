@@ -1,0 +1,35 @@
+// The sockets of a network namespace, as the kernel's NETLINK_SOCK_DIAG
+// reports them (what `ss -ltun` reads): TCP listeners and bound UDP
+// sockets, IPv4 and IPv6. Used to see whether ztunnel's listeners exist in
+// a pod's netns, without entering any process.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "lib/result.h"
+
+namespace ambient::admin {
+
+struct ListeningSocket {
+  std::string proto;    // "tcp" | "udp"
+  std::string address;  // "0.0.0.0", "::", "127.0.0.1", ...
+  uint16_t port = 0;
+  uint64_t inode = 0;
+  uint32_t mark = 0;             // SO_MARK (the kernel reports it to CAP_NET_ADMIN callers)
+  std::string endpoint() const;  // "tcp [::]:15001"
+};
+
+// The calling thread's netns: run it inside the pod's (run_in_netns), as
+// a netlink socket answers for the netns it was made in. Sorted by proto,
+// port, address.
+Result<std::vector<ListeningSocket>> listening_sockets_here();
+
+// ztunnel's in-pod listeners (docs/redirection.md#constants) that are not
+// in `socks`, as "tcp/15001", ...; DNS (tcp and udp 15053) only when
+// `dns_capture`.
+std::vector<std::string> missing_ztunnel_listeners(const std::vector<ListeningSocket>& socks,
+                                                   bool dns_capture);
+
+}  // namespace ambient::admin
