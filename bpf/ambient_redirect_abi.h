@@ -43,6 +43,11 @@ struct amb_config {
   __u8 has_probe_snat_v6;
   __be32 probe_snat_v4;    /* kubelet probes come from here: never captured */
   __be32 probe_snat_v6[4]; /* the same, IPv6 */
+  /* Which agent loaded this instance (a hash of its node and run dir); the
+   * programs never read it. A restarted agent adopts the programs and maps
+   * of an earlier one with the same owner, and never another node's that
+   * shares the kernel. */
+  __u64 owner;
 };
 
 /* One counter per decision, in a per-CPU array shared by every instance. */

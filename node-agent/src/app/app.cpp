@@ -142,8 +142,11 @@ Result<> App::build_redirection() {
       .force_iptables = cfg_.force_iptables,
       .defer_host_report = true,
       .ebpf = ebpf_request(cfg_.ebpf_redirection),
-      .ebpf_gate = [&programs] {
-        redirect::ebpf::GateResult g = redirect::ebpf::check_gate();
+      .ebpf_gate = [&programs, this] {
+        // This node's agent, whichever process: a restart adopts the
+        // programs and maps an earlier one left in the pods.
+        redirect::ebpf::GateResult g =
+            redirect::ebpf::check_gate(cfg_.node_name + "|" + cfg_.run_dir);
         log::info("eBPF feature gate: {}: {}", g.decision.usable ? "passed" : "failed",
                   g.decision.reason);
         programs = std::move(g.programs);

@@ -8,6 +8,7 @@
 
 #include "fault/crash_point.h"
 #include "lib/unique_fd.h"
+#include "log/log.h"
 #include "redirect/inpod_netlink.h"
 
 namespace ambient::redirect {
@@ -84,10 +85,16 @@ struct HookState {
   uint32_t have = 0;
 };
 
+// Whether an attached program (by id) may stay where `Program` is wanted:
+// an earlier agent's that does exactly what ours would.
+using Adopt = std::function<bool(uint32_t, Program)>;
+
 // The plan's hooks in its order, then every other hook we could have used
 // (lo ingress, both hooks of Ethernet interfaces), each with its program.
+// An adoptable program counts as ours.
 Result<std::vector<HookState>> read_hooks(const std::vector<Interface>& interfaces,
-                                          const std::vector<Attachment>& wanted) {
+                                          const std::vector<Attachment>& wanted,
+                                          const ProgramSet& set, const Adopt& adopt) {
   std::vector<HookState> out;
   out.reserve(wanted.size() + 2 * interfaces.size());
   for (const Attachment& a : wanted) out.push_back({a.itf, a.hook, a.program});
@@ -104,6 +111,9 @@ Result<std::vector<HookState>> read_hooks(const std::vector<Interface>& interfac
   }
   for (HookState& h : out) {
     AMBIENT_ASSIGN_OR_RETURN(h.have, attached_program(h.itf, h.hook));
+    if (!h.want || h.have == 0) continue;
+    const uint32_t mine = set.get(*h.want).id;
+    if (h.have != mine && adopt(h.have, *h.want)) h.have = mine;
   }
   return out;
 }
@@ -201,6 +211,18 @@ Result<> remove_here() {
 
 }  // namespace
 
+namespace {
+
+Adopt adopter(ebpf::Programs& programs, const Variant& v) {
+  return [&programs, v](uint32_t id, Program p) {
+    auto ok = programs.adoptable(id, p, v);
+    if (!ok) log::debug("eBPF program {} not adopted: {}", id, ok.error().describe());
+    return ok && *ok;
+  };
+}
+
+}  // namespace
+
 Result<> EbpfBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg,
                               const std::function<void()>& routed) {
   const std::string context = "install eBPF redirection in " + ns.path();
@@ -210,7 +232,8 @@ Result<> EbpfBackend::install(const netns::Netns& ns, const PodRedirectConfig& c
   if (!set) return std::move(set).error().context(context);
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
     AMBIENT_ASSIGN_OR_RETURN(auto interfaces, list_interfaces());
-    AMBIENT_ASSIGN_OR_RETURN(auto hooks, read_hooks(interfaces, plan(interfaces, cfg)));
+    AMBIENT_ASSIGN_OR_RETURN(auto hooks, read_hooks(interfaces, plan(interfaces, cfg), **set,
+                                                    adopter(*programs_, *variant)));
     // A new pod has no filter of ours: nothing to compare.
     const bool any =
         std::any_of(hooks.begin(), hooks.end(), [](const HookState& h) { return h.have != 0; });
@@ -235,7 +258,8 @@ Result<VerifyReport> EbpfBackend::verify(const netns::Netns& ns,
   VerifyReport report;
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
     AMBIENT_ASSIGN_OR_RETURN(auto interfaces, list_interfaces());
-    AMBIENT_ASSIGN_OR_RETURN(auto hooks, read_hooks(interfaces, plan(interfaces, cfg)));
+    AMBIENT_ASSIGN_OR_RETURN(auto hooks, read_hooks(interfaces, plan(interfaces, cfg), **set,
+                                                    adopter(*programs_, *variant)));
     AMBIENT_ASSIGN_OR_RETURN(report.problems, problems_here(hooks, **set, cfg));
     return {};
   });

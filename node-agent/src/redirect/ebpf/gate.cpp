@@ -65,7 +65,7 @@ GateDecision decide(const GateFacts& f) {
           "kernel " + version_text(*kernel) + ", programs loaded and attached in a scratch netns"};
 }
 
-GateResult check_gate() {
+GateResult check_gate(const std::string& owner) {
   GateResult out;
   utsname u{};
   if (::uname(&u) == 0) out.facts.kernel_release = u.release;
@@ -73,7 +73,7 @@ GateResult check_gate() {
   out.facts.btf = ::stat(kVmlinuxBtf, &st) == 0;
   const auto kernel = parse_kernel_release(out.facts.kernel_release);
   if (kernel && *kernel >= kMinKernel && out.facts.btf) {
-    auto loaded = Programs::load();
+    auto loaded = Programs::load(owner);
     if (!loaded) {
       out.facts.load_error = loaded.error().describe();
     } else {

@@ -54,6 +54,7 @@ struct GateResult {
 // verifier proves every helper and program type they use) and attaches
 // and detaches them on lo of a throwaway netns; the node's netns is never
 // touched.
-GateResult check_gate();
+// `owner` as Programs::load takes it.
+GateResult check_gate(const std::string& owner = "");
 
 }  // namespace ambient::redirect::ebpf

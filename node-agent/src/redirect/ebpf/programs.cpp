@@ -3,13 +3,18 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <netinet/in.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "lib/ip_address.h"
+#include "lib/unique_fd.h"
 #include "log/log.h"
 
 #include "ambient_redirect.skel.h"
@@ -82,6 +87,129 @@ amb_config config_of(const Variant& v) {
   return c;
 }
 
+// FNV-1a: the same value from every build of the agent, which the owner
+// must be across an upgrade (std::hash promises nothing of the kind).
+uint64_t owner_hash(std::string_view owner) {
+  if (owner.empty()) return 0;
+  uint64_t h = 14695981039346656037ULL;
+  for (const unsigned char c : owner) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+// A loaded program's info and the ids of the maps it uses.
+struct ProgInfo {
+  bpf_prog_info info{};
+  std::vector<uint32_t> map_ids;
+};
+
+Result<ProgInfo> prog_info(int fd) {
+  ProgInfo out;
+  uint32_t len = sizeof out.info;
+  if (bpf_obj_get_info_by_fd(fd, &out.info, &len) != 0) {
+    return bpf_error("read a program's info", errno);
+  }
+  out.map_ids.resize(out.info.nr_map_ids);
+  if (out.map_ids.empty()) return out;
+  bpf_prog_info again{};
+  again.nr_map_ids = static_cast<uint32_t>(out.map_ids.size());
+  again.map_ids = reinterpret_cast<uintptr_t>(out.map_ids.data());
+  len = sizeof again;
+  if (bpf_obj_get_info_by_fd(fd, &again, &len) != 0) {
+    return bpf_error("read a program's maps", errno);
+  }
+  out.map_ids.resize(std::min<size_t>(again.nr_map_ids, out.map_ids.size()));
+  return out;
+}
+
+struct MapRef {
+  UniqueFd fd;
+  bpf_map_info info{};
+  std::string_view name() const { return info.name; }
+  bool is_rodata() const {
+    const std::string_view n = name();
+    return n.size() >= 7 && n.substr(n.size() - 7) == ".rodata";
+  }
+};
+
+Result<MapRef> map_by_id(uint32_t id) {
+  MapRef m;
+  m.fd = UniqueFd(bpf_map_get_fd_by_id(id));
+  if (!m.fd.valid()) return bpf_error("open map " + std::to_string(id), errno);
+  uint32_t len = sizeof m.info;
+  if (bpf_obj_get_info_by_fd(m.fd.get(), &m.info, &len) != 0) {
+    return bpf_error("read map " + std::to_string(id), errno);
+  }
+  return m;
+}
+
+// The kernel's id of a map this process has open.
+Result<uint32_t> map_id(const bpf_map* m) {
+  bpf_map_info info{};
+  uint32_t len = sizeof info;
+  if (bpf_obj_get_info_by_fd(bpf_map__fd(m), &info, &len) != 0) {
+    return bpf_error(std::string("read the id of map ") + bpf_map__name(m), errno);
+  }
+  return info.id;
+}
+
+// The one value of an array map such as .rodata.
+Result<std::vector<uint8_t>> first_value(int fd, uint32_t value_size) {
+  std::vector<uint8_t> v(value_size);
+  const uint32_t key = 0;
+  if (bpf_map_lookup_elem(fd, &key, v.data()) != 0) return bpf_error("read .rodata", errno);
+  return v;
+}
+
+// The configuration a loaded instance was made with, from its .rodata.
+std::optional<amb_config> config_of_program(const ProgInfo& p) {
+  for (uint32_t id : p.map_ids) {
+    auto m = map_by_id(id);
+    if (!m || !m->is_rodata() || m->info.value_size < sizeof(amb_config)) continue;
+    auto v = first_value(m->fd.get(), m->info.value_size);
+    if (!v) continue;
+    amb_config c{};
+    std::memcpy(&c, v->data(), sizeof c);
+    return c;
+  }
+  return std::nullopt;
+}
+
+// The shared maps of the newest amb_egress in the kernel loaded for
+// `owner` (an earlier process of this agent): fds of its counters and DNS
+// NAT maps, -1 for none. Read-only: nothing is changed.
+std::pair<int, int> earlier_maps(uint64_t owner) {
+  uint32_t best = 0;
+  ProgInfo best_info;
+  for (uint32_t id = 0; bpf_prog_get_next_id(id, &id) == 0;) {
+    UniqueFd fd(bpf_prog_get_fd_by_id(id));
+    if (!fd.valid()) continue;  // gone meanwhile
+    auto p = prog_info(fd.get());
+    if (!p || std::string_view(p->info.name) != program_name(Program::Egress)) continue;
+    const auto c = config_of_program(*p);
+    if (c && c->owner == owner && id > best) {
+      best = id;
+      best_info = std::move(*p);
+    }
+  }
+  int stats = -1, dns_nat = -1;
+  for (uint32_t id : best_info.map_ids) {
+    auto m = map_by_id(id);
+    if (!m) continue;
+    if (m->name() == "amb_stats" && stats < 0) stats = m->fd.release();
+    if (m->name() == "amb_dns_nat" && dns_nat < 0) dns_nat = m->fd.release();
+  }
+  if (best != 0) {
+    log::info(
+        "eBPF: taking over the counters and DNS NAT map of this agent's earlier programs "
+        "(amb_egress id {})",
+        best);
+  }
+  return {stats, dns_nat};
+}
+
 template <size_t N>
 Result<std::optional<std::array<uint8_t, N>>> parse_address(const std::string& text, int family,
                                                             std::string_view what) {
@@ -135,10 +263,15 @@ Result<Variant> variant_for(const PodRedirectConfig& cfg) {
   return v;
 }
 
-Result<std::shared_ptr<Programs>> Programs::load() {
+Result<std::shared_ptr<Programs>> Programs::load(const std::string& owner) {
   static std::once_flag print_set;
   std::call_once(print_set, [] { libbpf_set_print(libbpf_print); });
   std::shared_ptr<Programs> programs(new Programs());
+  programs->owner_ = owner_hash(owner);
+  if (programs->owner_ != 0) {
+    std::tie(programs->earlier_stats_fd_, programs->earlier_dns_nat_fd_) =
+        earlier_maps(programs->owner_);
+  }
   AMBIENT_ASSIGN_OR_RETURN(Variant v, variant_for(PodRedirectConfig{}));
   AMBIENT_RETURN_IF_ERROR(programs->get(v));
   return programs;
@@ -146,25 +279,44 @@ Result<std::shared_ptr<Programs>> Programs::load() {
 
 // The kernel keeps a shared map while any loaded program uses it, so the
 // instances may go in any order.
-Programs::~Programs() = default;
+Programs::~Programs() {
+  for (int fd : {earlier_stats_fd_, earlier_dns_nat_fd_}) {
+    if (fd >= 0) ::close(fd);
+  }
+}
 
-Result<std::unique_ptr<Programs::Instance>> Programs::load_instance(const Variant& v) const {
+Result<std::unique_ptr<Programs::Instance>> Programs::load_instance(const Variant& v) {
   last_libbpf_warning.clear();
   Skeleton skel(ambient_redirect__open());
   if (!skel) return bpf_error("open the embedded eBPF object", errno);
-  const amb_config c = config_of(v);
+  amb_config c = config_of(v);
+  c.owner = owner_;
   std::memcpy(&skel->rodata->amb_cfg, &c, sizeof c);
+  // Later instances share the first one's maps; the first takes over an
+  // earlier process's, when they are still compatible.
+  const bool earlier = !maps_owner_ && earlier_stats_fd_ >= 0 && earlier_dns_nat_fd_ >= 0;
+  auto share = [&](bpf_map* mine, int theirs) -> Result<> {
+    if (int e = bpf_map__reuse_fd(mine, theirs); e != 0) {
+      return bpf_error(std::string("share map ") + bpf_map__name(mine), e);
+    }
+    return {};
+  };
   if (maps_owner_) {
     const ambient_redirect& owner = *maps_owner_->skel;
-    for (auto [mine, theirs] : {std::pair{skel->maps.amb_stats, owner.maps.amb_stats},
-                                std::pair{skel->maps.amb_dns_nat, owner.maps.amb_dns_nat}}) {
-      if (int e = bpf_map__reuse_fd(mine, bpf_map__fd(theirs)); e != 0) {
-        return bpf_error(std::string("share map ") + bpf_map__name(mine), e);
-      }
-    }
+    AMBIENT_RETURN_IF_ERROR(share(skel->maps.amb_stats, bpf_map__fd(owner.maps.amb_stats)));
+    AMBIENT_RETURN_IF_ERROR(share(skel->maps.amb_dns_nat, bpf_map__fd(owner.maps.amb_dns_nat)));
+  } else if (earlier) {
+    AMBIENT_RETURN_IF_ERROR(share(skel->maps.amb_stats, earlier_stats_fd_));
+    AMBIENT_RETURN_IF_ERROR(share(skel->maps.amb_dns_nat, earlier_dns_nat_fd_));
   }
   if (int e = ambient_redirect__load(skel.get()); e != 0) {
-    return bpf_error("load the eBPF programs", e);
+    if (!earlier) return bpf_error("load the eBPF programs", e);
+    // Maps of an older layout: start afresh, as with no earlier process.
+    log::warn("eBPF: the earlier programs' maps do not fit these programs ({}); new maps",
+              bpf_error("load", e).describe());
+    ::close(std::exchange(earlier_stats_fd_, -1));
+    ::close(std::exchange(earlier_dns_nat_fd_, -1));
+    return load_instance(v);
   }
   std::array<LoadedProgram, std::size(kPrograms)> progs{};
   for (Program p : kPrograms) {
@@ -174,7 +326,9 @@ Result<std::unique_ptr<Programs::Instance>> Programs::load_instance(const Varian
     if (int e = bpf_obj_get_info_by_fd(fd, &info, &len); e != 0) {
       return bpf_error("read the id of " + std::string(program_name(p)), e);
     }
-    progs[static_cast<size_t>(p)] = {.fd = fd, .id = info.id};
+    LoadedProgram& lp = progs[static_cast<size_t>(p)];
+    lp = {.fd = fd, .id = info.id};
+    std::memcpy(lp.tag.data(), info.tag, lp.tag.size());
   }
   return std::make_unique<Instance>(Instance{std::move(skel), ProgramSet(progs)});
 }
@@ -189,6 +343,40 @@ Result<const ProgramSet*> Programs::get(const Variant& v) {
   log::debug("eBPF programs loaded: dns_capture={} ipv6={} (instance {} of this process)",
              v.dns_capture, v.ipv6, instances_.size());
   return &loaded->set;
+}
+
+Result<bool> Programs::adoptable(uint32_t id, Program p, const Variant& v) {
+  AMBIENT_ASSIGN_OR_RETURN(const ProgramSet* set, get(v));
+  std::lock_guard lk(mu_);
+  if (auto it = adoptable_.find(id); it != adoptable_.end()) return it->second;
+  const Instance& mine = *instances_.at(v);
+  const LoadedProgram want = set->get(p);
+  auto decide = [&]() -> Result<bool> {
+    UniqueFd fd(bpf_prog_get_fd_by_id(id));
+    if (!fd.valid()) return false;  // gone: nothing to adopt
+    AMBIENT_ASSIGN_OR_RETURN(ProgInfo theirs, prog_info(fd.get()));
+    if (std::string_view(theirs.info.name) != program_name(p) ||
+        std::memcmp(theirs.info.tag, want.tag.data(), want.tag.size()) != 0) {
+      return false;
+    }
+    AMBIENT_ASSIGN_OR_RETURN(const uint32_t stats, map_id(maps_owner_->skel->maps.amb_stats));
+    AMBIENT_ASSIGN_OR_RETURN(const uint32_t nat, map_id(maps_owner_->skel->maps.amb_dns_nat));
+    const uint32_t shared[] = {stats, nat};
+    AMBIENT_ASSIGN_OR_RETURN(auto my_rodata,
+                             first_value(bpf_map__fd(mine.skel->maps.rodata),
+                                         bpf_map__value_size(mine.skel->maps.rodata)));
+    for (uint32_t map_id : theirs.map_ids) {
+      if (std::find(std::begin(shared), std::end(shared), map_id) != std::end(shared)) continue;
+      AMBIENT_ASSIGN_OR_RETURN(MapRef m, map_by_id(map_id));
+      if (!m.is_rodata()) return false;  // a map this process does not use
+      AMBIENT_ASSIGN_OR_RETURN(auto rodata, first_value(m.fd.get(), m.info.value_size));
+      if (rodata != my_rodata) return false;  // another configuration or owner
+    }
+    return true;
+  };
+  AMBIENT_ASSIGN_OR_RETURN(const bool ok, decide());
+  adoptable_[id] = ok;
+  return ok;
 }
 
 int Programs::dns_nat_fd() const {

@@ -44,8 +44,9 @@ struct Variant {
 Result<Variant> variant_for(const PodRedirectConfig& cfg);
 
 struct LoadedProgram {
-  int fd = -1;      // owned by the Programs object
-  uint32_t id = 0;  // the kernel's program id, what a tc query reports
+  int fd = -1;                   // owned by the Programs object
+  uint32_t id = 0;               // the kernel's program id, what a tc query reports
+  std::array<uint8_t, 8> tag{};  // the kernel's hash of its instructions
 };
 
 // One loaded instance of every program.
@@ -65,8 +66,11 @@ std::string_view counter_name(amb_counter c);
 class Programs {
  public:
   // Loads the variant of a default configuration at once, so a kernel that
-  // refuses the programs is known when the agent starts.
-  static Result<std::shared_ptr<Programs>> load();
+  // refuses the programs is known when the agent starts. `owner` names this
+  // agent (its node and run dir): the counters and DNS NAT map of an earlier
+  // process with the same owner whose programs are still in the kernel are
+  // taken over, so counts go on and DNS replies in flight keep their NAT.
+  static Result<std::shared_ptr<Programs>> load(const std::string& owner = "");
   ~Programs();
   Programs(const Programs&) = delete;
   Programs& operator=(const Programs&) = delete;
@@ -75,6 +79,12 @@ class Programs {
   // milliseconds per instance) and kept. The pointer stays valid for the
   // Programs object's life.
   Result<const ProgramSet*> get(const Variant& v);
+  // Whether the program with kernel id `id`, found attached, does exactly
+  // what this process's `p` for `v` does: the same name and instructions,
+  // the same configuration and owner, and this process's shared maps. Such
+  // a program, an earlier agent's, is adopted rather than replaced. Cached
+  // per id.
+  Result<bool> adoptable(uint32_t id, Program p, const Variant& v);
   // The per-decision counters summed over CPUs, for every instance.
   Result<Counters> counters() const;
   // The DNS NAT map shared by every instance (tests read it).
@@ -83,10 +93,15 @@ class Programs {
  private:
   struct Instance;
   Programs() = default;
-  Result<std::unique_ptr<Instance>> load_instance(const Variant& v) const;
+  Result<std::unique_ptr<Instance>> load_instance(const Variant& v);
 
   mutable std::mutex mu_;
+  uint64_t owner_ = 0;
   std::map<Variant, std::unique_ptr<Instance>> instances_;
+  std::map<uint32_t, bool> adoptable_;  // by program id
+  // An earlier process's shared maps (counters, DNS NAT), taken over by
+  // the first instance; closed once it is loaded.
+  int earlier_stats_fd_ = -1, earlier_dns_nat_fd_ = -1;
   // The first instance loaded: it created the maps every later one reuses
   // (counters, DNS NAT), so they outlive no instance that uses them.
   const Instance* maps_owner_ = nullptr;

@@ -14,6 +14,7 @@
 #include "redirect/ebpf/backend.h"
 #include "redirect/ebpf/programs.h"
 #include "redirect/nftables/backend.h"
+#include "support/random.h"
 #include "support/test_netns.h"
 
 using namespace ambient;
@@ -341,4 +342,57 @@ TEST_CASE("eBPF backend: per-pod install time next to nftables", "[ebpf][timing]
               << " ms, max " << v.back() << " ms\n";
   }
   CHECK(ms["ebpf"][kPods / 2] < ms["nftables"][kPods / 2]);
+}
+
+// docs/redirection.md#ebpf-loading: a restarted agent (a new Programs with
+// the same owner) leaves an earlier process's identical programs in place
+// and keeps counting in its maps; another owner's programs, or another
+// configuration's, are replaced.
+TEST_CASE("eBPF backend: a new agent process adopts its predecessor's programs, not another's",
+          "[ebpf]") {
+  const std::string owner = "node-" + ambient::test::random_hex(8) + "|/run";
+  auto first = ebpf::Programs::load(owner);
+  AMBIENT_REQUIRE_OK(first);
+  Pair p;
+  EbpfBackend earlier(*first);
+  AMBIENT_REQUIRE_OK(earlier.install(p.pod.ns(), kCfg));
+  const std::string filters = p.pod.exec({"tc", "filter", "show", "dev", "eth0", "egress"});
+
+  SECTION("the same owner: adopted, counters go on in the same map") {
+    auto second = ebpf::Programs::load(owner);
+    AMBIENT_REQUIRE_OK(second);
+    EbpfBackend later(*second);
+    auto v = later.verify(p.pod.ns(), kCfg);
+    AMBIENT_REQUIRE_OK(v);
+    INFO((v->problems.empty() ? std::string() : v->problems.front()));
+    CHECK(v->complete);
+    AMBIENT_REQUIRE_OK(later.install(p.pod.ns(), kCfg));
+    CHECK(p.pod.exec({"tc", "filter", "show", "dev", "eth0", "egress"}) == filters);
+    // One map: what the earlier programs count, the new process reads.
+    Sockets s(p);
+    const auto before = *(*second)->counters();
+    UniqueFd c = connect_from(p.pod, {"10.99.0.1", 9090});
+    CHECK(connected(c.get()));
+    CHECK((*(*second)->counters())[AMB_CNT_OUTBOUND] > before[AMB_CNT_OUTBOUND]);
+    CHECK(*(*second)->counters() == *(*first)->counters());
+  }
+  SECTION("another owner (another node on the same kernel): replaced") {
+    auto other = ebpf::Programs::load(owner + "-other");
+    AMBIENT_REQUIRE_OK(other);
+    EbpfBackend later(*other);
+    auto v = later.verify(p.pod.ns(), kCfg);
+    AMBIENT_REQUIRE_OK(v);
+    CHECK_FALSE(v->complete);
+    AMBIENT_REQUIRE_OK(later.install(p.pod.ns(), kCfg));
+    CHECK(later.verify(p.pod.ns(), kCfg)->complete);
+    CHECK(p.pod.exec({"tc", "filter", "show", "dev", "eth0", "egress"}) != filters);
+  }
+  SECTION("the same owner, another configuration: replaced") {
+    auto second = ebpf::Programs::load(owner);
+    AMBIENT_REQUIRE_OK(second);
+    EbpfBackend later(*second);
+    PodRedirectConfig no_dns = kCfg;
+    no_dns.dns_capture = !kCfg.dns_capture;
+    CHECK_FALSE(later.verify(p.pod.ns(), no_dns)->complete);
+  }
 }
