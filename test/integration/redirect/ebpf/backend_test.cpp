@@ -2,11 +2,16 @@
 // veth named eth0 on both sides, with sockets standing in for ztunnel
 // (bound as ztunnel binds them), an app and a peer: every capture path
 // with real connections, v4 and v6, plus install/verify/remove.
+#include <linux/ethtool.h>
 #include <linux/pkt_cls.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstring>
 #include <iostream>
 #include <map>
 
@@ -44,6 +49,33 @@ struct Pair {
     pod.exec({"ip", "-6", "route", "add", "default", "via", "fd99::1"});
   }
 };
+
+// The pod netns settings the capture must not depend on
+// (docs/redirection.md#ebpf-dns, checksums): reverse-path filtering in each
+// mode, and software checksums on the pod's interface (veth offloads them
+// by default, which would hide a rewrite that leaves a wrong checksum).
+const std::vector<std::string> kPodSettings = {"rp_filter=0", "rp_filter=1", "rp_filter=2",
+                                               "tx checksum offload off"};
+
+void apply_setting(const TestNetns& pod, std::string_view setting) {
+  if (setting.rfind("rp_filter=", 0) == 0) {
+    const std::string mode(setting.substr(setting.find('=') + 1));
+    for (const char* dev : {"all", "default", "eth0", "lo"}) {
+      pod.exec({"sysctl", "-q", "-w", "net.ipv4.conf." + std::string(dev) + ".rp_filter=" + mode});
+    }
+    return;
+  }
+  auto off = in_netns(pod, []() -> Result<int> {
+    UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    ethtool_value v{.cmd = ETHTOOL_STXCSUM, .data = 0};
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, "eth0", IFNAMSIZ - 1);
+    ifr.ifr_data = reinterpret_cast<char*>(&v);
+    if (::ioctl(s.get(), SIOCETHTOOL, &ifr) != 0) return sys_error("ETHTOOL_STXCSUM on eth0");
+    return 0;
+  });
+  AMBIENT_REQUIRE_OK(off);
+}
 
 // ztunnel's in-pod sockets as ztunnel makes them (docs/zds.md), the app's
 // listener on 8080, and the peer's server on 9090 and resolver on 53.
@@ -95,7 +127,10 @@ int landed(const TestNetns& from_ns, const Endpoint& to, const std::vector<int>&
 }  // namespace
 
 TEST_CASE("eBPF backend: capture with real connections, IPv4 and IPv6", "[ebpf]") {
+  const std::string setting = GENERATE(from_range(kPodSettings));
+  INFO("pod netns: " << setting);
   Pair p;
+  apply_setting(p.pod, setting);
   Sockets s(p);
   EbpfBackend backend(programs());
   AMBIENT_REQUIRE_OK(backend.install(p.pod.ns(), kCfg));
@@ -149,7 +184,10 @@ TEST_CASE("eBPF backend: capture with real connections, IPv4 and IPv6", "[ebpf]"
 }
 
 TEST_CASE("eBPF backend: DNS reaches ztunnel's proxy and the answer the app", "[ebpf]") {
+  const std::string setting = GENERATE(from_range(kPodSettings));
+  INFO("pod netns: " << setting);
   Pair p;
+  apply_setting(p.pod, setting);
   Sockets s(p);
   EbpfBackend backend(programs());
   AMBIENT_REQUIRE_OK(backend.install(p.pod.ns(), kCfg));
