@@ -404,6 +404,7 @@ func TestRBACIsExactlyTheMinimalSet(t *testing.T) {
 			{"", "pods", "", "get"}, {"", "pods", "", "list"}, {"", "pods", "", "watch"},
 		},
 		"ClusterRole/istio-cni-ambient": {
+			{"", "events", "", "create"},
 			{"", "pods/status", "", "patch"},
 			{"apps", "daemonsets", "istio-cni-node", "get"},
 		},
