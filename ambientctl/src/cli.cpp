@@ -54,6 +54,20 @@ const Command kCommands[] = {
      "tc BPF programs, ip rules, route table 100, sysctls, listening sockets; --netns needs no "
      "agent and changes nothing",
      "  --netns PATH         a network namespace file (e.g. /var/run/netns/cni-...)\n"},
+    {"trace",
+     "ambientctl trace NAMESPACE/NAME --to IP:PORT [--udp] [--mark N] | --inbound [--from IP] "
+     "--port PORT",
+     "a real probe through the pod's redirection, made by the agent: who received it "
+     "(ztunnel-outbound, ztunnel-inbound, ztunnel-hbone, ztunnel-dns, app or nobody), the "
+     "original destination it sees, the rule or program decisions whose counters moved, and "
+     "why; nothing is left behind",
+     "  --to IP:PORT         outbound: connect from inside the pod ([IPv6]:PORT for IPv6)\n"
+     "  --udp                outbound: a UDP DNS query instead of a TCP connection\n"
+     "  --mark N             outbound: SO_MARK of the probe socket (1337: ztunnel's own)\n"
+     "  --inbound            connect to the pod's IP from the node's netns\n"
+     "  --from IP            inbound: the probe's source address (default: the node's own)\n"
+     "  --port PORT          inbound: the pod's port\n"
+     "  --netns PATH         the pod's netns, for a pod the agent has not enrolled\n"},
     {"events", "ambientctl events [-f]",
      "the agent's events (enrolled, failed, removed, drift, repaired, zds_connected, "
      "zds_disconnected, dropped) from now on",
@@ -104,11 +118,65 @@ struct Args {
   bool all = false;
   bool follow = false;
   std::string netns;
+  // trace
+  std::string to, from;
+  bool udp = false, inbound = false;
+  uint32_t port = 0, mark = 0;
+  bool port_set = false, mark_set = false;
 };
+
+// A number in [min, max], or nothing.
+std::optional<uint32_t> parse_uint(const std::optional<std::string>& v, uint32_t min,
+                                   uint32_t max) {
+  if (!v || v->empty() || v->size() > 10) return std::nullopt;
+  uint64_t n = 0;
+  for (char c : *v) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (n < min || n > max) return std::nullopt;
+  return static_cast<uint32_t>(n);
+}
 
 struct UsageError {
   std::string message;
 };
+
+enum class TraceFlag { NotOne, Ok, Bad };
+
+// `trace`'s own flags; `value` takes the flag's value.
+template <class Value>
+TraceFlag parse_trace_flag(const std::string& arg, Value&& value, Args& a) {
+  if (arg == "--udp") {
+    a.udp = true;
+  } else if (arg == "--inbound") {
+    a.inbound = true;
+  } else if (arg == "--to" || arg == "--from") {
+    auto v = value();
+    if (!v || v->empty()) return TraceFlag::Bad;
+    (arg == "--to" ? a.to : a.from) = *v;
+  } else if (arg == "--port") {
+    auto n = parse_uint(value(), 1, 65535);
+    if (!n) return TraceFlag::Bad;
+    a.port = *n;
+    a.port_set = true;
+  } else if (arg == "--mark") {
+    auto n = parse_uint(value(), 0, 0xffffffffu);
+    if (!n) return TraceFlag::Bad;
+    a.mark = *n;
+    a.mark_set = true;
+  } else {
+    return TraceFlag::NotOne;
+  }
+  return TraceFlag::Ok;
+}
+
+std::string trace_flag_error(const std::string& arg) {
+  if (arg == "--to") return "--to needs IP:PORT";
+  if (arg == "--from") return "--from needs an IP address";
+  if (arg == "--port") return "--port needs a port (1-65535)";
+  return "--mark needs a number (decimal)";
+}
 
 std::optional<UsageError> parse(const std::vector<std::string>& args, Args& a) {
   for (size_t i = 0; i < args.size(); ++i) {
@@ -170,6 +238,8 @@ std::optional<UsageError> parse(const std::vector<std::string>& args, Args& a) {
       auto v = value();
       if (!v || v->empty()) return UsageError{"--netns needs a path"};
       a.netns = *v;
+    } else if (auto t = parse_trace_flag(arg, value, a); t != TraceFlag::NotOne) {
+      if (t == TraceFlag::Bad) return UsageError{trace_flag_error(arg)};
     } else if (arg.size() > 1 && arg[0] == '-') {
       return UsageError{"unknown flag " + arg};
     } else if (a.command.empty()) {
@@ -344,10 +414,105 @@ int cmd_events(Client& c, const Args& a, Io& io) {
   return kExitOk;
 }
 
+int cmd_trace(Client& c, const Args& a, Io& io) {
+  auto pod = split_pod(a.positional.at(0));
+  v1::TraceRequest req;
+  req.set_namespace_(pod->first);
+  req.set_name(pod->second);
+  req.set_inbound(a.inbound);
+  req.set_to(a.to);
+  req.set_udp(a.udp);
+  req.set_from(a.from);
+  req.set_port(a.port);
+  req.set_mark(a.mark);
+  req.set_netns(a.netns);
+  v1::TraceResponse r;
+  auto st = c.call(&v1::Admin::Stub::Trace, req, &r);
+  if (!st.ok()) return report(st, io);
+  return print(io, a.format, r, [&] { return trace_table(r); });
+}
+
+// The flags of `trace` that do not go together, checked before asking.
+std::optional<std::string> trace_usage(const Args& a) {
+  if (a.inbound) {
+    if (!a.port_set) return "trace --inbound needs --port PORT";
+    if (!a.to.empty() || a.udp || a.mark_set) {
+      return "--to, --udp and --mark are for outbound traces, not --inbound";
+    }
+    return std::nullopt;
+  }
+  if (a.to.empty()) return "trace needs --to IP:PORT (outbound) or --inbound --port PORT";
+  if (!a.from.empty() || a.port_set) return "--from and --port are for --inbound traces";
+  return std::nullopt;
+}
+
 int usage(Io& io, const std::string& message, const Command* c) {
   io.err << "ambientctl: " << message << "\n"
          << (c ? "Usage: " + std::string(c->usage) : std::string("see ambientctl --help")) << "\n";
   return kExitError;
+}
+
+// Arguments each command takes, checked before anything is asked: what
+// is wrong, or nothing.
+std::optional<std::string> check_args(const Args& a) {
+  const bool one_pod = a.command == "pod" || a.command == "trace" ||
+                       (a.command == "verify" && !a.all) ||
+                       (a.command == "inspect" && a.netns.empty());
+  const size_t max_positional = (one_pod || a.command == "verify") ? 1 : 0;
+  if (a.positional.size() > max_positional) {
+    return "unexpected argument \"" + a.positional[max_positional] + "\"";
+  }
+  if (one_pod && a.command != "verify" && a.positional.empty()) {
+    return a.command + " needs NAMESPACE/NAME";
+  }
+  if (a.command == "verify" && a.all && !a.positional.empty()) {
+    return "verify takes NAMESPACE/NAME or --all, not both";
+  }
+  if (a.command == "inspect" && !a.netns.empty() && !a.positional.empty()) {
+    return "inspect takes NAMESPACE/NAME or --netns PATH, not both";
+  }
+  if (!a.positional.empty() && !split_pod(a.positional[0])) {
+    return "\"" + a.positional[0] + "\" is not NAMESPACE/NAME";
+  }
+  if (!a.ns.empty() && a.command != "pods") return "-n is for `pods` only";
+  if (a.follow && a.command != "events") return "-f is for `events` only";
+  if (!a.netns.empty() && a.command != "inspect" && a.command != "trace") {
+    return "--netns is for `inspect` and `trace` only";
+  }
+  const bool trace_flags =
+      !a.to.empty() || !a.from.empty() || a.udp || a.inbound || a.port_set || a.mark_set;
+  if (trace_flags && a.command != "trace") {
+    return "--to, --from, --udp, --inbound, --port and --mark are for `trace` only";
+  }
+  if (a.command == "trace") {
+    if (auto why = trace_usage(a)) return *why;
+  }
+  return std::nullopt;
+}
+
+int dispatch(Client& client, const Args& a, Io& io) {
+  if (a.command == "status") return cmd_status(client, a, io);
+  if (a.command == "pods") return cmd_pods(client, a, io);
+  if (a.command == "pod") return cmd_pod(client, a, io);
+  if (a.command == "verify") return cmd_verify(client, a, io);
+  if (a.command == "events") return cmd_events(client, a, io);
+  if (a.command == "trace") return cmd_trace(client, a, io);
+  if (a.command == "inspect") {
+    auto pod = split_pod(a.positional[0]);
+    v1::GetPodRequest req;
+    req.set_namespace_(pod->first);
+    req.set_name(pod->second);
+    v1::Pod p;
+    auto st = client.call(&v1::Admin::Stub::GetPod, req, &p);
+    if (!st.ok()) return report(st, io);
+    if (p.netns().empty()) {
+      io.err << "ambientctl: pod " << a.positional[0] << " has no netns known to the agent (state "
+             << p.state() << ")\n";
+      return kExitError;
+    }
+    return inspect_netns(p.netns(), a.format, io.out, io.err);
+  }
+  return usage(io, "unknown command \"" + a.command + "\"", nullptr);
 }
 
 }  // namespace
@@ -372,30 +537,7 @@ int run(const std::vector<std::string>& args, Io& io) {
     io.out << "ambientctl " << kVersion << "\n";
     return kExitOk;
   }
-  // Arguments each command takes, checked before anything is asked.
-  const bool one_pod = a.command == "pod" || (a.command == "verify" && !a.all) ||
-                       (a.command == "inspect" && a.netns.empty());
-  const size_t max_positional = (one_pod || a.command == "verify") ? 1 : 0;
-  if (a.positional.size() > max_positional) {
-    return usage(io, "unexpected argument \"" + a.positional[max_positional] + "\"", c);
-  }
-  if (one_pod && a.command != "verify" && a.positional.empty()) {
-    return usage(io, a.command + " needs NAMESPACE/NAME", c);
-  }
-  if (a.command == "verify" && a.all && !a.positional.empty()) {
-    return usage(io, "verify takes NAMESPACE/NAME or --all, not both", c);
-  }
-  if (a.command == "inspect" && !a.netns.empty() && !a.positional.empty()) {
-    return usage(io, "inspect takes NAMESPACE/NAME or --netns PATH, not both", c);
-  }
-  if (!a.positional.empty() && !split_pod(a.positional[0])) {
-    return usage(io, "\"" + a.positional[0] + "\" is not NAMESPACE/NAME", c);
-  }
-  if (!a.ns.empty() && a.command != "pods") return usage(io, "-n is for `pods` only", c);
-  if (a.follow && a.command != "events") return usage(io, "-f is for `events` only", c);
-  if (!a.netns.empty() && a.command != "inspect") {
-    return usage(io, "--netns is for `inspect` only", c);
-  }
+  if (auto why = check_args(a)) return usage(io, *why, c);
   if (a.command == "inspect" && !a.netns.empty()) {
     return inspect_netns(a.netns, a.format, io.out, io.err);  // no agent involved
   }
@@ -404,27 +546,7 @@ int run(const std::vector<std::string>& args, Io& io) {
     return kExitUnreachable;
   }
   Client client(a.socket, a.timeout_s);
-  if (a.command == "status") return cmd_status(client, a, io);
-  if (a.command == "pods") return cmd_pods(client, a, io);
-  if (a.command == "pod") return cmd_pod(client, a, io);
-  if (a.command == "verify") return cmd_verify(client, a, io);
-  if (a.command == "events") return cmd_events(client, a, io);
-  if (a.command == "inspect") {
-    auto pod = split_pod(a.positional[0]);
-    v1::GetPodRequest req;
-    req.set_namespace_(pod->first);
-    req.set_name(pod->second);
-    v1::Pod p;
-    auto st = client.call(&v1::Admin::Stub::GetPod, req, &p);
-    if (!st.ok()) return report(st, io);
-    if (p.netns().empty()) {
-      io.err << "ambientctl: pod " << a.positional[0] << " has no netns known to the agent (state "
-             << p.state() << ")\n";
-      return kExitError;
-    }
-    return inspect_netns(p.netns(), a.format, io.out, io.err);
-  }
-  return usage(io, "unknown command \"" + a.command + "\"", nullptr);
+  return dispatch(client, a, io);
 }
 
 }  // namespace ambient::ctl

@@ -258,6 +258,18 @@ std::string verify_table(const admin::v1::VerifyResponse& r) {
   return out;
 }
 
+std::string trace_table(const admin::v1::TraceResponse& r) {
+  std::vector<std::vector<std::string>> rows = {
+      {"Receiver:",
+       r.receiver() +
+           (r.receiver_port() ? " (port " + std::to_string(r.receiver_port()) + ")" : "")},
+      {"Original destination:", r.original_destination().empty() ? "-" : r.original_destination()},
+      {"Enrolled:", r.enrolled() ? "yes" : "no"},
+      {"Decisions:", r.decisions().empty() ? "none counted" : r.decisions(0)}};
+  for (int i = 1; i < r.decisions_size(); ++i) rows.push_back({"", r.decisions(i)});
+  return align(rows) + "\n" + r.explanation() + "\n";
+}
+
 std::string event_line(const admin::v1::Event& e) {
   std::string who = e.namespace_().empty() ? "-" : e.namespace_() + "/" + e.name();
   return e.time() + "  " + e.kind() + "  " + who + (e.message().empty() ? "" : "  " + e.message()) +

@@ -27,6 +27,7 @@ std::string status_table(const admin::v1::Status& s);
 std::string pods_table(const admin::v1::ListPodsResponse& r);
 std::string pod_table(const admin::v1::Pod& p);
 std::string verify_table(const admin::v1::VerifyResponse& r);
+std::string trace_table(const admin::v1::TraceResponse& r);
 std::string event_line(const admin::v1::Event& e);
 
 // Rows as columns padded to the widest cell, two spaces apart; the last

@@ -14,6 +14,7 @@
 #include "support/backends.h"
 #include "support/sim_node.h"
 #include "support/temp_dir.h"
+#include "support/text.h"
 #include "support/wait.h"
 
 using namespace ambient;
@@ -180,13 +181,14 @@ TEST_CASE(
   for (int p : {15001, 15006, 15008, 15053}) CHECK(ports.count(p) == 1);
 
   // No agent: --netns still reads the kernel, and changes nothing.
-  const std::string before = node.pod_iptables(a);
+  // Without iptables-save's "Generated on <time>" comments.
+  const std::string before = without_comments(node.pod_iptables(a));
   node.stop_agent();
   auto direct = ambientctl(node, {"inspect", "--netns", a.netns_path});
   INFO(direct.err);
   CHECK(direct.code == 0);
   CHECK_THAT(direct.out, Catch::Contains("ztunnel listeners: all present"));
-  CHECK(node.pod_iptables(a) == before);
+  CHECK(without_comments(node.pod_iptables(a)) == before);
   auto status = ambientctl(node, {"status"});
   CHECK(status.code == 3);
   CHECK_THAT(status.err, Catch::Contains("no agent is serving"));
@@ -232,6 +234,101 @@ TEST_CASE("the admin socket refuses uid 65534 and keeps serving root", "[e2e][ad
   auto root = ambientctl(node, {"pods"});
   CHECK(root.code == 0);
   CHECK_THAT(root.out, Catch::Contains(a.ip));
+}
+
+namespace {
+
+// `ambientctl trace ... -o json`, which must succeed.
+json trace(SimNode& node, std::vector<std::string> args) {
+  args.insert(args.begin(), "trace");
+  return ambientctl_json(node, args);
+}
+
+// The pod's TCP sockets other than listeners (`ss`), one per line.
+std::string tcp_sockets_left(SimNode& node, const Pod& p) {
+  return node.pod_exec(p, {"ss", "-tanH", "state", "all", "exclude", "listening"});
+}
+
+}  // namespace
+
+TEST_CASE(
+    "ambientctl trace says who takes outbound, inbound, HBONE, DNS and ztunnel-marked "
+    "traffic, and leaves nothing behind",
+    "[e2e][admin][trace]") {
+  NodeOptions opts;
+  opts.backend = GENERATE(from_range(kBackends));
+  // kubelet as root, as on most nodes: the agent's inbound probe (made as
+  // nobody) is still not taken for kubelet's and SNATed.
+  opts.kubelet_uid = 0;
+  INFO("backend " << opts.backend);
+  SimNode node(opts);
+  Pod a = node.must_add_pod("a", "ambient-demo");
+  Pod b = node.must_add_pod("b", "ambient-demo");
+  Pod c = node.must_add_pod("c", "plain");
+  UniqueFd app = listen_in(c, 8080);
+
+  json out = trace(node, {"ambient-demo/a", "--to", b.ip + ":8080"});
+  INFO(out.dump());
+  CHECK(out["receiver"] == "ztunnel-outbound");
+  CHECK(out["receiver_port"] == 15001);
+  CHECK(out["original_destination"] == b.ip + ":8080");
+  CHECK(out["enrolled"] == true);
+  // The decision that took it: the eBPF counter, or the rule redirecting to 15001.
+  CHECK_THAT(out["decisions"].dump(),
+             Catch::Contains(opts.backend == kEbpf ? "\"outbound (+" : "15001 (+1)"));
+  CHECK_FALSE(out["explanation"].get<std::string>().empty());
+
+  json in = trace(node, {"ambient-demo/a", "--inbound", "--port", "8080"});
+  INFO(in.dump());
+  CHECK(in["receiver"] == "ztunnel-inbound");
+  CHECK(in["receiver_port"] == 15006);
+  CHECK(in["original_destination"] == a.ip + ":8080");
+  CHECK_THAT(in["decisions"].dump(),
+             Catch::Contains(opts.backend == kEbpf ? "\"inbound (+" : "15006 (+1)"));
+
+  json hbone = trace(node, {"ambient-demo/a", "--inbound", "--port", "15008"});
+  INFO(hbone.dump());
+  CHECK(hbone["receiver"] == "ztunnel-hbone");
+  CHECK(hbone["receiver_port"] == 15008);
+
+  json dns_udp = trace(node, {"ambient-demo/a", "--to", node.gateway() + ":53", "--udp"});
+  INFO(dns_udp.dump());
+  CHECK(dns_udp["receiver"] == "ztunnel-dns");
+  CHECK(dns_udp["receiver_port"] == 15053);
+  CHECK(dns_udp["original_destination"] == node.gateway() + ":53");
+  CHECK_THAT(dns_udp["decisions"].dump(),
+             Catch::Contains(opts.backend == kEbpf ? "\"dns_query (+" : "15053"));
+
+  json dns_tcp = trace(node, {"ambient-demo/a", "--to", node.gateway() + ":53"});
+  INFO(dns_tcp.dump());
+  CHECK(dns_tcp["receiver"] == "ztunnel-dns");
+  CHECK(dns_tcp["receiver_port"] == 15053);
+
+  // ztunnel's own mark is exempt: the connection leaves the pod and c's app answers.
+  json marked = trace(node, {"ambient-demo/a", "--to", c.ip + ":8080", "--mark", "1337"});
+  INFO(marked.dump());
+  CHECK(marked["receiver"] == "app");
+  CHECK(marked["receiver_port"] == 8080);
+  CHECK_THAT(marked["explanation"].get<std::string>(), Catch::Contains("mark 0x539"));
+
+  // A pod the agent does not enroll, by its netns: its app, and nobody.
+  json plain = trace(node, {"plain/c", "--netns", c.netns_path, "--inbound", "--port", "8080"});
+  INFO(plain.dump());
+  CHECK(plain["receiver"] == "app");
+  CHECK(plain["receiver_port"] == 8080);
+  CHECK(plain["enrolled"] == false);
+  json closed = trace(node, {"plain/c", "--netns", c.netns_path, "--inbound", "--port", "9"});
+  CHECK(closed["receiver"] == "nobody");
+  auto no_netns = ambientctl(node, {"trace", "plain/c", "--inbound", "--port", "8080"});
+  CHECK(no_netns.code == 2);
+  CHECK_THAT(no_netns.err, Catch::Contains("--netns"));
+
+  // No probe socket is left in any state (SO_LINGER 0: no TIME_WAIT).
+  CHECK(tcp_sockets_left(node, a).empty());
+  CHECK(tcp_sockets_left(node, c).empty());
+  CHECK(node.agent_running());
+  // The redirection is as it was.
+  CHECK(ambientctl(node, {"verify", "--all"}).code == 0);
 }
 
 namespace {

@@ -1,6 +1,9 @@
 #include "admin/agent_source.h"
 
+#include <optional>
+
 #include "admin/sock_diag.h"
+#include "admin/trace.h"
 #include "lib/version.h"
 #include "netns/netns.h"
 
@@ -150,8 +153,31 @@ Result<v1::PodVerify> AgentSource::verify(const v1::Pod& pod) const {
   return verify_uid(pod.uid());
 }
 
-Result<v1::TraceResponse> AgentSource::trace(const v1::Pod*, const v1::TraceRequest&) {
-  return make_error(Errc::Unavailable, "trace is not implemented by this agent yet");
+Result<v1::TraceResponse> AgentSource::trace(const v1::Pod* pod, const v1::TraceRequest& req) {
+  std::optional<agent::EnrolledPod> cached;
+  if (pod) cached = d_.pods.get(pod->uid());
+  netns::NetnsRef ns;
+  std::vector<std::string> ips;
+  if (cached && cached->workload.netns) {
+    ns = cached->workload.netns;
+    for (const auto& ip : cached->ips) ips.push_back(ip.to_string());
+  } else if (!req.netns().empty()) {
+    auto opened = netns::Netns::open(req.netns());
+    if (!opened) return std::move(opened).error().context("trace");
+    ns = std::make_shared<const netns::Netns>(std::move(*opened));
+  } else {
+    return make_error(Errc::NotFound, "pod " + req.namespace_() + "/" + req.name() +
+                                          " is not enrolled (the agent knows no netns for it): "
+                                          "give its netns with --netns PATH");
+  }
+  const bool enrolled = cached && cached->workload.netns;
+  TraceTarget t{.pod = *ns,
+                .host = d_.host_netns.get(),
+                .backend = d_.backend_kind,
+                .ebpf = d_.ebpf_programs.get(),
+                .enrolled = enrolled,
+                .pod_ips = std::move(ips)};
+  return run_trace(t, req).context("trace pod " + req.namespace_() + "/" + req.name());
 }
 
 }  // namespace ambient::admin

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -16,8 +17,13 @@
 #include "admin/source.h"
 #include "agent/pod_cache.h"
 #include "config/config.h"
+#include "netns/netns.h"
 #include "redirect/backend.h"
 #include "zds/zds_server.h"
+
+namespace ambient::redirect::ebpf {
+class Programs;
+}
 
 namespace ambient::admin {
 
@@ -36,6 +42,10 @@ struct AgentSourceDeps {
   std::function<int64_t()> drift_repairs;
   // Every option as the agent runs with it (flag name, value).
   std::vector<std::pair<std::string, std::string>> config_values;
+  // For `trace`: the node's netns (null: the agent's own is the node's)
+  // and the eBPF programs, whose counters tell a decision (null: no eBPF).
+  netns::NetnsRef host_netns;
+  std::shared_ptr<const redirect::ebpf::Programs> ebpf_programs;
 };
 
 class AgentSource : public AdminSource {

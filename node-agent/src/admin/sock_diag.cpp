@@ -22,7 +22,17 @@ namespace {
 
 constexpr uint32_t kTcpListen = 10;  // TCP_LISTEN in the kernel's tcp_states.h
 
-Result<> dump(int fd, uint8_t family, uint8_t protocol, std::vector<ListeningSocket>& out) {
+// One socket of a dump, before it is filtered into what the caller wants.
+struct Entry {
+  std::string local, remote;
+  uint16_t local_port = 0, remote_port = 0;
+  uint8_t state = 0;
+  uint64_t inode = 0;
+  uint32_t mark = 0;
+};
+
+template <class F>
+Result<> dump_each(int fd, uint8_t family, uint8_t protocol, uint32_t states, F&& each) {
   struct {
     nlmsghdr nlh;
     inet_diag_req_v2 req;
@@ -32,9 +42,7 @@ Result<> dump(int fd, uint8_t family, uint8_t protocol, std::vector<ListeningSoc
   msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
   msg.req.sdiag_family = family;
   msg.req.sdiag_protocol = protocol;
-  // TCP: listeners only. UDP has no listen state: every socket (an
-  // unconnected bound one is what serves).
-  msg.req.idiag_states = protocol == IPPROTO_TCP ? (1u << kTcpListen) : ~0u;
+  msg.req.idiag_states = states;
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
   if (::sendto(fd, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
@@ -62,12 +70,15 @@ Result<> dump(int fd, uint8_t family, uint8_t protocol, std::vector<ListeningSoc
         return sys_error("sock_diag", -err->error);
       }
       auto* d = static_cast<inet_diag_msg*>(NLMSG_DATA(h));
-      ListeningSocket s;
-      s.proto = protocol == IPPROTO_TCP ? "tcp" : "udp";
+      Entry s;
       char text[INET6_ADDRSTRLEN] = {};
       ::inet_ntop(d->idiag_family, d->id.idiag_src, text, sizeof text);
-      s.address = text;
-      s.port = ntohs(d->id.idiag_sport);
+      s.local = text;
+      ::inet_ntop(d->idiag_family, d->id.idiag_dst, text, sizeof text);
+      s.remote = text;
+      s.local_port = ntohs(d->id.idiag_sport);
+      s.remote_port = ntohs(d->id.idiag_dport);
+      s.state = d->idiag_state;
       s.inode = d->idiag_inode;
       const size_t attrs_end = NLMSG_LENGTH(0) + (h->nlmsg_len - NLMSG_LENGTH(0));
       for (size_t at = NLMSG_LENGTH(sizeof *d); at + sizeof(rtattr) <= attrs_end;) {
@@ -78,11 +89,24 @@ Result<> dump(int fd, uint8_t family, uint8_t protocol, std::vector<ListeningSoc
           std::memcpy(&s.mark, RTA_DATA(a), sizeof s.mark);
         }
       }
-      // A connected UDP socket is a client's, not a listener.
-      if (protocol == IPPROTO_UDP && d->id.idiag_dport != 0) continue;
-      out.push_back(std::move(s));
+      each(std::move(s));
     }
   }
+}
+
+Result<> dump(int fd, uint8_t family, uint8_t protocol, std::vector<ListeningSocket>& out) {
+  // TCP: listeners only. UDP has no listen state: every socket (an
+  // unconnected bound one is what serves).
+  const uint32_t states = protocol == IPPROTO_TCP ? (1u << kTcpListen) : ~0u;
+  return dump_each(fd, family, protocol, states, [&](Entry e) {
+    // A connected UDP socket is a client's, not a listener.
+    if (protocol == IPPROTO_UDP && e.remote_port != 0) return;
+    out.push_back({.proto = protocol == IPPROTO_TCP ? "tcp" : "udp",
+                   .address = std::move(e.local),
+                   .port = e.local_port,
+                   .inode = e.inode,
+                   .mark = e.mark});
+  });
 }
 
 }  // namespace
@@ -104,6 +128,28 @@ Result<std::vector<ListeningSocket>> listening_sockets_here() {
   std::sort(out.begin(), out.end(), [](const ListeningSocket& a, const ListeningSocket& b) {
     return std::tie(a.proto, a.port, a.address) < std::tie(b.proto, b.port, b.address);
   });
+  return out;
+}
+
+Result<UniqueFd> open_sock_diag_here() {
+  UniqueFd fd(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (!fd.valid()) return sys_error("socket(NETLINK_SOCK_DIAG)");
+  return fd;
+}
+
+Result<std::vector<TcpSocket>> tcp_sockets(const UniqueFd& diag) {
+  std::vector<TcpSocket> out;
+  for (uint8_t family : {AF_INET, AF_INET6}) {
+    AMBIENT_RETURN_IF_ERROR(dump_each(diag.get(), family, IPPROTO_TCP, ~0u, [&](Entry e) {
+      out.push_back({.local_address = std::move(e.local),
+                     .remote_address = std::move(e.remote),
+                     .local_port = e.local_port,
+                     .remote_port = e.remote_port,
+                     .state = e.state,
+                     .inode = e.inode,
+                     .mark = e.mark});
+    }));
+  }
   return out;
 }
 

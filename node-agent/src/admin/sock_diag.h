@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lib/result.h"
+#include "lib/unique_fd.h"
 
 namespace ambient::admin {
 
@@ -25,6 +26,23 @@ struct ListeningSocket {
 // a netlink socket answers for the netns it was made in. Sorted by proto,
 // port, address.
 Result<std::vector<ListeningSocket>> listening_sockets_here();
+
+// A TCP socket in any state (a trace's probe looks for the socket that
+// accepted its connection): addresses as text, ports in host order.
+struct TcpSocket {
+  std::string local_address, remote_address;
+  uint16_t local_port = 0, remote_port = 0;
+  uint8_t state = 0;   // the kernel's TCP_* state (10 = listen, 6 = time-wait)
+  uint64_t inode = 0;  // 0 for a socket not (or no longer) held by a process
+  uint32_t mark = 0;   // not reported for time-wait sockets
+};
+
+// A NETLINK_SOCK_DIAG socket of the calling thread's netns: open it inside
+// a netns (run_in_netns) and dump from any thread afterwards.
+Result<UniqueFd> open_sock_diag_here();
+// Every TCP socket (IPv4 and IPv6, every state) of the netns `diag` was
+// opened in.
+Result<std::vector<TcpSocket>> tcp_sockets(const UniqueFd& diag);
 
 // ztunnel's in-pod listeners (docs/redirection.md#constants) that are not
 // in `socks`, as "tcp/15001", ...; DNS (tcp and udp 15053) only when

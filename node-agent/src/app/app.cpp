@@ -134,6 +134,7 @@ App::~App() {
 // (docs/field-lessons.md#p19).
 Result<> App::build_redirection() {
   AMBIENT_ASSIGN_OR_RETURN(netns::NetnsRef host, node_netns(cfg_));
+  host_netns_ = host;
   // The gate loads the programs once; the backend reuses them.
   std::shared_ptr<redirect::ebpf::Programs> programs;
   const redirect::DetectOptions opts{
@@ -390,7 +391,9 @@ void App::start_admin() {
       .ready = [this] { return ready_.load() && (!installer_ || installer_->ready()); },
       .zds_accepting = [this] { return ready_.load(); },
       .drift_repairs = [this] { return self_check_->repairs(); },
-      .config_values = agent::config_values(cfg_)});
+      .config_values = agent::config_values(cfg_),
+      .host_netns = host_netns_,
+      .ebpf_programs = ebpf_programs_});
   std::function<void(const agent::EnrolledPod&, const std::string&)> pod_event;
   if (kube_)
     pod_event = [this](const agent::EnrolledPod& p, const std::string& message) {

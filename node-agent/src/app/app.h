@@ -75,6 +75,8 @@ class App {
   std::string host_detail_;        // how kubelet's probes are told apart, for /readyz
   redirect::Redirectors redirect_;
   std::shared_ptr<redirect::ebpf::Programs> ebpf_programs_;  // set when pods get eBPF
+  // The node's netns, for host-side work and `trace` (null: the agent's own).
+  netns::NetnsRef host_netns_;
   JoinedThread diagnostics_;  // checks that only warn, beside the start-up
   agent::PodCache pods_;
   admin::EventHub events_;           // the admin API's event stream

@@ -67,11 +67,24 @@ class FakeSource : public admin::AdminSource {
     }
     return v;
   }
+  // The last trace request, and the pod it was for ("" when none).
+  admin::v1::TraceRequest traced;
+  std::string traced_uid;
   Result<admin::v1::TraceResponse> trace(const admin::v1::Pod* pod,
-                                         const admin::v1::TraceRequest&) override {
-    if (!pod) return make_error(Errc::NotFound, "no such pod");
+                                         const admin::v1::TraceRequest& req) override {
+    traced = req;
+    traced_uid = pod ? pod->uid() : "";
+    if (!pod && req.netns().empty()) return make_error(Errc::NotFound, "no such pod");
     admin::v1::TraceResponse r;
     r.set_receiver("ztunnel-outbound");
+    r.set_receiver_port(15001);
+    r.set_original_destination(req.to());
+    r.add_decisions(
+        "istio-ambient-nat istio-output: meta l4proto tcp ip daddr != 127.0.0.1/32 mark and "
+        "0xfff != 0x539 redirect to :15001 (+1)");
+    r.set_explanation("outbound TCP to " + req.to() +
+                      " was taken by ztunnel's outbound listener on port 15001; counted.");
+    r.set_enrolled(pod != nullptr);
     return r;
   }
   admin::EventHub& events() override { return hub; }

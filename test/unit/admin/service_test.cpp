@@ -86,6 +86,34 @@ TEST_CASE("admin GetPod finds a pod by namespace/name and names an unknown one",
   CHECK(s.stub->GetPod(ctx().get(), req, &p).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+TEST_CASE("admin Trace checks the request and hands known pods to the source", "[admin]") {
+  Served s;
+  v1::TraceRequest req;
+  req.set_namespace_("ambient-demo");
+  req.set_name("web");
+  v1::TraceResponse r;
+  // Outbound without --to, inbound without --port: refused before any probe.
+  CHECK(s.stub->Trace(ctx().get(), req, &r).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  req.set_inbound(true);
+  CHECK(s.stub->Trace(ctx().get(), req, &r).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  req.set_port(8080);
+  REQUIRE(s.stub->Trace(ctx().get(), req, &r).ok());
+  CHECK(s.src.traced_uid == "uid-web");
+  CHECK(r.enrolled());
+
+  // A failed enrollment is not a pod to probe by the agent's netns.
+  req.set_namespace_("other");
+  req.set_name("db");
+  CHECK(s.stub->Trace(ctx().get(), req, &r).error_code() == grpc::StatusCode::NOT_FOUND);
+  CHECK(s.src.traced_uid.empty());
+  // Unknown, but with its netns: traced, not enrolled.
+  req.set_netns("/var/run/netns/cni-db");
+  REQUIRE(s.stub->Trace(ctx().get(), req, &r).ok());
+  CHECK_FALSE(r.enrolled());
+  req.set_name("Bad!");
+  CHECK(s.stub->Trace(ctx().get(), req, &r).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_CASE("admin Verify reports each pod's problems; --all skips failed pods", "[admin]") {
   Served s;
   s.src.problems["uid-web"] = {"nftables: table inet istio-inpod missing"};

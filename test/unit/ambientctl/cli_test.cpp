@@ -145,6 +145,16 @@ TEST_CASE("ambientctl refuses bad input with exit 2 and a clear message", "[ambi
       {{}, "no command given"},
       {{"pod", "ambient-demo/nope"}, "pod ambient-demo/nope is not known to the agent"},
       {{"pod", "Bad_NS!/x"}, "a pod is named NAMESPACE/NAME (each a Kubernetes name)"},
+      {{"trace", "ambient-demo/web"}, "trace needs --to IP:PORT"},
+      {{"trace", "--to", "10.0.0.1:80"}, "trace needs NAMESPACE/NAME"},
+      {{"trace", "ambient-demo/web", "--inbound"}, "trace --inbound needs --port PORT"},
+      {{"trace", "ambient-demo/web", "--inbound", "--port", "80", "--udp"}, "not --inbound"},
+      {{"trace", "ambient-demo/web", "--to", "10.0.0.1:80", "--port", "80"},
+       "--from and --port are for --inbound traces"},
+      {{"trace", "ambient-demo/web", "--inbound", "--port", "70000"}, "--port needs a port"},
+      {{"trace", "ambient-demo/web", "--to", "1.2.3.4:5", "--mark", "x"}, "--mark needs a number"},
+      {{"pods", "--udp"}, "are for `trace` only"},
+      {{"trace", "other/nope", "--to", "10.0.0.1:80"}, "no such pod"},
   };
   for (const auto& c : cases) {
     auto r = run_ctl(a.socket, c.args);
@@ -153,6 +163,39 @@ TEST_CASE("ambientctl refuses bad input with exit 2 and a clear message", "[ambi
     CHECK(r.out.empty());
     CHECK_THAT(r.err, Catch::Contains(c.message));
   }
+}
+
+TEST_CASE("ambientctl trace sends the probe's request and prints the answer", "[ambientctl]") {
+  Agent a;
+  auto out =
+      run_ctl(a.socket, {"trace", "ambient-demo/web", "--to", "10.244.0.9:8080", "--mark", "1337"});
+  INFO(out.err);
+  CHECK(out.code == 0);
+  check_golden("trace.txt", out.out);
+  CHECK(a.src.traced_uid == "uid-web");
+  CHECK(a.src.traced.to() == "10.244.0.9:8080");
+  CHECK(a.src.traced.mark() == 1337);
+  CHECK_FALSE(a.src.traced.inbound());
+
+  auto json =
+      run_ctl(a.socket, {"trace", "ambient-demo/web", "--to", "10.244.0.9:8080", "-o", "json"});
+  CHECK(json.code == 0);
+  check_golden("trace.json", json.out);
+
+  auto in = run_ctl(a.socket, {"trace", "ambient-demo/web", "--inbound", "--from", "10.244.0.1",
+                               "--port", "8080"});
+  CHECK(in.code == 0);
+  CHECK(a.src.traced.inbound());
+  CHECK(a.src.traced.port() == 8080);
+  CHECK(a.src.traced.from() == "10.244.0.1");
+
+  // A pod the agent does not know: traced by its netns.
+  auto by_netns = run_ctl(a.socket, {"trace", "plain/c", "--to", "10.0.0.1:53", "--udp", "--netns",
+                                     "/var/run/netns/cni-c"});
+  CHECK(by_netns.code == 0);
+  CHECK(a.src.traced_uid.empty());
+  CHECK(a.src.traced.netns() == "/var/run/netns/cni-c");
+  CHECK(a.src.traced.udp());
 }
 
 TEST_CASE("ambientctl says so, with exit 3, when no agent is running", "[ambientctl]") {
@@ -184,11 +227,13 @@ TEST_CASE("ambientctl --help lists every command, flag and exit code", "[ambient
   CHECK(r.code == 0);
   for (const char* s :
        {"status", "pods [-n NAMESPACE]", "pod NAMESPACE/NAME", "verify", "inspect", "events",
-        "--output", "--socket", "AMBIENTCTL_SOCKET", "--timeout", "Exit codes", "  3  ",
+        "trace NAMESPACE/NAME --to IP:PORT", "--inbound", "--from IP", "--port PORT", "--mark N",
+        "--udp", "--output", "--socket", "AMBIENTCTL_SOCKET", "--timeout", "Exit codes", "  3  ",
         "kubectl exec -n istio-system ds/istio-cni-node -- ambientctl pods"}) {
     CHECK_THAT(r.out, Catch::Contains(s));
   }
-  for (const char* cmd : {"status", "pods", "pod", "verify", "inspect", "events", "version"}) {
+  for (const char* cmd :
+       {"status", "pods", "pod", "verify", "inspect", "events", "trace", "version"}) {
     auto h = run_ctl("/nonexistent", {cmd, "--help"});
     INFO(cmd);
     CHECK(h.code == 0);
