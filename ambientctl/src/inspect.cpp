@@ -7,6 +7,8 @@
 #include "admin/sock_diag.h"
 #include "netns/netns.h"
 #include "process/process.h"
+#include "redirect/ebpf/programs.h"
+#include "redirect/ebpf/tc.h"
 
 namespace ambient::ctl {
 
@@ -69,6 +71,28 @@ std::string our_iptables(const std::string& dump) {
   return out;
 }
 
+// The per-decision counters behind the first filter of ours found in the
+// calling thread's netns: every pod of one agent shares them. Empty when
+// there is none (no eBPF redirection here).
+Result<json> ebpf_counters_here() {
+  namespace ebpf = redirect::ebpf;
+  AMBIENT_ASSIGN_OR_RETURN(auto interfaces, ebpf::list_interfaces());
+  for (const auto& itf : interfaces) {
+    for (ebpf::Hook hook : {ebpf::Hook::Egress, ebpf::Hook::Ingress}) {
+      AMBIENT_ASSIGN_OR_RETURN(uint32_t id, ebpf::attached_program(itf, hook));
+      if (id == 0) continue;
+      if (ebpf::program_name_by_id(id).rfind(ebpf::kProgramNamePrefix, 0) != 0) continue;
+      AMBIENT_ASSIGN_OR_RETURN(ebpf::Counters c, ebpf::counters_of_program(id));
+      json out = json::object();
+      for (size_t i = 0; i < c.size(); ++i) {
+        out[std::string(ebpf::counter_name(static_cast<amb_counter>(i)))] = c[i];
+      }
+      return out;
+    }
+  }
+  return json::object();
+}
+
 void add_section(std::string& out, const std::string& title, const std::string& body) {
   out += "== " + title + " ==\n" + (body.empty() ? "(none)\n" : body);
   if (!body.empty() && body.back() != '\n') out += "\n";
@@ -99,6 +123,11 @@ Result<json> inspect_json(const std::string& netns_path) {
         j["ip6tables_legacy"] = our_iptables(read("ip6tables_legacy", {"ip6tables-legacy-save"}));
         j["ip6tables_nft"] = our_iptables(read("ip6tables_nft", {"ip6tables-nft-save"}));
         j["bpf"] = read("bpf", {"bpftool", "net", "show"});
+        if (auto counters = ebpf_counters_here()) {
+          if (!counters->empty()) j["ebpf_counters"] = std::move(*counters);
+        } else {
+          errors["ebpf_counters"] = counters.error().describe();
+        }
         j["ip_rules"] = read("ip_rules", {"ip", "rule", "show"});
         j["ip6_rules"] = read("ip6_rules", {"ip", "-6", "rule", "show"});
         j["route_table_100"] = read("route_table_100", {"ip", "route", "show", "table", "100"});
@@ -133,6 +162,11 @@ std::string inspect_table(const json& j) {
   add_section(out, "ip6tables (legacy)", j.value("ip6tables_legacy", ""));
   add_section(out, "ip6tables (nft)", j.value("ip6tables_nft", ""));
   add_section(out, "BPF programs (tc, xdp)", j.value("bpf", ""));
+  std::string counters;
+  if (auto it = j.find("ebpf_counters"); it != j.end() && it->is_object()) {
+    for (const auto& [name, value] : it->items()) counters += name + " " + value.dump() + "\n";
+  }
+  add_section(out, "eBPF decision counters (shared by every pod of the agent)", counters);
   add_section(out, "ip rules", j.value("ip_rules", ""));
   add_section(out, "ip -6 rules", j.value("ip6_rules", ""));
   add_section(out, "route table 100", j.value("route_table_100", ""));

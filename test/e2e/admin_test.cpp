@@ -175,7 +175,18 @@ TEST_CASE(
     CHECK_THAT(j["iptables_nft"].get<std::string>(), Catch::Contains("ISTIO_PRERT"));
   } else if (opts.backend == kNftables) {
     CHECK_THAT(j["nftables"].get<std::string>(), Catch::Contains("istio-ambient-nat"));
+  } else if (opts.backend == kEbpf) {
+    // The programs' counters, read through the attached program: a captured
+    // connection shows.
+    CHECK_THAT(in_pod_tcp(a, node.gateway(), 8080), Catch::Contains("port=15001"));
+    auto after = ambientctl(node, {"inspect", "ambient-demo/a", "-o", "json"});
+    REQUIRE(after.code == 0);
+    const json counters = json::parse(after.out)["ebpf_counters"];
+    INFO(counters.dump());
+    CHECK(counters.value("outbound", 0) >= 1);
+    CHECK(counters.contains("time_wait_syn"));
   }
+  if (opts.backend != kEbpf) CHECK_FALSE(j.contains("ebpf_counters"));
   std::set<int> ports;
   for (const auto& s : j["sockets"]) ports.insert(s["port"].get<int>());
   for (int p : {15001, 15006, 15008, 15053}) CHECK(ports.count(p) == 1);

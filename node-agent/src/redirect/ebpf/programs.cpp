@@ -384,12 +384,10 @@ int Programs::dns_nat_fd() const {
   return bpf_map__fd(maps_owner_->skel->maps.amb_dns_nat);
 }
 
-Result<Counters> Programs::counters() const {
-  int fd = -1;
-  {
-    std::lock_guard lk(mu_);
-    fd = bpf_map__fd(maps_owner_->skel->maps.amb_stats);
-  }
+namespace {
+
+// The counters map behind `fd`, summed over CPUs.
+Result<Counters> read_counters(int fd) {
   const int cpus = libbpf_num_possible_cpus();
   if (cpus <= 0) return bpf_error("count the possible CPUs", cpus);
   Counters out{};
@@ -401,6 +399,29 @@ Result<Counters> Programs::counters() const {
     for (uint64_t n : per_cpu) out[key] += n;
   }
   return out;
+}
+
+}  // namespace
+
+Result<Counters> Programs::counters() const {
+  int fd = -1;
+  {
+    std::lock_guard lk(mu_);
+    fd = bpf_map__fd(maps_owner_->skel->maps.amb_stats);
+  }
+  return read_counters(fd);
+}
+
+Result<Counters> counters_of_program(uint32_t prog_id) {
+  UniqueFd fd(bpf_prog_get_fd_by_id(prog_id));
+  if (!fd.valid()) return bpf_error("open program " + std::to_string(prog_id), errno);
+  AMBIENT_ASSIGN_OR_RETURN(ProgInfo info, prog_info(fd.get()));
+  for (uint32_t id : info.map_ids) {
+    AMBIENT_ASSIGN_OR_RETURN(MapRef m, map_by_id(id));
+    if (m.name() == "amb_stats") return read_counters(m.fd.get());
+  }
+  return make_error(Errc::NotFound,
+                    "program " + std::to_string(prog_id) + " uses no amb_stats map");
 }
 
 }  // namespace ambient::redirect::ebpf

@@ -63,6 +63,11 @@ using Counters = std::array<uint64_t, AMB_CNT_MAX>;
 // A counter's name as metrics label it ("outbound", "drop_no_proxy", ...).
 std::string_view counter_name(amb_counter c);
 
+// The counters the program with kernel id `prog_id` (one of ours, found
+// attached) adds to, summed over CPUs: every pod's programs of one agent
+// share them. For a reader that loaded nothing itself (ambientctl inspect).
+Result<Counters> counters_of_program(uint32_t prog_id);
+
 class Programs {
  public:
   // Loads the variant of a default configuration at once, so a kernel that
