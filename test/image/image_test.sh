@@ -6,7 +6,8 @@
 #   image_test.sh SOURCE_DIR [REUSE_BUILD_DIR]
 #
 # (a) scripts/image-build-stage.sh, run as the build stage runs it, yields a
-#     stripped ambient-agent and a stripped istio-cni that needs only glibc;
+#     stripped ambient-agent and ambientctl, and a stripped istio-cni that
+#     needs only glibc;
 # (b) every shared library the built agent loads (ldd), and every program it
 #     executes, comes from scripts/runtime-packages.txt or a package those
 #     depend on;
@@ -46,7 +47,8 @@ AMBIENT_IMAGE_BUILD_DIR=$build_dir AMBIENT_IMAGE_REUSE_BUILD_DIR=$reuse \
 echo "build stage took $((SECONDS - t0)) s"
 agent=$out/ambient-agent
 plugin=$out/istio-cni
-for bin in "$agent" "$plugin"; do
+ctl=$out/ambientctl
+for bin in "$agent" "$plugin" "$ctl"; do
   if [[ ! -x $bin ]]; then
     fail "$bin missing or not executable"
     continue
@@ -61,6 +63,8 @@ done
 [[ -x $plugin ]] && { bash "$src/test/unit/check_plugin_deps.sh" "$plugin" || fail "istio-cni needs more than glibc"; }
 # The stripped agent still starts (its libraries resolve).
 [[ -x $agent ]] && { "$agent" --help >/dev/null || fail "ambient-agent --help failed"; }
+# The debugging CLI ships too, and starts.
+[[ -x $ctl ]] && { "$ctl" --help >/dev/null || fail "ambientctl --help failed"; }
 [[ -x $agent ]] || exit 1
 
 # ---------------------------------------------------------------------------
@@ -184,6 +188,8 @@ has "$runtime_stage" '^COPY[[:space:]]+--from=build[[:space:]]+/out/istio-cni[[:
   "runtime stage does not copy the plugin to /opt/cni/bin/istio-cni"
 has "$runtime_stage" '^COPY[[:space:]]+--from=build[[:space:]]+/out/ambient-agent[[:space:]]+/usr/local/bin/' \
   "runtime stage does not copy the agent to /usr/local/bin"
+has "$runtime_stage" '^COPY[[:space:]]+--from=build[[:space:]]+/out/ambientctl[[:space:]]+/usr/local/bin/' \
+  "runtime stage does not copy ambientctl to /usr/local/bin"
 has "$runtime_stage" '^USER[[:space:]]+0$' "runtime stage does not say USER 0"
 has "$runtime_stage" '^ENTRYPOINT[[:space:]]+\["/usr/local/bin/ambient-agent"\]$' "entrypoint is not the agent"
 # The installer copies every regular file in /opt/cni/bin: only the plugin goes there.
