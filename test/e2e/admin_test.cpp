@@ -330,6 +330,15 @@ TEST_CASE(
   CHECK(plain["enrolled"] == false);
   json closed = trace(node, {"plain/c", "--netns", c.netns_path, "--inbound", "--port", "9"});
   CHECK(closed["receiver"] == "nobody");
+  // --netns reaches no further than a CNI request: a runtime's path, never
+  // the node's or the agent's own netns.
+  for (const std::string& path : {std::string("/proc/self/ns/net"), std::string("/etc/hostname"),
+                                  "/var/run/netns/" + node.node_netns()}) {
+    auto refused = ambientctl(node, {"trace", "plain/c", "--netns", path, "--to", c.ip + ":8080"});
+    INFO(path << ": " << refused.err);
+    CHECK(refused.code == 2);
+    CHECK_THAT(refused.err, Catch::Contains("refused"));
+  }
   auto no_netns = ambientctl(node, {"trace", "plain/c", "--inbound", "--port", "8080"});
   CHECK(no_netns.code == 2);
   CHECK_THAT(no_netns.err, Catch::Contains("--netns"));

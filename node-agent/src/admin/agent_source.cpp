@@ -162,7 +162,8 @@ Result<v1::TraceResponse> AgentSource::trace(const v1::Pod* pod, const v1::Trace
     ns = cached->workload.netns;
     for (const auto& ip : cached->ips) ips.push_back(ip.to_string());
   } else if (!req.netns().empty()) {
-    auto opened = netns::Netns::open(req.netns());
+    if (!d_.open_pod_netns) return make_error(Errc::Unavailable, "trace --netns: not served here");
+    auto opened = d_.open_pod_netns(req.netns(), req.namespace_() + "/" + req.name());
     if (!opened) return std::move(opened).error().context("trace");
     ns = std::make_shared<const netns::Netns>(std::move(*opened));
   } else {

@@ -45,6 +45,11 @@ struct AgentSourceDeps {
   // For `trace`: the node's netns (null: the agent's own is the node's)
   // and the eBPF programs, whose counters tell a decision (null: no eBPF).
   netns::NetnsRef host_netns;
+  // Opens the netns `trace --netns` names under the same rules as a CNI
+  // request's (agent::Agent::open_pod_netns): a runtime's path, never the
+  // node's or the agent's own netns. `pod` names the requester in errors.
+  std::function<Result<netns::Netns>(const std::string& path, const std::string& pod)>
+      open_pod_netns;
   std::shared_ptr<const redirect::ebpf::Programs> ebpf_programs;
 };
 

@@ -59,6 +59,14 @@ std::mutex& Agent::pod_lock(const std::string& uid) {
   return pod_locks_[std::hash<std::string>{}(uid) % pod_locks_.size()];
 }
 
+Result<netns::Netns> Agent::open_pod_netns(const std::string& requested,
+                                           const std::string& pod) const {
+  auto opened = netns::open_requested(cfg_.host_root, requested);
+  if (!opened) return std::move(opened).error().context("pod " + pod + ": open netns");
+  AMBIENT_RETURN_IF_ERROR(check_not_forbidden(*opened, pod));
+  return opened;
+}
+
 Result<> Agent::cmd_add(const cni::CniEvent& ev) {
   const std::string pod = ev.pod_namespace + "/" + ev.pod_name;
   if (ev.pod_name.empty() || ev.pod_namespace.empty()) {
@@ -75,10 +83,9 @@ Result<> Agent::cmd_add(const cni::CniEvent& ev) {
   }
   auto opened = [&] {
     metrics::Timer t(metrics_.netns_open);
-    return netns::open_requested(cfg_.host_root, ev.netns);
+    return open_pod_netns(ev.netns, pod);
   }();
-  if (!opened) return std::move(opened).error().context("pod " + pod + ": open netns");
-  AMBIENT_RETURN_IF_ERROR(check_not_forbidden(*opened, pod));
+  if (!opened) return std::move(opened).error();
   identity->container_id = ev.container_id;
   for (const auto& ip : ev.ips) identity->ips.push_back(ip.address.address);
   return add_pod(*identity, std::make_shared<const netns::Netns>(std::move(*opened)));

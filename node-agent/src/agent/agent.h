@@ -52,6 +52,10 @@ class Agent {
   // it while ztunnel works, remember the pod. On failure nothing of ours
   // stays in `ns`, and ztunnel is told to forget the pod.
   Result<> add_pod(const PodIdentity& pod, const netns::NetnsRef& ns);
+  // The netns a request names, opened as a pod's: a path a container
+  // runtime gives (netns::open_requested), never the node's or the agent's
+  // own netns. `pod` names the requester in errors.
+  Result<netns::Netns> open_pod_netns(const std::string& requested, const std::string& pod) const;
   // Forgets the pod and tells ztunnel. The in-pod rules are removed unless
   // the netns is going away anyway (pod deleted or terminal).
   Result<> remove_pod(const std::string& uid, bool netns_going_away);

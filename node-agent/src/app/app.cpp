@@ -393,6 +393,9 @@ void App::start_admin() {
       .drift_repairs = [this] { return self_check_->repairs(); },
       .config_values = agent::config_values(cfg_),
       .host_netns = host_netns_,
+      .open_pod_netns = [this](
+                            const std::string& path,
+                            const std::string& pod) { return agent_->open_pod_netns(path, pod); },
       .ebpf_programs = ebpf_programs_});
   std::function<void(const agent::EnrolledPod&, const std::string&)> pod_event;
   if (kube_)
