@@ -7,6 +7,7 @@
  *   amb_ingress     every non-lo interface but virtual ones, ingress
  *   amb_vif_ingress virtual interfaces (istio.io/reroute-virtual-interfaces)
  *   amb_lo_ingress  lo, ingress
+ *   amb_tw_lookup   the pod netns's listener lookup (sk_lookup)
  *
  * Outbound TCP is steered to lo and handed to ztunnel's 15001 listener
  * with bpf_sk_assign there; inbound TCP is handed to 15006 at ingress.
@@ -14,7 +15,14 @@
  * is steered to lo instead of leaving the pod. DNS is rewritten to
  * ztunnel's loopback DNS proxy and the reply's source rewritten back.
  * Whenever ztunnel's listener is missing the packet is dropped: never a
- * bypass to the app or the network. */
+ * bypass to the app or the network.
+ *
+ * A SYN that reuses the tuple of a TIME_WAIT socket of ztunnel's cannot be
+ * assigned (the kernel refuses a new request beside that TIME_WAIT) and
+ * must not be passed to an ordinary lookup (it would reach the app's
+ * listener). tc records ztunnel's listener for exactly that tuple and
+ * passes the SYN; the kernel ends the TIME_WAIT and asks amb_tw_lookup,
+ * which answers with the recorded listener. */
 #include "vmlinux.h"
 
 #include <bpf/bpf_core_read.h>
@@ -29,6 +37,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define TC_ACT_UNSPEC (-1)
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
+#define SK_DROP 0
+#define SK_PASS 1
+#define AF_INET 2
+#define AF_INET6 10
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
@@ -58,6 +70,15 @@ struct {
   __type(key, struct amb_dns_key);
   __type(value, struct amb_dns_orig);
 } amb_dns_nat SEC(".maps");
+
+/* ztunnel's listener for each SYN handed over past a TIME_WAIT, until
+ * amb_tw_lookup takes it (an entry also goes when the listener closes). */
+struct {
+  __uint(type, BPF_MAP_TYPE_SOCKHASH);
+  __uint(max_entries, AMB_TW_ENTRIES);
+  __type(key, struct amb_tw_key);
+  __type(value, __u64);
+} amb_tw_socks SEC(".maps");
 
 /* Wire headers of our own: vmlinux.h's carry CO-RE relocations, which
  * packet layouts do not need. */
@@ -201,18 +222,16 @@ static __always_inline int receiver_state(struct __sk_buff* skb, struct pkt* p) 
   return state;
 }
 
-/* Whether an established flow owns the packet: then the kernel delivers it
- * as it would anyway. A SYN that meets a TIME_WAIT socket is a new
- * connection reusing the tuple; handing it to the kernel would let it
- * reach the app's listener, so it is treated as new (counted: the kernel
- * then drops it while the TIME_WAIT lives, which fails closed). */
-static __always_inline bool owned_by_flow(int state, const struct pkt* p) {
-  if (state < 0 || state == BPF_TCP_LISTEN) return false;
-  if (state == BPF_TCP_TIME_WAIT && pure_syn(p)) {
-    count(AMB_CNT_TIME_WAIT);
-    return false;
-  }
-  return true;
+/* Who receives a TCP packet here: a connection (the kernel delivers it as
+ * it would anyway), nobody (a new connection, or a stray segment), or a
+ * TIME_WAIT socket meeting a SYN: a new connection reusing the tuple. */
+enum receiver { RCV_NONE, RCV_FLOW, RCV_TIME_WAIT_SYN };
+
+static __always_inline enum receiver receiver_of(struct __sk_buff* skb, struct pkt* p) {
+  int state = receiver_state(skb, p);
+  if (state < 0 || state == BPF_TCP_LISTEN) return RCV_NONE;
+  if (state == BPF_TCP_TIME_WAIT && pure_syn(p)) return RCV_TIME_WAIT_SYN;
+  return RCV_FLOW;
 }
 
 /* Whether the listener has IP_TRANSPARENT: without it an IPv4 SYN-ACK
@@ -228,11 +247,28 @@ static __always_inline bool transparent(struct bpf_sock* sk) {
   return BPF_CORE_READ_BITFIELD(old, transparent);
 }
 
+/* The key amb_tw_lookup will see for this packet. */
+static __always_inline void tw_key(struct amb_tw_key* k, const struct pkt* p) {
+  if (p->v6) {
+    __builtin_memcpy(k->remote, p->t.ipv6.saddr, 16);
+    __builtin_memcpy(k->local, p->t.ipv6.daddr, 16);
+    k->family = AMB_FAMILY_V6;
+  } else {
+    k->remote[0] = p->t.ipv4.saddr;
+    k->local[0] = p->t.ipv4.daddr;
+    k->family = AMB_FAMILY_V4;
+  }
+  k->remote_port = p->sport;
+  k->local_port = p->dport;
+}
+
 /* Hands the packet to ztunnel's listener on `port` (same destination
  * address, so a [::] or wildcard listener). Only a listening socket with
- * ztunnel's mark qualifies; anything else drops the packet. */
+ * ztunnel's mark qualifies; anything else drops the packet. A SYN past a
+ * TIME_WAIT (tw) is not assigned but recorded with the listener and
+ * passed, for amb_tw_lookup. */
 static __always_inline int assign_to_ztunnel(struct __sk_buff* skb, const struct pkt* p, __u16 port,
-                                             __u32 counter, bool need_transparent) {
+                                             __u32 counter, bool need_transparent, bool tw) {
   struct bpf_sock_tuple t = p->t;
   struct bpf_sock* sk;
   if (p->v6) {
@@ -250,6 +286,15 @@ static __always_inline int assign_to_ztunnel(struct __sk_buff* skb, const struct
   if (need_transparent && !transparent(sk)) {
     bpf_sk_release(sk);
     return drop(AMB_CNT_DROP_NONTRANSPARENT);
+  }
+  if (tw) {
+    struct amb_tw_key k = {};
+    tw_key(&k, p);
+    long err = bpf_map_update_elem(&amb_tw_socks, &k, sk, BPF_ANY);
+    bpf_sk_release(sk);
+    if (err) return drop(AMB_CNT_DROP_TIME_WAIT);
+    count(AMB_CNT_TIME_WAIT);
+    return TC_ACT_OK;
   }
   long err = bpf_sk_assign(skb, sk, 0);
   bpf_sk_release(sk);
@@ -404,7 +449,8 @@ int amb_egress(struct __sk_buff* skb) {
   /* A local socket that would receive this packet is ztunnel's: the rest
    * of a redirected outbound flow (its socket holds the original
    * destination), or the app's reply on ztunnel's spoofed connection. */
-  if (owned_by_flow(receiver_state(skb, &p), &p)) {
+  enum receiver r = receiver_of(skb, &p);
+  if (r == RCV_FLOW) {
     count(AMB_CNT_LOOPED);
     return loop_to_lo(skb);
   }
@@ -428,9 +474,11 @@ int amb_lo_ingress(struct __sk_buff* skb) {
   if (amb_cfg.dns_capture && p.dport == bpf_htons(amb_cfg.dns_port) && is_loopback(&p, true))
     return dns_in(skb, &p);
   if (p.proto != IPPROTO_TCP) return pass();
-  if (owned_by_flow(receiver_state(skb, &p), &p)) return pass();
+  enum receiver r = receiver_of(skb, &p);
+  if (r == RCV_FLOW) return pass();
   if (!pure_syn(&p)) return pass();  // no owner: the kernel answers with a reset
-  return assign_to_ztunnel(skb, &p, amb_cfg.outbound_port, AMB_CNT_OUTBOUND, !p.v6);
+  return assign_to_ztunnel(skb, &p, amb_cfg.outbound_port, AMB_CNT_OUTBOUND, !p.v6,
+                           r == RCV_TIME_WAIT_SYN);
 }
 
 SEC("tc")
@@ -439,10 +487,12 @@ int amb_ingress(struct __sk_buff* skb) {
   if (parse(skb, &p) || p.proto != IPPROTO_TCP || (p.v6 && !amb_cfg.ipv6)) return pass();
   if (mark_is(skb->mark, amb_cfg.ztunnel_mark) || is_loopback(&p, true)) return pass();
   if (p.dport == bpf_htons(amb_cfg.hbone_port) || is_probe_snat(&p, true)) return pass();
-  if (owned_by_flow(receiver_state(skb, &p), &p)) return pass();
+  enum receiver r = receiver_of(skb, &p);
+  if (r == RCV_FLOW) return pass();
   /* Any segment without an owner, not only SYNs (as TPROXY does), so
    * that even a stray ACK never reaches an app listener. */
-  return assign_to_ztunnel(skb, &p, amb_cfg.inbound_port, AMB_CNT_INBOUND, false);
+  return assign_to_ztunnel(skb, &p, amb_cfg.inbound_port, AMB_CNT_INBOUND, false,
+                           r == RCV_TIME_WAIT_SYN);
 }
 
 SEC("tc")
@@ -452,9 +502,51 @@ int amb_vif_ingress(struct __sk_buff* skb) {
   /* The workload behind the interface talks to the world: its flows are
    * delivered here (table 100) whatever their destination. */
   skb->mark = (skb->mark & ~amb_cfg.mark_mask) | amb_cfg.inpod_mark;
-  if (owned_by_flow(receiver_state(skb, &p), &p)) {
+  enum receiver r = receiver_of(skb, &p);
+  if (r == RCV_FLOW) {
     count(AMB_CNT_LOOPED);
     return TC_ACT_OK;
   }
-  return assign_to_ztunnel(skb, &p, amb_cfg.outbound_port, AMB_CNT_VIF, !p.v6);
+  return assign_to_ztunnel(skb, &p, amb_cfg.outbound_port, AMB_CNT_VIF, !p.v6,
+                           r == RCV_TIME_WAIT_SYN);
+}
+
+/* The pod netns's listener lookup, which the kernel runs for a SYN that
+ * ended a TIME_WAIT (and for every other lookup it makes: those find no
+ * record and go on as usual). A recorded SYN gets ztunnel's listener or
+ * nothing: failing here must not fall back to the app's listener. */
+SEC("sk_lookup")
+int amb_tw_lookup(struct bpf_sk_lookup* ctx) {
+  if (ctx->protocol != IPPROTO_TCP) return SK_PASS;
+  struct amb_tw_key k = {};
+  if (ctx->family == AF_INET) {
+    k.family = AMB_FAMILY_V4;
+    k.remote[0] = ctx->remote_ip4;
+    k.local[0] = ctx->local_ip4;
+  } else if (ctx->family == AF_INET6) {
+    k.family = AMB_FAMILY_V6;
+    k.remote[0] = ctx->remote_ip6[0];
+    k.remote[1] = ctx->remote_ip6[1];
+    k.remote[2] = ctx->remote_ip6[2];
+    k.remote[3] = ctx->remote_ip6[3];
+    k.local[0] = ctx->local_ip6[0];
+    k.local[1] = ctx->local_ip6[1];
+    k.local[2] = ctx->local_ip6[2];
+    k.local[3] = ctx->local_ip6[3];
+  } else {
+    return SK_PASS;
+  }
+  k.remote_port = ctx->remote_port;
+  k.local_port = bpf_htons((__u16)ctx->local_port);
+  struct bpf_sock* sk = bpf_map_lookup_elem(&amb_tw_socks, &k);
+  if (!sk) return SK_PASS;
+  long err = bpf_sk_assign(ctx, sk, 0);
+  bpf_sk_release(sk);
+  bpf_map_delete_elem(&amb_tw_socks, &k);
+  if (err) {
+    count(AMB_CNT_DROP_TIME_WAIT);
+    return SK_DROP;
+  }
+  count(AMB_CNT_TW_HANDOFF);
+  return SK_PASS;
 }

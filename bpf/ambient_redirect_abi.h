@@ -20,6 +20,8 @@
 #define AMB_LO_IFINDEX 1
 
 #define AMB_DNS_NAT_ENTRIES 65536
+/* SYNs handed to ztunnel past a TIME_WAIT at once (amb_tw_socks). */
+#define AMB_TW_ENTRIES 4096
 
 /* Address families in map keys (not AF_*: those are not in vmlinux.h). */
 #define AMB_FAMILY_V4 4
@@ -64,7 +66,9 @@ enum amb_counter {
   AMB_CNT_DROP_NONTRANSPARENT, /* IPv4 outbound to a listener without IP_TRANSPARENT */
   AMB_CNT_DROP_ASSIGN,         /* bpf_sk_assign refused the listener */
   AMB_CNT_DROP_REWRITE,        /* a DNS rewrite failed half way */
-  AMB_CNT_TIME_WAIT,           /* SYN reusing a TIME_WAIT tuple (assigned: fail closed) */
+  AMB_CNT_TIME_WAIT,           /* SYN reusing a TIME_WAIT tuple: recorded for amb_tw_lookup */
+  AMB_CNT_TW_HANDOFF,          /* amb_tw_lookup gave such a SYN to ztunnel's listener */
+  AMB_CNT_DROP_TIME_WAIT,      /* such a SYN could not be recorded, or handed over */
   AMB_CNT_MAX
 };
 
@@ -81,6 +85,18 @@ struct amb_dns_orig {
   __u32 addr[4];
   __be16 port;
   __u16 pad;
+};
+
+/* A SYN that meets a TIME_WAIT socket of ztunnel's, as the receiving
+ * side's listener lookup sees it: remote is the packet's source, local its
+ * destination. */
+struct amb_tw_key {
+  __u32 remote[4]; /* network order; IPv4 in [0] */
+  __u32 local[4];
+  __be16 remote_port;
+  __be16 local_port;
+  __u8 family; /* AMB_FAMILY_* */
+  __u8 pad[3];
 };
 
 #endif /* AMBIENT_REDIRECT_ABI_H */

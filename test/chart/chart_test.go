@@ -527,6 +527,13 @@ func TestEbpfRedirectionSwitch(t *testing.T) {
 		sort.Strings(caps)
 		wantEqual(t, "capabilities.add with eBPF "+v, caps,
 			[]string{"BPF", "DAC_OVERRIDE", "NET_ADMIN", "NET_RAW", "PERFMON", "SYS_ADMIN", "SYS_PTRACE"})
+		// The node's bpffs, where the pods' sk_lookup links are pinned
+		// (docs/redirection.md#ebpf-time-wait).
+		wantEqual(t, "/sys/fs/bpf with eBPF "+v, mounts(t, o)["/sys/fs/bpf"].hostPath, "/sys/fs/bpf")
+	}
+	o, _ := render(t)
+	if _, ok := mounts(t, o)["/sys/fs/bpf"]; ok {
+		t.Error("/sys/fs/bpf is mounted with ebpfRedirection=false")
 	}
 }
 

@@ -223,3 +223,53 @@ TEST_CASE("eBPF: a connection opened before enrollment keeps working after it", 
   CHECK(send_recv(client.get(), accepted->conn.get(), "to c") == "to c");
   CHECK(send_recv(accepted->conn.get(), client.get(), "to a") == "to a");
 }
+
+// docs/redirection.md#ebpf-time-wait: ztunnel closes first, so its side of
+// each connection waits in TIME_WAIT; the client comes back from the same
+// port. Every reuse reaches ztunnel (never the app, never a timeout), in
+// both directions, and still does while the agent is down.
+TEST_CASE("eBPF: a client port reused against ztunnel's TIME_WAIT reaches ztunnel, agent or not",
+          "[e2e][ebpf]") {
+  NodeOptions opts;
+  opts.backend = kEbpf;
+  SimNode node(opts);
+  Pod a = node.must_add_pod("a", "ambient-demo");
+  Pod b = node.must_add_pod("b", "ambient-demo");
+  Pod c = node.must_add_pod("c", "plain");
+  UniqueFd app = listen_in(b, 8080);  // where a bypassed inbound SYN would land
+  const auto handoffs = [&] {
+    std::smatch m;
+    const std::string metrics = node.node_http_get(15014, "/metrics");
+    REQUIRE(std::regex_search(
+        metrics, m,
+        std::regex(
+            R"re(ambient_redirect_decisions_total\{backend="ebpf",decision="time_wait_handoff"\} (\d+))re")));
+    return std::stoll(m[1]);
+  };
+  const auto reuse = [&](const Pod& from, const std::string& ip, int from_port,
+                         const std::string& listener) {
+    for (int round = 0; round < 3; ++round) {
+      INFO("from " << from.name << " port " << from_port << " to " << ip << ", round " << round);
+      std::string reply;
+      auto r = in_pod(from, [&]() -> Result<> {
+        AMBIENT_ASSIGN_OR_RETURN(reply, tcp_exchange(ip, 8080, 0, from_port));
+        return {};
+      });
+      if (!r) FAIL(r.error().describe());
+      CHECK_THAT(reply, Catch::Contains(listener));
+    }
+  };
+  // Every reuse after the first connection went through the hand-off.
+  const long long before = handoffs();
+  reuse(a, c.ip, 41001, "port=15001");  // outbound
+  const long long after_outbound = handoffs();
+  CHECK(after_outbound == before + 2);
+  reuse(c, b.ip, 41002, "port=15006");  // inbound
+  CHECK(handoffs() == after_outbound + 2);
+
+  node.stop_agent();
+  reuse(a, c.ip, 41001, "port=15001");
+  reuse(c, b.ip, 41002, "port=15006");
+  pollfd p{app.get(), POLLIN, 0};
+  CHECK(::poll(&p, 1, 0) == 0);  // the app never got a connection
+}

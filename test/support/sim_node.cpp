@@ -120,6 +120,7 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_hex(6)) 
   dir_ = opts_.work_root + "/amb-e2e-" + id_;
   fs::create_directories(dir_ + "/run");
   fs::create_directories(dir_ + "/zds");
+  if (opts_.backend == kEbpf) bpffs_ = std::make_unique<BpfFs>();
   netns_.push_back(std::make_unique<TestNetns>(NetnsOptions{.name = node_netns()}));
   make_node_network();
 
@@ -259,6 +260,7 @@ void SimNode::start_agent() {
     argv.insert(argv.end(), {"--force-iptables-binary", "nft"});
   }
   argv.push_back(std::string("--ebpf-redirection=") + (opts_.backend == kEbpf ? "true" : "false"));
+  if (bpffs_) argv.insert(argv.end(), {"--bpf-pin-dir", bpffs_->path()});
   if (opts_.dual_stack || opts_.agent_ipv6) argv.emplace_back("--ambient-ipv6");
   if (opts_.installer) {
     for (const char* d : {"/host/net.d", "/host/bin", "/plugin", "/sa"})
@@ -830,18 +832,36 @@ Result<std::string> read_line(int fd) {
 
 }  // namespace
 
-Result<std::string> tcp_exchange(const std::string& ip, int port, unsigned mark) {
+Result<std::string> tcp_exchange(const std::string& ip, int port, unsigned mark, int from_port) {
   AMBIENT_ASSIGN_OR_RETURN(SockAddr a, sockaddr_of(ip, port));
   UniqueFd fd(::socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (mark && ::setsockopt(fd.get(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
     return sys_error("SO_MARK");
+  }
+  if (from_port != 0) {
+    const int on = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    SockAddr any;
+    any.ss.ss_family = static_cast<sa_family_t>(a.family);
+    reinterpret_cast<sockaddr_in*>(&any.ss)->sin_port = htons(static_cast<uint16_t>(from_port));
+    any.len = a.len;
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&any.ss), any.len) != 0) {
+      return sys_error("bind port " + std::to_string(from_port));
+    }
   }
   timeval tv{3, 0};
   ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a.ss), a.len) != 0) {
     return sys_error("connect " + ip + ":" + std::to_string(port));
   }
-  return read_line(fd.get());
+  AMBIENT_ASSIGN_OR_RETURN(std::string line, read_line(fd.get()));
+  if (from_port != 0) {
+    // The port is about to be reused: only the server may close first, or
+    // this side keeps the tuple in TIME_WAIT and the next connect fails.
+    AMBIENT_ASSIGN_OR_RETURN(std::string rest, read_line(fd.get()));
+    if (!rest.empty()) return make_error(Errc::Internal, "more than one line: " + rest);
+  }
+  return line;
 }
 
 Result<std::string> udp_exchange(const std::string& ip, int port) {

@@ -28,6 +28,7 @@
 #include "netns/netns.h"
 #include "nlohmann/json.hpp"
 #include "support/backends.h"
+#include "support/bpffs.h"
 #include "support/wait.h"
 
 namespace ambient::cri {
@@ -254,6 +255,9 @@ class SimNode {
 
   NodeOptions opts_;
   std::string id_, dir_;
+  // The node's bpffs, for the eBPF backend's pinned links; unmounted after
+  // the agent has stopped.
+  std::unique_ptr<BpfFs> bpffs_;
   // The node's netns, then the pods', deleted last to first (and, declared
   // before them, after the processes in them).
   std::vector<std::unique_ptr<TestNetns>> netns_;
@@ -274,7 +278,10 @@ Result<> in_pod(const Pod& p, const std::function<Result<>()>& fn);
 UniqueFd listen_in(const Pod& p, int port, int backlog = 8);
 
 // TCP connect to ip:port (optionally with SO_MARK), read one line.
-Result<std::string> tcp_exchange(const std::string& ip, int port, unsigned mark = 0);
+// `from_port` binds the client's port (with SO_REUSEADDR) when not 0, and
+// the server must close first (the TIME_WAIT is the server's).
+Result<std::string> tcp_exchange(const std::string& ip, int port, unsigned mark = 0,
+                                 int from_port = 0);
 // UDP send to ip:port, wait for one datagram back.
 Result<std::string> udp_exchange(const std::string& ip, int port);
 

@@ -16,6 +16,7 @@
 #include "netns/proc_scan.h"
 #include "redirect/detect.h"
 #include "redirect/ebpf/gate.h"
+#include "redirect/ebpf/tw_link.h"
 #include "redirect/host_netns.h"
 #include "redirect/nftables/compat.h"
 
@@ -147,7 +148,7 @@ Result<> App::build_redirection() {
         // This node's agent, whichever process: a restart adopts the
         // programs and maps an earlier one left in the pods.
         redirect::ebpf::GateResult g =
-            redirect::ebpf::check_gate(cfg_.node_name + "|" + cfg_.run_dir);
+            redirect::ebpf::check_gate(cfg_.node_name + "|" + cfg_.run_dir, cfg_.bpf_pin_dir);
         log::info("eBPF feature gate: {}: {}", g.decision.usable ? "passed" : "failed",
                   g.decision.reason);
         programs = std::move(g.programs);
@@ -174,6 +175,12 @@ Result<> App::build_redirection() {
   }
   diagnostics_ = start_diagnostics(opts, *detection, host);
   if (!detection->ebpf) programs.reset();
+  if (programs) {
+    // Links of pods whose netns went while no agent ran.
+    auto swept = redirect::ebpf::sweep_defunct_tw_links(programs->link_dir());
+    if (!swept) log::warn("eBPF: {}", swept.error().describe());
+    if (swept && *swept > 0) log::info("eBPF: unpinned {} links of pods that are gone", *swept);
+  }
   ebpf_programs_ = programs;
   auto made =
       redirect::make_redirectors(*detection, cfg_.scoped_xtables_locking, std::move(programs));

@@ -142,6 +142,11 @@ const Option kOptions[] = {
      "auto (eBPF where the start-up feature gate passes); the host side stays on the netfilter "
      "backend, and the choice holds until the node reboots",
      &Config::ebpf_redirection},
+    {"bpf-pin-dir", "AMBIENT_BPF_PIN_DIR",
+     "a bpffs mount (the node's, mounted into the agent's container) where eBPF redirection pins "
+     "each pod's sk_lookup link under ambient/<agent id>/, so it outlives the agent; without a "
+     "bpffs there the eBPF gate fails",
+     &Config::bpf_pin_dir},
     {"kubelet-uid", "AMBIENT_KUBELET_UID",
      "UID whose connections get the probe SNAT (only kubelet's health probes should); "
      "-1 = the UID of the kubelet (or kubelite, k3s) process found in <host root>/proc",

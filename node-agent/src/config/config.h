@@ -43,6 +43,9 @@ struct Config {
   // AMBIENT_EBPF_REDIRECTION: Auto redirects in pods with eBPF where the
   // gate passes (docs/redirection.md#ebpf-choice).
   Tristate ebpf_redirection = Tristate::Off;
+  // Where the pods' sk_lookup links are pinned: must be a bpffs that
+  // outlives the agent's container (docs/redirection.md#ebpf-time-wait).
+  std::string bpf_pin_dir = "/sys/fs/bpf";
   int kubelet_uid = -1;  // -1: find kubelet in <host root>/proc
   std::string probe_snat_ipv4 = std::string(redirect::kDefaultProbeSnatIpv4);
   std::string probe_snat_ipv6 = std::string(redirect::kDefaultProbeSnatIpv6);

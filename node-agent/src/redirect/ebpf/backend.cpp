@@ -9,6 +9,7 @@
 #include "fault/crash_point.h"
 #include "lib/unique_fd.h"
 #include "log/log.h"
+#include "redirect/ebpf/tw_link.h"
 #include "redirect/inpod_netlink.h"
 
 namespace ambient::redirect {
@@ -221,6 +222,10 @@ Adopt adopter(ebpf::Programs& programs, const Variant& v) {
   };
 }
 
+AdoptLink link_adopter(ebpf::Programs& programs, const Variant& v) {
+  return [adopt = adopter(programs, v)](uint32_t id) { return adopt(id, Program::TwLookup); };
+}
+
 }  // namespace
 
 Result<> EbpfBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg,
@@ -230,6 +235,12 @@ Result<> EbpfBackend::install(const netns::Netns& ns, const PodRedirectConfig& c
   if (!variant) return std::move(variant).error().context(context);
   auto set = programs_->get(*variant);
   if (!set) return std::move(set).error().context(context);
+  // The hand-off past TIME_WAIT first: tc passes those SYNs from the moment
+  // its programs are attached.
+  auto link = ensure_tw_link(programs_->link_dir(), ns, (*set)->get(Program::TwLookup),
+                             link_adopter(*programs_, *variant));
+  if (!link) return std::move(link).context(context);
+  bool filters_gone = false;
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
     AMBIENT_ASSIGN_OR_RETURN(auto interfaces, list_interfaces());
     AMBIENT_ASSIGN_OR_RETURN(auto hooks, read_hooks(interfaces, plan(interfaces, cfg), **set,
@@ -242,9 +253,11 @@ Result<> EbpfBackend::install(const netns::Netns& ns, const PodRedirectConfig& c
       if (problems.empty()) return {};  // exactly right: leave it alone
     }
     auto applied = apply_here(hooks, **set, cfg, routed);
-    if (!applied) (void)remove_here();
+    if (!applied) filters_gone = remove_here().has_value();
     return applied;
   });
+  // A filter left behind may still pass a SYN past a TIME_WAIT: it keeps the link.
+  if (filters_gone) (void)remove_tw_link(programs_->link_dir(), ns);
   return std::move(r).context(context);
 }
 
@@ -264,12 +277,20 @@ Result<VerifyReport> EbpfBackend::verify(const netns::Netns& ns,
     return {};
   });
   if (!r) return std::move(r).error().context(context);
+  auto link = tw_link_problem(programs_->link_dir(), ns, (*set)->get(Program::TwLookup),
+                              link_adopter(*programs_, *variant));
+  if (!link) return std::move(link).error().context(context);
+  if (*link) report.problems.push_back(**link);
   report.complete = report.problems.empty();
   return report;
 }
 
+// The link goes after the filters, whose SYNs past a TIME_WAIT need it.
 Result<> EbpfBackend::remove(const netns::Netns& ns, const PodRedirectConfig&) {
-  return netns::run_in_netns(ns, remove_here).context("remove eBPF redirection from " + ns.path());
+  const std::string context = "remove eBPF redirection from " + ns.path();
+  auto filters = netns::run_in_netns(ns, remove_here);
+  if (!filters) return std::move(filters).context(context);
+  return remove_tw_link(programs_->link_dir(), ns).context(context);
 }
 
 }  // namespace ambient::redirect

@@ -1,12 +1,16 @@
 #include "redirect/ebpf/gate.h"
 
+#include <bpf/bpf.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 
 #include <charconv>
 
+#include "lib/unique_fd.h"
 #include "netns/netns.h"
 #include "redirect/ebpf/tc.h"
+#include "redirect/ebpf/tw_link.h"
 
 namespace ambient::redirect::ebpf {
 
@@ -18,9 +22,15 @@ std::string version_text(KernelVersion v) {
   return std::to_string(v.major) + "." + std::to_string(v.minor);
 }
 
-// Both of the programs' hook kinds on lo of a new netns, then gone.
+// Both of the programs' tc hook kinds on lo of a new netns, and the
+// netns's sk_lookup link, then gone.
 Result<> try_attach(const ProgramSet& set) {
   return netns::run_in_new_netns([&]() -> Result<> {
+    UniqueFd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (!self.valid()) return sys_error("open the scratch netns");
+    UniqueFd link(
+        bpf_link_create(set.get(Program::TwLookup).fd, self.get(), BPF_SK_LOOKUP, nullptr));
+    if (!link.valid()) return sys_error("attach amb_tw_lookup (sk_lookup) to the scratch netns");
     const Interface lo{.ifindex = 1, .name = "lo", .loopback = true};
     AMBIENT_RETURN_IF_ERROR(ensure_clsact(lo));
     for (auto [hook, prog] :
@@ -59,21 +69,23 @@ GateDecision decide(const GateFacts& f) {
                        ": bpf_sk_assign refuses ztunnel's SO_REUSEPORT listeners"};
   }
   if (!f.btf) return {false, std::string("the kernel has no BTF (") + kVmlinuxBtf + ")"};
+  if (!f.pin_error.empty()) return {false, f.pin_error};
   if (!f.load_error.empty()) return {false, "the programs do not load: " + f.load_error};
-  if (!f.attach_error.empty()) return {false, "tc attach failed: " + f.attach_error};
+  if (!f.attach_error.empty()) return {false, "attach failed: " + f.attach_error};
   return {true,
           "kernel " + version_text(*kernel) + ", programs loaded and attached in a scratch netns"};
 }
 
-GateResult check_gate(const std::string& owner) {
+GateResult check_gate(const std::string& owner, const std::string& pin_root) {
   GateResult out;
   utsname u{};
   if (::uname(&u) == 0) out.facts.kernel_release = u.release;
   struct stat st {};
   out.facts.btf = ::stat(kVmlinuxBtf, &st) == 0;
   const auto kernel = parse_kernel_release(out.facts.kernel_release);
-  if (kernel && *kernel >= kMinKernel && out.facts.btf) {
-    auto loaded = Programs::load(owner);
+  if (auto pin = check_pin_root(pin_root); !pin) out.facts.pin_error = pin.error().describe();
+  if (kernel && *kernel >= kMinKernel && out.facts.btf && out.facts.pin_error.empty()) {
+    auto loaded = Programs::load(owner, pin_root);
     if (!loaded) {
       out.facts.load_error = loaded.error().describe();
     } else {

@@ -33,6 +33,7 @@ inline constexpr KernelVersion kMinKernel{6, 5};
 struct GateFacts {
   std::string kernel_release;  // uname's release
   bool btf = false;            // the kernel's BTF, which CO-RE relocates against
+  std::string pin_error;       // non-empty: the pin root is not usable (no bpffs there)
   std::string load_error;      // non-empty: the kernel refused to load the programs
   std::string attach_error;    // non-empty: attaching them in a scratch netns failed
 };
@@ -54,7 +55,8 @@ struct GateResult {
 // verifier proves every helper and program type they use) and attaches
 // and detaches them on lo of a throwaway netns; the node's netns is never
 // touched.
-// `owner` as Programs::load takes it.
-GateResult check_gate(const std::string& owner = "");
+// `owner` and `pin_root` as Programs::load takes them.
+GateResult check_gate(const std::string& owner = "",
+                      const std::string& pin_root = Programs::kDefaultPinRoot);
 
 }  // namespace ambient::redirect::ebpf

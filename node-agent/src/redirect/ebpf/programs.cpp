@@ -59,6 +59,8 @@ bpf_program* program_of(ambient_redirect& s, Program p) {
       return s.progs.amb_vif_ingress;
     case Program::LoIngress:
       return s.progs.amb_lo_ingress;
+    case Program::TwLookup:
+      return s.progs.amb_tw_lookup;
   }
   return nullptr;
 }
@@ -177,37 +179,51 @@ std::optional<amb_config> config_of_program(const ProgInfo& p) {
   return std::nullopt;
 }
 
-// The shared maps of the newest amb_egress in the kernel loaded for
-// `owner` (an earlier process of this agent): fds of its counters and DNS
-// NAT maps, -1 for none. Read-only: nothing is changed.
-std::pair<int, int> earlier_maps(uint64_t owner) {
+// The maps every instance shares, by name, in the order Programs keeps them.
+constexpr std::string_view kSharedMaps[] = {"amb_stats", "amb_dns_nat", "amb_tw_socks"};
+
+std::array<bpf_map*, 3> shared_maps(ambient_redirect& s) {
+  return {s.maps.amb_stats, s.maps.amb_dns_nat, s.maps.amb_tw_socks};
+}
+
+// The shared maps of the newest amb_lo_ingress in the kernel loaded for
+// `owner` (an earlier process of this agent): fds in kSharedMaps' order,
+// all -1 unless every one was found. Read-only: nothing is changed.
+std::array<int, 3> earlier_maps(uint64_t owner) {
   uint32_t best = 0;
   ProgInfo best_info;
   for (uint32_t id = 0; bpf_prog_get_next_id(id, &id) == 0;) {
     UniqueFd fd(bpf_prog_get_fd_by_id(id));
     if (!fd.valid()) continue;  // gone meanwhile
     auto p = prog_info(fd.get());
-    if (!p || std::string_view(p->info.name) != program_name(Program::Egress)) continue;
+    // amb_lo_ingress is the one that uses every shared map.
+    if (!p || std::string_view(p->info.name) != program_name(Program::LoIngress)) continue;
     const auto c = config_of_program(*p);
     if (c && c->owner == owner && id > best) {
       best = id;
       best_info = std::move(*p);
     }
   }
-  int stats = -1, dns_nat = -1;
+  std::array<UniqueFd, 3> found;
   for (uint32_t id : best_info.map_ids) {
     auto m = map_by_id(id);
     if (!m) continue;
-    if (m->name() == "amb_stats" && stats < 0) stats = m->fd.release();
-    if (m->name() == "amb_dns_nat" && dns_nat < 0) dns_nat = m->fd.release();
+    for (size_t i = 0; i < found.size(); ++i) {
+      if (m->name() == kSharedMaps[i] && !found[i].valid()) found[i] = std::move(m->fd);
+    }
   }
-  if (best != 0) {
+  std::array<int, 3> out{-1, -1, -1};
+  if (std::all_of(found.begin(), found.end(), [](const UniqueFd& fd) { return fd.valid(); })) {
+    for (size_t i = 0; i < found.size(); ++i) out[i] = found[i].release();
     log::info(
-        "eBPF: taking over the counters and DNS NAT map of this agent's earlier programs "
-        "(amb_egress id {})",
+        "eBPF: taking over the shared maps of this agent's earlier programs (amb_lo_ingress id {})",
+        best);
+  } else if (best != 0) {
+    log::info(
+        "eBPF: this agent's earlier programs (amb_lo_ingress id {}) have other maps; new maps",
         best);
   }
-  return {stats, dns_nat};
+  return out;
 }
 
 template <size_t N>
@@ -241,15 +257,28 @@ std::string_view program_name(Program p) {
       return "amb_vif_ingress";
     case Program::LoIngress:
       return "amb_lo_ingress";
+    case Program::TwLookup:
+      return "amb_tw_lookup";
   }
   return "";
 }
 
 std::string_view counter_name(amb_counter c) {
-  static constexpr std::string_view kNames[] = {
-      "outbound",    "inbound",      "virtual_interface", "dns_query", "dns_reply",
-      "looped",      "passed",       "drop_no_proxy",     "drop_loop", "drop_nontransparent",
-      "drop_assign", "drop_rewrite", "time_wait_syn"};
+  static constexpr std::string_view kNames[] = {"outbound",
+                                                "inbound",
+                                                "virtual_interface",
+                                                "dns_query",
+                                                "dns_reply",
+                                                "looped",
+                                                "passed",
+                                                "drop_no_proxy",
+                                                "drop_loop",
+                                                "drop_nontransparent",
+                                                "drop_assign",
+                                                "drop_rewrite",
+                                                "time_wait_syn",
+                                                "time_wait_handoff",
+                                                "drop_time_wait"};
   static_assert(std::size(kNames) == AMB_CNT_MAX, "a name for every counter of amb_counter");
   return c < AMB_CNT_MAX ? kNames[c] : "";
 }
@@ -263,15 +292,14 @@ Result<Variant> variant_for(const PodRedirectConfig& cfg) {
   return v;
 }
 
-Result<std::shared_ptr<Programs>> Programs::load(const std::string& owner) {
+Result<std::shared_ptr<Programs>> Programs::load(const std::string& owner, std::string pin_root) {
   static std::once_flag print_set;
   std::call_once(print_set, [] { libbpf_set_print(libbpf_print); });
   std::shared_ptr<Programs> programs(new Programs());
   programs->owner_ = owner_hash(owner);
-  if (programs->owner_ != 0) {
-    std::tie(programs->earlier_stats_fd_, programs->earlier_dns_nat_fd_) =
-        earlier_maps(programs->owner_);
-  }
+  programs->link_dir_ =
+      std::move(pin_root) + "/ambient/" + fmt::format("{:016x}", programs->owner_);
+  if (programs->owner_ != 0) programs->earlier_ = earlier_maps(programs->owner_);
   AMBIENT_ASSIGN_OR_RETURN(Variant v, variant_for(PodRedirectConfig{}));
   AMBIENT_RETURN_IF_ERROR(programs->get(v));
   return programs;
@@ -280,7 +308,7 @@ Result<std::shared_ptr<Programs>> Programs::load(const std::string& owner) {
 // The kernel keeps a shared map while any loaded program uses it, so the
 // instances may go in any order.
 Programs::~Programs() {
-  for (int fd : {earlier_stats_fd_, earlier_dns_nat_fd_}) {
+  for (int fd : earlier_) {
     if (fd >= 0) ::close(fd);
   }
 }
@@ -294,28 +322,28 @@ Result<std::unique_ptr<Programs::Instance>> Programs::load_instance(const Varian
   std::memcpy(&skel->rodata->amb_cfg, &c, sizeof c);
   // Later instances share the first one's maps; the first takes over an
   // earlier process's, when they are still compatible.
-  const bool earlier = !maps_owner_ && earlier_stats_fd_ >= 0 && earlier_dns_nat_fd_ >= 0;
+  const bool earlier = !maps_owner_ && earlier_[0] >= 0;
   auto share = [&](bpf_map* mine, int theirs) -> Result<> {
     if (int e = bpf_map__reuse_fd(mine, theirs); e != 0) {
       return bpf_error(std::string("share map ") + bpf_map__name(mine), e);
     }
     return {};
   };
+  const auto mine = shared_maps(*skel);
   if (maps_owner_) {
-    const ambient_redirect& owner = *maps_owner_->skel;
-    AMBIENT_RETURN_IF_ERROR(share(skel->maps.amb_stats, bpf_map__fd(owner.maps.amb_stats)));
-    AMBIENT_RETURN_IF_ERROR(share(skel->maps.amb_dns_nat, bpf_map__fd(owner.maps.amb_dns_nat)));
+    const auto first = shared_maps(*maps_owner_->skel);
+    for (size_t i = 0; i < mine.size(); ++i) {
+      AMBIENT_RETURN_IF_ERROR(share(mine[i], bpf_map__fd(first[i])));
+    }
   } else if (earlier) {
-    AMBIENT_RETURN_IF_ERROR(share(skel->maps.amb_stats, earlier_stats_fd_));
-    AMBIENT_RETURN_IF_ERROR(share(skel->maps.amb_dns_nat, earlier_dns_nat_fd_));
+    for (size_t i = 0; i < mine.size(); ++i) AMBIENT_RETURN_IF_ERROR(share(mine[i], earlier_[i]));
   }
   if (int e = ambient_redirect__load(skel.get()); e != 0) {
     if (!earlier) return bpf_error("load the eBPF programs", e);
     // Maps of an older layout: start afresh, as with no earlier process.
     log::warn("eBPF: the earlier programs' maps do not fit these programs ({}); new maps",
               bpf_error("load", e).describe());
-    ::close(std::exchange(earlier_stats_fd_, -1));
-    ::close(std::exchange(earlier_dns_nat_fd_, -1));
+    for (int& fd : earlier_) ::close(std::exchange(fd, -1));
     return load_instance(v);
   }
   std::array<LoadedProgram, std::size(kPrograms)> progs{};
@@ -359,14 +387,16 @@ Result<bool> Programs::adoptable(uint32_t id, Program p, const Variant& v) {
         std::memcmp(theirs.info.tag, want.tag.data(), want.tag.size()) != 0) {
       return false;
     }
-    AMBIENT_ASSIGN_OR_RETURN(const uint32_t stats, map_id(maps_owner_->skel->maps.amb_stats));
-    AMBIENT_ASSIGN_OR_RETURN(const uint32_t nat, map_id(maps_owner_->skel->maps.amb_dns_nat));
-    const uint32_t shared[] = {stats, nat};
+    std::vector<uint32_t> shared;
+    for (bpf_map* m : shared_maps(*maps_owner_->skel)) {
+      AMBIENT_ASSIGN_OR_RETURN(const uint32_t shared_id, map_id(m));
+      shared.push_back(shared_id);
+    }
     AMBIENT_ASSIGN_OR_RETURN(auto my_rodata,
                              first_value(bpf_map__fd(mine.skel->maps.rodata),
                                          bpf_map__value_size(mine.skel->maps.rodata)));
     for (uint32_t map_id : theirs.map_ids) {
-      if (std::find(std::begin(shared), std::end(shared), map_id) != std::end(shared)) continue;
+      if (std::find(shared.begin(), shared.end(), map_id) != shared.end()) continue;
       AMBIENT_ASSIGN_OR_RETURN(MapRef m, map_by_id(map_id));
       if (!m.is_rodata()) return false;  // a map this process does not use
       AMBIENT_ASSIGN_OR_RETURN(auto rodata, first_value(m.fd.get(), m.info.value_size));

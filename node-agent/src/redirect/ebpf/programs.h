@@ -19,9 +19,11 @@
 
 namespace ambient::redirect::ebpf {
 
-enum class Program { Egress, Ingress, VifIngress, LoIngress };
+// The tc programs, and TwLookup: the pod netns's sk_lookup program, which
+// hands a SYN past a TIME_WAIT to ztunnel (docs/redirection.md#ebpf-time-wait).
+enum class Program { Egress, Ingress, VifIngress, LoIngress, TwLookup };
 inline constexpr Program kPrograms[] = {Program::Egress, Program::Ingress, Program::VifIngress,
-                                        Program::LoIngress};
+                                        Program::LoIngress, Program::TwLookup};
 
 // The kernel's name of a program: how a tc filter is told to be ours.
 std::string_view program_name(Program p);
@@ -75,7 +77,11 @@ class Programs {
   // agent (its node and run dir): the counters and DNS NAT map of an earlier
   // process with the same owner whose programs are still in the kernel are
   // taken over, so counts go on and DNS replies in flight keep their NAT.
-  static Result<std::shared_ptr<Programs>> load(const std::string& owner = "");
+  // `pin_root` is a bpffs directory: each pod's sk_lookup link is pinned
+  // under it (link_dir()), so that it outlives this process.
+  static Result<std::shared_ptr<Programs>> load(const std::string& owner = "",
+                                                std::string pin_root = kDefaultPinRoot);
+  static constexpr const char* kDefaultPinRoot = "/sys/fs/bpf";
   ~Programs();
   Programs(const Programs&) = delete;
   Programs& operator=(const Programs&) = delete;
@@ -94,6 +100,9 @@ class Programs {
   Result<Counters> counters() const;
   // The DNS NAT map shared by every instance (tests read it).
   int dns_nat_fd() const;
+  // Where this agent pins the pods' sk_lookup links: a directory of its
+  // own under the pin root, named by its owner hash.
+  const std::string& link_dir() const { return link_dir_; }
 
  private:
   struct Instance;
@@ -102,11 +111,12 @@ class Programs {
 
   mutable std::mutex mu_;
   uint64_t owner_ = 0;
+  std::string link_dir_;
   std::map<Variant, std::unique_ptr<Instance>> instances_;
   std::map<uint32_t, bool> adoptable_;  // by program id
-  // An earlier process's shared maps (counters, DNS NAT), taken over by
-  // the first instance; closed once it is loaded.
-  int earlier_stats_fd_ = -1, earlier_dns_nat_fd_ = -1;
+  // An earlier process's shared maps (counters, DNS NAT, TIME_WAIT
+  // hand-offs), taken over by the first instance; -1 for none.
+  std::array<int, 3> earlier_{-1, -1, -1};
   // The first instance loaded: it created the maps every later one reuses
   // (counters, DNS NAT), so they outlive no instance that uses them.
   const Instance* maps_owner_ = nullptr;

@@ -50,7 +50,12 @@ TEST_CASE("the eBPF gate passes only with every fact in favour", "[ebpf]") {
     f = good;
     f.attach_error = "attach a tc filter on lo ingress: Operation not supported";
     CHECK_FALSE(decide(f).usable);
-    CHECK_THAT(decide(f).reason, Catch::Contains("tc attach"));
+    CHECK_THAT(decide(f).reason,
+               Catch::Contains("attach failed") && Catch::Contains("Operation not supported"));
+    f = good;
+    f.pin_error = "/sys/fs/bpf is not a bpffs mount, so the pods' sk_lookup links cannot be pinned";
+    CHECK_FALSE(decide(f).usable);
+    CHECK_THAT(decide(f).reason, Catch::Contains("not a bpffs"));
   }
   SECTION("an old kernel is the reason even when the rest failed too") {
     GateFacts f{.kernel_release = "6.1.0", .btf = false, .load_error = "x"};
