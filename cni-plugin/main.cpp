@@ -12,11 +12,58 @@
 #include <string_view>
 #include <vector>
 
+#include "agent_client.h"
 #include "dispatcher.h"
 #include "kube_fallback.h"
 #include "logger.h"
 
+// Static initializers that fast-path.ld keeps from running at start-up,
+// and OpenSSL's CPUID probe (its .init fragment, dropped there too).
+extern "C" {
+using InitFn = void (*)();
+extern const InitFn ambient_fallback_init_start[], ambient_fallback_init_end[];
+extern const InitFn ambient_agent_client_init_start[], ambient_agent_client_init_end[];
+void OPENSSL_cpuid_setup();
+}
+
 namespace {
+
+// Every exec pays for start-up work, but most never reach the code it is
+// for: only the API fallback uses yaml-cpp, OpenSSL and Asio's SSL layer,
+// and VERSION or an excluded pod never talk to the agent. Each group's
+// initializers run once, just before its code first runs.
+void run_initializers(const InitFn* begin, const InitFn* end) {
+  for (const InitFn* f = begin; f != end; ++f) (*f)();
+}
+
+void init_agent_client() {
+  static bool done = false;
+  if (done) return;
+  done = true;
+  run_initializers(ambient_agent_client_init_start, ambient_agent_client_init_end);
+}
+
+void init_fallback() {
+  static bool done = false;
+  if (done) return;
+  done = true;
+  ::OPENSSL_cpuid_setup();
+  run_initializers(ambient_fallback_init_start, ambient_fallback_init_end);
+}
+
+class LazyAgentClient : public ambient::cni::AgentClient {
+ public:
+  ambient::Result<ambient::cni::HttpReply> post(const std::string& socket_path,
+                                                std::string_view target, const std::string& body,
+                                                std::chrono::milliseconds timeout) override {
+    init_agent_client();
+    return client_.post(socket_path, target, body, timeout);
+  }
+
+ private:
+  ambient::cni::UnixHttpClient client_;
+};
+
 // The binary is fully static (cni-plugin/CMakeLists.txt). Two things could
 // still make glibc or OpenSSL load the host's shared objects, built for
 // other library versions, and both only matter on the API fallback path:
@@ -26,6 +73,7 @@ namespace {
 // modules and OpenSSL is told not to read its configuration.
 ambient::Result<std::unique_ptr<ambient::cni::KubeApi>> fallback_api(
     const std::string& kubeconfig) {
+  init_fallback();
   ::__nss_configure_lookup("hosts", "files dns");
   ::OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, nullptr);
   auto api = ambient::cni::KubeconfigApi::load(kubeconfig);
@@ -43,15 +91,20 @@ void write_all(int fd, std::string_view s) {
   }
 }
 
+// Straight into the string, which grows as needed: a large buffer on the
+// stack would fault in stack pages that nothing else in the run uses.
 std::string read_all(int fd) {
-  std::string in;
-  char buf[16384];
+  std::string in(4096, '\0');
+  size_t used = 0;
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (used == in.size()) in.resize(in.size() * 2);
+    ssize_t n = ::read(fd, in.data() + used, in.size() - used);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return in;
-    in.append(buf, static_cast<size_t>(n));
+    if (n <= 0) break;
+    used += static_cast<size_t>(n);
   }
+  in.resize(used);
+  return in;
 }
 
 }  // namespace
@@ -90,6 +143,6 @@ int main(int argc, char** argv) {
       .send_log = [](const std::string& path,
                      std::string_view body) { send_log(path, body, kLogSendBudget); },
   };
-  UnixHttpClient agent;
+  LazyAgentClient agent;
   return run_plugin(io, agent);
 }

@@ -5,9 +5,9 @@
 #include <sys/un.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <utility>
 
 #include "lib/cni_event.h"
@@ -19,17 +19,20 @@ namespace ambient::cni {
 namespace {
 
 std::string now() {
-  auto t = std::chrono::system_clock::now();
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-  std::time_t secs = us / 1000000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  // Not strftime: it reads the time zone file (/etc/localtime) first,
-  // seven system calls on every plugin run for a UTC timestamp.
+  using namespace std::chrono;
+  // Not strftime nor gmtime_r: both read the time zone file
+  // (/etc/localtime) on first use, seven system calls on every plugin run
+  // for a UTC timestamp. The calendar arithmetic needs no file.
+  const auto t = floor<microseconds>(system_clock::now());
+  const auto day = floor<days>(t);
+  const year_month_day ymd{day};
+  const hh_mm_ss hms{t - day};
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<long>(us % 1000000));
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02ld:%02ld:%02ld.%06ldZ",
+                static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
+                static_cast<unsigned>(ymd.day()), static_cast<long>(hms.hours().count()),
+                static_cast<long>(hms.minutes().count()), static_cast<long>(hms.seconds().count()),
+                static_cast<long>(hms.subseconds().count()));
   return buf;
 }
 
