@@ -9,6 +9,7 @@
 //   ambient-bench stomp-repair  another CNI rewrites the conflist -> our entry is back
 //   ambient-bench rss           agent RSS (steady and peak) at 0, 110 and 250 pods
 //   ambient-bench datapath      new TCP connections/s through redirection vs. without
+//   ambient-bench churn         1,000 pods added, used and deleted: leftovers, fds, threads, RSS
 //   ambient-bench all
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -41,6 +42,7 @@
 #include "lib/unique_fd.h"
 #include "process/process.h"
 #include "support/backends.h"
+#include "support/churn.h"
 #include "support/files.h"
 #include "support/sim_node.h"
 #include "support/test_netns.h"
@@ -718,6 +720,33 @@ void bench_datapath(const std::string& backend) {
             << " redirected connections answered" << decisions << "\n";
 }
 
+// docs/reliability.md#churn: the e2e test's churn, longer, with its figures.
+void bench_churn(const std::string& backend) {
+  constexpr int kCycles = 1000;
+  SimNode node(bench_node(backend));
+  const ChurnResult r = churn(node, kCycles);
+  const json results = {{"cycles_per_s", kCycles / r.seconds},
+                        {"leftover_pod_state", r.leftover_pod_state},
+                        {"leftover_host_entries", r.leftover_host_entries},
+                        {"leftover_workloads", r.leftover_workloads},
+                        {"leftover_links", r.leftover_links.size()},
+                        {"new_run_dir_files", r.new_run_files.size()},
+                        {"fds_warm", r.warm.fds},
+                        {"fds_end", r.end.fds},
+                        {"threads_warm", r.warm.threads},
+                        {"threads_end", r.end.threads},
+                        {"rss_warm_kib", r.warm.rss_kib},
+                        {"rss_end_kib", r.end.rss_kib}};
+  emit("churn", backend, {{"cycles", kCycles}}, results);
+  std::cerr << "churn " << backend << ": " << kCycles << " cycles in " << r.seconds
+            << " s; leftovers: pod state " << r.leftover_pod_state << ", host entries "
+            << r.leftover_host_entries << ", ztunnel workloads " << r.leftover_workloads
+            << ", pinned links " << r.leftover_links.size() << ", run-dir files "
+            << r.new_run_files.size() << "; agent fds " << r.warm.fds << " -> " << r.end.fds
+            << ", threads " << r.warm.threads << " -> " << r.end.threads << ", RSS "
+            << r.warm.rss_kib << " -> " << r.end.rss_kib << " KiB (after 20 warm-up cycles)\n";
+}
+
 }  // namespace
 
 // Each benchmark is a hidden Catch2 test case, so the harness's checks
@@ -736,6 +765,9 @@ TEST_CASE("stomp-repair", "[.][stomp-repair]") { bench_stomp_repair(); }
 TEST_CASE("rss", "[.][rss]") {
   for (const auto& b : g_backends) bench_rss(b);
 }
+TEST_CASE("churn", "[.][churn]") {
+  for (const auto& b : g_backends) bench_churn(b);
+}
 TEST_CASE("datapath", "[.][datapath]") {
   for (const auto& b : g_backends) bench_datapath(b);
 }
@@ -747,7 +779,7 @@ int main(int argc, char** argv) {
   }
   ::signal(SIGPIPE, SIG_IGN);
   const char* usage =
-      "usage: ambient-bench [enroll|plugin-exec|restart|stomp-repair|rss|datapath|all]\n"
+      "usage: ambient-bench [enroll|plugin-exec|restart|stomp-repair|rss|datapath|churn|all]\n"
       "                     [--backend B]...\n"
       "Prints one JSON object per result on stdout, a summary on stderr.\n"
       "  --backend B   iptables-legacy, iptables-nft, nftables or ebpf; repeat for several\n"

@@ -710,6 +710,11 @@ AddResult SimNode::del_pod(const Pod& p) {
   return res;
 }
 
+void SimNode::forget_pod(const Pod& p) {
+  std::erase_if(pods_, [&](const Pod& q) { return q.netns_name == p.netns_name; });
+  std::erase_if(netns_, [&](const auto& n) { return n->name() == p.netns_name; });
+}
+
 std::string SimNode::pod_iptables(const Pod& p) { return pod_exec(p, {"iptables-save"}); }
 
 bool SimNode::pod_has_our_rules(const Pod& p) {

@@ -199,6 +199,11 @@ class SimNode {
                     const PodSpec& spec = {});
   Pod must_add_pod(const std::string& name, const std::string& ns, const PodSpec& spec = {});
   AddResult del_pod(const Pod& p);
+  // Forgets a pod after its DEL: its netns is deleted now, not at teardown,
+  // and teardown sends it no DEL (churn: hundreds of pods come and go).
+  void forget_pod(const Pod& p);
+  // The bpffs where the agent pins links (eBPF backend); empty otherwise.
+  std::string bpf_pin_dir() const { return bpffs_ ? bpffs_->path() : std::string(); }
   // The runtime recreates the pod's sandbox: same pod (name, UID), a new
   // netns and container ID, and CNI ADD for it. The old sandbox stays until
   // the test sends its DEL.
