@@ -12,6 +12,7 @@
 #include <regex>
 #include <thread>
 
+#include "process/process.h"
 #include "support/backends.h"
 #include "support/sim_node.h"
 #include "support/sockets.h"
@@ -272,4 +273,47 @@ TEST_CASE("eBPF: a client port reused against ztunnel's TIME_WAIT reaches ztunne
   reuse(c, b.ip, 41002, "port=15006");
   pollfd p{app.get(), POLLIN, 0};
   CHECK(::poll(&p, 1, 0) == 0);  // the app never got a connection
+}
+
+// docs/redirection.md#ebpf-fallback: ztunnel with ENABLE_ORIG_SRC=false
+// makes listeners without IP_TRANSPARENT, which eBPF's IPv4 hand-over
+// cannot use. Such a pod is moved to the rules once ztunnel is ready: it is
+// captured, counted, logged, stays on the rules across an agent restart,
+// and its DEL leaves nothing.
+TEST_CASE("eBPF: a pod whose ztunnel listeners are not transparent is redirected by the rules",
+          "[e2e][ebpf]") {
+  NodeOptions opts;
+  opts.backend = kEbpf;
+  opts.ztunnel_orig_src = false;
+  SimNode node(opts);
+  Pod a = node.must_add_pod("a", "ambient-demo");
+  Pod c = node.must_add_pod("c", "plain");
+  const auto fallback_pods = [&] {
+    std::smatch m;
+    const std::string metrics = node.node_http_get(15014, "/metrics");
+    REQUIRE(std::regex_search(metrics, m,
+                              std::regex(R"re(\nambient_ebpf_rules_fallback_pods (\d+))re")));
+    return std::stoi(m[1]);
+  };
+  CHECK_THAT(in_pod_tcp(a, c.ip, 8080), Catch::Contains("port=15001"));
+  CHECK(node.pod_filters(a).find("amb_") == std::string::npos);
+  CHECK(node.pod_has_our_rules(a));
+  CHECK(fallback_pods() == 1);
+  CHECK_THAT(node.agent_log(), Catch::Contains("has no IP_TRANSPARENT"));
+  // ambientctl names the mechanism the pod actually has.
+  auto ctl = run_command({.argv = {bin_path("ambientctl"), "--socket",
+                                   node.dir() + "/run/admin.sock", "pods", "-o", "json"},
+                          .timeout = 30s});
+  REQUIRE(ctl);
+  CHECK_THAT(ctl->out, Catch::Contains(R"("backend": "iptables-nft")"));
+
+  node.stop_agent();
+  node.start_agent();
+  CHECK_THAT(in_pod_tcp(a, c.ip, 8080), Catch::Contains("port=15001"));
+  CHECK(node.pod_filters(a).find("amb_") == std::string::npos);
+  CHECK(fallback_pods() == 1);
+
+  REQUIRE(node.del_pod(a).ok);
+  CHECK_FALSE(node.pod_has_our_rules(a));
+  CHECK(fallback_pods() == 0);
 }

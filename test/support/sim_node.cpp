@@ -339,9 +339,11 @@ void SimNode::start_ztunnel() {
   std::error_code ec;
   fs::remove(dir_ + "/ztunnel-state.json", ec);
   ztunnel_.emplace(
-      std::vector<std::string>{"ip", "netns", "exec", node_netns(), bin_path("ztunnel-emulator"),
-                               "--uds", dir_ + "/zds/ztunnel.sock", "--record",
-                               dir_ + "/records.jsonl", "--state", dir_ + "/ztunnel-state.json"},
+      std::vector<std::string>{
+          "ip", "netns", "exec", node_netns(), "env",
+          std::string("ENABLE_ORIG_SRC=") + (opts_.ztunnel_orig_src ? "true" : "false"),
+          bin_path("ztunnel-emulator"), "--uds", dir_ + "/zds/ztunnel.sock", "--record",
+          dir_ + "/records.jsonl", "--state", dir_ + "/ztunnel-state.json"},
       dir_ + "/ztunnel.log");
 }
 

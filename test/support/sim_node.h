@@ -102,6 +102,8 @@ struct NodeOptions {
   std::vector<std::string> exclude_namespaces = {"kube-system"};
   bool dns_capture = true;
   bool start_ztunnel = true;
+  // ztunnel's ENABLE_ORIG_SRC: false gives listeners without IP_TRANSPARENT.
+  bool ztunnel_orig_src = true;
   // One of kBackends.
   std::string backend = kIptablesNft;
   // Pods get IPv6 addresses too (host-local ranges for both families) and

@@ -95,7 +95,10 @@ std::vector<v1::Pod> AgentSource::pods() const {
   std::vector<v1::Pod> out;
   for (const auto& p : d_.pods.all()) {
     auto rec = d_.journal.get(p.workload.uid);
-    out.push_back(pod_message(p, rec ? &*rec : nullptr, d_.backend_kind));
+    // eBPF may have moved a pod to the rules (docs/redirection.md#ebpf-fallback).
+    const std::string backend =
+        p.workload.netns ? d_.backend.pod_backend(*p.workload.netns) : d_.backend_kind;
+    out.push_back(pod_message(p, rec ? &*rec : nullptr, backend));
   }
   for (const auto& [uid, rec] : d_.journal.failed()) {
     if (d_.pods.get(uid)) continue;
@@ -172,10 +175,11 @@ Result<v1::TraceResponse> AgentSource::trace(const v1::Pod* pod, const v1::Trace
                                           "give its netns with --netns PATH");
   }
   const bool enrolled = cached && cached->workload.netns;
+  const std::string backend = d_.backend.pod_backend(*ns);
   TraceTarget t{.pod = *ns,
                 .host = d_.host_netns.get(),
-                .backend = d_.backend_kind,
-                .ebpf = d_.ebpf_programs.get(),
+                .backend = backend,
+                .ebpf = backend == "ebpf" ? d_.ebpf_programs.get() : nullptr,
                 .enrolled = enrolled,
                 .pod_ips = std::move(ips)};
   return run_trace(t, req).context("trace pod " + req.namespace_() + "/" + req.name());

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <tuple>
 
 #include "lib/unique_fd.h"
@@ -29,6 +30,7 @@ struct Entry {
   uint8_t state = 0;
   uint64_t inode = 0;
   uint32_t mark = 0;
+  std::optional<bool> transparent;
 };
 
 template <class F>
@@ -88,6 +90,11 @@ Result<> dump_each(int fd, uint8_t family, uint8_t protocol, uint32_t states, F&
         if (a->rta_type == INET_DIAG_MARK && RTA_PAYLOAD(a) >= sizeof(uint32_t)) {
           std::memcpy(&s.mark, RTA_DATA(a), sizeof s.mark);
         }
+        if (a->rta_type == INET_DIAG_SOCKOPT && RTA_PAYLOAD(a) >= sizeof(inet_diag_sockopt)) {
+          inet_diag_sockopt o{};
+          std::memcpy(&o, RTA_DATA(a), sizeof o);
+          s.transparent = o.transparent != 0;
+        }
       }
       each(std::move(s));
     }
@@ -105,7 +112,8 @@ Result<> dump(int fd, uint8_t family, uint8_t protocol, std::vector<ListeningSoc
                    .address = std::move(e.local),
                    .port = e.local_port,
                    .inode = e.inode,
-                   .mark = e.mark});
+                   .mark = e.mark,
+                   .transparent = e.transparent});
   });
 }
 

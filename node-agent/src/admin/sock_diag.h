@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,8 +19,9 @@ struct ListeningSocket {
   std::string address;  // "0.0.0.0", "::", "127.0.0.1", ...
   uint16_t port = 0;
   uint64_t inode = 0;
-  uint32_t mark = 0;             // SO_MARK (the kernel reports it to CAP_NET_ADMIN callers)
-  std::string endpoint() const;  // "tcp [::]:15001"
+  uint32_t mark = 0;                // SO_MARK (the kernel reports it to CAP_NET_ADMIN callers)
+  std::optional<bool> transparent;  // IP_TRANSPARENT, where the kernel reports it (5.10+)
+  std::string endpoint() const;     // "tcp [::]:15001"
 };
 
 // The calling thread's netns: run it inside the pod's (run_in_netns), as

@@ -168,13 +168,17 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
     metrics::Timer t(metrics_.zds_add, &zds_s);
     acked = pending->wait();
   }
+  // ztunnel's listeners exist now: the backend may adapt to them.
+  Result<> ready;
+  if (installed && acked) ready = backend_.ztunnel_ready(*ns, rcfg);
   Result<> marked = marking ? marking->get() : Result<>{};
-  if (!installed || !probed || !acked || !marked) {
+  if (!installed || !probed || !acked || !marked || !ready) {
     auto failed = undo_failed_add(id, *ns, rcfg,
                                   {.installed = std::move(installed),
                                    .probed = std::move(probed),
                                    .acked = std::move(acked),
                                    .marked = std::move(marked),
+                                   .ready = std::move(ready),
                                    .handed = pending.has_value(),
                                    .marking = marking.has_value()});
     if (observer_ && !failed) observer_->enrollment_failed(id, failed.error().describe());
@@ -231,7 +235,8 @@ Result<> Agent::undo_failed_add(const PodIdentity& id, const netns::Netns& ns,
   if (!steps.acked) {
     return std::move(steps.acked).error().context("pod " + pod + ": hand netns to ztunnel");
   }
-  return std::move(steps.marked).error().context("pod " + pod);
+  if (!steps.marked) return std::move(steps.marked).error().context("pod " + pod);
+  return std::move(steps.ready).error().context("pod " + pod + ": adapt to ztunnel's listeners");
 }
 
 // The pod's sandbox was recreated (same UID, new netns): ztunnel already

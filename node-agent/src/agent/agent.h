@@ -83,6 +83,7 @@ class Agent {
   // The outcome of each step of one enrollment.
   struct AddSteps {
     Result<> installed, probed, acked, marked;
+    Result<> ready;        // the backend's ztunnel_ready
     bool handed = false;   // the Add was sent to ztunnel
     bool marking = false;  // the annotation was being written
   };

@@ -89,6 +89,14 @@ std::function<Result<std::vector<std::pair<std::string, double>>>()> ebpf_decisi
   };
 }
 
+// How many pods eBPF moved to the rules; unset without eBPF.
+std::function<double()> ebpf_rules_pods(const std::shared_ptr<redirect::ebpf::Programs>& programs) {
+  if (!programs) return {};
+  return [dir = programs->link_dir()] {
+    return static_cast<double>(redirect::ebpf::count_rules_markers(dir));
+  };
+}
+
 // The node's netns for host-side work, or null when that work happens in the
 // agent's own netns: ALLOW_SWITCH_TO_HOST_NS is off, or the agent shares
 // the node's netns already (hostNetwork).
@@ -236,7 +244,8 @@ Result<> App::build_agent() {
       {.ztunnel_connected = [this] { return static_cast<double>(zds_->connected()); },
        .enrolled_pods = [this] { return static_cast<double>(pods_.size()); },
        .decisions_backend = "ebpf",
-       .decisions = ebpf_decisions(ebpf_programs_)});
+       .decisions = ebpf_decisions(ebpf_programs_),
+       .ebpf_rules_pods = ebpf_rules_pods(ebpf_programs_)});
   const agent::EnrollmentPolicy& policy =
       controller_ ? static_cast<const agent::EnrollmentPolicy&>(*controller_) : *standalone_;
   agent_ = std::make_unique<agent::Agent>(agent::AgentDeps{.config = cfg_,

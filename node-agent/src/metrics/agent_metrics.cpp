@@ -114,6 +114,16 @@ void AgentMetrics::set_scrape_sources(ScrapeSources sources) {
                               .Register(registry_)
                               .Add({});
   }
+  if (sources_.ebpf_rules_pods) {
+    ebpf_rules_pods_ =
+        &prometheus::BuildGauge()
+             .Name("ambient_ebpf_rules_fallback_pods")
+             .Help(
+                 "Pods that eBPF redirection moved to the netfilter rules because ztunnel's "
+                 "outbound listener has no IP_TRANSPARENT.")
+             .Register(registry_)
+             .Add({});
+  }
   if (sources_.enrolled_pods) {
     enrolled_pods_ = &prometheus::BuildGauge()
                           .Name("ambient_enrolled_pods")
@@ -149,6 +159,7 @@ prometheus::MetricFamily AgentMetrics::decisions_family() const {
 std::string AgentMetrics::serialize() const {
   if (ztunnel_connected_) ztunnel_connected_->Set(sources_.ztunnel_connected());
   if (enrolled_pods_) enrolled_pods_->Set(sources_.enrolled_pods());
+  if (ebpf_rules_pods_) ebpf_rules_pods_->Set(sources_.ebpf_rules_pods());
   auto families = registry_.Collect();
   if (sources_.decisions) {
     auto decisions = decisions_family();

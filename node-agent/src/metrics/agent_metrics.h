@@ -46,6 +46,8 @@ class AgentMetrics {
     // leaves the family out of that scrape.
     std::string decisions_backend;
     std::function<Result<std::vector<std::pair<std::string, double>>>()> decisions;
+    // eBPF: pods moved to the netfilter rules (docs/redirection.md#ebpf-fallback).
+    std::function<double()> ebpf_rules_pods;
   };
   void set_scrape_sources(ScrapeSources sources);
 
@@ -63,6 +65,7 @@ class AgentMetrics {
   ScrapeSources sources_;
   prometheus::Gauge* ztunnel_connected_ = nullptr;
   prometheus::Gauge* enrolled_pods_ = nullptr;
+  prometheus::Gauge* ebpf_rules_pods_ = nullptr;
 };
 
 // The content type of serialize()'s text.

@@ -71,6 +71,16 @@ class RedirectBackend {
                                       const PodRedirectConfig& cfg) const = 0;
   // Idempotent; succeeds when nothing is installed.
   virtual Result<> remove(const netns::Netns& ns, const PodRedirectConfig& cfg) = 0;
+  // Called once ztunnel has acked the pod, so its listeners exist in the
+  // netns: a backend whose capture depends on how ztunnel made them checks
+  // them here and may change how it redirects this pod. An error fails the
+  // enrollment as a failed install does.
+  virtual Result<> ztunnel_ready(const netns::Netns& /*ns*/, const PodRedirectConfig& /*cfg*/) {
+    return {};
+  }
+  // The mechanism that redirects this pod: name(), unless the backend moved
+  // the pod to another.
+  virtual std::string pod_backend(const netns::Netns& /*ns*/) const { return std::string(name()); }
 };
 
 }  // namespace ambient::redirect

@@ -33,7 +33,8 @@ Result<Redirectors> make_redirectors(const Detection& detection, bool scoped_xta
   AMBIENT_ASSIGN_OR_RETURN(Redirectors r, netfilter(detection, scoped_xtables_locking));
   if (!detection.ebpf) return r;
   if (!programs) return make_error(Errc::Internal, "eBPF chosen without loaded programs");
-  r.backend = std::make_unique<EbpfBackend>(std::move(programs));
+  // The pods eBPF cannot serve get the detected netfilter backend's rules.
+  r.backend = std::make_unique<EbpfBackend>(std::move(programs), std::move(r.backend));
   return r;
 }
 

@@ -45,6 +45,9 @@ Flags (a flag wins over its environment variable):
                      env ZTUNNEL_EMULATOR_STATE; default: no state file
   --log-level LEVEL  debug, info, warn or error; logs go to stderr.
                      env ZTUNNEL_EMULATOR_LOG_LEVEL; default info
+  env ENABLE_ORIG_SRC=false
+                     ztunnel's switch: TCP listeners without IP_TRANSPARENT
+                     (default: with it, best effort)
   -h, --help         Show this help.
 
 Exit status: 0 after SIGTERM/SIGINT, 1 after a ZDS protocol error (ztunnel

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "lib/text.h"
@@ -132,11 +133,19 @@ bool is_errno(const Error& e, int err) {
   return e.code == std::error_code(err, std::system_category());
 }
 
+// ztunnel's ENABLE_ORIG_SRC: false makes its listeners without
+// IP_TRANSPARENT (it then cannot spoof the source upstream).
+bool orig_src() {
+  const char* v = std::getenv("ENABLE_ORIG_SRC");
+  return v == nullptr || std::string_view(v) != "false";
+}
+
 // Runs inside the pod netns.
 Result<std::vector<BoundSocket>> open_sockets_here() {
   std::vector<BoundSocket> out;
   for (uint16_t port : {kOutboundPort, kInboundPlaintextPort, kInboundHbonePort}) {
-    AMBIENT_ASSIGN_OR_RETURN(BoundSocket s, open_socket({AF_INET6, "::", port, Proto::Tcp, true}));
+    AMBIENT_ASSIGN_OR_RETURN(BoundSocket s,
+                             open_socket({AF_INET6, "::", port, Proto::Tcp, orig_src()}));
     out.push_back(std::move(s));
   }
   for (Proto proto : {Proto::Tcp, Proto::Udp}) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "admin/sock_diag.h"
 #include "fault/crash_point.h"
 #include "lib/unique_fd.h"
 #include "log/log.h"
@@ -189,9 +190,10 @@ Result<> apply_here(const std::vector<HookState>& hooks, const ProgramSet& set,
 }
 
 // The reverse of an install: inbound capture stops first, lo's program
-// goes last; then routing, then the sysctls back to a new netns's values.
-// Every step is tried; the errors are joined.
-Result<> remove_here() {
+// goes last; then routing (unless `keep_routing`: the rules use the same),
+// then the sysctls back to a new netns's values. Every step is tried; the
+// errors are joined.
+Result<> remove_here(bool keep_routing = false) {
   std::string errors;
   auto note = [&](const Error& e) { errors += (errors.empty() ? "" : "; ") + e.describe(); };
   AMBIENT_ASSIGN_OR_RETURN(auto interfaces, list_interfaces());
@@ -202,12 +204,26 @@ Result<> remove_here() {
       if (auto detached = detach_ours(itf, hook); !detached) note(detached.error());
     }
   }
-  if (auto routing = remove_inpod_routing(); !routing) note(routing.error());
+  if (!keep_routing) {
+    if (auto routing = remove_inpod_routing(); !routing) note(routing.error());
+  }
   for (const char* path : {kAcceptLocal, kRouteLocalnet}) {
     if (auto reset = write_sysctl(path, '0'); !reset) note(reset.error());
   }
   if (!errors.empty()) return make_error(Errc::Internal, errors);
   return {};
+}
+
+// ztunnel's outbound listener here (mark 0x539, TCP 15001): whether it has
+// IP_TRANSPARENT; nullopt when there is none or the kernel does not say.
+Result<std::optional<bool>> outbound_listener_transparent() {
+  AMBIENT_ASSIGN_OR_RETURN(auto socks, admin::listening_sockets_here());
+  for (const auto& s : socks) {
+    if (s.proto == "tcp" && s.port == kOutboundPort && (s.mark & kInpodMask) == kZtunnelMark) {
+      return s.transparent;
+    }
+  }
+  return std::optional<bool>();
 }
 
 }  // namespace
@@ -228,8 +244,17 @@ AdoptLink link_adopter(ebpf::Programs& programs, const Variant& v) {
 
 }  // namespace
 
+bool EbpfBackend::on_rules(const netns::Netns& ns) const {
+  return rules_ && has_rules_marker(programs_->link_dir(), ns);
+}
+
+std::string EbpfBackend::pod_backend(const netns::Netns& ns) const {
+  return on_rules(ns) ? std::string(rules_->name()) : std::string(name());
+}
+
 Result<> EbpfBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg,
                               const std::function<void()>& routed) {
+  if (on_rules(ns)) return rules_->install(ns, cfg, routed);
   const std::string context = "install eBPF redirection in " + ns.path();
   auto variant = variant_for(cfg);
   if (!variant) return std::move(variant).error().context(context);
@@ -263,6 +288,7 @@ Result<> EbpfBackend::install(const netns::Netns& ns, const PodRedirectConfig& c
 
 Result<VerifyReport> EbpfBackend::verify(const netns::Netns& ns,
                                          const PodRedirectConfig& cfg) const {
+  if (on_rules(ns)) return rules_->verify(ns, cfg);
   const std::string context = "verify eBPF redirection in " + ns.path();
   auto variant = variant_for(cfg);
   if (!variant) return std::move(variant).error().context(context);
@@ -286,11 +312,42 @@ Result<VerifyReport> EbpfBackend::verify(const netns::Netns& ns,
 }
 
 // The link goes after the filters, whose SYNs past a TIME_WAIT need it.
-Result<> EbpfBackend::remove(const netns::Netns& ns, const PodRedirectConfig&) {
+Result<> EbpfBackend::remove(const netns::Netns& ns, const PodRedirectConfig& cfg) {
   const std::string context = "remove eBPF redirection from " + ns.path();
-  auto filters = netns::run_in_netns(ns, remove_here);
+  if (on_rules(ns)) {
+    AMBIENT_RETURN_IF_ERROR(rules_->remove(ns, cfg));
+    AMBIENT_RETURN_IF_ERROR(remove_rules_marker(programs_->link_dir(), ns).context(context));
+  }
+  auto filters = netns::run_in_netns(ns, [] { return remove_here(); });
   if (!filters) return std::move(filters).context(context);
   return remove_tw_link(programs_->link_dir(), ns).context(context);
+}
+
+// docs/redirection.md#ebpf-fallback. The marker goes first, so that an
+// agent stopped half way finishes the move on its next install; the rules
+// go in while the filters still capture (both fail closed meanwhile); the
+// filters go last, the routing staying for the rules. The link stays
+// pinned: the marker lives as long as it.
+Result<> EbpfBackend::ztunnel_ready(const netns::Netns& ns, const PodRedirectConfig& cfg) {
+  if (!rules_ || on_rules(ns)) return {};
+  const std::string context = "check ztunnel's listeners for eBPF in " + ns.path();
+  std::optional<bool> transparent;
+  auto checked = netns::run_in_netns(ns, [&]() -> Result<> {
+    AMBIENT_ASSIGN_OR_RETURN(transparent, outbound_listener_transparent());
+    return {};
+  });
+  if (!checked) return std::move(checked).context(context);
+  if (!transparent || *transparent) return {};
+  log::warn(
+      "netns {}: ztunnel's outbound listener has no IP_TRANSPARENT (ztunnel with "
+      "ENABLE_ORIG_SRC=false?), which eBPF's IPv4 hand-over needs: this pod gets the {} rules "
+      "instead",
+      ns.path(), rules_->name());
+  const std::string move =
+      "move " + ns.path() + " from eBPF to the " + std::string(rules_->name()) + " rules";
+  AMBIENT_RETURN_IF_ERROR(add_rules_marker(programs_->link_dir(), ns).context(move));
+  AMBIENT_RETURN_IF_ERROR(rules_->install(ns, cfg).context(move));
+  return netns::run_in_netns(ns, [] { return remove_here(/*keep_routing=*/true); }).context(move);
 }
 
 }  // namespace ambient::redirect

@@ -36,15 +36,28 @@ std::vector<Attachment> plan(const std::vector<Interface>& interfaces,
 
 class EbpfBackend : public RedirectBackend {
  public:
-  explicit EbpfBackend(std::shared_ptr<ebpf::Programs> programs) : programs_(std::move(programs)) {}
+  // `rules`, when set, is the netfilter backend a pod moves to when
+  // ztunnel's outbound listener in it cannot take eBPF's hand-over
+  // (docs/redirection.md#ebpf-fallback).
+  explicit EbpfBackend(std::shared_ptr<ebpf::Programs> programs,
+                       std::shared_ptr<RedirectBackend> rules = nullptr)
+      : programs_(std::move(programs)), rules_(std::move(rules)) {}
   std::string_view name() const override { return "ebpf"; }
   Result<> install(const netns::Netns& ns, const PodRedirectConfig& cfg,
                    const std::function<void()>& routed = {}) override;
   Result<VerifyReport> verify(const netns::Netns& ns, const PodRedirectConfig& cfg) const override;
   Result<> remove(const netns::Netns& ns, const PodRedirectConfig& cfg) override;
+  // Moves the pod to the rules when ztunnel's 15001 listener has no
+  // IP_TRANSPARENT: the programs' IPv4 hand-over needs it.
+  Result<> ztunnel_ready(const netns::Netns& ns, const PodRedirectConfig& cfg) override;
+  // Whether the pod was moved to the rules.
+  bool on_rules(const netns::Netns& ns) const;
+  // The rules' backend name for a pod moved to them.
+  std::string pod_backend(const netns::Netns& ns) const override;
 
  private:
   std::shared_ptr<ebpf::Programs> programs_;
+  std::shared_ptr<RedirectBackend> rules_;
 };
 
 }  // namespace ambient::redirect

@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <memory>
+#include <vector>
 
 #include "lib/unique_fd.h"
 #include "log/log.h"
@@ -18,6 +19,7 @@ namespace ambient::redirect::ebpf {
 namespace {
 
 constexpr std::string_view kPrefix = "netns-";
+constexpr std::string_view kRulesPrefix = "rules-netns-";
 
 struct LinkInfo {
   UniqueFd fd;  // invalid: nothing is pinned there
@@ -141,8 +143,10 @@ Result<size_t> sweep_defunct_tw_links(const std::string& dir) {
     return sys_error("list " + dir);
   }
   size_t swept = 0;
+  std::vector<std::string> markers;
   while (const dirent* e = ::readdir(d.get())) {
     const std::string_view name(e->d_name);
+    if (name.rfind(kRulesPrefix, 0) == 0) markers.emplace_back(name.substr(kRulesPrefix.size()));
     if (name.rfind(kPrefix, 0) != 0) continue;
     const std::string path = dir + "/" + std::string(name);
     auto have = read_link(path);
@@ -152,7 +156,46 @@ Result<size_t> sweep_defunct_tw_links(const std::string& dir) {
     }
     if (have->fd.valid() && have->netns_ino == 0 && ::unlink(path.c_str()) == 0) ++swept;
   }
+  for (const std::string& ino : markers) {
+    struct stat st {};
+    const std::string link = dir + "/" + std::string(kPrefix) + ino;
+    if (::stat(link.c_str(), &st) != 0 && errno == ENOENT) {
+      ::rmdir((dir + "/" + std::string(kRulesPrefix) + ino).c_str());
+    }
+  }
   return swept;
+}
+
+std::string rules_marker_path(const std::string& dir, ino_t netns_ino) {
+  return dir + "/" + std::string(kRulesPrefix) + std::to_string(netns_ino);
+}
+
+bool has_rules_marker(const std::string& dir, const netns::Netns& ns) {
+  struct stat st {};
+  return ::stat(rules_marker_path(dir, ns.inode()).c_str(), &st) == 0;
+}
+
+Result<> add_rules_marker(const std::string& dir, const netns::Netns& ns) {
+  AMBIENT_RETURN_IF_ERROR(make_dirs(dir));
+  const std::string path = rules_marker_path(dir, ns.inode());
+  if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir " + path);
+  return {};
+}
+
+Result<> remove_rules_marker(const std::string& dir, const netns::Netns& ns) {
+  const std::string path = rules_marker_path(dir, ns.inode());
+  if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return sys_error("rmdir " + path);
+  return {};
+}
+
+size_t count_rules_markers(const std::string& dir) {
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
+  if (!d) return 0;
+  size_t n = 0;
+  while (const dirent* e = ::readdir(d.get())) {
+    n += std::string_view(e->d_name).rfind(kRulesPrefix, 0) == 0;
+  }
+  return n;
 }
 
 }  // namespace ambient::redirect::ebpf

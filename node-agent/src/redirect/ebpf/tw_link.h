@@ -47,7 +47,18 @@ Result<std::optional<std::string>> tw_link_problem(const std::string& dir, const
 // Nothing pinned is not an error.
 Result<> remove_tw_link(const std::string& dir, const netns::Netns& ns);
 
-// Unpins every link in `dir` whose netns is gone; how many.
+// Unpins every link in `dir` whose netns is gone, and drops the rules
+// markers of those netns (and of netns with no link); how many links.
 Result<size_t> sweep_defunct_tw_links(const std::string& dir);
+
+// A pod moved to the netfilter rules (docs/redirection.md#ebpf-fallback) is
+// marked by a directory next to its link, which stays pinned: the marker
+// outlives the agent as the link does, and goes with it when the netns goes.
+std::string rules_marker_path(const std::string& dir, ino_t netns_ino);
+bool has_rules_marker(const std::string& dir, const netns::Netns& ns);
+Result<> add_rules_marker(const std::string& dir, const netns::Netns& ns);
+Result<> remove_rules_marker(const std::string& dir, const netns::Netns& ns);
+// How many pods are marked (a gauge: read at each scrape).
+size_t count_rules_markers(const std::string& dir);
 
 }  // namespace ambient::redirect::ebpf

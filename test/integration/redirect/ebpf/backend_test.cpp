@@ -383,6 +383,45 @@ TEST_CASE("eBPF backend: a reused tuple meeting ztunnel's TIME_WAIT reaches ztun
   }
 }
 
+// docs/redirection.md#ebpf-fallback: ztunnel's outbound listener without
+// IP_TRANSPARENT cannot take eBPF's IPv4 hand-over; once ztunnel is ready
+// the pod moves to the rules, which capture it, and stays there through
+// installs and verifies until removed. A transparent listener keeps eBPF.
+TEST_CASE("eBPF backend: a pod whose ztunnel listener is not transparent moves to the rules",
+          "[ebpf]") {
+  const bool transparent = GENERATE(true, false);
+  INFO("ztunnel's 15001 listener " << (transparent ? "transparent" : "not transparent"));
+  Pair p;
+  UniqueFd outbound = socket_in(p.pod, {"::", 15001}, ztunnel_opts(SOCK_STREAM, transparent));
+  UniqueFd peer_server = socket_in(p.peer, {"::", 9090});
+  EbpfBackend backend(programs(), std::make_shared<NftablesBackend>());
+  const PodRedirectConfig cfg{.ipv6 = true};
+  AMBIENT_REQUIRE_OK(backend.install(p.pod.ns(), cfg));
+  AMBIENT_REQUIRE_OK(backend.ztunnel_ready(p.pod.ns(), cfg));
+  const std::string marker = ebpf::rules_marker_path(programs()->link_dir(), p.pod.ns().inode());
+  CHECK(backend.on_rules(p.pod.ns()) == !transparent);
+  CHECK(std::filesystem::exists(marker) == !transparent);
+  const std::string filters = p.pod.exec({"tc", "filter", "show", "dev", "eth0", "egress"});
+  const std::string rules = p.pod.exec({"nft", "list", "ruleset"});
+  CHECK((filters.find("amb_egress") != std::string::npos) == transparent);
+  CHECK((rules.find("istio") != std::string::npos) == !transparent);
+  // Either way the pod's IPv4 outbound reaches ztunnel, and nothing else.
+  CHECK(landed(p.pod, {"10.99.0.1", 9090}, {outbound.get(), peer_server.get()}) == 0);
+  // An install (a restart's, a repair's) keeps the pod where it is.
+  AMBIENT_REQUIRE_OK(backend.install(p.pod.ns(), cfg));
+  auto v = backend.verify(p.pod.ns(), cfg);
+  AMBIENT_REQUIRE_OK(v);
+  CHECK(v->complete);
+  CHECK(p.pod.exec({"tc", "filter", "show", "dev", "eth0", "egress"}) == filters);
+  CHECK(ebpf::count_rules_markers(programs()->link_dir()) >= (transparent ? 0u : 1u));
+  AMBIENT_REQUIRE_OK(backend.remove(p.pod.ns(), cfg));
+  CHECK_FALSE(std::filesystem::exists(marker));
+  CHECK(p.pod.exec({"nft", "list", "ruleset"}).find("istio") == std::string::npos);
+  CHECK(p.pod.exec({"tc", "filter", "show", "dev", "eth0", "egress"}).find("amb_") ==
+        std::string::npos);
+  CHECK(p.pod.exec({"ip", "rule"}).find("0x111") == std::string::npos);
+}
+
 // The link is part of the pod's state: verify misses it, install puts it
 // back, remove unpins it, and a link whose netns is gone is swept.
 TEST_CASE("eBPF backend: the pod's pinned sk_lookup link is verified, repaired, removed, swept",
