@@ -29,8 +29,10 @@ struct Ctl {
   std::string out, err;
 };
 
-// ambientctl against the node's agent; as `uid` when set (setpriv).
-Ctl ambientctl(SimNode& node, std::vector<std::string> args, int uid = -1) {
+// ambientctl's command line against the node's agent; as `uid` when set
+// (setpriv).
+std::vector<std::string> ambientctl_argv(SimNode& node, const std::vector<std::string>& args,
+                                         int uid = -1) {
   std::vector<std::string> argv;
   if (uid >= 0) {
     argv = {"setpriv", "--reuid",           std::to_string(uid),
@@ -38,7 +40,11 @@ Ctl ambientctl(SimNode& node, std::vector<std::string> args, int uid = -1) {
   }
   argv.insert(argv.end(), {bin_path("ambientctl"), "--socket", node.dir() + "/run/admin.sock"});
   argv.insert(argv.end(), args.begin(), args.end());
-  auto r = run_command({.argv = argv, .timeout = 30s});
+  return argv;
+}
+
+Ctl ambientctl(SimNode& node, const std::vector<std::string>& args, int uid = -1) {
+  auto r = run_command({.argv = ambientctl_argv(node, args, uid), .timeout = 30s});
   REQUIRE(r);
   return {r->exit_code, r->out, r->err};
 }
@@ -384,9 +390,12 @@ TEST_CASE(
   REQUIRE(ambientctl(node, {"verify", "ambient-demo/a"}).code == 0);
 
   // The event stream, watched while the drift happens.
-  Ctl events;
+  // No assertion on its thread: Catch2's are not thread-safe.
+  Result<CommandResult> watched = make_error(Errc::Internal, "not run");
   std::thread watcher([&] {
-    events = ambientctl(node, {"events", "-o", "json", "--timeout", "6"});
+    watched =
+        run_command({.argv = ambientctl_argv(node, {"events", "-o", "json", "--timeout", "6"}),
+                     .timeout = 30s});
   });
   std::this_thread::sleep_for(500ms);  // the stream is open before the drift
   delete_a_rule(node, a, opts.backend);
@@ -398,6 +407,8 @@ TEST_CASE(
       },
       10s);
   watcher.join();
+  REQUIRE(watched);
+  const Ctl events{watched->exit_code, watched->out, watched->err};
   CHECK(repaired);
   CHECK(metric(node, "ambient_drift_repairs_total{kind=\"routing\"}") >= 1);
   CHECK_THAT(node.agent_log(), Catch::Contains("drift in the pod's redirection repaired"));

@@ -36,5 +36,11 @@ TEST_CASE("pod churn leaves no state behind and does not grow the agent", "[e2e]
   // The netns workers are a pool made on demand (docs/node-agent.md): one
   // more may exist when a self-check overlapped a cycle, never one per pod.
   CHECK(r.end.threads <= r.warm.threads + 2);
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  // A sanitizer's shadow memory and report state grow with the work done:
+  // the agent's own growth is measured in the plain build only.
+  SUCCEED("RSS not checked in a sanitizer build");
+#else
   CHECK(r.end.rss_kib - r.warm.rss_kib < 1024);
+#endif
 }

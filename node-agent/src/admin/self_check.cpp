@@ -29,7 +29,9 @@ SelfCheck::SelfCheck(Deps deps)
   thread_ = std::thread([this] { loop(); });
 }
 
-SelfCheck::~SelfCheck() {
+SelfCheck::~SelfCheck() { stop(); }
+
+void SelfCheck::stop() {
   {
     std::lock_guard lk(mu_);
     stop_ = true;

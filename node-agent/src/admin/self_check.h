@@ -53,6 +53,8 @@ class SelfCheck {
 
   explicit SelfCheck(Deps deps);
   ~SelfCheck();  // stops the thread
+  // Ends the periodic work; repairs() and metrics_text() still answer.
+  void stop();
   SelfCheck(const SelfCheck&) = delete;
   SelfCheck& operator=(const SelfCheck&) = delete;
 

@@ -355,8 +355,9 @@ int App::run(const sigset_t& signals) {
 void App::shut_down() {
   ready_ = false;
   events_.close_all();
-  self_check_.reset();
-  admin_.reset();  // no admin call reads the parts torn down below
+  admin_.reset();  // no admin call reads the parts torn down below (its Status: self_check_)
+  // Only its thread ends: /metrics reads its counter until the servers close below.
+  if (self_check_) self_check_->stop();
   bool upgrade = false;
   if (controller_) {
     upgrade = controller_->is_upgrade();

@@ -100,8 +100,8 @@ class App {
   JoinedThread io_, installer_thread_, starter_;
   // Last, so it stops first: it reads every part above.
   std::unique_ptr<admin::AgentSource> admin_source_;
-  std::unique_ptr<admin::AdminServer> admin_;
   std::unique_ptr<admin::SelfCheck> self_check_;  // repairs through agent_
+  std::unique_ptr<admin::AdminServer> admin_;     // reads self_check_'s counter
 };
 
 }  // namespace ambient::app

@@ -103,9 +103,9 @@ bool Controller::start(agent::Agent& agent) {
     std::lock_guard lk(mu_);
     if (stopping_) return false;
     patcher_ = std::thread([this] { annotation_writer(); });
+    namespaces_->start();
+    pods_->start();
   }
-  namespaces_->start();
-  pods_->start();
   // Never go on with a partial view: an empty cache here would mean an
   // empty snapshot for ztunnel, which drains every workload on the node.
   while (!(namespaces_->wait_synced(1s) && pods_->wait_synced(1s))) {

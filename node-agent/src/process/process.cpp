@@ -20,6 +20,17 @@
 
 extern char** environ;
 
+#if defined(__SANITIZE_THREAD__)
+#define AMBIENT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define AMBIENT_TSAN 1
+#endif
+#endif
+#ifndef AMBIENT_TSAN
+#define AMBIENT_TSAN 0
+#endif
+
 namespace ambient {
 
 namespace {
@@ -147,13 +158,22 @@ int spawned_child(void* p) {
 // per command. Every signal stays blocked while the child runs in our
 // memory, so no handler of ours ever runs on its stack.
 pid_t spawn(SpawnArgs args) {
-  constexpr size_t kStack = size_t{64} * 1024;  // execvpe's PATH search needs a few KiB
-  auto stack = std::make_unique<char[]>(kStack);
   sigset_t all, old;
   ::sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
   args.mask = &old;
+#if AMBIENT_TSAN
+  // ThreadSanitizer runs its forked-child bookkeeping inside a clone that
+  // shares our memory, so this very process then counts as a child of a
+  // multi-threaded fork: it refuses new threads and loses what it knew of
+  // the others. Its build copies the memory instead; the child is the same.
+  pid_t pid = ::fork();
+  if (pid == 0) spawned_child(&args);  // execs or exits
+#else
+  constexpr size_t kStack = size_t{64} * 1024;  // execvpe's PATH search needs a few KiB
+  auto stack = std::make_unique<char[]>(kStack);
   pid_t pid = ::clone(spawned_child, stack.get() + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+#endif
   const int err = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   errno = err;
