@@ -124,12 +124,13 @@ std::string ListeningSocket::endpoint() const {
   return proto + " " + (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
 }
 
-Result<std::vector<ListeningSocket>> listening_sockets_here() {
+Result<std::vector<ListeningSocket>> listening_sockets_here(bool tcp_only) {
   UniqueFd fd(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
   if (!fd.valid()) return sys_error("socket(NETLINK_SOCK_DIAG)");
   std::vector<ListeningSocket> out;
   for (uint8_t family : {AF_INET, AF_INET6}) {
     for (uint8_t proto : {IPPROTO_TCP, IPPROTO_UDP}) {
+      if (tcp_only && proto != IPPROTO_TCP) continue;
       AMBIENT_RETURN_IF_ERROR(dump(fd.get(), family, proto, out));
     }
   }

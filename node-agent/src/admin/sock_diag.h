@@ -26,8 +26,8 @@ struct ListeningSocket {
 
 // The calling thread's netns: run it inside the pod's (run_in_netns), as
 // a netlink socket answers for the netns it was made in. Sorted by proto,
-// port, address.
-Result<std::vector<ListeningSocket>> listening_sockets_here();
+// port, address. `tcp_only` skips the UDP dumps.
+Result<std::vector<ListeningSocket>> listening_sockets_here(bool tcp_only = false);
 
 // A TCP socket in any state (a trace's probe looks for the socket that
 // accepted its connection): addresses as text, ports in host order.

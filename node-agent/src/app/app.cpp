@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "agent/pod_config.h"
 #include "app/host_setup.h"
 #include "app/installer_setup.h"
 #include "http/root_only.h"
@@ -156,7 +157,9 @@ Result<> App::build_redirection() {
         // This node's agent, whichever process: a restart adopts the
         // programs and maps an earlier one left in the pods.
         redirect::ebpf::GateResult g =
-            redirect::ebpf::check_gate(cfg_.node_name + "|" + cfg_.run_dir, cfg_.bpf_pin_dir);
+            redirect::ebpf::check_gate(cfg_.node_name + "|" + cfg_.run_dir, cfg_.bpf_pin_dir,
+                                       // The variant most pods get: loaded once, here.
+                                       agent::pod_redirect_config(cfg_, {}, "(defaults)"));
         log::info("eBPF feature gate: {}: {}", g.decision.usable ? "passed" : "failed",
                   g.decision.reason);
         programs = std::move(g.programs);

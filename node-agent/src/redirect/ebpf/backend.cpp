@@ -217,7 +217,7 @@ Result<> remove_here(bool keep_routing = false) {
 // ztunnel's outbound listener here (mark 0x539, TCP 15001): whether it has
 // IP_TRANSPARENT; nullopt when there is none or the kernel does not say.
 Result<std::optional<bool>> outbound_listener_transparent() {
-  AMBIENT_ASSIGN_OR_RETURN(auto socks, admin::listening_sockets_here());
+  AMBIENT_ASSIGN_OR_RETURN(auto socks, admin::listening_sockets_here(/*tcp_only=*/true));
   for (const auto& s : socks) {
     if (s.proto == "tcp" && s.port == kOutboundPort && (s.mark & kInpodMask) == kZtunnelMark) {
       return s.transparent;

@@ -76,7 +76,8 @@ GateDecision decide(const GateFacts& f) {
           "kernel " + version_text(*kernel) + ", programs loaded and attached in a scratch netns"};
 }
 
-GateResult check_gate(const std::string& owner, const std::string& pin_root) {
+GateResult check_gate(const std::string& owner, const std::string& pin_root,
+                      const PodRedirectConfig& first) {
   GateResult out;
   utsname u{};
   if (::uname(&u) == 0) out.facts.kernel_release = u.release;
@@ -85,11 +86,11 @@ GateResult check_gate(const std::string& owner, const std::string& pin_root) {
   const auto kernel = parse_kernel_release(out.facts.kernel_release);
   if (auto pin = check_pin_root(pin_root); !pin) out.facts.pin_error = pin.error().describe();
   if (kernel && *kernel >= kMinKernel && out.facts.btf && out.facts.pin_error.empty()) {
-    auto loaded = Programs::load(owner, pin_root);
+    auto loaded = Programs::load(owner, pin_root, first);
     if (!loaded) {
       out.facts.load_error = loaded.error().describe();
     } else {
-      auto variant = variant_for(PodRedirectConfig{});
+      auto variant = variant_for(first);
       auto set = variant ? (*loaded)->get(*variant) : Result<const ProgramSet*>(variant.error());
       auto attached = set ? try_attach(**set) : Result<>(set.error());
       if (!attached) out.facts.attach_error = attached.error().describe();

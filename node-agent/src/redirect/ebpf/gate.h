@@ -55,8 +55,9 @@ struct GateResult {
 // verifier proves every helper and program type they use) and attaches
 // and detaches them on lo of a throwaway netns; the node's netns is never
 // touched.
-// `owner` and `pin_root` as Programs::load takes them.
+// `owner`, `pin_root` and `first` as Programs::load takes them.
 GateResult check_gate(const std::string& owner = "",
-                      const std::string& pin_root = Programs::kDefaultPinRoot);
+                      const std::string& pin_root = Programs::kDefaultPinRoot,
+                      const PodRedirectConfig& first = {});
 
 }  // namespace ambient::redirect::ebpf

@@ -292,7 +292,8 @@ Result<Variant> variant_for(const PodRedirectConfig& cfg) {
   return v;
 }
 
-Result<std::shared_ptr<Programs>> Programs::load(const std::string& owner, std::string pin_root) {
+Result<std::shared_ptr<Programs>> Programs::load(const std::string& owner, std::string pin_root,
+                                                 const PodRedirectConfig& first) {
   static std::once_flag print_set;
   std::call_once(print_set, [] { libbpf_set_print(libbpf_print); });
   std::shared_ptr<Programs> programs(new Programs());
@@ -300,7 +301,7 @@ Result<std::shared_ptr<Programs>> Programs::load(const std::string& owner, std::
   programs->link_dir_ =
       std::move(pin_root) + "/ambient/" + fmt::format("{:016x}", programs->owner_);
   if (programs->owner_ != 0) programs->earlier_ = earlier_maps(programs->owner_);
-  AMBIENT_ASSIGN_OR_RETURN(Variant v, variant_for(PodRedirectConfig{}));
+  AMBIENT_ASSIGN_OR_RETURN(Variant v, variant_for(first));
   AMBIENT_RETURN_IF_ERROR(programs->get(v));
   return programs;
 }

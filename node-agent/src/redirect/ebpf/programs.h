@@ -78,9 +78,12 @@ class Programs {
   // process with the same owner whose programs are still in the kernel are
   // taken over, so counts go on and DNS replies in flight keep their NAT.
   // `pin_root` is a bpffs directory: each pod's sk_lookup link is pinned
-  // under it (link_dir()), so that it outlives this process.
+  // under it (link_dir()), so that it outlives this process. `first` is
+  // the configuration most pods will have (the agent's defaults): its
+  // variant is the one loaded now.
   static Result<std::shared_ptr<Programs>> load(const std::string& owner = "",
-                                                std::string pin_root = kDefaultPinRoot);
+                                                std::string pin_root = kDefaultPinRoot,
+                                                const PodRedirectConfig& first = {});
   static constexpr const char* kDefaultPinRoot = "/sys/fs/bpf";
   ~Programs();
   Programs(const Programs&) = delete;
