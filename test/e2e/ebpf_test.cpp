@@ -103,6 +103,17 @@ std::map<std::string, std::string> answers(const std::string& backend) {
   return out;
 }
 
+// The agent's /metrics count of one eBPF decision (docs/redirection.md#ebpf-counters).
+long long decision_count(SimNode& node, const std::string& decision) {
+  std::smatch m;
+  const std::string metrics = node.node_http_get(15014, "/metrics");
+  REQUIRE(std::regex_search(
+      metrics, m,
+      std::regex(R"re(ambient_redirect_decisions_total\{backend="ebpf",decision=")re" + decision +
+                 R"re("\} (\d+))re")));
+  return std::stoll(m[1]);
+}
+
 }  // namespace
 
 // docs/redirection.md#ebpf-decisions
@@ -145,15 +156,8 @@ TEST_CASE("eBPF fails closed: ztunnel gone, or an impostor on ztunnel's DNS port
     });
     CHECK(r);
     pollfd p{app.get(), POLLIN, 0};
-    CHECK(::poll(&p, 1, 0) == 0);  // the app never saw a connection
-    // Counted as a fail-closed drop.
-    std::smatch m;
-    const std::string metrics = node.node_http_get(15014, "/metrics");
-    REQUIRE(std::regex_search(
-        metrics, m,
-        std::regex(
-            R"re(ambient_redirect_decisions_total\{backend="ebpf",decision="drop_no_proxy"\} (\d+))re")));
-    CHECK(std::stoll(m[1]) > 0);
+    CHECK(::poll(&p, 1, 0) == 0);                      // the app never saw a connection
+    CHECK(decision_count(node, "drop_no_proxy") > 0);  // counted as a fail-closed drop
   }
   SECTION("a socket of the app's on 127.0.0.1:15053 without ztunnel's mark gets no query") {
     node.stop_ztunnel();  // frees 15053 in the pod
@@ -238,15 +242,7 @@ TEST_CASE("eBPF: a client port reused against ztunnel's TIME_WAIT reaches ztunne
   Pod b = node.must_add_pod("b", "ambient-demo");
   Pod c = node.must_add_pod("c", "plain");
   UniqueFd app = listen_in(b, 8080);  // where a bypassed inbound SYN would land
-  const auto handoffs = [&] {
-    std::smatch m;
-    const std::string metrics = node.node_http_get(15014, "/metrics");
-    REQUIRE(std::regex_search(
-        metrics, m,
-        std::regex(
-            R"re(ambient_redirect_decisions_total\{backend="ebpf",decision="time_wait_handoff"\} (\d+))re")));
-    return std::stoll(m[1]);
-  };
+  const auto handoffs = [&] { return decision_count(node, "time_wait_handoff"); };
   const auto reuse = [&](const Pod& from, const std::string& ip, int from_port,
                          const std::string& listener) {
     for (int round = 0; round < 3; ++round) {

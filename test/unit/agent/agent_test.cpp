@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "agent/agent.h"
+#include "support/fake_redirect.h"
 #include "support/files.h"
 #include "support/require_ok.h"
 #include "support/temp_dir.h"
@@ -50,29 +51,6 @@ class ScriptedBackend : public redirect::RedirectBackend {
 
  private:
   std::optional<std::shared_future<void>> wait_for_;
-};
-
-// The node's probe set, as a list of (IP, pod UID) entries.
-class RecordingHost : public redirect::HostRedirect {
- public:
-  std::string_view name() const override { return "recording"; }
-  Result<> install_rules(const redirect::HostProbeConfig&) override { return {}; }
-  Result<> remove_rules() override { return {}; }
-  Result<> ensure_sets(bool) override { return {}; }
-  Result<> flush_sets() override { return {}; }
-  Result<> destroy_sets() override { return {}; }
-  Result<> add_pod_ip(const IpAddress& ip, const std::string& uid) override {
-    entries.emplace_back(ip.to_string(), uid);
-    return {};
-  }
-  Result<> remove_pod_ip(const IpAddress& ip, const std::string& uid) override {
-    std::erase(entries, std::pair(ip.to_string(), uid));
-    return {};
-  }
-  Result<std::vector<redirect::ProbeSetEntry>> list_sets() override {
-    return std::vector<redirect::ProbeSetEntry>{};
-  }
-  std::vector<std::pair<std::string, std::string>> entries;
 };
 
 // A ZDS server with one connected peer past its (empty) snapshot.

@@ -15,6 +15,7 @@
 #include "admin/journal.h"
 #include "admin/self_check.h"
 #include "agent/agent.h"
+#include "support/fake_redirect.h"
 #include "support/require_ok.h"
 #include "support/temp_dir.h"
 #include "support/zds_peer.h"
@@ -24,52 +25,6 @@ using namespace ambient;
 using namespace ambient::test;
 
 namespace {
-
-class CountingBackend : public redirect::RedirectBackend {
- public:
-  std::string_view name() const override { return "counting"; }
-  Result<> install(const netns::Netns&, const redirect::PodRedirectConfig&,
-                   const std::function<void()>& routed) override {
-    if (routed) routed();
-    ++installs;
-    return {};
-  }
-  Result<redirect::VerifyReport> verify(const netns::Netns&,
-                                        const redirect::PodRedirectConfig&) const override {
-    ++verifies;
-    return redirect::VerifyReport{.complete = true};
-  }
-  Result<> remove(const netns::Netns&, const redirect::PodRedirectConfig&) override {
-    ++removes;
-    return {};
-  }
-  std::atomic<int> installs{0}, removes{0};
-  mutable std::atomic<int> verifies{0};
-};
-
-// The probe set; the agent serialises calls into it (its libraries are not
-// thread-safe), so it needs no lock of its own.
-class ProbeSet : public redirect::HostRedirect {
- public:
-  std::string_view name() const override { return "probe-set"; }
-  Result<> install_rules(const redirect::HostProbeConfig&) override { return {}; }
-  Result<> remove_rules() override { return {}; }
-  Result<> ensure_sets(bool) override { return {}; }
-  Result<> flush_sets() override { return {}; }
-  Result<> destroy_sets() override { return {}; }
-  Result<> add_pod_ip(const IpAddress& ip, const std::string& uid) override {
-    entries.emplace_back(ip.to_string(), uid);
-    return {};
-  }
-  Result<> remove_pod_ip(const IpAddress& ip, const std::string& uid) override {
-    std::erase(entries, std::pair(ip.to_string(), uid));
-    return {};
-  }
-  Result<std::vector<redirect::ProbeSetEntry>> list_sets() override {
-    return std::vector<redirect::ProbeSetEntry>{};
-  }
-  std::vector<std::pair<std::string, std::string>> entries;
-};
 
 // Plays ztunnel: acks every message until stopped.
 class AckingPeer {
@@ -118,7 +73,7 @@ TEST_CASE("many pods enrolled and removed at once, while the self-verify and the
 
   agent::Config cfg;
   CountingBackend backend;
-  ProbeSet host;
+  RecordingHost host;
   agent::PodCache pods;
   agent::StandalonePolicy policy{{"*"}, {}};
   admin::EventHub events;

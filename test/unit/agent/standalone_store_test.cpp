@@ -5,12 +5,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <atomic>
 #include <filesystem>
 #include <future>
 
 #include "agent/agent.h"
 #include "agent/standalone_store.h"
+#include "support/fake_redirect.h"
 #include "support/files.h"
 #include "support/null_host.h"
 #include "support/require_ok.h"
@@ -212,26 +212,6 @@ TEST_CASE("standalone store: a stored netns is the same only by path and identit
 }
 
 namespace {
-
-class CountingBackend : public redirect::RedirectBackend {
- public:
-  std::string_view name() const override { return "counting"; }
-  Result<> install(const netns::Netns&, const redirect::PodRedirectConfig&,
-                   const std::function<void()>& routed) override {
-    if (routed) routed();
-    ++installs;
-    return {};
-  }
-  Result<redirect::VerifyReport> verify(const netns::Netns&,
-                                        const redirect::PodRedirectConfig&) const override {
-    return redirect::VerifyReport{.complete = true};
-  }
-  Result<> remove(const netns::Netns&, const redirect::PodRedirectConfig&) override {
-    ++removes;
-    return {};
-  }
-  std::atomic<int> installs{0}, removes{0};
-};
 
 // An agent with a store in a run dir, and a ZDS server nobody is connected
 // to yet (as at start-up).
