@@ -170,7 +170,7 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   }
   // ztunnel's listeners exist now: the backend may adapt to them.
   Result<> ready;
-  if (installed && acked) ready = backend_.ztunnel_ready(*ns, rcfg);
+  if (installed && acked) ready = adapt_to_ztunnel(*ns, rcfg);
   Result<> marked = marking ? marking->get() : Result<>{};
   if (!installed || !probed || !acked || !marked || !ready) {
     auto failed = undo_failed_add(id, *ns, rcfg,
@@ -197,6 +197,16 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   if (observer_) {
     observer_->enrolled(id, {.rules_s = rules_s, .probe_set_s = probes_s, .zds_ack_s = zds_s});
   }
+  return {};
+}
+
+// Once per ztunnel connection while its listeners suit the backend (its
+// settings are node-wide); for every pod while they do not.
+Result<> Agent::adapt_to_ztunnel(const netns::Netns& ns, const redirect::PodRedirectConfig& rcfg) {
+  const uint64_t conn = zds_.newest_connection();
+  if (conn != 0 && conn == listeners_suit_conn_.load()) return {};
+  AMBIENT_ASSIGN_OR_RETURN(const bool suits, backend_.ztunnel_ready(ns, rcfg));
+  if (suits) listeners_suit_conn_ = conn;
   return {};
 }
 

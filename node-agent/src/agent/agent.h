@@ -7,6 +7,8 @@
 #pragma once
 
 #include <array>
+#include <atomic>
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -87,6 +89,7 @@ class Agent {
     bool handed = false;   // the Add was sent to ztunnel
     bool marking = false;  // the annotation was being written
   };
+  Result<> adapt_to_ztunnel(const netns::Netns& ns, const redirect::PodRedirectConfig& rcfg);
   Result<> undo_failed_add(const PodIdentity& id, const netns::Netns& ns,
                            const redirect::PodRedirectConfig& rcfg, AddSteps steps);
   Result<> check_not_forbidden(const netns::Netns& ns, const std::string& pod) const;
@@ -112,6 +115,9 @@ class Agent {
   // Serialises work on one pod (a retried ADD racing a DEL) without
   // serialising different pods.
   std::array<std::mutex, 64> pod_locks_;
+  // The ZDS connection whose listeners the backend found suitable
+  // (RedirectBackend::ztunnel_ready): later pods it serves skip the check.
+  std::atomic<uint64_t> listeners_suit_conn_{0};
 };
 
 }  // namespace ambient::agent

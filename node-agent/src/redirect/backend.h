@@ -74,9 +74,12 @@ class RedirectBackend {
   // Called once ztunnel has acked the pod, so its listeners exist in the
   // netns: a backend whose capture depends on how ztunnel made them checks
   // them here and may change how it redirects this pod. An error fails the
-  // enrollment as a failed install does.
-  virtual Result<> ztunnel_ready(const netns::Netns& /*ns*/, const PodRedirectConfig& /*cfg*/) {
-    return {};
+  // enrollment as a failed install does. True: ztunnel's listeners suit
+  // this backend as they are, which holds for every pod the same ztunnel
+  // process serves (its settings are node-wide), so the caller may skip
+  // the call for those.
+  virtual Result<bool> ztunnel_ready(const netns::Netns& /*ns*/, const PodRedirectConfig& /*cfg*/) {
+    return true;
   }
   // The mechanism that redirects this pod: name(), unless the backend moved
   // the pod to another.

@@ -378,6 +378,12 @@ std::vector<std::shared_ptr<Connection>> ZdsServer::live_connections() const {
 
 size_t ZdsServer::connected() const { return live_connections().size(); }
 
+uint64_t ZdsServer::newest_connection() const {
+  uint64_t newest = 0;
+  for (const auto& c : live_connections()) newest = std::max(newest, c->id());
+  return newest;
+}
+
 PendingAdd ZdsServer::begin_add(const Workload& w) {
   auto conns = live_connections();
   if (conns.empty()) {

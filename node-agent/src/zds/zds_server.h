@@ -89,6 +89,9 @@ class ZdsServer {
 
   size_t connected() const;
   bool has_connection() const { return connected() > 0; }
+  // The id of the newest live connection, 0 for none. Another id is
+  // another ztunnel process, or the same one reconnected.
+  uint64_t newest_connection() const;
 
  private:
   explicit ZdsServer(Options opts) : opts_(std::move(opts)) {}

@@ -43,9 +43,17 @@ class ScriptedBackend : public redirect::RedirectBackend {
     ++removes;
     return {};
   }
+  Result<bool> ztunnel_ready(const netns::Netns&, const redirect::PodRedirectConfig&) override {
+    ++ready_calls;
+    if (!ready_fails_with.empty()) return make_error(Errc::Internal, ready_fails_with);
+    return ready_suits.load();
+  }
   void wait_for(std::shared_future<void> f) { wait_for_ = std::move(f); }
 
   std::string fail_with;
+  std::string ready_fails_with;
+  std::atomic<bool> ready_suits{true};
+  std::atomic<int> ready_calls{0};
   std::atomic<int> installs{0}, removes{0};
   std::atomic<bool> saw_event{false};
 
@@ -109,6 +117,54 @@ TEST_CASE("enrollment: ztunnel gets the Add while the rules are being installed"
   CHECK(backend.removes == 0);
   // Kubelet's probes to the pod's IP are let through: it is in the probe set.
   CHECK(n.host.entries == std::vector{std::pair<std::string, std::string>("10.0.0.7", "uid-web")});
+}
+
+// Enrolls `pod` with the test playing ztunnel: the Add is acked.
+Result<> enroll_acked(Node& n, const agent::PodIdentity& pod) {
+  auto added = std::async(std::launch::async, [&] { return n.agent.add_pod(pod, own_netns()); });
+  std::vector<UniqueFd> fds;
+  REQUIRE(next(n.zt.peer.get(), &fds).has_add());
+  send_raw(n.zt.peer.get(), ack());
+  return added.get();
+}
+
+// RedirectBackend::ztunnel_ready: ztunnel's listeners are checked after its
+// ack, and only once per ztunnel connection while they suit the backend.
+TEST_CASE("enrollment: ztunnel's listeners are checked once per connection while they suit",
+          "[enroll]") {
+  Node n;
+  agent::PodIdentity second = kPod;
+  second.uid = "uid-api";
+  second.info.name = "api";
+  second.ips = {*IpAddress::parse("10.0.0.8")};
+  SECTION("they suit: checked for the first pod only") {
+    AMBIENT_REQUIRE_OK(enroll_acked(n, kPod));
+    AMBIENT_REQUIRE_OK(enroll_acked(n, second));
+    CHECK(n.backend.ready_calls == 1);
+  }
+  SECTION("they do not (the backend moved the pod): checked for every pod") {
+    n.backend.ready_suits = false;
+    AMBIENT_REQUIRE_OK(enroll_acked(n, kPod));
+    AMBIENT_REQUIRE_OK(enroll_acked(n, second));
+    CHECK(n.backend.ready_calls == 2);
+    CHECK(n.agent.is_enrolled("uid-api"));
+  }
+  SECTION("the check fails: the enrollment is rolled back") {
+    n.backend.ready_fails_with = "move to the rules: iptables-restore failed";
+    auto added =
+        std::async(std::launch::async, [&n] { return n.agent.add_pod(kPod, own_netns()); });
+    std::vector<UniqueFd> fds;
+    REQUIRE(next(n.zt.peer.get(), &fds).has_add());
+    send_raw(n.zt.peer.get(), ack());
+    REQUIRE(next(n.zt.peer.get()).has_del());  // ztunnel forgets it
+    send_raw(n.zt.peer.get(), ack());
+    auto r = added.get();
+    REQUIRE_FALSE(r);
+    CHECK_THAT(r.error().describe(), Catch::Contains("iptables-restore failed"));
+    CHECK_FALSE(n.agent.is_enrolled("uid-web"));
+    CHECK(n.backend.removes == 1);
+    CHECK(n.host.entries.empty());
+  }
 }
 
 TEST_CASE("enrollment: rules that fail after ztunnel took the pod make ztunnel forget it",

@@ -328,16 +328,19 @@ Result<> EbpfBackend::remove(const netns::Netns& ns, const PodRedirectConfig& cf
 // go in while the filters still capture (both fail closed meanwhile); the
 // filters go last, the routing staying for the rules. The link stays
 // pinned: the marker lives as long as it.
-Result<> EbpfBackend::ztunnel_ready(const netns::Netns& ns, const PodRedirectConfig& cfg) {
-  if (!rules_ || on_rules(ns)) return {};
+Result<bool> EbpfBackend::ztunnel_ready(const netns::Netns& ns, const PodRedirectConfig& cfg) {
+  if (!rules_) return true;
+  if (on_rules(ns)) return false;
   const std::string context = "check ztunnel's listeners for eBPF in " + ns.path();
   std::optional<bool> transparent;
   auto checked = netns::run_in_netns(ns, [&]() -> Result<> {
     AMBIENT_ASSIGN_OR_RETURN(transparent, outbound_listener_transparent());
     return {};
   });
-  if (!checked) return std::move(checked).context(context);
-  if (!transparent || *transparent) return {};
+  if (!checked) return std::move(checked).error().context(context);
+  // No listener, or a kernel that does not say: nothing to decide on yet.
+  if (!transparent) return false;
+  if (*transparent) return true;
   log::warn(
       "netns {}: ztunnel's outbound listener has no IP_TRANSPARENT (ztunnel with "
       "ENABLE_ORIG_SRC=false?), which eBPF's IPv4 hand-over needs: this pod gets the {} rules "
@@ -347,7 +350,9 @@ Result<> EbpfBackend::ztunnel_ready(const netns::Netns& ns, const PodRedirectCon
       "move " + ns.path() + " from eBPF to the " + std::string(rules_->name()) + " rules";
   AMBIENT_RETURN_IF_ERROR(add_rules_marker(programs_->link_dir(), ns).context(move));
   AMBIENT_RETURN_IF_ERROR(rules_->install(ns, cfg).context(move));
-  return netns::run_in_netns(ns, [] { return remove_here(/*keep_routing=*/true); }).context(move);
+  AMBIENT_RETURN_IF_ERROR(
+      netns::run_in_netns(ns, [] { return remove_here(/*keep_routing=*/true); }).context(move));
+  return false;
 }
 
 }  // namespace ambient::redirect

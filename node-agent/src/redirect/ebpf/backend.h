@@ -48,8 +48,9 @@ class EbpfBackend : public RedirectBackend {
   Result<VerifyReport> verify(const netns::Netns& ns, const PodRedirectConfig& cfg) const override;
   Result<> remove(const netns::Netns& ns, const PodRedirectConfig& cfg) override;
   // Moves the pod to the rules when ztunnel's 15001 listener has no
-  // IP_TRANSPARENT: the programs' IPv4 hand-over needs it.
-  Result<> ztunnel_ready(const netns::Netns& ns, const PodRedirectConfig& cfg) override;
+  // IP_TRANSPARENT: the programs' IPv4 hand-over needs it. True when the
+  // listener has it.
+  Result<bool> ztunnel_ready(const netns::Netns& ns, const PodRedirectConfig& cfg) override;
   // Whether the pod was moved to the rules.
   bool on_rules(const netns::Netns& ns) const;
   // The rules' backend name for a pod moved to them.
