@@ -62,13 +62,16 @@ TEST_CASE("two pods' installs run at the same time on every backend", "[parallel
   auto backend = make(kind, fs);
   TestNetns a("amb-par-a-"), b("amb-par-b-");
   const PodRedirectConfig cfg{};
+  // Opened here: Catch2's assertions (in ns()) belong to the test's thread.
+  const netns::Netns& pod_a = a.ns();
+  const netns::Netns& pod_b = b.ns();
   Meeting meeting;
   bool met[2] = {false, false};
   Result<> done[2];
   std::thread other([&] {
-    done[1] = backend->install(b.ns(), cfg, [&] { met[1] = meeting.arrive_and_wait(5s); });
+    done[1] = backend->install(pod_b, cfg, [&] { met[1] = meeting.arrive_and_wait(5s); });
   });
-  done[0] = backend->install(a.ns(), cfg, [&] { met[0] = meeting.arrive_and_wait(5s); });
+  done[0] = backend->install(pod_a, cfg, [&] { met[0] = meeting.arrive_and_wait(5s); });
   other.join();
   AMBIENT_REQUIRE_OK(done[0]);
   AMBIENT_REQUIRE_OK(done[1]);
