@@ -7,6 +7,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include <cstdint>
+#include <limits>
+
 namespace ambient::k8s {
 
 namespace asio = boost::asio;
@@ -264,7 +267,10 @@ Result<long> KubeHttps::stream_lines(const std::string& path,
   http::request<http::empty_body> req{http::verb::get, path, 11};
   AMBIENT_RETURN_IF_ERROR(x.write(req, idle_timeout));
   http::response_parser<http::buffer_body> parser;
-  parser.body_limit(boost::none);  // a watch has no end
+  // A watch has no end. Not boost::none: Boost 1.74 compares a
+  // Content-Length with an empty limit as exceeding it, so every error
+  // answer with a body (410 Gone, 5xx) failed as "body limit exceeded".
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
   // A read cut short by `stop` is no error: the caller asked for it.
   auto ended = [&](Error e) -> Result<long> {
     if (x.stopped()) return static_cast<long>(parser.get().result_int());

@@ -274,8 +274,9 @@ TEST_CASE(
     "[e2e][admin][trace]") {
   NodeOptions opts;
   opts.backend = GENERATE(from_range(kBackends));
-  // kubelet as root, as on most nodes: the agent's inbound probe (made as
-  // nobody) is still not taken for kubelet's and SNATed.
+  // kubelet as root, as on most nodes: the agent's inbound probe (made in
+  // its own netns, without CAP_SETUID) is still not taken for kubelet's and
+  // SNATed.
   opts.kubelet_uid = 0;
   INFO("backend " << opts.backend);
   SimNode node(opts);

@@ -1,6 +1,8 @@
 // Kubernetes mode end to end: the fake API server (the one stand-in for
 // kube-apiserver), the real CNI chain, the agent with upstream's default
 // selectors, and the ztunnel emulator.
+#include <sys/stat.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <sstream>
@@ -8,6 +10,7 @@
 
 #include "process/process.h"
 #include "support/backends.h"
+#include "support/churn.h"
 #include "support/files.h"
 #include "support/sim_node.h"
 #include "support/text.h"
@@ -18,25 +21,6 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 
 namespace {
-
-const json kAmbient = {{"istio.io/dataplane-mode", "ambient"}};
-
-NodeOptions k8s_node() {
-  NodeOptions o;
-  o.kubernetes = true;
-  return o;
-}
-
-std::string redirection(SimNode& node, const Pod& p) {
-  auto pod = node.api_json("GET", "/api/v1/namespaces/" + p.ns + "/pods/" + p.name);
-  return pod["metadata"]
-      .value("annotations", json::object())
-      .value("ambient.istio.io/redirection", "");
-}
-
-bool ztunnel_has(SimNode& node, const Pod& p) {
-  return node.ztunnel_state()["workloads"].contains(p.uid);
-}
 
 // Whether the node's IPv4 probe set (ipset, the iptables backends') holds `ip`.
 bool in_probe_set(SimNode& node, const std::string& ip) {
@@ -64,19 +48,19 @@ TEST_CASE(
     "k8s: a new pod in an ambient namespace is enrolled through CNI, one in a plain "
     "namespace is not",
     "[e2e][k8s]") {
-  SimNode node(k8s_node());
-  node.create_namespace("mesh", kAmbient);
+  SimNode node(kubernetes_node());
+  node.create_namespace("mesh", kAmbientLabels);
   node.create_namespace("plain");
   Pod a = node.must_add_pod("a", "mesh");
   Pod p = node.must_add_pod("p", "plain");
   CHECK(node.pod_has_our_rules(a));
-  CHECK(eventually([&] { return ztunnel_has(node, a); }));
+  CHECK(eventually([&] { return node.ztunnel_has(a); }));
   auto w = node.ztunnel_state()["workloads"][a.uid]["info"];
   CHECK(w["name"] == "a");
   CHECK(w["namespace"] == "mesh");
   CHECK(w["serviceAccount"] == "sa-a");  // from the pod spec, as ztunnel matches it
   CHECK_FALSE(node.pod_has_our_rules(p));
-  CHECK_FALSE(ztunnel_has(node, p));
+  CHECK_FALSE(node.ztunnel_has(p));
   CHECK_THAT(in_pod_tcp(a, p.ip, 8080), Catch::Contains("port=15001"));
 }
 
@@ -84,7 +68,7 @@ TEST_CASE(
     "k8s: labelling a namespace enrolls its running pods; removing the label unenrolls "
     "them",
     "[e2e][k8s]") {
-  SimNode node(k8s_node());
+  SimNode node(kubernetes_node());
   node.create_namespace("later");
   node.create_namespace("plain");
   Pod a = node.must_add_pod("a", "later");
@@ -92,18 +76,18 @@ TEST_CASE(
   CHECK_FALSE(node.pod_has_our_rules(a));
 
   node.label_namespace("later", "istio.io/dataplane-mode", "ambient");
-  REQUIRE(eventually([&] { return ztunnel_has(node, a); }, 10s));
+  REQUIRE(eventually([&] { return node.ztunnel_has(a); }, 10s));
   CHECK(node.pod_has_our_rules(a));
-  CHECK(eventually([&] { return redirection(node, a) == "enabled"; }, 5s));
+  CHECK(eventually([&] { return node.redirection_annotation(a) == "enabled"; }, 5s));
   CHECK_THAT(in_pod_tcp(a, c.ip, 8080), Catch::Contains("port=15001"));  // captured
   CHECK_THAT(in_pod_tcp(c, a.ip, 8080), Catch::Contains("port=15006"));
 
   int dels = node.ztunnel_state().value("dels", 0);
   node.label_namespace("later", "istio.io/dataplane-mode", std::nullopt);
-  REQUIRE(eventually([&] { return !ztunnel_has(node, a); }, 10s));
+  REQUIRE(eventually([&] { return !node.ztunnel_has(a); }, 10s));
   CHECK(node.ztunnel_state().value("dels", 0) == dels + 1);
   CHECK(eventually([&] { return !node.pod_has_our_rules(a); }, 5s));
-  CHECK(eventually([&] { return redirection(node, a).empty(); }, 5s));
+  CHECK(eventually([&] { return node.redirection_annotation(a).empty(); }, 5s));
   // No longer captured: nothing listens on 8080 in C, so the connection fails.
   CHECK(in_pod_tcp_not_captured(a, c.ip, 8080));
 }
@@ -112,8 +96,8 @@ TEST_CASE(
     "k8s: with the agent stopped, plain pods start and ambient pods fail closed "
     "(plugin fallback over TLS)",
     "[e2e][k8s]") {
-  SimNode node(k8s_node());
-  node.create_namespace("mesh", kAmbient);
+  SimNode node(kubernetes_node());
+  node.create_namespace("mesh", kAmbientLabels);
   node.create_namespace("plain");
   node.stop_agent();
   Pod p;
@@ -137,8 +121,8 @@ TEST_CASE(
 
 TEST_CASE("k8s: opted-out, hostNetwork, sidecar and excluded-namespace pods are never enrolled",
           "[e2e][k8s]") {
-  SimNode node(k8s_node());
-  node.create_namespace("mesh", kAmbient);
+  SimNode node(kubernetes_node());
+  node.create_namespace("mesh", kAmbientLabels);
   node.label_namespace("kube-system", "istio.io/dataplane-mode", "ambient");
   Pod none = node.must_add_pod("none", "mesh", {.labels = {{"istio.io/dataplane-mode", "none"}}});
   Pod sidecar = node.must_add_pod(
@@ -147,21 +131,21 @@ TEST_CASE("k8s: opted-out, hostNetwork, sidecar and excluded-namespace pods are 
   Pod hostnet;
   REQUIRE(node.add_pod("hostnet", "mesh", &hostnet, {.host_network = true}).ok);
   Pod control = node.must_add_pod("control", "mesh");
-  REQUIRE(eventually([&] { return ztunnel_has(node, control); }));
+  REQUIRE(eventually([&] { return node.ztunnel_has(control); }));
   // Give the controller a moment to act on the others, then check it did not.
   std::this_thread::sleep_for(500ms);
   for (const Pod* p : {&none, &sidecar, &excluded}) {
     INFO(p->name);
     CHECK_FALSE(node.pod_has_our_rules(*p));
-    CHECK_FALSE(ztunnel_has(node, *p));
-    CHECK(redirection(node, *p).empty());
+    CHECK_FALSE(node.ztunnel_has(*p));
+    CHECK(node.redirection_annotation(*p).empty());
   }
-  CHECK_FALSE(ztunnel_has(node, hostnet));
-  CHECK(redirection(node, hostnet).empty());
+  CHECK_FALSE(node.ztunnel_has(hostnet));
+  CHECK(node.redirection_annotation(hostnet).empty());
 }
 
 TEST_CASE("k8s: an API server restart with expired versions (410) loses no event", "[e2e][k8s]") {
-  SimNode node(k8s_node());
+  SimNode node(kubernetes_node());
   node.create_namespace("later");
   node.create_namespace("plain");
   Pod a = node.must_add_pod("a", "later");
@@ -171,9 +155,9 @@ TEST_CASE("k8s: an API server restart with expired versions (410) loses no event
   // Everything before now is too old: the agent's resumed watches get 410.
   node.api_json("POST", "/fake/compact");
   node.label_namespace("later", "istio.io/dataplane-mode", "ambient");
-  REQUIRE(eventually([&] { return ztunnel_has(node, a); }, 15s));
+  REQUIRE(eventually([&] { return node.ztunnel_has(a); }, 15s));
   CHECK(node.pod_has_our_rules(a));
-  CHECK(eventually([&] { return redirection(node, a) == "enabled"; }, 5s));
+  CHECK(eventually([&] { return node.redirection_annotation(a) == "enabled"; }, 5s));
   CHECK_THAT(node.agent_log(), Catch::Contains("(410), relisting"));
 }
 
@@ -181,11 +165,11 @@ TEST_CASE(
     "k8s: an agent restart with 20 enrolled pods re-sends them all, duplicates nothing, "
     "and traffic never escapes",
     "[e2e][k8s]") {
-  NodeOptions opts = k8s_node();
+  NodeOptions opts = kubernetes_node();
   opts.backend = GENERATE(as<std::string>{}, kIptablesNft, kEbpf);
   INFO("backend " << opts.backend);
   SimNode node(opts);
-  node.create_namespace("mesh", kAmbient);
+  node.create_namespace("mesh", kAmbientLabels);
   node.create_namespace("plain");
   std::vector<Pod> pods;
   pods.reserve(20);
@@ -193,7 +177,7 @@ TEST_CASE(
   Pod c = node.must_add_pod("c", "plain");
   REQUIRE(eventually([&] { return node.ztunnel_state()["workloads"].size() == 20; }, 5s));
   for (const auto& p : pods)
-    REQUIRE(eventually([&] { return redirection(node, p) == "enabled"; }, 5s));
+    REQUIRE(eventually([&] { return node.redirection_annotation(p) == "enabled"; }, 5s));
   auto redirection_of = [&](const Pod& p) {
     return without_comments(node.pod_iptables(p)) + node.pod_filters(p);
   };
@@ -245,11 +229,11 @@ TEST_CASE(
 }
 
 TEST_CASE("k8s: a listing that fails at startup does not produce an empty snapshot", "[e2e][k8s]") {
-  SimNode node(k8s_node());
-  node.create_namespace("mesh", kAmbient);
+  SimNode node(kubernetes_node());
+  node.create_namespace("mesh", kAmbientLabels);
   Pod a = node.must_add_pod("a", "mesh");
   Pod b = node.must_add_pod("b", "mesh");
-  REQUIRE(eventually([&] { return redirection(node, b) == "enabled"; }, 5s));
+  REQUIRE(eventually([&] { return node.redirection_annotation(b) == "enabled"; }, 5s));
   node.stop_agent();
   // The next three pod listings fail.
   node.api_json("POST", "/fake/fail?path=/api/v1/pods&code=500&count=3&watch=false");
@@ -269,15 +253,15 @@ TEST_CASE("k8s: a listing that fails at startup does not produce an empty snapsh
 }
 
 TEST_CASE("k8s: the redirection annotation has upstream's exact values and patches", "[e2e][k8s]") {
-  SimNode node(k8s_node());
-  node.create_namespace("mesh", kAmbient);
+  SimNode node(kubernetes_node());
+  node.create_namespace("mesh", kAmbientLabels);
   node.api_json("DELETE", "/fake/requests");
   Pod a = node.must_add_pod("a", "mesh");
-  REQUIRE(eventually([&] { return redirection(node, a) == "enabled"; }, 5s));
+  REQUIRE(eventually([&] { return node.redirection_annotation(a) == "enabled"; }, 5s));
   node.api_json("PATCH", "/api/v1/namespaces/mesh/pods/a",
                 R"({"metadata":{"labels":{"istio.io/dataplane-mode":"none"}}})",
                 "application/merge-patch+json");
-  REQUIRE(eventually([&] { return redirection(node, a).empty(); }, 10s));
+  REQUIRE(eventually([&] { return node.redirection_annotation(a).empty(); }, 10s));
   CHECK_FALSE(node.pod_has_our_rules(a));
   std::vector<std::string> bodies;
   auto reqs = node.api_json("GET", "/fake/requests?method=PATCH")["requests"];
@@ -297,19 +281,19 @@ TEST_CASE("k8s: the redirection annotation has upstream's exact values and patch
 }
 
 TEST_CASE("k8s: deleting a pod sends Del and forgets it", "[e2e][k8s]") {
-  SimNode node(k8s_node());
-  node.create_namespace("mesh", kAmbient);
+  SimNode node(kubernetes_node());
+  node.create_namespace("mesh", kAmbientLabels);
   Pod a = node.must_add_pod("a", "mesh");
-  REQUIRE(eventually([&] { return ztunnel_has(node, a); }));
+  REQUIRE(eventually([&] { return node.ztunnel_has(a); }));
   node.api_json("DELETE", "/api/v1/namespaces/mesh/pods/a");
-  CHECK(eventually([&] { return !ztunnel_has(node, a); }, 5s));
+  CHECK(eventually([&] { return !node.ztunnel_has(a); }, 5s));
   CHECK(eventually([&] {
     return node.agent_log().find("pod mesh/a: removed from the mesh") != std::string::npos;
   }));
 }
 
 TEST_CASE("k8s: shutdown tells an upgrade (DaemonSet present) from an uninstall", "[e2e][k8s]") {
-  SimNode node(k8s_node());
+  SimNode node(kubernetes_node());
   node.create_namespace("istio-system");
   node.stop_agent();
   CHECK_THAT(node.agent_log(), Catch::Contains("shutdown kind: uninstall"));
@@ -321,11 +305,11 @@ TEST_CASE("k8s: shutdown tells an upgrade (DaemonSet present) from an uninstall"
 
 TEST_CASE("k8s: after a restart, an enrolled pod whose netns cannot be found is sent as Keep",
           "[e2e][k8s]") {
-  SimNode node(k8s_node());
-  node.create_namespace("mesh", kAmbient);
+  SimNode node(kubernetes_node());
+  node.create_namespace("mesh", kAmbientLabels);
   Pod a = node.must_add_pod("a", "mesh");
   Pod b = node.must_add_pod("b", "mesh");
-  REQUIRE(eventually([&] { return redirection(node, b) == "enabled"; }, 5s));
+  REQUIRE(eventually([&] { return node.redirection_annotation(b) == "enabled"; }, 5s));
   node.stop_agent();
   node.kill_sandbox(b);
   int keeps = node.ztunnel_state().value("keeps", 0);
@@ -338,11 +322,11 @@ TEST_CASE("k8s: after a restart, an enrolled pod whose netns cannot be found is 
 }
 
 TEST_CASE("k8s: per-pod annotations override DNS capture and inbound capture", "[e2e][k8s]") {
-  NodeOptions opts = k8s_node();
+  NodeOptions opts = kubernetes_node();
   opts.backend = GENERATE(kIptablesNft, kNftables, kEbpf);
   INFO("backend " << opts.backend);
   SimNode node(opts);  // DNS capture on globally
-  node.create_namespace("mesh", kAmbient);
+  node.create_namespace("mesh", kAmbientLabels);
   node.create_namespace("plain");
   Pod nodns = node.must_add_pod("nodns", "mesh",
                                 {.annotations = {{"ambient.istio.io/dns-capture", "false"}}});
@@ -366,7 +350,7 @@ TEST_CASE("k8s: per-pod annotations override DNS capture and inbound capture", "
 
 TEST_CASE("k8s: the agent installs itself; SIGTERM uninstalls, unless it is an upgrade",
           "[e2e][k8s][installer]") {
-  NodeOptions opts = k8s_node();
+  NodeOptions opts = kubernetes_node();
   opts.installer = true;
   SimNode node(opts);
   const std::string conf = node.dir() + "/host/net.d/10-bridge.conflist";
@@ -400,29 +384,29 @@ TEST_CASE("k8s: the agent installs itself; SIGTERM uninstalls, unless it is an u
 // it is annotated, so the annotation is in place before the ADD answers.
 TEST_CASE("k8s: the pod is annotated enabled by the time the plugin's ADD returns",
           "[e2e][k8s][annotation]") {
-  SimNode node(k8s_node());
-  node.create_namespace("mesh", kAmbient);
+  SimNode node(kubernetes_node());
+  node.create_namespace("mesh", kAmbientLabels);
   // The first PATCH of the pod's status is the agent's (the harness writes
   // the status only after the ADD): it is held back half a second.
   node.api_json(
       "POST",
       "/fake/fail?path=/api/v1/namespaces/mesh/pods/a/status&method=PATCH&code=0&delay=500");
   Pod a = node.must_add_pod("a", "mesh");
-  CHECK(redirection(node, a) == "enabled");  // at once, no waiting
+  CHECK(node.redirection_annotation(a) == "enabled");  // at once, no waiting
   auto reqs = node.api_json(
       "GET", "/fake/requests?method=PATCH&path=/api/v1/namespaces/mesh/pods/a/status")["requests"];
   INFO(reqs.dump());
   REQUIRE(reqs.size() >= 2);
   CHECK(reqs[0].value("body", "") == kEnabledPatch);  // the slow one, before the harness's
   CHECK(reqs[0].value("contentType", "") == "application/merge-patch+json");
-  CHECK(ztunnel_has(node, a));
+  CHECK(node.ztunnel_has(a));
   CHECK(node.pod_has_our_rules(a));
 }
 
 TEST_CASE("k8s: an annotation the API server refuses fails the ADD and leaves nothing behind",
           "[e2e][k8s][annotation]") {
-  SimNode node(k8s_node());
-  node.create_namespace("mesh", kAmbient);
+  SimNode node(kubernetes_node());
+  node.create_namespace("mesh", kAmbientLabels);
   node.api_json(
       "POST",
       "/fake/fail?path=/api/v1/namespaces/mesh/pods/b/status&method=PATCH&code=500&count=-1");
@@ -434,9 +418,9 @@ TEST_CASE("k8s: an annotation the API server refuses fails the ADD and leaves no
                                       Catch::Contains("ambient.istio.io/redirection=enabled") &&
                                       Catch::Contains("injected failure 500"));
   CHECK_FALSE(node.pod_has_our_rules(b));
-  CHECK(eventually([&] { return !ztunnel_has(node, b); }));
+  CHECK(eventually([&] { return !node.ztunnel_has(b); }));
   CHECK(node.ztunnel_state().value("dels", 0) == dels + 1);  // ztunnel had acked: told to forget
-  CHECK(redirection(node, b).empty());
+  CHECK(node.redirection_annotation(b).empty());
   // No probe-set entry carries the pod's UID.
   CHECK(node.node_exec({"ipset", "list", "istio-inpod-probes-v4"}).find(b.uid) ==
         std::string::npos);
@@ -446,9 +430,9 @@ TEST_CASE("k8s: an annotation the API server refuses fails the ADD and leaves no
   node.api_json("DELETE", "/fake/fail");
   Pod b2;
   REQUIRE(node.recreate_sandbox(b, &b2).ok);
-  CHECK(redirection(node, b2) == "enabled");
+  CHECK(node.redirection_annotation(b2) == "enabled");
   CHECK(node.pod_has_our_rules(b2));
-  CHECK(eventually([&] { return ztunnel_has(node, b2); }));
+  CHECK(eventually([&] { return node.ztunnel_has(b2); }));
 }
 
 // docs/node-agent.md#proc-scan and #decision-table: after a restart a pod is
@@ -458,10 +442,10 @@ TEST_CASE(
     "k8s: a pod adopted at startup before its status had IPs is found, and its probe-set "
     "entries follow its IPs",
     "[e2e][k8s][proc]") {
-  SimNode node(k8s_node());
-  node.create_namespace("mesh", kAmbient);
+  SimNode node(kubernetes_node());
+  node.create_namespace("mesh", kAmbientLabels);
   Pod a = node.must_add_pod("a", "mesh");
-  REQUIRE(eventually([&] { return redirection(node, a) == "enabled"; }, 5s));
+  REQUIRE(eventually([&] { return node.redirection_annotation(a) == "enabled"; }, 5s));
   CHECK(eventually([&] { return in_probe_set(node, a.ip); }));
   node.stop_agent();
   set_pod_ips(node, a, json::array());  // kubelet has not reported them (yet)
@@ -485,7 +469,7 @@ TEST_CASE(
 // docs/node-agent.md#shutdown: a node the DaemonSet no longer targets gets
 // no replacement agent, so leaving the plugin there would fail every pod.
 TEST_CASE("k8s: shutdown on a node the DaemonSet no longer targets is an uninstall", "[e2e][k8s]") {
-  SimNode node(k8s_node());
+  SimNode node(kubernetes_node());
   node.create_namespace("istio-system");
   node.create_agent_daemonset({{"nodeSelector", {{"pool", "mesh"}}}});
   node.stop_agent();  // the node lacks pool=mesh
@@ -516,8 +500,8 @@ TEST_CASE(
     "[e2e][k8s][fail-closed]") {
   const std::string failure = GENERATE("down", "500", "403");
   INFO("API server " << failure);
-  SimNode node(k8s_node());
-  node.create_namespace("ambient-demo", kAmbient);
+  SimNode node(kubernetes_node());
+  node.create_namespace("ambient-demo", kAmbientLabels);
   node.create_namespace("istio-system");
   node.stop_agent();  // an upgrade in progress: the old agent is gone
   PodSpec broken_api;
@@ -594,16 +578,16 @@ double series(const std::map<std::string, double>& scraped, const std::string& n
 // docs/node-agent.md#metrics
 TEST_CASE("k8s: /metrics parses as Prometheus text and counts installs, events and /cmdadd",
           "[e2e][k8s][metrics]") {
-  NodeOptions opts = k8s_node();
+  NodeOptions opts = kubernetes_node();
   opts.installer = true;
   SimNode node(opts);
-  node.create_namespace("mesh", kAmbient);
+  node.create_namespace("mesh", kAmbientLabels);
   REQUIRE(eventually(
       [&] { return node.node_http_get(8000, "/readyz").starts_with("HTTP/1.1 200"); }, 10s));
   const std::string answered = R"(istio_cni_plugin_requests_total{response_code="200"})";
   const double answered_before = series(scrape_metrics(node), answered);
   Pod a = node.must_add_pod("a", "mesh");
-  REQUIRE(eventually([&] { return ztunnel_has(node, a); }));
+  REQUIRE(eventually([&] { return node.ztunnel_has(a); }));
 
   const auto m = scrape_metrics(node);
   CHECK(series(m, answered) - answered_before == 1);
@@ -625,4 +609,60 @@ TEST_CASE("k8s: /metrics parses as Prometheus text and counts installs, events a
   const double updates_before = series(m, updates);
   node.label_namespace("mesh", "team", "a");
   CHECK(eventually([&] { return series(scrape_metrics(node), updates) >= updates_before + 2; }));
+}
+
+// docs/reliability.md#faults: a removal is several steps (the pod's rules
+// and routing, ztunnel's Del, the probe set, the annotation). Killed after
+// any of them, the agent finishes the removal once restarted: it adopts
+// the pod the annotation still names and its worker then unenrolls it.
+TEST_CASE("k8s: an agent killed at any step of a removal finishes it once restarted",
+          "[e2e][k8s][fault]") {
+  NodeOptions opts = kubernetes_node();
+  opts.backend = GENERATE(from_range(kBackends));
+  const std::string point =
+      GENERATE(as<std::string>{}, "remove-mid-backend", "remove-after-backend", "remove-after-zds",
+               "remove-after-probe-set");
+  INFO("backend " << opts.backend << ", crash " << point);
+  SimNode node(opts);
+  node.create_namespace("mesh", kAmbientLabels);
+  node.create_namespace("leaving", kAmbientLabels);
+  Pod stay = node.must_add_pod("stay", "mesh");
+  Pod a = node.must_add_pod("a", "leaving");
+  REQUIRE(eventually(
+      [&] { return node.ztunnel_has(a) && node.redirection_annotation(a) == "enabled"; }));
+  const std::string enrolled_rules = node.pod_redirection(stay);
+  REQUIRE(node.pod_redirection(a) == enrolled_rules);
+
+  node.stop_agent();
+  node.set_crash_point(point);
+  node.start_agent();
+  node.label_namespace("leaving", "istio.io/dataplane-mode", std::nullopt);
+  REQUIRE(node.wait_agent_exit(10s) == 86);
+
+  node.set_crash_point("");
+  node.start_agent();
+  const auto host = [&] {
+    return node.node_exec({"nft", "list", "ruleset"}) + node.node_exec({"ipset", "list"}) +
+           node.node_exec({"iptables-legacy-save"});
+  };
+  CHECK(eventually(
+      [&] {
+        return !node.ztunnel_has(a) && node.redirection_annotation(a).empty() &&
+               !node.pod_has_our_rules(a) && !has_address(host(), a.ip);
+      },
+      15s, 100ms));
+  CHECK(in_pod_tcp_not_captured(a, node.gateway(), 8080));
+  if (opts.backend == kEbpf) {  // a's pinned TIME_WAIT link went too
+    struct stat st {};
+    REQUIRE(::stat(a.netns_path.c_str(), &st) == 0);
+    for (const auto& f : files_under(node.bpf_pin_dir() + "/ambient")) {
+      CHECK(f.find("netns-" + std::to_string(st.st_ino)) == std::string::npos);
+    }
+  }
+  // The pod that stays is as it was, and still captured.
+  CHECK(node.ztunnel_has(stay));
+  CHECK(node.redirection_annotation(stay) == "enabled");
+  CHECK(node.pod_redirection(stay) == enrolled_rules);
+  CHECK(has_address(host(), stay.ip));
+  CHECK_THAT(in_pod_tcp(stay, node.gateway(), 8080), Catch::Contains("port=15001"));
 }

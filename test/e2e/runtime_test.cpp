@@ -20,8 +20,6 @@ using nlohmann::json;
 
 namespace {
 
-const json kAmbient = {{"istio.io/dataplane-mode", "ambient"}};
-
 NodeOptions runtime_opts(const std::string& backend, bool kubernetes = true,
                          PrimaryCni primary = PrimaryCni::Bridge) {
   NodeOptions o;
@@ -39,14 +37,10 @@ struct RuntimeNode {
                        PrimaryCni primary = PrimaryCni::Bridge)
       : node(runtime_opts(backend, kubernetes, primary)) {
     if (!kubernetes) return;  // standalone: the agent enrolls ambient-demo
-    node.create_namespace("ambient-demo", kAmbient);
+    node.create_namespace("ambient-demo", kAmbientLabels);
     node.create_namespace("plain");
   }
 };
-
-bool ztunnel_has(SimNode& node, const Pod& p) {
-  return node.ztunnel_state()["workloads"].contains(p.uid);
-}
 
 // Whether the node's IPv4 probe set holds `ip`, for either backend family.
 bool in_probe_set(SimNode& node, const std::string& backend, const std::string& ip) {
@@ -76,8 +70,8 @@ TEST_CASE("runtime: a pod made by RunPodSandbox is enrolled; its containers' tra
   SimNode& node = rn.node;
   Pod a = node.must_add_pod("a", "ambient-demo");
   Pod c = node.must_add_pod("c", "plain");
-  CHECK(eventually([&] { return ztunnel_has(node, a); }));
-  CHECK_FALSE(ztunnel_has(node, c));
+  CHECK(eventually([&] { return node.ztunnel_has(a); }));
+  CHECK_FALSE(node.ztunnel_has(c));
   CHECK(node.pod_has_our_rules(a));
   CHECK_FALSE(node.pod_has_our_rules(c));
   CHECK(in_probe_set(node, backend, a.ip));
@@ -110,13 +104,13 @@ TEST_CASE(
   RuntimeNode rn(kIptablesNft);
   SimNode& node = rn.node;
   Pod a = node.must_add_pod("a", "ambient-demo");
-  REQUIRE(eventually([&] { return ztunnel_has(node, a); }));
+  REQUIRE(eventually([&] { return node.ztunnel_has(a); }));
   REQUIRE(in_probe_set(node, kIptablesNft, a.ip));
   const int dels_before = node.ztunnel_state().value("dels", 0);
 
   auto stopped = node.stop_sandbox(a);
   REQUIRE(stopped.ok);
-  CHECK(eventually([&] { return !ztunnel_has(node, a); }));
+  CHECK(eventually([&] { return !node.ztunnel_has(a); }));
   CHECK_FALSE(in_probe_set(node, kIptablesNft, a.ip));
 
   auto removed = node.remove_sandbox(a);  // DEL again, CNI_NETNS empty, no prevResult
@@ -140,13 +134,13 @@ TEST_CASE(
   auto r = node.recreate_sandbox(old, &now);
   REQUIRE(r.ok);
   REQUIRE(now.container_id != old.container_id);
-  REQUIRE(eventually([&] { return ztunnel_has(node, now); }));
+  REQUIRE(eventually([&] { return node.ztunnel_has(now); }));
   const int dels_before = node.ztunnel_state().value("dels", 0);
 
   REQUIRE(node.remove_sandbox(old).ok);  // the old sandbox's DEL, same pod UID, no netns
   std::this_thread::sleep_for(200ms);
   CHECK(node.ztunnel_state().value("dels", 0) == dels_before);
-  CHECK(ztunnel_has(node, now));
+  CHECK(node.ztunnel_has(now));
   CHECK(node.pod_has_our_rules(now));
   const std::string in_now = node.start_container(now);
   CHECK_THAT(container_tcp(node, in_now, c.ip, 8080), Catch::Contains("port=15001"));
@@ -162,14 +156,14 @@ TEST_CASE(
   node.create_agent_daemonset();  // the shutdown is an upgrade: state stays
   Pod a = node.must_add_pod("a", "ambient-demo");
   Pod c = node.must_add_pod("c", "plain");
-  REQUIRE(eventually([&] { return ztunnel_has(node, a); }));
+  REQUIRE(eventually([&] { return node.ztunnel_has(a); }));
   const std::string rules_before = node.pod_iptables(a);
 
   node.stop_agent();
   CHECK(node.pod_has_our_rules(a));  // traffic stays captured while no agent runs
   node.start_agent();
   node.wait_ztunnel_ready();
-  CHECK(eventually([&] { return ztunnel_has(node, a); }));
+  CHECK(eventually([&] { return node.ztunnel_has(a); }));
   // Found through /proc: ztunnel got the netns, not a Keep for a lost one.
   CHECK(node.ztunnel_state()["workloads"][a.uid].value("state", "") == "Up");
   CHECK(count_of(node.pod_iptables(a), "-j ISTIO_OUTPUT") ==
@@ -188,7 +182,7 @@ TEST_CASE("runtime: after a containerd restart pods keep their redirection and n
   AMBIENT_REQUIRE_OK(node.containerd().restart());
   CHECK_THAT(container_tcp(node, in_a, c.ip, 8080), Catch::Contains("port=15001"));
   Pod b = node.must_add_pod("b", "ambient-demo");
-  CHECK(eventually([&] { return ztunnel_has(node, b); }));
+  CHECK(eventually([&] { return node.ztunnel_has(b); }));
   const std::string in_b = node.start_container(b);
   CHECK_THAT(container_tcp(node, in_b, c.ip, 8080), Catch::Contains("port=15001"));
 }
@@ -208,7 +202,7 @@ TEST_CASE(
   REQUIRE_FALSE(r.ok);
   CHECK_THAT(r.output.dump(), Catch::Contains("tuning"));
   // containerd's cleanup DEL reached the agent: nothing enrolled, nothing in the probe set.
-  CHECK(eventually([&] { return !ztunnel_has(node, a); }));
+  CHECK(eventually([&] { return !node.ztunnel_has(a); }));
   CHECK(node.node_exec({"ipset", "list", "istio-inpod-probes-v4"}).find("10.248.0.") ==
         std::string::npos);
   CHECK(eventually([&] {  // the pod lives on without a sandbox: not marked captured
@@ -222,7 +216,7 @@ TEST_CASE(
   node.rewrite_conflist([](json& c) { c["plugins"].erase(c["plugins"].size() - 1); });
   Pod again;
   REQUIRE(node.recreate_sandbox(a, &again).ok);  // kubelet's next attempt
-  CHECK(eventually([&] { return ztunnel_has(node, again); }));
+  CHECK(eventually([&] { return node.ztunnel_has(again); }));
   CHECK(eventually([&] {
     return node.api_json("GET", "/api/v1/namespaces/ambient-demo/pods/a")["metadata"]
                .value("annotations", json::object())
@@ -237,7 +231,7 @@ TEST_CASE("runtime: under ptp (a veth per pod, routed by the node) containers' t
   SimNode& node = rn.node;
   Pod a = node.must_add_pod("a", "ambient-demo");
   Pod c = node.must_add_pod("c", "plain");
-  CHECK(eventually([&] { return ztunnel_has(node, a); }));
+  CHECK(eventually([&] { return node.ztunnel_has(a); }));
   const std::string in_a = node.start_container(a), in_c = node.start_container(c);
   CHECK_THAT(container_tcp(node, in_a, c.ip, 8080), Catch::Contains("port=15001"));
   auto out = find_record(node, 15001, a.ip);

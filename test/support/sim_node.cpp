@@ -5,13 +5,17 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -26,6 +30,7 @@
 #include "support/pod_sandbox.h"
 #include "support/random.h"
 #include "support/test_netns.h"
+#include "support/text.h"
 
 namespace ambient::test {
 
@@ -66,6 +71,24 @@ struct SimNode::Sandbox {
   std::optional<ChildProcess> process;  // killed first
   Sandbox(const std::string& top, const Pod& p)
       : uid(p.uid), cgroup(top, p.uid, p.container_id + "pause") {}
+};
+
+std::vector<std::string> chart_capabilities(const std::string& backend) {
+  (void)backend;  // the same for every backend (docs/node-agent.md#capabilities)
+  return {"NET_ADMIN", "NET_RAW", "SYS_PTRACE", "SYS_ADMIN", "DAC_OVERRIDE"};
+}
+
+struct SimNode::RunDirMount {
+  std::string path;
+  RunDirMount(std::string p, const std::string& size) : path(std::move(p)) {
+    const std::string data = "size=" + size + ",mode=0755";
+    if (::mount("tmpfs", path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, data.c_str()) != 0) {
+      FAIL("mount a tmpfs of " << size << " on " << path << ": " << std::strerror(errno));
+    }
+  }
+  ~RunDirMount() { ::umount2(path.c_str(), MNT_DETACH); }
+  RunDirMount(const RunDirMount&) = delete;
+  RunDirMount& operator=(const RunDirMount&) = delete;
 };
 
 BgProcess::BgProcess(std::vector<std::string> argv, const std::string& log_path) {
@@ -119,6 +142,9 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_hex(6)) 
   if (opts_.containerd) opts_.installer = true;
   dir_ = opts_.work_root + "/amb-e2e-" + id_;
   fs::create_directories(dir_ + "/run");
+  if (!opts_.run_dir_tmpfs.empty()) {
+    run_dir_mount_ = std::make_unique<RunDirMount>(dir_ + "/run", opts_.run_dir_tmpfs);
+  }
   fs::create_directories(dir_ + "/zds");
   if (opts_.backend == kEbpf) bpffs_ = std::make_unique<BpfFs>();
   netns_.push_back(std::make_unique<TestNetns>(NetnsOptions{.name = node_netns()}));
@@ -135,9 +161,11 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_hex(6)) 
   json conflist = {{"cniVersion", "1.0.0"}, {"name", "ambient-e2e"}, {"plugins", plugins}};
   write_file(dir_ + "/net.conflist", conflist.dump(2));
   if (opts_.kubernetes) start_apiserver();
-  if (opts_.containerd) {
-    // The node's primary CNI config, which the agent's installer extends.
-    // Its network name is the runtime's key in the node-wide CNI cache.
+  if (opts_.installer) {
+    // The node's primary CNI config, which the agent's installer extends:
+    // the chain without us, so that what the installer makes is a chain a
+    // runtime can run. Its network name is the runtime's key in the
+    // node-wide CNI cache.
     json primary = conflist;
     primary["name"] = "amb-e2e-" + id_;
     primary["plugins"].erase(primary["plugins"].size() - 1);
@@ -154,18 +182,19 @@ SimNode::SimNode(NodeOptions opts) : opts_(std::move(opts)), id_(random_hex(6)) 
 
 // The primary CNI's plugins, by shape (docs/architecture.md#testing):
 // addresses from host-local in 10.248.0.0/24 (and fd00:248::/64), the node
-// at 10.248.0.1, and a route back through the node for replies to SNATed
-// kubelet probes (the only route out of the pod besides its subnet).
+// at 10.248.0.1, a route back through the node for replies to SNATed
+// kubelet probes, and one to the node's link with the agent's netns
+// (10.249.0.0/24), as a cluster's pods reach the agent's pod. Nothing else
+// leaves the pod's subnet.
 json SimNode::primary_plugins() {
-  json ipam = {
-      {"type", "host-local"},
-      {"ranges", opts_.dual_stack
-                     ? json{{{{"subnet", "10.248.0.0/24"}}}, {{{"subnet", "fd00:248::/64"}}}}
-                     : json{{{{"subnet", "10.248.0.0/24"}}}}},
-      {"routes", opts_.dual_stack ? json{{{"dst", "169.254.7.127/32"}},
-                                         {{"dst", "fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128"}}}
-                                  : json{{{"dst", "169.254.7.127/32"}}}},
-      {"dataDir", dir_ + "/ipam"}};
+  json routes = {{{"dst", "169.254.7.127/32"}}, {{"dst", "10.249.0.0/24"}}};
+  if (opts_.dual_stack) routes.push_back({{"dst", "fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128"}});
+  json ipam = {{"type", "host-local"},
+               {"ranges", opts_.dual_stack ? json{{{{"subnet", "10.248.0.0/24"}}},
+                                                  {{{"subnet", "fd00:248::/64"}}}}
+                                           : json{{{{"subnet", "10.248.0.0/24"}}}}},
+               {"routes", routes},
+               {"dataDir", dir_ + "/ipam"}};
   switch (opts_.primary) {
     case PrimaryCni::Ptp:  // a veth per pod, /32 routes through the node (Calico, Cilium)
       return json::array({{{"type", "ptp"}, {"ipMasq", false}, {"ipam", ipam}}});
@@ -231,28 +260,49 @@ SimNode::~SimNode() {
   }
   ztunnel_.reset();
   agent_.reset();
+  run_dir_mount_.reset();
   apiserver_.reset();
   sandboxes_.clear();
   while (!netns_.empty()) netns_.pop_back();
   if (!std::getenv("AMBIENT_E2E_KEEP")) fs::remove_all(dir_);
 }
 
-void SimNode::start_agent() {
-  const size_t log_size = agent_log().size();
-  std::vector<std::string> enroll, exclude;
+// The agent's command line as the chart would run it, and (with the
+// installer) the host files the installer starts from.
+std::vector<std::string> SimNode::agent_argv() {
   std::string en, ex;
   for (const auto& n : opts_.enroll_namespaces) en += (en.empty() ? "" : ",") + n;
   for (const auto& n : opts_.exclude_namespaces) ex += (ex.empty() ? "" : ",") + n;
-  std::vector<std::string> argv = {
-      "ip", "netns", "exec", agent_netns(), "env",
-      "AMBIENT_CRASH_POINT_FOR_TEST=" + opts_.crash_point,
-      // The chart sets it; it only matters when the agent is not in the
-      // node's netns.
-      "ALLOW_SWITCH_TO_HOST_NS=true", "KUBERNETES_SERVICE_HOST=" + node_ip(),
-      "KUBERNETES_SERVICE_PORT=6443", bin_path("ambient-agent"), "--cni-agent-run-dir",
-      dir_ + "/run", "--ztunnel-uds-address", dir_ + "/zds/ztunnel.sock", "--exclude-namespaces",
-      ex, std::string("--ambient-dns-capture=") + (opts_.dns_capture ? "true" : "false"),
-      "--log_output_level", "debug", "--host-netns", "/var/run/netns/" + node_netns()};
+  // The container's limits, set between `ip netns exec` (which needs
+  // more) and the agent.
+  std::vector<std::string> argv = {"ip", "netns", "exec", agent_netns()};
+  if (opts_.agent_nofile > 0) {
+    const std::string n = std::to_string(opts_.agent_nofile);
+    argv.insert(argv.end(), {"prlimit", "--nofile=" + n + ":" + n, "--"});
+  }
+  // AMBIENT_E2E_UNRESTRICTED_AGENT: every capability, to tell whether a
+  // failing case fails for want of one.
+  if (opts_.agent_capabilities || !std::getenv("AMBIENT_E2E_UNRESTRICTED_AGENT")) {
+    std::string bounding = "-all";
+    for (std::string cap : opts_.agent_capabilities.value_or(chart_capabilities(opts_.backend))) {
+      std::transform(cap.begin(), cap.end(), cap.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
+      bounding += ",+" + cap;
+    }
+    // With nothing inheritable, root's exec makes the bounding set its
+    // permitted and effective sets: what a runtime gives the container.
+    argv.insert(argv.end(), {"setpriv", "--bounding-set=" + bounding, "--inh-caps=-all", "--"});
+  }
+  argv.insert(
+      argv.end(),
+      {"env", "AMBIENT_CRASH_POINT_FOR_TEST=" + opts_.crash_point,
+       // The chart sets it; it only matters when the agent is not in the
+       // node's netns.
+       "ALLOW_SWITCH_TO_HOST_NS=true", "KUBERNETES_SERVICE_HOST=" + node_ip(),
+       "KUBERNETES_SERVICE_PORT=6443", bin_path("ambient-agent"), "--cni-agent-run-dir",
+       dir_ + "/run", "--ztunnel-uds-address", dir_ + "/zds/ztunnel.sock", "--exclude-namespaces",
+       ex, std::string("--ambient-dns-capture=") + (opts_.dns_capture ? "true" : "false"),
+       "--log_output_level", "debug", "--host-netns", "/var/run/netns/" + node_netns()});
   if (opts_.backend == kNftables) argv.emplace_back("--native-nftables");
   if (opts_.backend == kIptablesLegacy)
     argv.insert(argv.end(), {"--force-iptables-binary", "legacy"});
@@ -293,7 +343,14 @@ void SimNode::start_agent() {
   } else {
     argv.insert(argv.end(), {"--enroll-namespaces", en});
   }
+  return argv;
+}
+
+void SimNode::start_agent() {
+  const size_t log_size = agent_log().size();
+  const std::vector<std::string> argv = agent_argv();
   agent_.emplace(argv, dir_ + "/agent.log");
+  if (!opts_.wait_for_agent) return;
   eventually(
       [&] {
         if (fs::exists(agent_socket()) && fs::exists(dir_ + "/zds/ztunnel.sock")) return true;
@@ -410,17 +467,40 @@ std::vector<std::string> SimNode::cni_argv(const std::string& op, const Pod& p) 
               ";K8S_POD_UID=" + p.uid};
 }
 
-std::string SimNode::cni(const std::string& op, const Pod& p, AddResult* res) {
+AddResult SimNode::cni_command(const std::string& op, const Pod& p) const {
+  AddResult res;
   auto r = run_command({.argv = cni_argv(op, p), .timeout = kExecTimeout});
-  if (!r) FAIL("cni-driver did not run: " << r.error().describe());
-  res->ok = r->exit_code == 0;
-  res->stderr_text = r->err;
-  if (!r->out.empty()) res->output = json::parse(r->out, nullptr, false);
-  return r->out;
+  if (!r) {
+    res.stderr_text = "cni-driver did not run: " + r.error().describe();
+    return res;
+  }
+  res.ok = r->exit_code == 0;
+  res.stderr_text = r->err;
+  if (!r->out.empty()) res.output = json::parse(r->out, nullptr, false);
+  return res;
 }
 
 AddResult SimNode::add_pod(const std::string& name, const std::string& ns, Pod* out,
                            const PodSpec& spec) {
+  Pod p = new_pod(name, ns, spec);
+  if (spec.host_network) {  // kubelet runs no CNI for these: only the object exists
+    AddResult res;
+    res.ok = true;
+    api_json(
+        "PATCH", "/api/v1/namespaces/" + ns + "/pods/" + name + "/status",
+        R"({"status":{"phase":"Running","podIP":"10.248.0.1","podIPs":[{"ip":"10.248.0.1"}]}})",
+        "application/merge-patch+json");
+    if (out) *out = p;
+    return res;
+  }
+  if (opts_.containerd) {
+    if (spec.before_add) spec.before_add();
+    return run_cri_sandbox(std::move(p), out);
+  }
+  return run_sandbox(std::move(p), spec, out);
+}
+
+Pod SimNode::new_pod(const std::string& name, const std::string& ns, const PodSpec& spec) {
   Pod p;
   p.name = name;
   p.ns = ns;
@@ -444,21 +524,7 @@ AddResult SimNode::add_pod(const std::string& name, const std::string& ns, Pod* 
   p.netns_name = "amb-" + id_ + "-" + name;
   p.netns_path = "/var/run/netns/" + p.netns_name;
   p.container_id = id_ + name;
-  if (spec.host_network) {  // kubelet runs no CNI for these: only the object exists
-    AddResult res;
-    res.ok = true;
-    api_json(
-        "PATCH", "/api/v1/namespaces/" + ns + "/pods/" + name + "/status",
-        R"({"status":{"phase":"Running","podIP":"10.248.0.1","podIPs":[{"ip":"10.248.0.1"}]}})",
-        "application/merge-patch+json");
-    if (out) *out = p;
-    return res;
-  }
-  if (opts_.containerd) {
-    if (spec.before_add) spec.before_add();
-    return run_cri_sandbox(std::move(p), out);
-  }
-  return run_sandbox(std::move(p), spec, out);
+  return p;
 }
 
 AddResult SimNode::recreate_sandbox(const Pod& old, Pod* out, const PodSpec& spec) {
@@ -475,28 +541,43 @@ AddResult SimNode::recreate_sandbox(const Pod& old, Pod* out, const PodSpec& spe
 }
 
 AddResult SimNode::run_sandbox(Pod p, const PodSpec& spec, Pod* out) {
+  make_sandbox(p, spec);
+  if (spec.before_add) spec.before_add();
+  AddResult res = cni_command("add", p);
+  if (res.ok) pod_started(p, res);
+  if (out) *out = p;
+  return res;
+}
+
+void SimNode::make_sandbox(const Pod& p, const PodSpec& spec) {
   netns_.push_back(std::make_unique<TestNetns>(NetnsOptions{.name = p.netns_name}));
   if (spec.disable_ipv6) {
     pod_exec(p, {"sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
                  "net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.lo.disable_ipv6=1"});
   }
   if (opts_.kubernetes) start_sandbox(p);
-  if (spec.before_add) spec.before_add();
   pods_.push_back(p);  // DEL on teardown even if ADD fails half-way
-  AddResult res;
-  cni("add", p, &res);
-  if (res.ok) {
-    for (const auto& ip : res.output["ips"]) {
-      std::string addr = ip["address"];
-      addr = addr.substr(0, addr.find('/'));
-      (addr.find(':') == std::string::npos ? p.ip : p.ip6) = addr;
-    }
-    pods_.back().ip = p.ip;
-    pods_.back().ip6 = p.ip6;
-    report_pod_status(p);
+}
+
+Pod SimNode::prepare_pod(const std::string& name, const std::string& ns, const PodSpec& spec) {
+  Pod p = new_pod(name, ns, spec);
+  make_sandbox(p, spec);
+  return p;
+}
+
+void SimNode::pod_started(Pod& p, const AddResult& res) {
+  for (const auto& ip : res.output["ips"]) {
+    std::string addr = ip["address"];
+    addr = addr.substr(0, addr.find('/'));
+    (addr.find(':') == std::string::npos ? p.ip : p.ip6) = addr;
   }
-  if (out) *out = p;
-  return res;
+  for (auto& q : pods_) {
+    if (q.netns_name == p.netns_name) {
+      q.ip = p.ip;
+      q.ip6 = p.ip6;
+    }
+  }
+  report_pod_status(p);
 }
 
 // What kubelet does once the sandbox has its IPs, when it can reach the API.
@@ -707,9 +788,7 @@ AddResult SimNode::del_pod(const Pod& p) {
     AddResult stopped = stop_sandbox(p);
     return stopped.ok ? remove_sandbox(p) : stopped;
   }
-  AddResult res;
-  cni("del", p, &res);
-  return res;
+  return cni_command("del", p);
 }
 
 void SimNode::forget_pod(const Pod& p) {
@@ -735,6 +814,23 @@ bool SimNode::pod_has_our_rules(const Pod& p) {
          rules.find("0x111/0xfff") != std::string::npos ||
          rules6.find("0x111/0xfff") != std::string::npos ||
          routes.find("table 100") != std::string::npos;
+}
+
+bool SimNode::ztunnel_has(const Pod& p) { return ztunnel_state()["workloads"].contains(p.uid); }
+
+std::string SimNode::redirection_annotation(const Pod& p) {
+  const json pod = api_json("GET", "/api/v1/namespaces/" + p.ns + "/pods/" + p.name);
+  return pod["metadata"]
+      .value("annotations", json::object())
+      .value("ambient.istio.io/redirection", "");
+}
+
+std::string SimNode::pod_redirection(const Pod& p) {
+  return without_counters(without_comments(
+      nft_chains_sorted(pod_exec(p, {"nft", "list", "ruleset"})) +
+      pod_exec(p, {"iptables-legacy-save"}) + pod_exec(p, {"ip6tables-legacy-save"}) +
+      pod_exec(p, {"ip", "rule"}) + pod_exec(p, {"ip", "-6", "rule"}) +
+      pod_exec(p, {"ip", "route", "show", "table", "100"}) + pod_filters(p)));
 }
 
 std::string SimNode::pod_filters(const Pod& p) {

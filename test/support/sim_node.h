@@ -133,9 +133,40 @@ struct NodeOptions {
   // emulator's state file) is made. Benchmarks use tmpfs, as /var/run is
   // on a real node, so file I/O of the harness does not count as ours.
   std::string work_root = "/tmp";
+  // The capabilities the agent runs with, by the chart's names
+  // ("NET_ADMIN"): its bounding and permitted set, none inheritable, as a
+  // container runtime starts the chart's container. Unset: the chart's set
+  // for the backend (chart_capabilities), so every case shows that set is
+  // enough; with AMBIENT_E2E_UNRESTRICTED_AGENT set in the environment,
+  // every capability.
+  std::optional<std::vector<std::string>> agent_capabilities;
+  // RLIMIT_NOFILE of the agent, soft and hard, when > 0 (it raises the
+  // soft limit to the hard one at start).
+  int agent_nofile = 0;
+  // The agent's run dir is a tmpfs of this size (e.g. "128k") when set, a
+  // plain directory otherwise.
+  std::string run_dir_tmpfs;
+  // The constructor (and start_agent) waits until the agent serves and
+  // fails the test if it does not; false: it only starts the agent, for
+  // cases where it must not come up (start_ztunnel = false with it).
+  bool wait_for_agent = true;
 };
 
+// The capabilities charts/ambient-cni/templates/daemonset.yaml grants the
+// agent's container for `backend` (docs/node-agent.md#capabilities).
+std::vector<std::string> chart_capabilities(const std::string& backend);
+
 inline constexpr const char* kNodeName = "node-1";
+
+// The namespace labels upstream's default selectors enroll.
+inline const nlohmann::json kAmbientLabels = {{"istio.io/dataplane-mode", "ambient"}};
+
+// A node in Kubernetes mode, otherwise the defaults.
+inline NodeOptions kubernetes_node() {
+  NodeOptions o;
+  o.kubernetes = true;
+  return o;
+}
 
 class SimNode {
  public:
@@ -211,6 +242,14 @@ class SimNode {
   // the test sends its DEL.
   AddResult recreate_sandbox(const Pod& old, Pod* out, const PodSpec& spec = {});
 
+  // add_pod in three steps, for many ADDs at once (storms): the pod's
+  // object, netns and sandbox; CNI ADD or DEL, which touches nothing of
+  // the SimNode and asserts nothing, so any thread may run it; and, after
+  // a successful ADD, the pod's IPs taken and reported as kubelet does.
+  Pod prepare_pod(const std::string& name, const std::string& ns, const PodSpec& spec = {});
+  AddResult cni_command(const std::string& op, const Pod& p) const;
+  void pod_started(Pod& p, const AddResult& res);
+
   // containerd mode: the runtime, a busybox container in a pod (`sleep`
   // forever; its ID), and a command run in a container (its stdout and exit
   // code; fails the test only when the runtime cannot run it).
@@ -241,19 +280,29 @@ class SimNode {
   // Every tc filter in a pod's netns, by interface and hook, with program
   // ids written "N" so that two pods or two agent processes compare equal.
   std::string pod_filters(const Pod& p);
+  // Everything of ours in a pod (nftables and iptables-legacy rules, ip
+  // rules, table 100, tc filters) as text two pods with the same
+  // redirection share: no counters, no comments, chains in name order.
+  std::string pod_redirection(const Pod& p);
 
-  // The emulator's records and state.
+  // The emulator's records and state, and whether it serves a pod.
   std::vector<nlohmann::json> records();
   nlohmann::json ztunnel_state();
+  bool ztunnel_has(const Pod& p);
+  // Kubernetes mode: the pod's ambient.istio.io/redirection annotation, ""
+  // when it has none.
+  std::string redirection_annotation(const Pod& p);
   std::string agent_log();
 
  private:
   AddResult run_sandbox(Pod p, const PodSpec& spec, Pod* out);
-  std::string cni(const std::string& op, const Pod& p, AddResult* res);
+  Pod new_pod(const std::string& name, const std::string& ns, const PodSpec& spec);
+  void make_sandbox(const Pod& p, const PodSpec& spec);
   std::vector<std::string> cni_argv(const std::string& op, const Pod& p) const;
   const TestNetns& netns_named(const std::string& name) const;
   void start_sandbox(const Pod& p);
   void make_node_network();
+  std::vector<std::string> agent_argv();
   nlohmann::json primary_plugins();
   void start_containerd();
   AddResult run_cri_sandbox(Pod p, Pod* out);
@@ -272,6 +321,8 @@ class SimNode {
   std::unique_ptr<Containerd> containerd_;  // stopped before the agent and the netns
   struct Sandbox;
   std::vector<std::unique_ptr<Sandbox>> sandboxes_;
+  struct RunDirMount;  // NodeOptions::run_dir_tmpfs, unmounted once the agent is gone
+  std::unique_ptr<RunDirMount> run_dir_mount_;
   std::unique_ptr<k8s::KubeClient> kube_;
   std::vector<Pod> pods_;
   int sandbox_generation_ = 0;

@@ -2,6 +2,8 @@
 // dumps without their timestamped comments.
 #pragma once
 
+#include <map>
+#include <regex>
 #include <sstream>
 #include <string>
 
@@ -21,6 +23,55 @@ inline std::string without_comments(const std::string& text) {
   std::istringstream in(text);
   while (std::getline(in, line)) {
     if (!line.empty() && line[0] != '#') out += line + "\n";
+  }
+  return out;
+}
+
+// Whether `ip` appears in `text` as a whole address, not as the start of
+// a longer one (10.0.0.1 in 10.0.0.12).
+inline bool has_address(const std::string& text, const std::string& ip) {
+  const std::regex re("(^|[^0-9a-fA-F.:])" + std::regex_replace(ip, std::regex(R"([.])"), R"(\.)") +
+                      "($|[^0-9a-fA-F.:])");
+  return std::regex_search(text, re);
+}
+
+// `text` with packet and byte counters zeroed (iptables-save's `[p:b]`,
+// nft's `packets p bytes b`): two pods with the same rules compare equal.
+inline std::string without_counters(const std::string& text) {
+  std::string out = std::regex_replace(text, std::regex(R"(\[\d+:\d+\])"), "[0:0]");
+  return std::regex_replace(out, std::regex(R"(packets \d+ bytes \d+)"), "packets 0 bytes 0");
+}
+
+// `nft list ruleset` output with each table's chains in name order, the
+// rules inside a chain in theirs. The kernel lists chains in creation
+// order, which differs between a pod enrolled once and one enrolled again
+// after its own chains went (iptables-nft leaves the built-in ones).
+inline std::string nft_chains_sorted(const std::string& ruleset) {
+  std::string out, line, chain_name, chain_text;
+  std::map<std::string, std::string> chains;  // of the current table
+  int depth = 0;
+  std::istringstream in(ruleset);
+  while (std::getline(in, line)) {
+    int delta = 0;
+    for (char c : line) delta += c == '{' ? 1 : c == '}' ? -1 : 0;
+    const std::string trimmed = line.substr(std::min(line.find_first_not_of(" \t"), line.size()));
+    if (chain_name.empty() && depth == 1 && trimmed.rfind("chain ", 0) == 0) chain_name = trimmed;
+    if (!chain_name.empty()) {
+      chain_text += line + "\n";
+      depth += delta;
+      if (depth == 1) {
+        chains[chain_name] += chain_text;
+        chain_name.clear();
+        chain_text.clear();
+      }
+      continue;
+    }
+    depth += delta;
+    if (depth == 0) {  // the table's closing brace
+      for (const auto& [name, text] : chains) out += text;
+      chains.clear();
+    }
+    out += line + "\n";
   }
   return out;
 }

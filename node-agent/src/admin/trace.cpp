@@ -464,7 +464,13 @@ Result<ProbeFacts> facts_for(const TraceTarget& t, const v1::TraceRequest& req) 
   return f;
 }
 
-// The inbound probe socket, in the node's netns.
+// The inbound probe socket. The node's probe SNAT matches kubelet's uid,
+// usually root like us, and a socket's owner (skuid) is the creating
+// thread's fsuid: made in the node's netns, the probe must be another
+// user's, or the node takes it for kubelet's. Switching users needs
+// CAP_SETUID, which the chart does not grant; then, when the agent has a
+// netns of its own (the chart's default), the probe comes from there,
+// routed through the node like any other pod's connection.
 Result<UniqueFd> host_probe(const TraceTarget& t, const ProbeFacts& f, const std::string& from) {
   if (f.dest.ip.empty()) {
     return make_error(
@@ -472,19 +478,33 @@ Result<UniqueFd> host_probe(const TraceTarget& t, const ProbeFacts& f, const std
         std::string("the pod has no ") + (f.dest.v6 ? "IPv6" : "IPv4") + " address to connect to");
   }
   UniqueFd probe;
+  bool as_nobody = false;
   auto make = [&]() -> Result<> {
-    // A socket's owner (skuid) is the creating thread's fsuid. The node's
-    // probe SNAT matches kubelet's uid, usually root like us: made as
-    // nobody, the probe is what any other peer's connection would be.
     const int was = ::setfsuid(kProbeUid);
-    auto made = probe_socket(f.dest.v6, false, 0, from);
+    // setfsuid answers the previous fsuid whether or not it took; an
+    // invalid uid changes nothing and answers the current one.
+    as_nobody = static_cast<uid_t>(::setfsuid(static_cast<uid_t>(-1))) == kProbeUid;
+    Result<UniqueFd> made = UniqueFd();
+    if (as_nobody) made = probe_socket(f.dest.v6, false, 0, from);
     ::setfsuid(static_cast<uid_t>(was));
     AMBIENT_ASSIGN_OR_RETURN(probe, std::move(made));
     return {};
   };
   AMBIENT_RETURN_IF_ERROR((t.host ? netns::run_in_netns(*t.host, make) : make())
                               .context("prepare the probe on the node's side"));
-  return probe;
+  if (as_nobody) return probe;
+  if (t.host && from.empty()) {
+    AMBIENT_ASSIGN_OR_RETURN(probe, probe_socket(f.dest.v6, false, 0, ""));
+    return probe;
+  }
+  return make_error(Errc::InvalidArgument,
+                    std::string("an inbound probe made in the node's netns as root would be taken "
+                                "for kubelet's by the node's probe SNAT, and making it as another "
+                                "user needs CAP_SETUID, which the agent does not have; ") +
+                        (from.empty() ? "the agent shares the node's netns, so there is no other "
+                                        "place to probe from"
+                                      : "--from binds an address of the node's netns, so the "
+                                        "probe cannot come from the agent's own"));
 }
 
 }  // namespace

@@ -160,6 +160,7 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   if (installed) {
     metrics::Timer t(metrics_.probe_set, &probes_s);
     probed = add_to_probe_set(id.uid, id.ips);
+    if (probed) crash_point_for_test("after-probe-set");
   }
   // What ztunnel adds to the enrollment: the wait for its ack once our own
   // work is done (its whole round trip is ambient_zds_round_trip_*).
@@ -185,10 +186,10 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
     return failed;
   }
   auto previous = pods_.get(id.uid);
-  pods_.upsert(
-      {.workload = std::move(w), .redirect = rcfg, .ips = id.ips, .container_id = id.container_id});
+  pods_.upsert({.workload = w, .redirect = rcfg, .ips = id.ips, .container_id = id.container_id});
   if (store_) store_->put(stored_pod(id, *ns));  // before the answer: a restart finds it
   if (previous) retire_sandbox(*previous, id);
+  follow_reconnect(w, pending->connection());
   // The phases in the log line too: a slow enrollment explains itself.
   log::info(
       "pod {}: enrolled (netns {}, backend {}; rules {:.2f} ms, probe set {:.2f} ms, then "
@@ -198,6 +199,24 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
     observer_->enrolled(id, {.rules_s = rules_s, .probe_set_s = probes_s, .zds_ack_s = zds_s});
   }
   return {};
+}
+
+// A connection accepted since the Add went out read its snapshot from the
+// pod cache, maybe before the pod was in it: ztunnel then drained the pod
+// on that connection's SnapshotSent. Any connection newer than the one
+// checked here reads the cache after the upsert. The Add goes again to the
+// newest one (a no-op for ztunnel when that snapshot had it already),
+// queued behind that connection's snapshot and not waited for: the
+// plugin's answer must not wait for a whole snapshot. Like a snapshot
+// entry, a NACK leaves ztunnel retrying the pod, and a lost connection
+// leaves the pod to the next snapshot; a later Del queues behind it.
+void Agent::follow_reconnect(const zds::Workload& w, uint64_t acked_on) {
+  const uint64_t newest = zds_.newest_connection();
+  if (newest == 0 || newest == acked_on) return;
+  auto again = zds_.begin_add(w);
+  log::info(
+      "pod {}/{}: ztunnel reconnected during its enrollment; its Add goes again to zds conn {}",
+      w.info.ns, w.info.name, again.connection());
 }
 
 // Once per ztunnel connection while its listeners suit the backend (its
@@ -330,16 +349,28 @@ Result<> Agent::remove_pod(const std::string& uid, bool netns_going_away) {
       errors = r.error().describe();
     }
   }
+  crash_point_for_test("remove-after-backend");
+  const uint64_t told = zds_.newest_connection();
   if (auto r = zds_.del(uid); !r) {
     errors += (errors.empty() ? "" : "; ") + r.error().describe();
   }
+  crash_point_for_test("remove-after-zds");
   if (!errors.empty()) {
     // Kept in the cache so a retry can still reach the netns (upstream
     // forgets it first and then cannot clean up on retry).
     return make_error(Errc::Internal, "pod " + pod + ": remove: " + errors);
   }
   remove_from_probe_set(uid, entry->ips);
+  crash_point_for_test("remove-after-probe-set");
   (void)pods_.take(uid);
+  // A connection accepted meanwhile may have read the pod in its snapshot
+  // (ZdsServer::del): it is told too. Later ones no longer see the pod.
+  if (zds_.newest_connection() != told) {
+    if (auto r = zds_.del(uid, told); !r) {
+      log::warn("pod {}: telling a newer ztunnel connection to forget it: {}", pod,
+                r.error().describe());
+    }
+  }
   if (store_) store_->erase(uid);
   log::info("pod {}: removed from the mesh", pod);
   if (observer_) observer_->removed(uid, entry->workload.info.ns, entry->workload.info.name);

@@ -90,6 +90,9 @@ class Agent {
     bool marking = false;  // the annotation was being written
   };
   Result<> adapt_to_ztunnel(const netns::Netns& ns, const redirect::PodRedirectConfig& rcfg);
+  // After the pod entered the cache: re-sends its Add when ztunnel
+  // connected anew since `acked_on` acked it.
+  void follow_reconnect(const zds::Workload& w, uint64_t acked_on);
   Result<> undo_failed_add(const PodIdentity& id, const netns::Netns& ns,
                            const redirect::PodRedirectConfig& rcfg, AddSteps steps);
   Result<> check_not_forbidden(const netns::Netns& ns, const std::string& pod) const;

@@ -243,6 +243,15 @@ void StandaloneStore::reset(const std::vector<StoredPod>& pods) {
 void StandaloneStore::commit(uint64_t generation) {
   std::lock_guard w(write_mu_);
   if (written_ >= generation) return;
+  write_locked();
+}
+
+void StandaloneStore::flush() {
+  std::lock_guard w(write_mu_);
+  if (unsaved_) write_locked();
+}
+
+void StandaloneStore::write_locked() {
   StoreContents contents{.boot_id = boot_id_};
   {
     std::lock_guard lk(mu_);
@@ -250,16 +259,27 @@ void StandaloneStore::commit(uint64_t generation) {
     contents.pods.reserve(pods_.size());
     for (const auto& [uid, p] : pods_) contents.pods.push_back(p);
   }
-  if (auto r = replace_file(path_, encode_store(contents)); !r) {
-    ++failures_;
-    metrics::inc(failures_metric_);
-    // The next change rewrites the whole file, so one success repairs it.
-    log::error(
-        "standalone mode: saving the enrolled pods to {} failed: {}. Enrollment goes on, but if "
-        "the agent restarts before a later save succeeds, ztunnel drains the pods enrolled since "
-        "the last good one",
-        path_, r.error().describe());
+  auto r = replace_file(path_, encode_store(contents));
+  if (r) {
+    if (unsaved_) log::info("standalone mode: the enrolled pods are saved to {} again", path_);
+    unsaved_ = false;
+    return;
   }
+  ++failures_;
+  metrics::inc(failures_metric_);
+  if (unsaved_) {  // a retry: said once already
+    log::debug("standalone mode: saving the enrolled pods to {} failed again: {}", path_,
+               r.error().describe());
+    return;
+  }
+  unsaved_ = true;
+  // Retried every few seconds (flush), and the next change rewrites the
+  // whole file: one success repairs it.
+  log::error(
+      "standalone mode: saving the enrolled pods to {} failed: {}. Enrollment goes on and the "
+      "save is retried, but if the agent restarts before one succeeds, ztunnel drains the pods "
+      "enrolled since the last good one",
+      path_, r.error().describe());
 }
 
 Reopened reopen_netns(const StoredPod& p) {

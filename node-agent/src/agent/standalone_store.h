@@ -81,10 +81,17 @@ class StandaloneStore {
   // Replaces the whole set (after a restart, with the pods that survived).
   void reset(const std::vector<StoredPod>& pods);
 
+  // Writes the file again if the last write failed (a full or missing run
+  // dir), even with no change since: the agent calls it every few seconds
+  // and at shutdown, so a run dir that has room again loses no pod at the
+  // next restart.
+  void flush();
+
   uint64_t write_failures() const { return failures_; }
 
  private:
   void commit(uint64_t generation);
+  void write_locked();  // under write_mu_
 
   const std::string path_;
   const std::string boot_id_;
@@ -93,6 +100,7 @@ class StandaloneStore {
   uint64_t generation_ = 0;
   std::mutex write_mu_;   // one write at a time
   uint64_t written_ = 0;  // the generation the last write carried (under write_mu_)
+  bool unsaved_ = false;  // that write failed (under write_mu_)
   std::atomic<uint64_t> failures_{0};
   prometheus::Counter* const failures_metric_;
 };

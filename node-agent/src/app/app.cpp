@@ -348,8 +348,14 @@ void App::start_threads() {
 
 int App::run(const sigset_t& signals) {
   start_threads();
-  int sig = 0;
-  sigwait(&signals, &sig);
+  int sig = -1;
+  while (sig <= 0) {
+    // Standalone mode: a save of the enrolled pods that failed (a full run
+    // dir) is retried until it succeeds, not only at the next change.
+    const timespec every{.tv_sec = 5, .tv_nsec = 0};
+    sig = sigtimedwait(&signals, nullptr, &every);
+    if (sig <= 0 && store_) store_->flush();
+  }
   log::info("signal {}: shutting down (in-pod rules stay in place)", sig);
   shut_down();
   return 0;
@@ -388,6 +394,7 @@ void App::shut_down() {
   pool_.join();
   ioc_.stop();
   io_.join();
+  if (store_) store_->flush();  // no ADD or DEL is served any more
   std::error_code ec;
   fs::remove(cni_socket_, ec);
   fs::remove(log_socket_, ec);

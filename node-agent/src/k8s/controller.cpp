@@ -287,6 +287,17 @@ void Controller::count_event(EventType t) const {
 void Controller::enqueue(WorkItem item, std::chrono::milliseconds delay) {
   {
     std::lock_guard lk(mu_);
+    // reconcile() reads the pod's newest copy from the informer, so one
+    // queued look at a pod answers every event before it is taken. Without
+    // merging, a namespace whose label flips N times queues each of its
+    // pods N times. Deletes carry their object and are never merged.
+    if (delay == std::chrono::milliseconds::zero() && !item.deleted) {
+      if (!waiting_.insert(item.key).second) {
+        count_event(item.event);  // handled by the queued one
+        return;
+      }
+      item.waiting = true;
+    }
     queue_.emplace(Clock::now() + delay, std::move(item));
   }
   cv_.notify_all();
@@ -306,6 +317,10 @@ void Controller::worker() {
     }
     WorkItem item = std::move(queue_.begin()->second);
     queue_.erase(queue_.begin());
+    if (item.waiting) {
+      waiting_.erase(item.key);
+      item.waiting = false;  // a retry is queued apart from new events
+    }
     lk.unlock();
     auto r = reconcile(item);
     count_event(item.event);  // a retry is processed, and counted, again
@@ -356,7 +371,7 @@ Result<> Controller::reconcile(const WorkItem& item) {
     if (enrolled || marked) {
       AMBIENT_RETURN_IF_ERROR(agent_->remove_pod(uid, /*netns_going_away=*/false));
       if (marked) annotate(*pod, Annotation::Remove);
-      log::info("pod {}: unenrolled", item.key);
+      if (enrolled) log::info("pod {}: unenrolled", item.key);
     }
     return {};
   }

@@ -70,9 +70,10 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
  private:
   enum class Annotation { Enabled, Pending, Remove };
   struct WorkItem {
-    std::string key;    // ns/name
-    EventType event;    // what the informer saw (a namespace's fan-out: Modified)
-    ObjectRef deleted;  // set for a pod Delete event
+    std::string key;       // ns/name
+    EventType event;       // what the informer saw (a namespace's fan-out: Modified)
+    ObjectRef deleted;     // set for a pod Delete event
+    bool waiting = false;  // its key is in waiting_
   };
 
   void on_pod(EventType t, const ObjectRef& old, const ObjectRef& cur);
@@ -105,6 +106,9 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
   bool stopping_ = false;
   std::multimap<std::chrono::steady_clock::time_point, WorkItem> queue_;
   std::map<std::string, int> attempts_;
+  // Keys with an item queued for now that the worker has not taken yet: a
+  // new event for one of them is merged into it.
+  std::set<std::string> waiting_;
   std::thread worker_;
 
   struct PatchJob {

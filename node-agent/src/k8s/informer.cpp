@@ -154,6 +154,7 @@ Result<bool> Informer::watch() {
           failure = w.failure;
           return false;
         }
+        ++watch_lines_;
         if (w.kind == WatchLine::Kind::Ignored) return true;
         if (w.type == "ADDED")
           apply(EventType::Added, w.object);
@@ -184,6 +185,10 @@ void Informer::run() {
   std::mt19937 rng(std::random_device{}());
   auto backoff = 200ms;
   bool need_list = true;
+  // 410s since a watch last delivered anything: the first relists at once
+  // (the version expired while we were away), later ones back off, or a
+  // server that keeps answering 410 gets a list and a watch per round trip.
+  int gone_in_a_row = 0;
   while (!stop_) {
     if (need_list) {
       auto r = list_and_replace();
@@ -191,7 +196,7 @@ void Informer::run() {
         log::warn("informer {}: {}", opts_.name, r.error().describe());
       } else {
         need_list = false;
-        backoff = 200ms;
+        if (gone_in_a_row == 0) backoff = 200ms;
         if (!synced_) {
           std::lock_guard lk(synced_mu_);
           synced_ = true;
@@ -200,19 +205,32 @@ void Informer::run() {
         continue;
       }
     } else {
+      const uint64_t lines_before = watch_lines_;
       auto r = watch();
       if (stop_) break;
+      const bool progressed = watch_lines_ != lines_before;
+      if (progressed) {
+        gone_in_a_row = 0;
+        backoff = 200ms;
+      }
       if (r && *r) {
-        log::info("informer {}: resourceVersion expired (410), relisting", opts_.name);
         ++relists_;
         need_list = true;
-        continue;
+        if (++gone_in_a_row == 1) {
+          log::info("informer {}: resourceVersion expired (410), relisting", opts_.name);
+          continue;
+        }
+        log::warn(
+            "informer {}: resourceVersion expired (410) again right after a relist ({} in a row), "
+            "relisting after {} ms",
+            opts_.name, gone_in_a_row, backoff.count());
+      } else if (r) {
+        // The server ended the watch: resume from rv, at once unless it
+        // ended without a line (a server closing every watch at once).
+        if (progressed) continue;
+      } else {
+        log::warn("informer {}: {}", opts_.name, r.error().describe());
       }
-      if (r) {
-        backoff = 200ms;
-        continue;  // the server ended the watch normally: resume from rv
-      }
-      log::warn("informer {}: {}", opts_.name, r.error().describe());
     }
     // Jitter keeps a node fleet from hammering a recovering API server in step.
     auto jitter = std::uniform_int_distribution<int>(0, static_cast<int>(backoff.count() / 2))(rng);

@@ -75,6 +75,7 @@ class Informer {
   std::string rv_;
   std::atomic<bool> synced_{false};
   std::atomic<uint64_t> relists_{0};
+  uint64_t watch_lines_ = 0;  // lines the watches delivered (informer thread only)
   std::mutex synced_mu_;
   std::condition_variable synced_cv_;
 };

@@ -386,14 +386,28 @@ Result<std::map<std::string, FoundNetns>> scan_proc(const ProcScanDeps& deps,
   // Every pod's processes count, wanted or not: the owner of a netns a
   // wanted pod's process visits may be a pod nobody asked about.
   std::map<NetnsKey, std::vector<PodProcess>> by_netns;
+  size_t denied = 0;
+  std::string first_denied;
   for (size_t i = 0; i < pids.size(); ++i) {
     auto p = read_process(deps, pids[i], i);
     if (!p) {
       // Processes come and go during the scan: expected, so only debug.
       log::debug("proc scan: skipping pid {}: {}", pids[i], p.error().describe());
+      const std::error_code& ec = p.error().code;
+      if (ec == std::error_code(EACCES, std::system_category()) ||
+          ec == std::error_code(EPERM, std::system_category())) {
+        if (denied++ == 0) first_denied = p.error().describe();
+      }
       continue;
     }
     if (*p) by_netns[(*p)->key].push_back(std::move(**p));
+  }
+  // Refused, not gone: every pod the scan should find may be among them.
+  if (denied > 0) {
+    log::warn(
+        "proc scan: {} processes could not be read ({}{}); opening another process's "
+        "/proc/<pid>/ns needs CAP_SYS_PTRACE (docs/node-agent.md#capabilities)",
+        denied, first_denied, denied > 1 ? ", ..." : "");
   }
   // Only a netns that holds a wanted pod's process can be one's.
   std::vector<NetnsKey> relevant;

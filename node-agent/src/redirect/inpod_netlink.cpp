@@ -7,11 +7,14 @@
 #include <netlink/route/link.h>
 #include <netlink/route/route.h>
 #include <netlink/route/rule.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include <cstring>
 #include <fstream>
 #include <memory>
 
+#include "lib/unique_fd.h"
 #include "redirect/backend.h"
 
 namespace ambient::redirect {
@@ -54,9 +57,20 @@ Result<Sock> connect() {
 // The AF_* constant libnl takes for an IP family.
 int af(IpFamily ip) { return ip == IpFamily::V6 ? AF_INET6 : AF_INET; }
 
+// lo's ifindex in the calling thread's netns. Not if_nametoindex(): when
+// its socket cannot be made (EMFILE at the fd limit) glibc's errno names
+// whatever it tried last (ENOENT), and the error would hide the cause.
+Result<int> loopback_index() {
+  UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!s.valid()) return sys_error("socket to look up lo");
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  if (::ioctl(s.get(), SIOCGIFINDEX, &ifr) != 0) return sys_error("SIOCGIFINDEX lo");
+  return ifr.ifr_ifindex;
+}
+
 Result<Route> local_default_route(IpFamily ip) {
-  unsigned lo = if_nametoindex("lo");
-  if (lo == 0) return sys_error("if_nametoindex(lo)");
+  AMBIENT_ASSIGN_OR_RETURN(const int lo, loopback_index());
   Route route(rtnl_route_alloc());
   rtnl_route_set_family(route.get(), static_cast<uint8_t>(af(ip)));
   rtnl_route_set_type(route.get(), RTN_LOCAL);
@@ -69,7 +83,7 @@ Result<Route> local_default_route(IpFamily ip) {
   nl_addr_set_prefixlen(dst.get(), 0);
   rtnl_route_set_dst(route.get(), dst.get());
   rtnl_nexthop* nh = rtnl_route_nh_alloc();
-  rtnl_route_nh_set_ifindex(nh, static_cast<int>(lo));
+  rtnl_route_nh_set_ifindex(nh, lo);
   rtnl_route_add_nexthop(route.get(), nh);  // the route owns nh now
   return route;
 }

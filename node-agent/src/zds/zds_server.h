@@ -43,16 +43,20 @@ class Connection;
 class PendingAdd {
  public:
   PendingAdd(std::string uid, Result<> failed) : uid_(std::move(uid)), failed_(std::move(failed)) {}
-  PendingAdd(std::string uid, std::future<Result<>> ack, std::chrono::milliseconds timeout)
-      : uid_(std::move(uid)), ack_(std::move(ack)), timeout_(timeout) {}
+  PendingAdd(std::string uid, std::future<Result<>> ack, std::chrono::milliseconds timeout,
+             uint64_t connection)
+      : uid_(std::move(uid)), ack_(std::move(ack)), timeout_(timeout), connection_(connection) {}
   // The ack's outcome; blocks up to the timeout. Call once.
   Result<> wait();
+  // The connection the Add went to (ZdsServer::newest_connection()), 0 if none.
+  uint64_t connection() const { return connection_; }
 
  private:
   std::string uid_;
   Result<> failed_;  // set when nothing was sent
   std::future<Result<>> ack_;
   std::chrono::milliseconds timeout_{0};
+  uint64_t connection_ = 0;
 };
 
 class ZdsServer {
@@ -68,6 +72,10 @@ class ZdsServer {
     bool accept_immediately = true;
     // Send to ack, per message type, on every connection (snapshot included).
     metrics::ZdsMetrics metrics;
+    // The least time between two accepts: ztunnel reconnects without
+    // back-off after some errors (upstream's limit, 5 a second). Tests that
+    // reconnect many times lower it.
+    std::chrono::milliseconds accept_interval{200};
   };
 
   // Binds and listens (removing a stale socket file) and starts accepting.
@@ -81,9 +89,15 @@ class ZdsServer {
   Result<> add(const Workload& w) { return begin_add(w).wait(); }
   // The same, without waiting: the message is queued on the connection.
   PendingAdd begin_add(const Workload& w);
-  // DelWorkload to every connection; success when none is connected
-  // (ztunnel drops the pod at its next snapshot).
-  Result<> del(const std::string& uid);
+  // DelWorkload to every connection with an id above `newer_than`. Success
+  // when none is connected, and for a connection that ends before its ack:
+  // ztunnel drops the pod at its next snapshot, as long as the snapshot
+  // source no longer names it. A connection may have read its snapshot
+  // while the pod was still enrolled, so the caller forgets the pod and
+  // then, if newest_connection() moved past the one it read before this
+  // call, calls del again for the newer connections.
+  // Fails only when a live connection did not answer in time.
+  Result<> del(const std::string& uid, uint64_t newer_than = 0);
 
   void start_accepting();
 

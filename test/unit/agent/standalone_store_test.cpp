@@ -147,6 +147,34 @@ TEST_CASE("standalone store: a write that fails is counted, and the next one car
   CHECK(later.load().size() == 2);  // the pod whose write failed is in the later one
 }
 
+// A full run dir frees up with no enrollment or removal to follow: the
+// agent's periodic retry (flush) saves the pods all the same, so a later
+// restart drains none of them.
+TEST_CASE("standalone store: a failed write is saved by the next flush, with no change needed",
+          "[standalone-store]") {
+  RunDir run;
+  const std::string missing_dir = run.dir.path() + "/not-yet";
+  const std::string file = missing_dir + "/" + std::string(agent::kStandaloneStoreFile);
+  agent::StandaloneStore store(file, run.boot);
+  store.flush();  // nothing unsaved: no write, so no failure
+  CHECK(store.write_failures() == 0);
+  store.put(sample_pod("u1"));
+  CHECK(store.write_failures() == 1);
+  store.flush();  // still no room
+  CHECK(store.write_failures() == 2);
+  CHECK_FALSE(fs::exists(file));
+  fs::create_directory(missing_dir);
+  store.flush();
+  CHECK(store.write_failures() == 2);
+  agent::StandaloneStore later(file, run.boot);
+  auto pods = later.load();
+  REQUIRE(pods.size() == 1);
+  CHECK(pods[0].pod.uid == "u1");
+  fs::remove(file);
+  store.flush();  // saved already: not written again
+  CHECK_FALSE(fs::exists(file));
+}
+
 TEST_CASE("standalone store: a damaged file or one of another version is moved aside",
           "[standalone-store]") {
   RunDir run;

@@ -320,6 +320,7 @@ Result<> EbpfBackend::remove(const netns::Netns& ns, const PodRedirectConfig& cf
   }
   auto filters = netns::run_in_netns(ns, [] { return remove_here(); });
   if (!filters) return std::move(filters).context(context);
+  crash_point_for_test("remove-mid-backend");
   return remove_tw_link(programs_->link_dir(), ns).context(context);
 }
 

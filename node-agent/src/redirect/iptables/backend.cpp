@@ -256,6 +256,7 @@ Result<> IptablesBackend::remove(const netns::Netns& ns, const PodRedirectConfig
     // what the current configuration would install.
     auto v4 = remove_here(IpFamily::V4);
     auto v6 = remove_here(IpFamily::V6);
+    crash_point_for_test("remove-mid-backend");
     auto routing = remove_inpod_routing();
     if (!v4) return v4;
     if (!v6 && cfg.ipv6) return v6;  // without IPv6, ip6tables may just be unusable

@@ -210,6 +210,7 @@ Result<> NftablesBackend::remove(const netns::Netns& ns, const PodRedirectConfig
     AMBIENT_ASSIGN_OR_RETURN(NftContext ctx, NftContext::create());
     ctx.close_later();
     auto tables = ctx.run(inpod_nft_delete_text());
+    crash_point_for_test("remove-mid-backend");
     auto routing = remove_inpod_routing();
     if (!tables) return std::move(tables).error();
     return routing;

@@ -1,5 +1,6 @@
 #include "redirect/nftables/nft.h"
 
+#include <fcntl.h>
 #include <linux/netlink.h>
 #include <malloc.h>
 #include <nftables/libnftables.h>
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "lib/result.h"
 
@@ -124,9 +126,19 @@ void NftContext::Deleter::operator()(nft_ctx* c) const {
 
 Result<NftContext> NftContext::create() {
   // nft_ctx_new() calls exit() when it cannot open its netlink socket; find
-  // out first, so that case is an error and not the end of the agent.
-  UniqueFd probe(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER));
-  if (!probe.valid()) return sys_error("netlink socket (NETLINK_NETFILTER)");
+  // out first, so that case is an error and not the end of the agent. Near
+  // the fd limit one spare fd is not enough: the agent's other threads
+  // (the plugin's log connection during an ADD) can take it before
+  // libnftables does, so a few must be free.
+  constexpr int kSpareFds = 8;
+  std::vector<UniqueFd> probes;
+  probes.emplace_back(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER));
+  if (!probes.back().valid()) return sys_error("netlink socket (NETLINK_NETFILTER)");
+  for (int i = 1; i < kSpareFds; ++i) {
+    probes.emplace_back(::fcntl(probes.front().get(), F_DUPFD_CLOEXEC, 0));
+    if (!probes.back().valid()) return sys_error("spare fds for libnftables");
+  }
+  probes.clear();
   nft_ctx* c = nullptr;
   bool buffered = false;
   {
