@@ -534,10 +534,11 @@ struct ZtunnelModel {
   // One connection: hello, the snapshot, then live requests until `live`
   // says stop. Drops it at random points unless `steady`. Returns the
   // socket when it is still open.
-  UniqueFd serve(const std::string& path, bool steady, const std::function<bool()>& live) {
+  // `a` is made on the test's thread: unix_address asserts, and Catch's
+  // assertions are for that thread only.
+  UniqueFd serve(const sockaddr_un& a, bool steady, const std::function<bool()>& live) {
     UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-    sockaddr_un a = unix_address(path);
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0 ||
         !zds::send_message(fd.get(), hello(), {}, 1s)) {
       violations.emplace_back("cannot connect");
       return {};
@@ -678,6 +679,7 @@ TEST_CASE(
   }
 
   ZtunnelModel zt{.refuses = refused};
+  const sockaddr_un zds_address = unix_address(n.sock);
   UniqueFd last;
   const auto started = std::chrono::steady_clock::now();
   std::thread ztunnel([&] {
@@ -687,7 +689,7 @@ TEST_CASE(
       const auto until =
           std::chrono::steady_clock::now() + std::chrono::milliseconds(lifetime_ms(zt.rng));
       if (final_one) reconnects = k + 1;
-      UniqueFd fd = zt.serve(n.sock, final_one, [&] {
+      UniqueFd fd = zt.serve(zds_address, final_one, [&] {
         if (final_one) return !enrollers_done.load();
         return std::chrono::steady_clock::now() < until;
       });
