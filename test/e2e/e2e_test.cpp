@@ -12,12 +12,14 @@
 
 #include <catch2/catch.hpp>
 #include <future>
+#include <map>
 #include <thread>
 
 #include "agent_client.h"
 #include "lib/unique_fd.h"
 #include "process/process.h"
 #include "support/backends.h"
+#include "support/churn.h"
 #include "support/files.h"
 #include "support/require_ok.h"
 #include "support/sim_node.h"
@@ -679,4 +681,71 @@ TEST_CASE("the capture core works under ptp, macvlan and a portmap/tuning/bandwi
   });
   CHECK(host_line_as(node, "4242", b.ip, 9091) == "app\n");
   CHECK(seen.get() == "169.254.7.127");
+}
+
+// docs/reliability.md#faults: the runtime deletes a pod's netns while the
+// agent enrolls it (a sandbox torn down at once), at a different moment each
+// round. The ADD may fail or succeed (the agent holds the netns open, so
+// what it started it finishes); the runtime's DEL that follows must leave
+// nothing: no ztunnel workload, no probe-set entry, no pinned link, and no
+// netns held open by the agent.
+TEST_CASE("a pod netns deleted in the middle of its enrollment leaves nothing once DEL is sent",
+          "[e2e][fault]") {
+  NodeOptions opts;
+  opts.backend = GENERATE(from_range(kBackends));
+  INFO("backend " << opts.backend);
+  SimNode node(opts);
+  Pod warm = node.must_add_pod("warm", "ambient-demo");  // the agent's pools, made once
+  REQUIRE(node.del_pod(warm).ok);
+  node.forget_pod(warm);
+  std::this_thread::sleep_for(500ms);  // libnftables contexts go 100 ms after use
+  const AgentUsage before = agent_usage(node.agent_pid());
+  const auto links_before =
+      files_under(node.bpf_pin_dir().empty() ? "" : node.bpf_pin_dir() + "/ambient");
+
+  std::vector<std::string> uids;
+  int succeeded = 0;
+  // From before the chain's first plugin to after our agent's answer
+  // (an ADD takes some 20 to 60 ms here).
+  std::map<std::string, int> outcomes;  // by the step that saw the netns gone
+  for (int delay_ms : {0, 5, 10, 15, 20, 25, 30, 35, 40, 50, 60, 80}) {
+    Pod p = node.prepare_pod("gone-" + std::to_string(delay_ms), "ambient-demo");
+    uids.push_back(p.uid);
+    std::thread runtime([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+      (void)run_command({.argv = {"ip", "netns", "del", p.netns_name}});
+    });
+    const AddResult add = node.cni_command("add", p);
+    runtime.join();
+    if (add.ok) {
+      ++succeeded;
+      ++outcomes["ADD succeeded"];
+    } else {
+      const std::string msg = add.output.is_object() ? add.output.value("msg", "") : "";
+      ++outcomes[msg.substr(0, 60)];
+      INFO("ADD after " << delay_ms << " ms: " << add.output.dump() << add.stderr_text);
+      CHECK_FALSE(add.output.dump().empty());
+    }
+    const AddResult del = node.cni_command("del", p);
+    INFO("DEL: " << del.output.dump() << del.stderr_text);
+    CHECK(del.ok);  // DEL never fails
+    node.forget_pod(p);
+  }
+  std::this_thread::sleep_for(500ms);
+  REQUIRE(node.agent_running());
+  const json workloads = node.ztunnel_state()["workloads"];
+  const std::string host = node.node_exec({"nft", "list", "ruleset"}) +
+                           node.node_exec({"ipset", "list"}) +
+                           node.node_exec({"iptables-legacy-save"});
+  for (const auto& uid : uids) {
+    CHECK_FALSE(workloads.contains(uid));
+    CHECK(host.find(uid) == std::string::npos);
+  }
+  CHECK(files_under(node.bpf_pin_dir().empty() ? "" : node.bpf_pin_dir() + "/ambient") ==
+        links_before);
+  CHECK(agent_usage(node.agent_pid()).fds == before.fds);  // every netns it opened is closed
+  std::string summary;
+  for (const auto& [what, n] : outcomes) summary += "\n  " + std::to_string(n) + "x " + what;
+  WARN(opts.backend << ": " << succeeded << " of " << uids.size()
+                    << " ADDs succeeded with their netns deleted under them:" << summary);
 }
