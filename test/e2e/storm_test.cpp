@@ -44,9 +44,10 @@ struct PodStart {
 };
 
 PodStart start_with_retries(const SimNode& node, const Pod& p,
-                            std::chrono::steady_clock::time_point deadline) {
+                            std::chrono::steady_clock::time_point deadline,
+                            const std::atomic<bool>& abort) {
   PodStart s;
-  while (std::chrono::steady_clock::now() < deadline) {
+  while (!abort && std::chrono::steady_clock::now() < deadline) {
     ++s.attempts;
     s.result = node.cni_command("add", p);
     if (s.result.ok) {
@@ -100,12 +101,29 @@ TEST_CASE(
   std::vector<size_t> started;  // reported to the API server by this thread
   const auto deadline = std::chrono::steady_clock::now() + 90s;
   const auto t0 = std::chrono::steady_clock::now();
+  // A failing assertion on this thread unwinds past the threads below: they
+  // are stopped and joined first, so SimNode's teardown still runs.
+  std::atomic<bool> abort{false}, stop_flips{false};
   std::vector<std::thread> workers;
+  std::thread flipper;
+  struct Joiner {
+    std::atomic<bool>& abort;
+    std::atomic<bool>& stop_flips;
+    std::vector<std::thread>& workers;
+    std::thread& flipper;
+    ~Joiner() {
+      abort = true;
+      stop_flips = true;
+      for (auto& t : workers)
+        if (t.joinable()) t.join();
+      if (flipper.joinable()) flipper.join();
+    }
+  } joiner{abort, stop_flips, workers, flipper};
   workers.reserve(kWorkers);
   for (int w = 0; w < kWorkers; ++w) {
     workers.emplace_back([&] {
       for (size_t i; (i = next++) < pods.size();) {
-        starts[i] = start_with_retries(node, pods[i], deadline);
+        starts[i] = start_with_retries(node, pods[i], deadline, abort);
         if (starts[i].ok) {
           std::lock_guard lock(started_mu);
           started.push_back(i);
@@ -118,11 +136,10 @@ TEST_CASE(
   // Labels flip on a thread of their own (SimNode::api asserts nothing),
   // every 20 ms, alternating between the two namespaces, and go on after
   // the last ADD while the agent's controller still works through them.
-  std::atomic<bool> stop_flips{false};
   std::atomic<int> flips{0}, flips_during_adds{0};
   std::string flip_error;  // read once flip_failed is set, or after join
   std::atomic<bool> flip_failed{false};
-  std::thread flipper([&] {
+  flipper = std::thread([&] {
     bool on[2] = {false, true};
     const char* names[2] = {"flip-a", "flip-b"};
     for (int round = 0; !stop_flips; ++round) {
