@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "agent_client.h"
+#include "lib/text.h"
 #include "lib/unique_fd.h"
 #include "process/process.h"
 #include "support/backends.h"
@@ -700,6 +701,7 @@ TEST_CASE("a pod netns deleted in the middle of its enrollment leaves nothing on
   node.forget_pod(warm);
   std::this_thread::sleep_for(500ms);  // libnftables contexts go 100 ms after use
   const AgentUsage before = agent_usage(node.agent_pid());
+  const auto fds_before = agent_fd_targets(node.agent_pid());
   const auto links_before =
       files_under(node.bpf_pin_dir().empty() ? "" : node.bpf_pin_dir() + "/ambient");
 
@@ -743,11 +745,16 @@ TEST_CASE("a pod netns deleted in the middle of its enrollment leaves nothing on
   }
   CHECK(files_under(node.bpf_pin_dir().empty() ? "" : node.bpf_pin_dir() + "/ambient") ==
         links_before);
-  // Every netns it opened should be closed again. Known bug, open: with
-  // iptables-legacy the agent usually keeps one fd more after these rounds
-  // (docs/reliability.md#faults), so this is reported, not yet enforced.
-  CHECK_NOFAIL(
-      eventually([&] { return agent_usage(node.agent_pid()).fds == before.fds; }, 5s, 100ms));
+  // Every netns and socket it opened is closed again.
+  std::vector<std::string> kept;
+  eventually(
+      [&] {
+        kept = unexplained_fds(fds_before, before, node.agent_pid());
+        return kept.empty();
+      },
+      5s, 100ms);
+  INFO("fds the agent kept: " << text::join(kept, " "));
+  CHECK(kept.empty());
   std::string summary;
   for (const auto& [what, n] : outcomes) summary += "\n  " + std::to_string(n) + "x " + what;
   WARN(opts.backend << ": " << succeeded << " of " << uids.size()

@@ -3,6 +3,7 @@
 // limit reached). Each ends in a clear error or a retry, never a crash, a
 // half-written file, a half-redirected pod or a lost enrollment.
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -13,8 +14,10 @@
 #include "lib/unique_fd.h"
 #include "process/process.h"
 #include "support/backends.h"
+#include "support/churn.h"
 #include "support/files.h"
 #include "support/sim_node.h"
+#include "support/sockets.h"
 
 using namespace ambient;
 using namespace ambient::test;
@@ -205,4 +208,53 @@ TEST_CASE("node: at the fd limit ADDs fail closed naming EMFILE; freed fds serve
   CHECK(node.pod_has_our_rules(again));
   CHECK(eventually([&] { return node.ztunnel_has(again); }));
   CHECK_THAT(in_pod_tcp(again, enrolled.back().ip, 8080), Catch::Contains("port=15001"));
+}
+
+// Connections queued while the agent has no fd left: the CNI socket's and
+// the admin socket's accept loops wait for fds instead of spinning on
+// EMFILE (a connection that cannot be accepted stays queued, so the socket
+// stays readable), say so once, and serve again once fds are freed.
+TEST_CASE("node: connections past the fd limit make the agent wait rather than spin",
+          "[e2e][fault][fds]") {
+  NodeOptions opts;  // the default backend: nothing here is about redirection
+  opts.agent_nofile = 64;
+  SimNode node(opts);
+  Pod first = node.must_add_pod("first", "ambient-demo");
+  const std::vector<std::string> sockets = {node.agent_socket(), node.dir() + "/run/admin.sock"};
+  std::vector<UniqueFd> held;
+  for (int i = 0; i < 80; ++i) {
+    for (const auto& path : sockets) {
+      // Non-blocking: a full backlog answers EAGAIN rather than waiting.
+      UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+      const sockaddr_un a = unix_address(path);
+      if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0) {
+        held.push_back(std::move(fd));
+      } else {
+        REQUIRE(errno == EAGAIN);
+      }
+    }
+  }
+  REQUIRE(log_has(node, "CNI event socket: cannot accept connections: Too many open files"));
+  REQUIRE(log_has(node, "admin socket: cannot accept connections: Too many open files"));
+  const double cpu_before = agent_usage(node.agent_pid()).cpu_s;
+  std::this_thread::sleep_for(2s);
+  const double cpu = agent_usage(node.agent_pid()).cpu_s - cpu_before;
+  INFO("agent CPU over 2 s at the fd limit: " << cpu << " s");
+  CHECK(cpu < 0.3);  // an accept loop spinning on EMFILE takes a whole core
+  const std::string log = node.agent_log();
+  for (const char* starved : {"CNI event socket: cannot accept", "admin socket: cannot accept"}) {
+    INFO(starved);
+    size_t n = 0;
+    for (size_t at = log.find(starved); at != std::string::npos; at = log.find(starved, at + 1)) {
+      ++n;
+    }
+    CHECK(n == 1);
+  }
+
+  held.clear();
+  CHECK(log_has(node, "CNI event socket: accepting connections again"));
+  CHECK(log_has(node, "admin socket: accepting connections again"));
+  Pod after = node.must_add_pod("after", "ambient-demo");
+  CHECK(eventually([&] { return node.ztunnel_has(after); }));
+  CHECK(node.pod_has_our_rules(after));
 }

@@ -4,12 +4,18 @@
 // (a few hundred cycles per backend) and `ambient-bench churn` (1,000).
 #pragma once
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "support/sim_node.h"
 
@@ -19,6 +25,7 @@ namespace ambient::test {
 struct AgentUsage {
   size_t fds = 0, threads = 0;
   long rss_kib = 0;
+  double cpu_s = 0;  // user + system time so far
 };
 
 inline AgentUsage agent_usage(pid_t pid) {
@@ -27,11 +34,60 @@ inline AgentUsage agent_usage(pid_t pid) {
   const std::string proc = "/proc/" + std::to_string(pid);
   for ([[maybe_unused]] const auto& e : fs::directory_iterator(proc + "/fd")) ++u.fds;
   for ([[maybe_unused]] const auto& e : fs::directory_iterator(proc + "/task")) ++u.threads;
+  std::ifstream stat(proc + "/stat");
+  const std::string text{std::istreambuf_iterator<char>(stat), {}};
+  std::istringstream fields(text.substr(text.rfind(')') + 2));  // after "pid (comm) "
+  std::vector<std::string> f{std::istream_iterator<std::string>(fields), {}};
+  if (f.size() > 12) {  // utime and stime, fields 14 and 15 counted from pid
+    u.cpu_s = (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  }
   std::ifstream status(proc + "/status");
   for (std::string line; std::getline(status, line);) {
     if (line.rfind("VmRSS:", 0) == 0) u.rss_kib = std::stol(line.substr(6));
   }
   return u;
+}
+
+// What each of the agent's fds refers to ("socket:[123]", "net:[4026…]", a
+// path), so a leak is reported by what leaked rather than as a count.
+inline std::multiset<std::string> agent_fd_targets(pid_t pid) {
+  namespace fs = std::filesystem;
+  std::multiset<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    const fs::path target = fs::read_symlink(e.path(), ec);
+    out.insert(ec ? std::string("?") : target.string());
+  }
+  return out;
+}
+
+// Those of `after` that `before` did not have.
+inline std::vector<std::string> added_fds(const std::multiset<std::string>& before,
+                                          const std::multiset<std::string>& after) {
+  std::vector<std::string> out;
+  std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
+                      std::back_inserter(out));
+  return out;
+}
+
+// Of the fds the agent holds now and did not at `before`, those that are
+// not a new netns worker's sandbox mount namespace: a worker is made when
+// all are busy (up to eight) and keeps the sandbox its iptables commands
+// run in for as long as it lives (docs/redirection.md#sandbox). So each
+// thread more may explain one `mnt:` fd more; anything else is a leak.
+inline std::vector<std::string> unexplained_fds(const std::multiset<std::string>& before_fds,
+                                                const AgentUsage& before, pid_t pid) {
+  const AgentUsage now = agent_usage(pid);
+  size_t new_workers = now.threads > before.threads ? now.threads - before.threads : 0;
+  std::vector<std::string> out;
+  for (auto& fd : added_fds(before_fds, agent_fd_targets(pid))) {
+    if (fd.rfind("mnt:", 0) == 0 && new_workers > 0) {
+      --new_workers;
+    } else {
+      out.push_back(std::move(fd));
+    }
+  }
+  return out;
 }
 
 inline std::set<std::string> files_under(const std::string& dir) {

@@ -288,16 +288,19 @@ Result<> App::listen() {
         ioc_, pool_, asio::local::stream_protocol::endpoint(log_socket_), log::handle_plugin_log,
         LocalServer::Options{.body_limit = log::kPluginLogBodyLimit,
                              .too_large_status = 413,
-                             .admit = http::root_only(std::string(cni::kPluginLogSocket))});
+                             .admit = http::root_only(std::string(cni::kPluginLogSocket)),
+                             .name = "plugin log socket"});
     if (::chmod(log_socket_.c_str(), 0600) != 0) return sys_error("chmod 0600 " + log_socket_);
     cni_server_.emplace(
         ioc_, pool_, asio::local::stream_protocol::endpoint(cni_socket_),
         [this](const http::Request& r) { return cni_->handle(r); },
-        LocalServer::Options{.admit = http::root_only(std::string(cni::kPluginEventSocket))});
+        LocalServer::Options{.admit = http::root_only(std::string(cni::kPluginEventSocket)),
+                             .name = "CNI event socket"});
     if (::chmod(cni_socket_.c_str(), 0600) != 0) return sys_error("chmod 0600 " + cni_socket_);
     health_server_.emplace(
         ioc_, pool_, asio::ip::tcp::endpoint(any, cfg_.health_port),
-        [this](const http::Request& r) { return health(r); }, TcpServer::Options{});
+        [this](const http::Request& r) { return health(r); },
+        TcpServer::Options{.name = "health port"});
     if (cfg_.monitoring_port > 0) {
       metrics_server_.emplace(
           ioc_, pool_, asio::ip::tcp::endpoint(any, cfg_.monitoring_port),
@@ -307,7 +310,7 @@ Result<> App::listen() {
             return {200, metrics_.serialize() + (self_check_ ? self_check_->metrics_text() : ""),
                     metrics::kTextContentType};
           },
-          TcpServer::Options{});
+          TcpServer::Options{.name = "metrics port"});
     }
   } catch (const boost::system::system_error& e) {
     return make_error(Errc::Unavailable, std::string("cannot listen: ") + e.what());

@@ -19,6 +19,8 @@
 #include <optional>
 #include <string>
 
+#include "log/log.h"
+
 namespace ambient::http {
 
 namespace asio = boost::asio;
@@ -47,11 +49,17 @@ class Server {
     // Asked once per connection with its socket before anything is read:
     // an answer refuses the connection with it.
     std::function<std::optional<Response>(int fd)> admit;
+    // What this server is, for its log lines ("CNI event socket").
+    std::string name = "HTTP server";
   };
 
   Server(asio::io_context& ioc, asio::thread_pool& pool, typename Protocol::endpoint ep,
          Handler handler, Options opts)
-      : acceptor_(ioc), pool_(pool), handler_(std::move(handler)), opts_(opts) {
+      : acceptor_(ioc),
+        retry_(ioc),
+        pool_(pool),
+        handler_(std::move(handler)),
+        opts_(std::move(opts)) {
     acceptor_.open(ep.protocol());
     if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
       acceptor_.set_option(asio::socket_base::reuse_address(true));
@@ -61,9 +69,11 @@ class Server {
     accept();
   }
 
+  // On the io_context's thread.
   void close() {
     boost::system::error_code ec;
     acceptor_.close(ec);
+    retry_.cancel();
   }
 
   typename Protocol::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
@@ -194,13 +204,38 @@ class Server {
 
   void accept() {
     acceptor_.async_accept([this](beast::error_code ec, typename Protocol::socket sock) {
-      if (ec == asio::error::operation_aborted) return;
-      if (!ec) std::make_shared<Session>(std::move(sock), *this)->start();
-      accept();
+      if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+      if (!ec) {
+        if (starved_) log::info("{}: accepting connections again", opts_.name);
+        starved_ = false;
+        std::make_shared<Session>(std::move(sock), *this)->start();
+        return accept();
+      }
+      if (!out_of_resources(ec)) return accept();  // that one peer's trouble
+      // The connection stays queued, so accepting again at once would spin
+      // a core for as long as the fds are gone. Wait, and say so once.
+      if (!starved_) {
+        log::warn("{}: cannot accept connections: {}; retrying every {} ms", opts_.name,
+                  ec.message(), kAcceptRetry.count());
+      }
+      starved_ = true;
+      retry_.expires_after(kAcceptRetry);
+      retry_.async_wait([this](beast::error_code e) {
+        if (e != asio::error::operation_aborted && acceptor_.is_open()) accept();
+      });
     });
   }
 
+  static bool out_of_resources(const beast::error_code& ec) {
+    return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+           ec == asio::error::no_memory || ec == boost::system::errc::too_many_files_open_in_system;
+  }
+
+  static constexpr std::chrono::milliseconds kAcceptRetry{100};
+
   typename Protocol::acceptor acceptor_;
+  asio::steady_timer retry_;
+  bool starved_ = false;  // accepting failed for want of fds or memory
   asio::thread_pool& pool_;
   Handler handler_;
   Options opts_;
