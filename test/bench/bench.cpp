@@ -3,7 +3,9 @@
 // plugin, agent and ztunnel emulator, as the e2e tests do. Needs root.
 //
 //   ambient-bench enroll        plugin exec -> exit for ADD of enrolled pods, per backend:
-//                               200 sequential, then bursts of 10 and 100 concurrent
+//                               200 sequential, then bursts of 10 and 100 concurrent;
+//                               in Kubernetes mode (a PATCH each): 100 sequential, bursts of 10,
+//                               100
 //   ambient-bench plugin-exec   fixed cost of the plugin: excluded namespace, VERSION
 //   ambient-bench restart       agent start -> snapshot acked, with 50, 110, 250 enrolled pods
 //   ambient-bench stomp-repair  another CNI rewrites the conflist -> our entry is back
@@ -219,6 +221,10 @@ json agent_phases(const std::map<std::string, double>& before,
 NodeOptions bench_node(const std::string& backend) {
   NodeOptions o;
   o.backend = backend;
+  // The host side nftables' too, so eBPF and nftables differ in the pods
+  // alone (with iptables-nft, every start re-reads the forced variant's
+  // host state and the probe set is an ipset).
+  o.ebpf_host_side = kNftables;
   o.work_root = "/dev/shm";
   return o;
 }
@@ -415,7 +421,8 @@ void bench_enroll_kubernetes(const std::string& backend) {
   o.kubernetes = true;
   SimNode node(o);
   node.create_namespace("ambient-demo", {{"istio.io/dataplane-mode", "ambient"}});
-  const std::vector<Batch> batches = {{100, 1, "ks", "kubernetes"}, {10, 10, "kb", "kubernetes"}};
+  const std::vector<Batch> batches = {
+      {100, 1, "ks", "kubernetes"}, {10, 10, "kb", "kubernetes"}, {100, 100, "kc", "kubernetes"}};
   auto uids = std::make_shared<std::map<std::string, std::string>>();
   for (const Batch& b : batches) {
     for (int i = 0; i < b.n; ++i) {
@@ -435,6 +442,29 @@ void bench_enroll_kubernetes(const std::string& backend) {
   for (Batch b : batches) {
     b.uid_of = [uids](const std::string& name) { return uids->at(name); };
     bench_enroll_batch(node, backend, pods, b);
+  }
+}
+
+// The burst of 100 ADDs without the work: 100 execs at once of the
+// program that does nothing, and of our plugin answering VERSION. No
+// plugin's burst can finish sooner than these on this machine.
+void bench_exec_bursts(const std::string& noop) {
+  for (int round = 0; round < 3; ++round) {
+    for (auto [name, bin, env] :
+         {std::tuple{"noop-static-binary", noop, std::vector<std::string>{}},
+          std::tuple{"version", bin_path("istio-cni"),
+                     std::vector<std::string>{"CNI_COMMAND=VERSION"}}}) {
+      // Named copies: a lambda cannot capture structured bindings in clang 14.
+      auto us = exec_burst(100, [&program = bin, &program_env = env] {
+        return exec_program(program, program_env, "");
+      });
+      const auto failures = std::count(us.begin(), us.end(), -1);
+      auto s = stats(us);
+      emit("plugin-exec", "-", {{"case", name}, {"runs", 100}, {"concurrency", 100}},
+           {{"p50_us", s.p50}, {"p99_us", s.p99}, {"max_us", s.max}, {"failures", failures}});
+      std::cerr << "plugin-exec " << name << ", 100 at once: p50 " << s.p50 / 1000 << " ms, p99 "
+                << s.p99 / 1000 << " ms\n";
+    }
   }
 }
 
@@ -504,26 +534,7 @@ void bench_plugin_exec() {
        {{"case", "agent-round-trip-excluded"}, {"runs", 200}, {"concurrency", 1}},
        {{"p50_us", rt.p50}, {"p99_us", rt.p99}, {"max_us", rt.max}});
   std::cerr << "plugin-exec agent-round-trip-excluded: p50 " << rt.p50 << " us\n";
-  // The burst of 100 ADDs without the work: 100 execs at once of the
-  // program that does nothing, and of our plugin answering VERSION. No
-  // plugin's burst can finish sooner than these on this machine.
-  for (int round = 0; round < 3; ++round) {
-    for (auto [name, bin, env] :
-         {std::tuple{"noop-static-binary", noop, std::vector<std::string>{}},
-          std::tuple{"version", bin_path("istio-cni"),
-                     std::vector<std::string>{"CNI_COMMAND=VERSION"}}}) {
-      // Named copies: a lambda cannot capture structured bindings in clang 14.
-      auto us = exec_burst(100, [&program = bin, &program_env = env] {
-        return exec_program(program, program_env, "");
-      });
-      const auto failures = std::count(us.begin(), us.end(), -1);
-      auto s = stats(us);
-      emit("plugin-exec", "-", {{"case", name}, {"runs", 100}, {"concurrency", 100}},
-           {{"p50_us", s.p50}, {"p99_us", s.p99}, {"max_us", s.max}, {"failures", failures}});
-      std::cerr << "plugin-exec " << name << ", 100 at once: p50 " << s.p50 / 1000 << " ms, p99 "
-                << s.p99 / 1000 << " ms\n";
-    }
-  }
+  bench_exec_bursts(noop);
 }
 
 std::pair<long, long> rss_kib(pid_t pid) {
@@ -649,6 +660,121 @@ void bench_stomp_repair() {
             << s.max / 1000 << " ms\n";
 }
 
+// Bulk throughput of the traffic every enrolled pod carries once ztunnel
+// proxies it: ztunnel's own connections (mark 0x539), which the pod's
+// rules or programs see on every packet but leave alone. From the enrolled
+// pod A and from the plain pod D to C, MiB/s up (the pod sends) and down
+// (the pod receives), in interleaved rounds.
+struct Bulk {
+  double up = 0, up_limit = 0, down = 0, down_limit = 0;
+  int failures = 0;  // transfers that did not complete
+};
+
+constexpr size_t kBulkBytes = size_t{256} << 20;  // per transfer
+constexpr unsigned kZtunnelMark = 0x539;
+
+// Serves one transfer per connection on `port` in pod `p`: reads to EOF
+// (sink) or writes kBulkBytes and closes (source).
+class BulkServer {
+ public:
+  BulkServer(const Pod& p, int port, bool source)
+      : fd_(listen_in(p, port, 16)), thread_([this, source] { serve(source); }) {}
+  ~BulkServer() {
+    stop_ = true;
+    thread_.join();
+  }
+  BulkServer(const BulkServer&) = delete;
+  BulkServer& operator=(const BulkServer&) = delete;
+
+ private:
+  void serve(bool source) {
+    std::vector<char> buf(size_t{1} << 16);
+    while (!stop_) {
+      pollfd p{fd_.get(), POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      UniqueFd conn(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!conn.valid()) continue;
+      if (source) {
+        for (size_t sent = 0; sent < kBulkBytes;) {
+          const ssize_t w =
+              ::send(conn.get(), buf.data(), std::min(buf.size(), kBulkBytes - sent), MSG_NOSIGNAL);
+          if (w <= 0) break;
+          sent += static_cast<size_t>(w);
+        }
+      } else {
+        while (::read(conn.get(), buf.data(), buf.size()) > 0) {
+        }
+      }
+    }
+  }
+
+  UniqueFd fd_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// One transfer from inside `from`, as ztunnel would make it; MiB/s, or 0
+// when it failed.
+double bulk_transfer(const Pod& from, const std::string& ip, int port, bool upload) {
+  double mib_per_s = 0;
+  (void)in_pod(from, [&]() -> Result<> {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const unsigned mark = kZtunnelMark;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_MARK, &mark, sizeof mark);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<uint16_t>(port));
+    ::inet_pton(AF_INET, ip.c_str(), &to.sin_addr);
+    const auto start = std::chrono::steady_clock::now();
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&to), sizeof to) != 0) return {};
+    std::vector<char> buf(size_t{1} << 16);
+    size_t moved = 0;
+    if (upload) {
+      while (moved < kBulkBytes) {
+        const ssize_t w =
+            ::send(fd.get(), buf.data(), std::min(buf.size(), kBulkBytes - moved), MSG_NOSIGNAL);
+        if (w <= 0) return {};
+        moved += static_cast<size_t>(w);
+      }
+      ::shutdown(fd.get(), SHUT_WR);
+      while (::read(fd.get(), buf.data(), buf.size()) > 0) {  // the sink has read it all
+      }
+    } else {
+      for (ssize_t r; (r = ::read(fd.get(), buf.data(), buf.size())) > 0;) {
+        moved += static_cast<size_t>(r);
+      }
+      if (moved != kBulkBytes) return {};
+    }
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    mib_per_s = static_cast<double>(moved) / (1 << 20) / secs;
+    return {};
+  });
+  return mib_per_s;
+}
+
+Bulk bench_bulk(const Pod& a, const Pod& c, const Pod& d) {
+  BulkServer sink(c, 8081, false), source(c, 8082, true);
+  const int rounds = 8;
+  std::vector<double> up, up_limit, down, down_limit;
+  for (int r = 0; r < rounds; ++r) {
+    up.push_back(bulk_transfer(a, c.ip, 8081, true));
+    up_limit.push_back(bulk_transfer(d, c.ip, 8081, true));
+    down.push_back(bulk_transfer(a, c.ip, 8082, false));
+    down_limit.push_back(bulk_transfer(d, c.ip, 8082, false));
+  }
+  // Medians: one transfer is short enough for a scheduling hiccup to show.
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  int failures = 0;
+  for (const auto* v : {&up, &up_limit, &down, &down_limit}) {
+    failures += static_cast<int>(std::count(v->begin(), v->end(), 0.0));
+  }
+  return {median(up), median(up_limit), median(down), median(down_limit), failures};
+}
+
 void bench_datapath(const std::string& backend) {
   SimNode node(bench_node(backend));
   Pod a = node.must_add_pod("a", "ambient-demo");
@@ -714,10 +840,19 @@ void bench_datapath(const std::string& backend) {
       decisions += " " + m[1].str() + "=" + m[2].str();
     }
   }
+  const Bulk bulk = bench_bulk(a, c, d);
+  results["bulk_up_ratio"] = bulk.up / bulk.up_limit;
+  results["bulk_down_ratio"] = bulk.down / bulk.down_limit;
+  results["bulk_up_mib_per_s"] = bulk.up;
+  results["bulk_down_mib_per_s"] = bulk.down;
+  results["bulk_failures"] = bulk.failures;
   emit("datapath", backend, {{"connections", n}}, results);
   std::cerr << "datapath " << backend << ": " << redirected << " conns/s redirected, " << limit
             << " without (ratio " << redirected / limit << "), " << ok1 << "/" << n
-            << " redirected connections answered" << decisions << "\n";
+            << " redirected connections answered" << decisions << "\n  bulk, ztunnel's leg: up "
+            << bulk.up << " MiB/s (ratio " << bulk.up / bulk.up_limit << "), down " << bulk.down
+            << " MiB/s (ratio " << bulk.down / bulk.down_limit << "), " << bulk.failures
+            << " of 32 transfers failed\n";
 }
 
 // docs/reliability.md#churn: the e2e test's churn, longer, with its figures.

@@ -303,12 +303,10 @@ std::vector<std::string> SimNode::agent_argv() {
        dir_ + "/run", "--ztunnel-uds-address", dir_ + "/zds/ztunnel.sock", "--exclude-namespaces",
        ex, std::string("--ambient-dns-capture=") + (opts_.dns_capture ? "true" : "false"),
        "--log_output_level", "debug", "--host-netns", "/var/run/netns/" + node_netns()});
-  if (opts_.backend == kNftables) argv.emplace_back("--native-nftables");
-  if (opts_.backend == kIptablesLegacy)
-    argv.insert(argv.end(), {"--force-iptables-binary", "legacy"});
-  if (opts_.backend == kIptablesNft || opts_.backend == kEbpf) {
-    argv.insert(argv.end(), {"--force-iptables-binary", "nft"});
-  }
+  const std::string& host_side = opts_.backend == kEbpf ? opts_.ebpf_host_side : opts_.backend;
+  if (host_side == kNftables) argv.emplace_back("--native-nftables");
+  if (host_side == kIptablesLegacy) argv.insert(argv.end(), {"--force-iptables-binary", "legacy"});
+  if (host_side == kIptablesNft) argv.insert(argv.end(), {"--force-iptables-binary", "nft"});
   argv.push_back(std::string("--ebpf-redirection=") + (opts_.backend == kEbpf ? "true" : "false"));
   if (bpffs_) argv.insert(argv.end(), {"--bpf-pin-dir", bpffs_->path()});
   if (opts_.dual_stack || opts_.agent_ipv6) argv.emplace_back("--ambient-ipv6");

@@ -106,6 +106,9 @@ struct NodeOptions {
   bool ztunnel_orig_src = true;
   // One of kBackends.
   std::string backend = kIptablesNft;
+  // With backend kEbpf, the host side's netfilter backend: kIptablesNft
+  // (forced, as a node with iptables-nft binaries detects) or kNftables.
+  std::string ebpf_host_side = kIptablesNft;
   // Pods get IPv6 addresses too (host-local ranges for both families) and
   // the agent installs IPv6 rules.
   bool dual_stack = false;
