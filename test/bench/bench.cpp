@@ -868,6 +868,7 @@ void bench_churn(const std::string& backend) {
                         {"new_run_dir_files", r.new_run_files.size()},
                         {"fds_warm", r.warm.fds},
                         {"fds_end", r.end.fds},
+                        {"fds_leaked", r.leaked_fds.size()},
                         {"threads_warm", r.warm.threads},
                         {"threads_end", r.end.threads},
                         {"rss_warm_kib", r.warm.rss_kib},
@@ -878,6 +879,7 @@ void bench_churn(const std::string& backend) {
             << r.leftover_host_entries << ", ztunnel workloads " << r.leftover_workloads
             << ", pinned links " << r.leftover_links.size() << ", run-dir files "
             << r.new_run_files.size() << "; agent fds " << r.warm.fds << " -> " << r.end.fds
+            << " (leaked " << r.leaked_fds.size() << ")"
             << ", threads " << r.warm.threads << " -> " << r.end.threads << ", RSS "
             << r.warm.rss_kib << " -> " << r.end.rss_kib << " KiB (after 20 warm-up cycles)\n";
 }

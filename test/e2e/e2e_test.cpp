@@ -700,7 +700,6 @@ TEST_CASE("a pod netns deleted in the middle of its enrollment leaves nothing on
   REQUIRE(node.del_pod(warm).ok);
   node.forget_pod(warm);
   std::this_thread::sleep_for(500ms);  // libnftables contexts go 100 ms after use
-  const AgentUsage before = agent_usage(node.agent_pid());
   const auto fds_before = agent_fd_targets(node.agent_pid());
   const auto links_before =
       files_under(node.bpf_pin_dir().empty() ? "" : node.bpf_pin_dir() + "/ambient");
@@ -749,7 +748,7 @@ TEST_CASE("a pod netns deleted in the middle of its enrollment leaves nothing on
   std::vector<std::string> kept;
   eventually(
       [&] {
-        kept = unexplained_fds(fds_before, before, node.agent_pid());
+        kept = leaked_fds(fds_before, agent_fd_targets(node.agent_pid()));
         return kept.empty();
       },
       5s, 100ms);

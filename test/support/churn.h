@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "netns/netns.h"
 #include "support/sim_node.h"
 
 namespace ambient::test {
@@ -70,22 +71,19 @@ inline std::vector<std::string> added_fds(const std::multiset<std::string>& befo
   return out;
 }
 
-// Of the fds the agent holds now and did not at `before`, those that are
-// not a new netns worker's sandbox mount namespace: a worker is made when
-// all are busy (up to eight) and keeps the sandbox its iptables commands
-// run in for as long as it lives (docs/redirection.md#sandbox). So each
-// thread more may explain one `mnt:` fd more; anything else is a leak.
-inline std::vector<std::string> unexplained_fds(const std::multiset<std::string>& before_fds,
-                                                const AgentUsage& before, pid_t pid) {
-  const AgentUsage now = agent_usage(pid);
-  size_t new_workers = now.threads > before.threads ? now.threads - before.threads : 0;
+// Of the fds in `after` and not in `before` (agent_fd_targets), those that
+// are a leak. A netns worker keeps the sandbox mount namespace its
+// iptables commands run in for as long as it lives, made at its first such
+// command (docs/redirection.md#sandbox); workers are made on demand, at
+// most kMaxNetnsWorkers. So `mnt:` fds may come while there are no more
+// than that many in all; any other fd more is a leak.
+inline std::vector<std::string> leaked_fds(const std::multiset<std::string>& before,
+                                           const std::multiset<std::string>& after) {
+  const auto is_mnt = [](const std::string& target) { return target.rfind("mnt:", 0) == 0; };
+  const auto mnt_after = static_cast<size_t>(std::count_if(after.begin(), after.end(), is_mnt));
   std::vector<std::string> out;
-  for (auto& fd : added_fds(before_fds, agent_fd_targets(pid))) {
-    if (fd.rfind("mnt:", 0) == 0 && new_workers > 0) {
-      --new_workers;
-    } else {
-      out.push_back(std::move(fd));
-    }
+  for (auto& fd : added_fds(before, after)) {
+    if (!is_mnt(fd) || mnt_after > netns::kMaxNetnsWorkers) out.push_back(std::move(fd));
   }
   return out;
 }
@@ -103,6 +101,7 @@ inline std::set<std::string> files_under(const std::string& dir) {
 struct ChurnResult {
   int cycles = 0;
   AgentUsage warm, end;
+  std::vector<std::string> leaked_fds;   // what each fd the agent gained refers to
   size_t leftover_pod_state = 0;         // deleted pods that still had rules, filters or routes
   size_t leftover_host_entries = 0;      // churned pods' UIDs still in the node's rules or sets
   size_t leftover_workloads = 0;         // churned pods ztunnel still has
@@ -120,6 +119,7 @@ inline ChurnResult churn(SimNode& node, int cycles, int warmup = 20, int check_e
   r.cycles = cycles;
   Pod target = node.must_add_pod("churn-target", "plain");
   std::set<std::string> run_files_before;
+  std::multiset<std::string> fds_warm;
   // Both measurements after the agent settles: ztunnel's Del acks, the
   // plugins' log connections, libnftables contexts freed a moment after use.
   const auto settle = [] { std::this_thread::sleep_for(std::chrono::milliseconds(500)); };
@@ -129,6 +129,7 @@ inline ChurnResult churn(SimNode& node, int cycles, int warmup = 20, int check_e
     if (i == warmup) {
       settle();
       r.warm = agent_usage(node.agent_pid());
+      fds_warm = agent_fd_targets(node.agent_pid());
       run_files_before = files_under(node.dir() + "/run");
     }
     Pod p = node.must_add_pod("churn-" + std::to_string(i), "ambient-demo");
@@ -145,6 +146,7 @@ inline ChurnResult churn(SimNode& node, int cycles, int warmup = 20, int check_e
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   settle();
   r.end = agent_usage(node.agent_pid());
+  r.leaked_fds = leaked_fds(fds_warm, agent_fd_targets(node.agent_pid()));
   const std::string host = node.node_exec({"nft", "list", "ruleset"}) +
                            node.node_exec({"ipset", "list"}) +
                            node.node_exec({"iptables-legacy-save"});
