@@ -4,8 +4,8 @@
 #include <sstream>
 #include <vector>
 
-#include "admin/sock_diag.h"
 #include "netns/netns.h"
+#include "netns/sock_diag.h"
 #include "process/process.h"
 #include "redirect/ebpf/programs.h"
 #include "redirect/ebpf/tc.h"
@@ -107,7 +107,7 @@ Result<json> inspect_json(const std::string& netns_path) {
   j["netns"] = netns_path;
   j["netns_inode"] = static_cast<uint64_t>(ns.inode());
   json errors = json::object();
-  std::vector<admin::ListeningSocket> socks;
+  std::vector<netns::ListeningSocket> socks;
   AMBIENT_RETURN_IF_ERROR(
       netns::run_in_netns(ns, [&]() -> Result<> {
         // Each reading is independent: one that fails is noted, the rest shown.
@@ -136,7 +136,7 @@ Result<json> inspect_json(const std::string& netns_path) {
         json sysctls = json::object();
         for (const char* s : kSysctls) sysctls[s] = read_sysctl(s);
         j["sysctls"] = std::move(sysctls);
-        AMBIENT_ASSIGN_OR_RETURN(socks, admin::listening_sockets_here());
+        AMBIENT_ASSIGN_OR_RETURN(socks, netns::listening_sockets_here());
         return {};
       }).context("inspect " + netns_path));
   json sj = json::array();
@@ -148,7 +148,7 @@ Result<json> inspect_json(const std::string& netns_path) {
                   {"mark", s.mark}});
   }
   j["sockets"] = std::move(sj);
-  j["ztunnel_listeners_missing"] = admin::missing_ztunnel_listeners(socks, true);
+  j["ztunnel_listeners_missing"] = netns::missing_ztunnel_listeners(socks, true);
   j["errors"] = std::move(errors);
   return j;
 }

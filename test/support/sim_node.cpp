@@ -942,10 +942,9 @@ Result<std::string> tcp_exchange(const std::string& ip, int port, unsigned mark,
   if (from_port != 0) {
     const int on = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    SockAddr any;
-    any.ss.ss_family = static_cast<sa_family_t>(a.family);
-    reinterpret_cast<sockaddr_in*>(&any.ss)->sin_port = htons(static_cast<uint16_t>(from_port));
-    any.len = a.len;
+    // The wildcard address of the destination's family, at that port.
+    AMBIENT_ASSIGN_OR_RETURN(SockAddr any,
+                             sockaddr_of(a.family == AF_INET6 ? "::" : "0.0.0.0", from_port));
     if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&any.ss), any.len) != 0) {
       return sys_error("bind port " + std::to_string(from_port));
     }

@@ -2,10 +2,10 @@
 
 #include <optional>
 
-#include "admin/sock_diag.h"
 #include "admin/trace.h"
 #include "lib/version.h"
 #include "netns/netns.h"
+#include "netns/sock_diag.h"
 
 namespace ambient::admin {
 
@@ -144,12 +144,12 @@ Result<std::vector<std::string>> AgentSource::missing_listeners(const std::strin
   auto p = d_.pods.get(uid);
   if (!p || !p->workload.netns) return std::vector<std::string>{};
   const netns::Netns& ns = *p->workload.netns;
-  std::vector<ListeningSocket> socks;
+  std::vector<netns::ListeningSocket> socks;
   AMBIENT_RETURN_IF_ERROR(netns::run_in_netns(ns, [&]() -> Result<> {
-                            AMBIENT_ASSIGN_OR_RETURN(socks, listening_sockets_here());
+                            AMBIENT_ASSIGN_OR_RETURN(socks, netns::listening_sockets_here());
                             return {};
                           }).context("list the sockets in " + ns.path()));
-  return missing_ztunnel_listeners(socks, p->redirect.dns_capture);
+  return netns::missing_ztunnel_listeners(socks, p->redirect.dns_capture);
 }
 
 Result<v1::PodVerify> AgentSource::verify(const v1::Pod& pod) const {

@@ -312,7 +312,7 @@ std::string counted_text(const ProbeFacts& f) {
 }
 
 bool ztunnel_listener(const ProbeFacts& f, uint16_t port, const char* proto) {
-  return std::any_of(f.listeners.begin(), f.listeners.end(), [&](const ListeningSocket& l) {
+  return std::any_of(f.listeners.begin(), f.listeners.end(), [&](const netns::ListeningSocket& l) {
     return l.port == port && l.proto == proto && is_ztunnel_mark(l.mark);
   });
 }
@@ -340,7 +340,7 @@ Verdict udp_verdict(const ProbeFacts& f, const std::string& what, const std::str
 }
 
 // A TCP connection some socket of the pod accepted.
-Verdict accepted_verdict(const ProbeFacts& f, const TcpSocket& s, const std::string& what,
+Verdict accepted_verdict(const ProbeFacts& f, const netns::TcpSocket& s, const std::string& what,
                          const std::string& mark_note) {
   const std::string local = endpoint_text(unmapped(s.local_address), s.local_port);
   const std::string kind = ztunnel_kind(s.local_port);
@@ -389,7 +389,8 @@ Verdict tcp_verdict(const ProbeFacts& f, const std::string& what, const std::str
 // The pod's socket that accepted the probe (whose peer is `client`); or,
 // when the node rewrote the probe's source (kubelet's probe SNAT keeps the
 // port), the one with the probe's port as its peer's.
-void find_server(ProbeFacts& f, const std::vector<TcpSocket>& socks, const Endpoint& client) {
+void find_server(ProbeFacts& f, const std::vector<netns::TcpSocket>& socks,
+                 const Endpoint& client) {
   for (bool exact : {true, false}) {
     for (const auto& s : socks) {
       if (f.server || s.state == kTcpListen || s.remote_port != client.port) continue;
@@ -440,7 +441,7 @@ Result<> probe_tcp(ProbeFacts& f, const UniqueFd& probe, const UniqueFd& diag,
   if (::getsockname(probe.get(), reinterpret_cast<sockaddr*>(&ss), &sl) < 0) {
     return sys_error("getsockname");
   }
-  AMBIENT_ASSIGN_OR_RETURN(auto socks, tcp_sockets(diag));
+  AMBIENT_ASSIGN_OR_RETURN(auto socks, netns::tcp_sockets(diag));
   find_server(f, socks, from_sockaddr(ss));
   return {};
 }
@@ -531,8 +532,8 @@ Result<v1::TraceResponse> run_trace(const TraceTarget& t, const v1::TraceRequest
   // In the pod's netns: the diag socket, its listeners, and (outbound) the probe.
   UniqueFd diag, probe;
   AMBIENT_RETURN_IF_ERROR(netns::run_in_netns(t.pod, [&]() -> Result<> {
-                            AMBIENT_ASSIGN_OR_RETURN(diag, open_sock_diag_here());
-                            AMBIENT_ASSIGN_OR_RETURN(f.listeners, listening_sockets_here());
+                            AMBIENT_ASSIGN_OR_RETURN(diag, netns::open_sock_diag_here());
+                            AMBIENT_ASSIGN_OR_RETURN(f.listeners, netns::listening_sockets_here());
                             if (f.inbound && f.dest.ip.empty()) {
                               f.dest.ip = first_address(f.dest.v6);
                             }

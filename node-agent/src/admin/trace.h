@@ -17,9 +17,9 @@
 #include <vector>
 
 #include "admin.pb.h"
-#include "admin/sock_diag.h"
 #include "lib/result.h"
 #include "netns/netns.h"
+#include "netns/sock_diag.h"
 
 namespace ambient::redirect::ebpf {
 class Programs;
@@ -67,10 +67,10 @@ std::vector<std::string> moved(const CounterMap& before, const CounterMap& after
 struct ProbeFacts {
   bool inbound = false, udp = false, enrolled = false;
   uint32_t mark = 0;
-  Endpoint dest;                    // what the probe connected to
-  std::string outcome;              // "connected" | "refused" | "timeout" | "answered" | errno text
-  std::optional<TcpSocket> server;  // the pod's socket that accepted
-  std::vector<ListeningSocket> listeners;  // the pod's, before the probe
+  Endpoint dest;        // what the probe connected to
+  std::string outcome;  // "connected" | "refused" | "timeout" | "answered" | errno text
+  std::optional<netns::TcpSocket> server;         // the pod's socket that accepted
+  std::vector<netns::ListeningSocket> listeners;  // the pod's, before the probe
   std::vector<std::string> decisions;
   std::string counters_error;    // counters could not be read: why
   bool ebpf_captured = false;    // an eBPF hand-over to ztunnel was counted

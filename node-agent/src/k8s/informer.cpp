@@ -37,7 +37,13 @@ void Informer::start() {
 }
 
 void Informer::stop() {
-  stop_ = true;
+  {
+    // Under the sleeper's mutex: set between its check of the flag and its
+    // wait, the notification would be lost and shutdown would wait out
+    // the whole back-off.
+    std::lock_guard lk(wake_mu_);
+    stop_ = true;
+  }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
 }

@@ -7,6 +7,7 @@
 
 using namespace ambient;
 using namespace ambient::admin;
+using ambient::netns::TcpSocket;
 
 TEST_CASE("trace parses IP:PORT and [IPv6]:PORT, and says what is wrong", "[admin][trace]") {
   auto v4 = parse_endpoint("10.244.0.9:8080");

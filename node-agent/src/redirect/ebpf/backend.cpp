@@ -6,10 +6,10 @@
 #include <algorithm>
 #include <set>
 
-#include "admin/sock_diag.h"
 #include "fault/crash_point.h"
 #include "lib/unique_fd.h"
 #include "log/log.h"
+#include "netns/sock_diag.h"
 #include "redirect/ebpf/tw_link.h"
 #include "redirect/inpod_netlink.h"
 
@@ -217,7 +217,7 @@ Result<> remove_here(bool keep_routing = false) {
 // ztunnel's outbound listener here (mark 0x539, TCP 15001): whether it has
 // IP_TRANSPARENT; nullopt when there is none or the kernel does not say.
 Result<std::optional<bool>> outbound_listener_transparent() {
-  AMBIENT_ASSIGN_OR_RETURN(auto socks, admin::listening_sockets_here(/*tcp_only=*/true));
+  AMBIENT_ASSIGN_OR_RETURN(auto socks, netns::listening_sockets_here(/*tcp_only=*/true));
   for (const auto& s : socks) {
     if (s.proto == "tcp" && s.port == kOutboundPort && (s.mark & kInpodMask) == kZtunnelMark) {
       return s.transparent;

@@ -12,7 +12,7 @@
 #include "lib/result.h"
 #include "lib/unique_fd.h"
 
-namespace ambient::admin {
+namespace ambient::netns {
 
 struct ListeningSocket {
   std::string proto;    // "tcp" | "udp"
@@ -52,4 +52,4 @@ Result<std::vector<TcpSocket>> tcp_sockets(const UniqueFd& diag);
 std::vector<std::string> missing_ztunnel_listeners(const std::vector<ListeningSocket>& socks,
                                                    bool dns_capture);
 
-}  // namespace ambient::admin
+}  // namespace ambient::netns

@@ -1,4 +1,4 @@
-#include "admin/sock_diag.h"
+#include "netns/sock_diag.h"
 
 #include <arpa/inet.h>
 #include <linux/inet_diag.h>
@@ -17,7 +17,7 @@
 
 #include "lib/unique_fd.h"
 
-namespace ambient::admin {
+namespace ambient::netns {
 
 namespace {
 
@@ -180,4 +180,4 @@ std::vector<std::string> missing_ztunnel_listeners(const std::vector<ListeningSo
   return missing;
 }
 
-}  // namespace ambient::admin
+}  // namespace ambient::netns
