@@ -622,6 +622,19 @@ void bench_restart(const std::string& backend) {
       FAIL("no snapshot of " << target << " acked after the restart:\n" << node.agent_log());
     double ms = std::chrono::duration<double, std::milli>(*end - start).count();
     emit("restart", backend, {{"pods", target}}, {{"restart_ms", ms}});
+    // Where the time went: the start-up steps' log lines, ms after the exec.
+    std::istringstream steps(node.agent_log().substr(log_from));
+    for (std::string line; std::getline(steps, line);) {
+      for (const char* step :
+           {"kubernetes mode:", "eBPF feature gate:", "redirection backend:", "host probe SNAT via",
+            "enrolled pods rebuilt", "ambient-agent ready"}) {
+        auto at = parse_log_time(line);
+        if (at && line.find(step) != std::string::npos) {
+          std::cerr << "  +" << std::chrono::duration<double, std::milli>(*at - start).count()
+                    << " ms " << line.substr(line.find(step), 120) << "\n";
+        }
+      }
+    }
     std::cerr << "restart " << backend << " pods=" << target << ": " << ms << " ms to the acked "
               << "snapshot (" << rebuilt.substr(rebuilt.find("startup:")) << ")\n";
   }

@@ -160,8 +160,9 @@ Result<> App::build_redirection() {
             redirect::ebpf::check_gate(cfg_.node_name + "|" + cfg_.run_dir, cfg_.bpf_pin_dir,
                                        // The variant most pods get: loaded once, here.
                                        agent::pod_redirect_config(cfg_, {}, "(defaults)"));
-        log::info("eBPF feature gate: {}: {}", g.decision.usable ? "passed" : "failed",
-                  g.decision.reason);
+        log::info("eBPF feature gate: {}: {} (load {:.1f} ms, scratch attach {:.1f} ms)",
+                  g.decision.usable ? "passed" : "failed", g.decision.reason, g.facts.load_ms,
+                  g.facts.attach_ms);
         programs = std::move(g.programs);
         return redirect::EbpfGateAnswer{g.decision.usable, g.decision.reason};
       }};

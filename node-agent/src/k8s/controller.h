@@ -9,6 +9,7 @@
 // thread of its own, since the enrollment waits for it.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <future>
@@ -91,7 +92,8 @@ class Controller : public agent::EnrollmentPolicy, public agent::EnrollmentListe
   Result<> write_enabled(const std::string& ns, const std::string& name, const std::string& before);
   // The probe set follows an enrolled pod's status IPs.
   Result<> follow_pod_ips(const std::string& uid, const json::Json& pod);
-  void rebuild_from_cluster();
+  // `listed_in`: from the informers' start to both caches synced, for the log.
+  void rebuild_from_cluster(std::chrono::steady_clock::duration listed_in);
 
   const agent::Config& cfg_;
   const KubeClient& client_;

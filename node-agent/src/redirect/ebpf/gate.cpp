@@ -6,6 +6,7 @@
 #include <sys/utsname.h>
 
 #include <charconv>
+#include <chrono>
 
 #include "lib/unique_fd.h"
 #include "netns/netns.h"
@@ -86,13 +87,19 @@ GateResult check_gate(const std::string& owner, const std::string& pin_root,
   const auto kernel = parse_kernel_release(out.facts.kernel_release);
   if (auto pin = check_pin_root(pin_root); !pin) out.facts.pin_error = pin.error().describe();
   if (kernel && *kernel >= kMinKernel && out.facts.btf && out.facts.pin_error.empty()) {
+    using Clock = std::chrono::steady_clock;
+    using Ms = std::chrono::duration<double, std::milli>;
+    const auto load_start = Clock::now();
     auto loaded = Programs::load(owner, pin_root, first);
+    const auto attach_start = Clock::now();
+    out.facts.load_ms = Ms(attach_start - load_start).count();
     if (!loaded) {
       out.facts.load_error = loaded.error().describe();
     } else {
       auto variant = variant_for(first);
       auto set = variant ? (*loaded)->get(*variant) : Result<const ProgramSet*>(variant.error());
       auto attached = set ? try_attach(**set) : Result<>(set.error());
+      out.facts.attach_ms = Ms(Clock::now() - attach_start).count();
       if (!attached) out.facts.attach_error = attached.error().describe();
       out.programs = *loaded;
     }

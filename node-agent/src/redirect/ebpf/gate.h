@@ -36,6 +36,10 @@ struct GateFacts {
   std::string pin_error;       // non-empty: the pin root is not usable (no bpffs there)
   std::string load_error;      // non-empty: the kernel refused to load the programs
   std::string attach_error;    // non-empty: attaching them in a scratch netns failed
+  // How long loading and the scratch attach took, for the log: the gate
+  // is on the start-up path.
+  double load_ms = 0;
+  double attach_ms = 0;
 };
 
 struct GateDecision {
