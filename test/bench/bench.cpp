@@ -625,11 +625,12 @@ void bench_restart(const std::string& backend) {
     // Where the time went: the start-up steps' log lines, ms after the exec.
     std::istringstream steps(node.agent_log().substr(log_from));
     for (std::string line; std::getline(steps, line);) {
+      const auto at = parse_log_time(line);
+      if (!at) continue;
       for (const char* step :
            {"kubernetes mode:", "eBPF feature gate:", "redirection backend:", "host probe SNAT via",
             "enrolled pods rebuilt", "ambient-agent ready"}) {
-        auto at = parse_log_time(line);
-        if (at && line.find(step) != std::string::npos) {
+        if (line.find(step) != std::string::npos) {
           std::cerr << "  +" << std::chrono::duration<double, std::milli>(*at - start).count()
                     << " ms " << line.substr(line.find(step), 120) << "\n";
         }
@@ -680,6 +681,7 @@ void bench_stomp_repair() {
 // (the pod receives), in interleaved rounds.
 struct Bulk {
   double up = 0, up_limit = 0, down = 0, down_limit = 0;
+  int transfers = 0;
   int failures = 0;  // transfers that did not complete
 };
 
@@ -785,7 +787,7 @@ Bulk bench_bulk(const Pod& a, const Pod& c, const Pod& d) {
   for (const auto* v : {&up, &up_limit, &down, &down_limit}) {
     failures += static_cast<int>(std::count(v->begin(), v->end(), 0.0));
   }
-  return {median(up), median(up_limit), median(down), median(down_limit), failures};
+  return {median(up), median(up_limit), median(down), median(down_limit), 4 * rounds, failures};
 }
 
 void bench_datapath(const std::string& backend) {
@@ -864,8 +866,8 @@ void bench_datapath(const std::string& backend) {
             << " without (ratio " << redirected / limit << "), " << ok1 << "/" << n
             << " redirected connections answered" << decisions << "\n  bulk, ztunnel's leg: up "
             << bulk.up << " MiB/s (ratio " << bulk.up / bulk.up_limit << "), down " << bulk.down
-            << " MiB/s (ratio " << bulk.down / bulk.down_limit << "), " << bulk.failures
-            << " of 32 transfers failed\n";
+            << " MiB/s (ratio " << bulk.down / bulk.down_limit << "), " << bulk.failures << " of "
+            << bulk.transfers << " transfers failed\n";
 }
 
 // docs/reliability.md#churn: the e2e test's churn, longer, with its figures.

@@ -15,6 +15,7 @@
 #include <grpcpp/server_builder.h>
 #include <grpcpp/server_posix.h>
 
+#include "http/accept_backoff.h"
 #include "log/log.h"
 
 namespace ambient::admin {
@@ -85,7 +86,7 @@ Result<std::unique_ptr<AdminServer>> AdminServer::start(Options opts, AdminSourc
 }
 
 void AdminServer::accept_loop() {
-  bool starved = false;  // accepting failed for want of fds or memory
+  http::AcceptBackoff backoff("admin socket");
   for (;;) {
     pollfd fds[2] = {{listener_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) {
@@ -96,21 +97,12 @@ void AdminServer::accept_loop() {
     if (fds[1].revents != 0) return;
     UniqueFd conn(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!conn.valid()) {
-      const int err = errno;
-      if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) continue;
-      // The connection stays queued, so polling again at once would spin a
-      // core for as long as the fds are gone. Wait, and say so once.
-      if (!starved) {
-        log::warn("admin socket: cannot accept connections: {}; retrying every 100 ms",
-                  std::strerror(err));
-      }
-      starved = true;
+      if (!backoff.must_wait(errno)) continue;
       pollfd stop{stop_.get(), POLLIN, 0};
-      if (::poll(&stop, 1, 100) > 0) return;
+      if (::poll(&stop, 1, static_cast<int>(http::AcceptBackoff::kRetry.count())) > 0) return;
       continue;
     }
-    if (starved) log::info("admin socket: accepting connections again");
-    starved = false;
+    backoff.accepted();
     ucred cred{};
     socklen_t len = sizeof cred;
     const bool known = ::getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0;

@@ -19,7 +19,7 @@
 #include <optional>
 #include <string>
 
-#include "log/log.h"
+#include "http/accept_backoff.h"
 
 namespace ambient::http {
 
@@ -57,6 +57,7 @@ class Server {
          Handler handler, Options opts)
       : acceptor_(ioc),
         retry_(ioc),
+        backoff_(opts.name),
         pool_(pool),
         handler_(std::move(handler)),
         opts_(std::move(opts)) {
@@ -206,36 +207,23 @@ class Server {
     acceptor_.async_accept([this](beast::error_code ec, typename Protocol::socket sock) {
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
       if (!ec) {
-        if (starved_) log::info("{}: accepting connections again", opts_.name);
-        starved_ = false;
+        backoff_.accepted();
         std::make_shared<Session>(std::move(sock), *this)->start();
         return accept();
       }
-      if (!out_of_resources(ec)) return accept();  // that one peer's trouble
-      // The connection stays queued, so accepting again at once would spin
-      // a core for as long as the fds are gone. Wait, and say so once.
-      if (!starved_) {
-        log::warn("{}: cannot accept connections: {}; retrying every {} ms", opts_.name,
-                  ec.message(), kAcceptRetry.count());
+      if (ec.category() != boost::system::system_category() || !backoff_.must_wait(ec.value())) {
+        return accept();
       }
-      starved_ = true;
-      retry_.expires_after(kAcceptRetry);
+      retry_.expires_after(AcceptBackoff::kRetry);
       retry_.async_wait([this](beast::error_code e) {
         if (e != asio::error::operation_aborted && acceptor_.is_open()) accept();
       });
     });
   }
 
-  static bool out_of_resources(const beast::error_code& ec) {
-    return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
-           ec == asio::error::no_memory || ec == boost::system::errc::too_many_files_open_in_system;
-  }
-
-  static constexpr std::chrono::milliseconds kAcceptRetry{100};
-
   typename Protocol::acceptor acceptor_;
   asio::steady_timer retry_;
-  bool starved_ = false;  // accepting failed for want of fds or memory
+  AcceptBackoff backoff_;
   asio::thread_pool& pool_;
   Handler handler_;
   Options opts_;
