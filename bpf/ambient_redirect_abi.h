@@ -45,11 +45,17 @@ struct amb_config {
   __u8 has_probe_snat_v6;
   __be32 probe_snat_v4;    /* kubelet probes come from here: never captured */
   __be32 probe_snat_v6[4]; /* the same, IPv6 */
+  __u32 reserved;          /* zero: no padding, so equal configurations are equal bytes */
   /* Which agent loaded this instance (a hash of its node and run dir); the
    * programs never read it. A restarted agent adopts the programs and maps
    * of an earlier one with the same owner, and never another node's that
    * shares the kernel. */
   __u64 owner;
+  /* A hash of the object file these programs came from, also never read:
+   * with the owner and the rest of this struct it tells a restarted agent
+   * that a pinned instance is exactly what loading its own would give on
+   * this kernel, so it can take it without loading. */
+  __u64 object;
 };
 
 /* One counter per decision, in a per-CPU array shared by every instance. */

@@ -614,6 +614,11 @@ TEST_CASE("standalone: after an agent restart ztunnel keeps the enrolled pods, r
   CHECK(count_of(node.pod_exec(a, {"ip", "-4", "rule"}), "0x111/0xfff") == 1);
   CHECK_THAT(node.agent_log(), Catch::Contains("startup: 2 standalone enrollments restored") &&
                                    Catch::Contains("1 dropped"));
+  if (opts.backend == "ebpf") {
+    // docs/redirection.md#ebpf-loading: the restarted agent loads nothing.
+    CHECK_THAT(node.agent_log(), Catch::Contains("programs loaded and attached") &&
+                                     Catch::Contains("programs adopted (pinned this boot"));
+  }
   // A's traffic is still captured, by A's own proxy.
   CHECK_THAT(in_pod_tcp(a, b.ip, 8080), Catch::Contains("port=15001"));
   auto rec = find_record(node, 15001, a.ip);

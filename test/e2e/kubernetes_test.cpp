@@ -303,6 +303,36 @@ TEST_CASE("k8s: shutdown tells an upgrade (DaemonSet present) from an uninstall"
   CHECK_THAT(node.agent_log(), Catch::Contains("shutdown kind: upgrade"));
 }
 
+// docs/redirection.md#ebpf-loading: the programs' pins outlive an upgrade,
+// for the next agent to adopt, and go with an uninstall.
+TEST_CASE("k8s: eBPF program pins stay for an upgrade and go with an uninstall", "[e2e][k8s]") {
+  NodeOptions opts = kubernetes_node();
+  opts.backend = kEbpf;
+  SimNode node(opts);
+  auto pinned_instances = [&] {
+    size_t n = 0;
+    for (const auto& owner : std::filesystem::directory_iterator(node.bpf_pin_dir() + "/ambient")) {
+      for (const auto& e : std::filesystem::directory_iterator(owner.path())) {
+        n += e.path().filename().string().rfind("prog-", 0) == 0;
+      }
+    }
+    return n;
+  };
+  CHECK(pinned_instances() == 1);
+  node.create_namespace("istio-system");
+  node.stop_agent();  // no DaemonSet: an uninstall
+  CHECK(pinned_instances() == 0);
+  node.create_agent_daemonset();
+  node.start_agent();
+  CHECK(pinned_instances() == 1);
+  node.stop_agent();  // an upgrade
+  CHECK(pinned_instances() == 1);
+  const size_t log_size = node.agent_log().size();
+  node.start_agent();
+  CHECK_THAT(node.agent_log().substr(log_size),
+             Catch::Contains("programs adopted (pinned this boot"));
+}
+
 TEST_CASE("k8s: after a restart, an enrolled pod whose netns cannot be found is sent as Keep",
           "[e2e][k8s]") {
   SimNode node(kubernetes_node());

@@ -153,8 +153,14 @@ inline ChurnResult churn(SimNode& node, int cycles, int warmup = 20, int check_e
   for (const auto& uid : uids) r.leftover_host_entries += host.find(uid) != std::string::npos;
   const auto workloads = node.ztunnel_state()["workloads"];
   for (const auto& uid : uids) r.leftover_workloads += workloads.contains(uid);
-  // Ours only: the root of a bpffs has the kernel's own debug files.
-  if (!node.bpf_pin_dir().empty()) r.leftover_links = files_under(node.bpf_pin_dir() + "/ambient");
+  // Ours only: the root of a bpffs has the kernel's own debug files. The
+  // agent's pinned program instances belong to no pod
+  // (docs/redirection.md#ebpf-loading).
+  if (!node.bpf_pin_dir().empty()) {
+    for (const auto& f : files_under(node.bpf_pin_dir() + "/ambient")) {
+      if (f.find("/prog-") == std::string::npos) r.leftover_links.insert(f);
+    }
+  }
   for (const auto& f : files_under(node.dir() + "/run")) {
     if (!run_files_before.contains(f)) r.new_run_files.insert(f);
   }

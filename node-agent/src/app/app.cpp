@@ -388,6 +388,13 @@ void App::shut_down() {
     }
   }
   if (!upgrade) teardown_host(*redirect_.host);
+  if (controller_ && !upgrade && ebpf_programs_) {
+    // The programs stay while pods' filters use them; no later agent adopts
+    // them. Standalone cannot tell an uninstall from a restart, and keeps
+    // them pinned for the next agent (they go with the boot).
+    auto unpinned = ebpf_programs_->unpin();
+    if (!unpinned) log::warn("eBPF: {}", unpinned.error().describe());
+  }
   starter_.join();
   asio::post(ioc_, [this] {
     cni_server_->close();

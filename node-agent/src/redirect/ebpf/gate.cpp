@@ -74,7 +74,9 @@ GateDecision decide(const GateFacts& f) {
   if (!f.load_error.empty()) return {false, "the programs do not load: " + f.load_error};
   if (!f.attach_error.empty()) return {false, "attach failed: " + f.attach_error};
   return {true,
-          "kernel " + version_text(*kernel) + ", programs loaded and attached in a scratch netns"};
+          "kernel " + version_text(*kernel) + ", programs " +
+              (f.adopted ? "adopted (pinned this boot by an agent of this build)" : "loaded") +
+              " and attached in a scratch netns"};
 }
 
 GateResult check_gate(const std::string& owner, const std::string& pin_root,
@@ -101,6 +103,7 @@ GateResult check_gate(const std::string& owner, const std::string& pin_root,
       auto attached = set ? try_attach(**set) : Result<>(set.error());
       out.facts.attach_ms = Ms(Clock::now() - attach_start).count();
       if (!attached) out.facts.attach_error = attached.error().describe();
+      out.facts.adopted = (*loaded)->first_adopted();
       out.programs = *loaded;
     }
   }

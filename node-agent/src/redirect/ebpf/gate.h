@@ -35,7 +35,10 @@ struct GateFacts {
   bool btf = false;            // the kernel's BTF, which CO-RE relocates against
   std::string pin_error;       // non-empty: the pin root is not usable (no bpffs there)
   std::string load_error;      // non-empty: the kernel refused to load the programs
-  std::string attach_error;    // non-empty: attaching them in a scratch netns failed
+  // The programs were an earlier agent's of this build, pinned this boot:
+  // they passed this kernel's verifier then, and are taken without loading.
+  bool adopted = false;
+  std::string attach_error;  // non-empty: attaching them in a scratch netns failed
   // How long loading and the scratch attach took, for the log: the gate
   // is on the start-up path.
   double load_ms = 0;

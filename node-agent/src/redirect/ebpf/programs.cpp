@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -9,13 +10,16 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "lib/ip_address.h"
 #include "lib/unique_fd.h"
 #include "log/log.h"
+#include "redirect/ebpf/tw_link.h"
 
 #include "ambient_redirect.skel.h"
 
@@ -68,6 +72,8 @@ bpf_program* program_of(ambient_redirect& s, Program p) {
 // Ports and marks are the in-pod contract (redirect/backend.h), the same
 // numbers the netfilter backends write into their rules.
 amb_config config_of(const Variant& v) {
+  // Compared byte for byte with an instance's .rodata: it has no padding.
+  static_assert(std::has_unique_object_representations_v<amb_config>);
   amb_config c{};
   c.ztunnel_mark = kZtunnelMark;
   c.inpod_mark = kInpodMark;
@@ -91,14 +97,70 @@ amb_config config_of(const Variant& v) {
 
 // FNV-1a: the same value from every build of the agent, which the owner
 // must be across an upgrade (std::hash promises nothing of the kind).
-uint64_t owner_hash(std::string_view owner) {
-  if (owner.empty()) return 0;
+uint64_t fnv1a(const void* data, size_t size) {
   uint64_t h = 14695981039346656037ULL;
-  for (const unsigned char c : owner) {
-    h ^= c;
+  for (const auto* c = static_cast<const unsigned char*>(data); size > 0; ++c, --size) {
+    h ^= *c;
     h *= 1099511628211ULL;
   }
   return h;
+}
+
+uint64_t owner_hash(std::string_view owner) {
+  return owner.empty() ? 0 : fnv1a(owner.data(), owner.size());
+}
+
+// The embedded object file's hash: two agents with the same one load the
+// same instructions on the same kernel, whatever else differs in their
+// builds.
+uint64_t object_hash() {
+  static const uint64_t hash = [] {
+    size_t size = 0;
+    const void* elf = ambient_redirect__elf_bytes(&size);
+    return fnv1a(elf, size);
+  }();
+  return hash;
+}
+
+// An instance's pins: prog-<object hash>-<configuration hash> in the link
+// dir, one file per program (docs/redirection.md#ebpf-loading).
+constexpr std::string_view kPinPrefix = "prog-";
+
+std::string instance_pin_dir(const std::string& link_dir, const amb_config& c) {
+  return fmt::format("{}/{}{:016x}-{:016x}", link_dir, kPinPrefix, c.object, fnv1a(&c, sizeof c));
+}
+
+// Removes the pins of a directory of instance pins, then the directory.
+Result<> remove_pin_dir(const std::string& dir) {
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
+  if (!d) return errno == ENOENT ? Result<>() : sys_error("list " + dir);
+  while (const dirent* e = ::readdir(d.get())) {
+    const std::string_view name(e->d_name);
+    if (name == "." || name == "..") continue;
+    const std::string path = dir + "/" + std::string(name);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return sys_error("unpin " + path);
+  }
+  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) return sys_error("remove " + dir);
+  return {};
+}
+
+// The instance pin directories in `link_dir` for which `remove` says so
+// are removed; how many.
+Result<size_t> remove_pin_dirs(const std::string& link_dir,
+                               const std::function<bool(std::string_view)>& remove) {
+  std::vector<std::string> found;
+  {
+    std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(link_dir.c_str()), ::closedir);
+    if (!d) return errno == ENOENT ? Result<size_t>(0) : sys_error("list " + link_dir);
+    while (const dirent* e = ::readdir(d.get())) {
+      const std::string_view name(e->d_name);
+      if (name.rfind(kPinPrefix, 0) == 0 && remove(name)) found.emplace_back(name);
+    }
+  }
+  for (const std::string& name : found) {
+    AMBIENT_RETURN_IF_ERROR(remove_pin_dir(link_dir + "/" + name));
+  }
+  return found.size();
 }
 
 // A loaded program's info and the ids of the maps it uses.
@@ -148,12 +210,10 @@ Result<MapRef> map_by_id(uint32_t id) {
 }
 
 // The kernel's id of a map this process has open.
-Result<uint32_t> map_id(const bpf_map* m) {
+Result<uint32_t> map_id_of_fd(int fd) {
   bpf_map_info info{};
   uint32_t len = sizeof info;
-  if (bpf_obj_get_info_by_fd(bpf_map__fd(m), &info, &len) != 0) {
-    return bpf_error(std::string("read the id of map ") + bpf_map__name(m), errno);
-  }
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return bpf_error("read a map's id", errno);
   return info.id;
 }
 
@@ -243,8 +303,14 @@ Result<std::optional<std::array<uint8_t, N>>> parse_address(const std::string& t
 }  // namespace
 
 struct Programs::Instance {
-  Skeleton skel;
-  ProgramSet set;
+  Skeleton skel;               // null for an instance adopted from its pins
+  std::vector<UniqueFd> held;  // an adopted instance's programs and maps
+  bool adopted = false;
+  std::array<LoadedProgram, std::size(kPrograms)> progs{};
+  ProgramSet set{progs};
+  std::array<int, 3> shared{-1, -1, -1};  // kSharedMaps' order
+  int rodata = -1;
+  uint32_t rodata_size = 0;
 };
 
 std::string_view program_name(Program p) {
@@ -300,9 +366,18 @@ Result<std::shared_ptr<Programs>> Programs::load(const std::string& owner, std::
   programs->owner_ = owner_hash(owner);
   programs->link_dir_ =
       std::move(pin_root) + "/ambient/" + fmt::format("{:016x}", programs->owner_);
-  if (programs->owner_ != 0) programs->earlier_ = earlier_maps(programs->owner_);
   AMBIENT_ASSIGN_OR_RETURN(Variant v, variant_for(first));
   AMBIENT_RETURN_IF_ERROR(programs->get(v));
+  if (programs->owner_ != 0) {
+    // Another build's pins: its programs stay while pods use them, and
+    // each pod's are replaced at its next check.
+    const std::string mine = fmt::format("{}{:016x}-", kPinPrefix, object_hash());
+    auto removed = remove_pin_dirs(programs->link_dir_,
+                                   [&](std::string_view name) { return name.rfind(mine, 0) != 0; });
+    if (!removed) log::warn("eBPF: {}", removed.error().describe());
+    if (removed && *removed > 0)
+      log::info("eBPF: unpinned {} instances of another build", *removed);
+  }
   return programs;
 }
 
@@ -314,30 +389,47 @@ Programs::~Programs() {
   }
 }
 
+amb_config Programs::config_for(const Variant& v) const {
+  amb_config c = config_of(v);
+  c.owner = owner_;
+  c.object = object_hash();
+  return c;
+}
+
 Result<std::unique_ptr<Programs::Instance>> Programs::load_instance(const Variant& v) {
+  if (owner_ != 0) {
+    AMBIENT_ASSIGN_OR_RETURN(auto adopted, adopt_pinned(v));
+    if (adopted) return adopted;
+    if (!maps_owner_ && !scanned_) {
+      earlier_ = earlier_maps(owner_);
+      scanned_ = true;
+    }
+  }
+  AMBIENT_ASSIGN_OR_RETURN(auto loaded, load_fresh(v));
+  if (owner_ != 0) {
+    if (auto pinned = pin(*loaded, instance_pin_dir(link_dir_, config_for(v))); !pinned) {
+      log::warn("eBPF: {} (the next agent start loads them again)", pinned.error().describe());
+    }
+  }
+  return loaded;
+}
+
+Result<std::unique_ptr<Programs::Instance>> Programs::load_fresh(const Variant& v) {
   last_libbpf_warning.clear();
   Skeleton skel(ambient_redirect__open());
   if (!skel) return bpf_error("open the embedded eBPF object", errno);
-  amb_config c = config_of(v);
-  c.owner = owner_;
+  const amb_config c = config_for(v);
   std::memcpy(&skel->rodata->amb_cfg, &c, sizeof c);
   // Later instances share the first one's maps; the first takes over an
   // earlier process's, when they are still compatible.
   const bool earlier = !maps_owner_ && earlier_[0] >= 0;
-  auto share = [&](bpf_map* mine, int theirs) -> Result<> {
-    if (int e = bpf_map__reuse_fd(mine, theirs); e != 0) {
-      return bpf_error(std::string("share map ") + bpf_map__name(mine), e);
-    }
-    return {};
-  };
   const auto mine = shared_maps(*skel);
-  if (maps_owner_) {
-    const auto first = shared_maps(*maps_owner_->skel);
-    for (size_t i = 0; i < mine.size(); ++i) {
-      AMBIENT_RETURN_IF_ERROR(share(mine[i], bpf_map__fd(first[i])));
+  for (size_t i = 0; i < mine.size(); ++i) {
+    const int theirs = maps_owner_ ? maps_owner_->shared[i] : earlier ? earlier_[i] : -1;
+    if (theirs < 0) continue;
+    if (int e = bpf_map__reuse_fd(mine[i], theirs); e != 0) {
+      return bpf_error(std::string("share map ") + bpf_map__name(mine[i]), e);
     }
-  } else if (earlier) {
-    for (size_t i = 0; i < mine.size(); ++i) AMBIENT_RETURN_IF_ERROR(share(mine[i], earlier_[i]));
   }
   if (int e = ambient_redirect__load(skel.get()); e != 0) {
     if (!earlier) return bpf_error("load the eBPF programs", e);
@@ -345,41 +437,154 @@ Result<std::unique_ptr<Programs::Instance>> Programs::load_instance(const Varian
     log::warn("eBPF: the earlier programs' maps do not fit these programs ({}); new maps",
               bpf_error("load", e).describe());
     for (int& fd : earlier_) ::close(std::exchange(fd, -1));
-    return load_instance(v);
+    return load_fresh(v);
   }
-  std::array<LoadedProgram, std::size(kPrograms)> progs{};
+  auto instance = std::make_unique<Instance>();
   for (Program p : kPrograms) {
     const int fd = bpf_program__fd(program_of(*skel, p));
-    bpf_prog_info info{};
-    uint32_t len = sizeof info;
-    if (int e = bpf_obj_get_info_by_fd(fd, &info, &len); e != 0) {
-      return bpf_error("read the id of " + std::string(program_name(p)), e);
-    }
-    LoadedProgram& lp = progs[static_cast<size_t>(p)];
-    lp = {.fd = fd, .id = info.id};
-    std::memcpy(lp.tag.data(), info.tag, lp.tag.size());
+    AMBIENT_ASSIGN_OR_RETURN(
+        ProgInfo info, prog_info(fd).context("read the id of " + std::string(program_name(p))));
+    LoadedProgram& lp = instance->progs[static_cast<size_t>(p)];
+    lp = {.fd = fd, .id = info.info.id};
+    std::memcpy(lp.tag.data(), info.info.tag, lp.tag.size());
   }
-  return std::make_unique<Instance>(Instance{std::move(skel), ProgramSet(progs)});
+  for (size_t i = 0; i < mine.size(); ++i) instance->shared[i] = bpf_map__fd(mine[i]);
+  instance->rodata = bpf_map__fd(skel->maps.rodata);
+  instance->rodata_size = bpf_map__value_size(skel->maps.rodata);
+  instance->skel = std::move(skel);
+  return instance;
+}
+
+// Pinned into a directory of its own under a temporary name, then renamed:
+// a reader finds all of an instance's pins or none.
+Result<> Programs::pin(const Instance& instance, const std::string& dir) const {
+  const std::string tmp = dir + "-tmp";  // bpffs allows no dot in a name
+  AMBIENT_RETURN_IF_ERROR(remove_pin_dir(tmp));
+  AMBIENT_RETURN_IF_ERROR(make_pin_dirs(tmp).context("pin the eBPF programs"));
+  for (Program p : kPrograms) {
+    const std::string path = tmp + "/" + std::string(program_name(p));
+    if (bpf_obj_pin(instance.progs[static_cast<size_t>(p)].fd, path.c_str()) != 0) {
+      Error e = sys_error("pin " + std::string(program_name(p)) + " at " + path);
+      (void)remove_pin_dir(tmp);
+      return e;
+    }
+  }
+  AMBIENT_RETURN_IF_ERROR(remove_pin_dir(dir));
+  if (::rename(tmp.c_str(), dir.c_str()) != 0) {
+    Error e = sys_error("rename " + tmp + " to " + dir);
+    (void)remove_pin_dir(tmp);
+    return e;
+  }
+  return {};
+}
+
+// An earlier process's instance of `v`, from its pins, when every program
+// is there and provably what loading would give: our name, .rodata holding
+// exactly this configuration (owner and object hash included; a kernel
+// object does not outlive the boot, so the kernel is the same too), and no
+// maps but that .rodata and the three shared ones, the same ones as this
+// process's other instances. Null otherwise; nothing is changed either way.
+Result<std::unique_ptr<Programs::Instance>> Programs::adopt_pinned(const Variant& v) {
+  const amb_config want = config_for(v);
+  const std::string dir = instance_pin_dir(link_dir_, want);
+  auto instance = std::make_unique<Instance>();
+  std::array<uint32_t, 3> shared_ids{};
+  uint32_t rodata_id = 0;
+  auto reject = [&](const std::string& why) -> std::unique_ptr<Instance> {
+    log::info("eBPF: not adopting the pinned instance {}: {}; loading", dir, why);
+    return nullptr;
+  };
+  for (Program p : kPrograms) {
+    const std::string path = dir + "/" + std::string(program_name(p));
+    UniqueFd fd(bpf_obj_get(path.c_str()));
+    if (!fd.valid()) {
+      if (errno == ENOENT && p == kPrograms[0]) return std::unique_ptr<Instance>();  // none pinned
+      return reject(sys_error("open " + path).describe());
+    }
+    auto info = prog_info(fd.get());
+    if (!info) return reject(info.error().describe());
+    if (std::string_view(info->info.name) != program_name(p)) {
+      return reject(path + " holds " + info->info.name);
+    }
+    for (uint32_t id : info->map_ids) {
+      if (id == rodata_id ||
+          std::find(shared_ids.begin(), shared_ids.end(), id) != shared_ids.end()) {
+        continue;
+      }
+      auto m = map_by_id(id);
+      if (!m) return reject(m.error().describe());
+      if (m->is_rodata()) {
+        auto value = first_value(m->fd.get(), m->info.value_size);
+        if (!value) return reject(value.error().describe());
+        if (rodata_id != 0 || value->size() < sizeof want ||
+            std::memcmp(value->data(), &want, sizeof want) != 0) {
+          return reject(std::string(program_name(p)) + " has another configuration or build");
+        }
+        rodata_id = id;
+        instance->rodata = m->fd.get();
+        instance->rodata_size = m->info.value_size;
+      } else {
+        const auto* named = std::find(std::begin(kSharedMaps), std::end(kSharedMaps), m->name());
+        const auto i = static_cast<size_t>(named - std::begin(kSharedMaps));
+        if (named == std::end(kSharedMaps) || shared_ids[i] != 0) {
+          return reject(std::string(program_name(p)) + " uses a map " + std::string(m->name()) +
+                        " this build does not share");
+        }
+        shared_ids[i] = id;
+        instance->shared[i] = m->fd.get();
+      }
+      instance->held.push_back(std::move(m->fd));
+    }
+    LoadedProgram& lp = instance->progs[static_cast<size_t>(p)];
+    lp = {.fd = fd.get(), .id = info->info.id};
+    std::memcpy(lp.tag.data(), info->info.tag, lp.tag.size());
+    instance->held.push_back(std::move(fd));
+  }
+  if (rodata_id == 0 || std::count(shared_ids.begin(), shared_ids.end(), 0u) != 0) {
+    return reject("its programs do not use every map ours do");
+  }
+  if (maps_owner_) {
+    for (size_t i = 0; i < shared_ids.size(); ++i) {
+      AMBIENT_ASSIGN_OR_RETURN(const uint32_t ours, map_id_of_fd(maps_owner_->shared[i]));
+      if (ours != shared_ids[i]) return reject("its shared maps are not this process's");
+    }
+  }
+  instance->adopted = true;
+  log::info("eBPF: adopted the instance pinned at {} (amb_lo_ingress id {}) without loading", dir,
+            instance->progs[static_cast<size_t>(Program::LoIngress)].id);
+  return instance;
 }
 
 Result<const ProgramSet*> Programs::get(const Variant& v) {
   std::lock_guard lk(mu_);
   if (auto it = instances_.find(v); it != instances_.end()) return &it->second->set;
   AMBIENT_ASSIGN_OR_RETURN(auto instance, load_instance(v));
+  instance->set = ProgramSet(instance->progs);
   const Instance* loaded = instance.get();
   instances_.emplace(v, std::move(instance));
   if (!maps_owner_) maps_owner_ = loaded;
-  log::debug("eBPF programs loaded: dns_capture={} ipv6={} (instance {} of this process)",
-             v.dns_capture, v.ipv6, instances_.size());
+  log::debug("eBPF programs {}: dns_capture={} ipv6={} (instance {} of this process)",
+             loaded->adopted ? "adopted" : "loaded", v.dns_capture, v.ipv6, instances_.size());
   return &loaded->set;
+}
+
+bool Programs::first_adopted() const {
+  std::lock_guard lk(mu_);
+  return maps_owner_ && maps_owner_->adopted;
+}
+
+Result<size_t> Programs::unpin() {
+  std::lock_guard lk(mu_);
+  return remove_pin_dirs(link_dir_, [](std::string_view) { return true; });
 }
 
 Result<bool> Programs::adoptable(uint32_t id, Program p, const Variant& v) {
   AMBIENT_ASSIGN_OR_RETURN(const ProgramSet* set, get(v));
+  const LoadedProgram want = set->get(p);
+  if (id == want.id) return true;
   std::lock_guard lk(mu_);
   if (auto it = adoptable_.find(id); it != adoptable_.end()) return it->second;
   const Instance& mine = *instances_.at(v);
-  const LoadedProgram want = set->get(p);
   auto decide = [&]() -> Result<bool> {
     UniqueFd fd(bpf_prog_get_fd_by_id(id));
     if (!fd.valid()) return false;  // gone: nothing to adopt
@@ -389,13 +594,11 @@ Result<bool> Programs::adoptable(uint32_t id, Program p, const Variant& v) {
       return false;
     }
     std::vector<uint32_t> shared;
-    for (bpf_map* m : shared_maps(*maps_owner_->skel)) {
-      AMBIENT_ASSIGN_OR_RETURN(const uint32_t shared_id, map_id(m));
+    for (int map_fd : maps_owner_->shared) {
+      AMBIENT_ASSIGN_OR_RETURN(const uint32_t shared_id, map_id_of_fd(map_fd));
       shared.push_back(shared_id);
     }
-    AMBIENT_ASSIGN_OR_RETURN(auto my_rodata,
-                             first_value(bpf_map__fd(mine.skel->maps.rodata),
-                                         bpf_map__value_size(mine.skel->maps.rodata)));
+    AMBIENT_ASSIGN_OR_RETURN(auto my_rodata, first_value(mine.rodata, mine.rodata_size));
     for (uint32_t map_id : theirs.map_ids) {
       if (std::find(shared.begin(), shared.end(), map_id) != shared.end()) continue;
       AMBIENT_ASSIGN_OR_RETURN(MapRef m, map_by_id(map_id));
@@ -412,7 +615,7 @@ Result<bool> Programs::adoptable(uint32_t id, Program p, const Variant& v) {
 
 int Programs::dns_nat_fd() const {
   std::lock_guard lk(mu_);
-  return bpf_map__fd(maps_owner_->skel->maps.amb_dns_nat);
+  return maps_owner_->shared[1];
 }
 
 namespace {
@@ -438,7 +641,7 @@ Result<Counters> Programs::counters() const {
   int fd = -1;
   {
     std::lock_guard lk(mu_);
-    fd = bpf_map__fd(maps_owner_->skel->maps.amb_stats);
+    fd = maps_owner_->shared[0];
   }
   return read_counters(fd);
 }

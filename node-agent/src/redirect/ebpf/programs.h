@@ -81,6 +81,10 @@ class Programs {
   // under it (link_dir()), so that it outlives this process. `first` is
   // the configuration most pods will have (the agent's defaults): its
   // variant is the one loaded now.
+  // With an owner, every instance loaded is pinned in link_dir() too, and
+  // an instance an earlier process of this build pinned this boot is
+  // adopted as it is, without loading (docs/redirection.md#ebpf-loading);
+  // pins of another build are removed. Without one nothing is pinned.
   static Result<std::shared_ptr<Programs>> load(const std::string& owner = "",
                                                 std::string pin_root = kDefaultPinRoot,
                                                 const PodRedirectConfig& first = {});
@@ -103,6 +107,11 @@ class Programs {
   Result<Counters> counters() const;
   // The DNS NAT map shared by every instance (tests read it).
   int dns_nat_fd() const;
+  // Whether the instance load() made was an earlier process's, adopted.
+  bool first_adopted() const;
+  // Removes every instance's pins (an uninstall); how many instances. The
+  // programs stay while pods' filters use them.
+  Result<size_t> unpin();
   // Where this agent pins the pods' sk_lookup links: a directory of its
   // own under the pin root, named by its owner hash.
   const std::string& link_dir() const { return link_dir_; }
@@ -111,6 +120,11 @@ class Programs {
   struct Instance;
   Programs() = default;
   Result<std::unique_ptr<Instance>> load_instance(const Variant& v);
+  Result<std::unique_ptr<Instance>> load_fresh(const Variant& v);
+  Result<std::unique_ptr<Instance>> adopt_pinned(const Variant& v);
+  Result<> pin(const Instance& instance, const std::string& dir) const;
+  // What `v`'s .rodata holds: its configuration, the owner, the object.
+  amb_config config_for(const Variant& v) const;
 
   mutable std::mutex mu_;
   uint64_t owner_ = 0;
@@ -120,6 +134,7 @@ class Programs {
   // An earlier process's shared maps (counters, DNS NAT, TIME_WAIT
   // hand-offs), taken over by the first instance; -1 for none.
   std::array<int, 3> earlier_{-1, -1, -1};
+  bool scanned_ = false;  // earlier_ looked for (only when nothing was adopted)
   // The first instance loaded: it created the maps every later one reuses
   // (counters, DNS NAT), so they outlive no instance that uses them.
   const Instance* maps_owner_ = nullptr;

@@ -48,19 +48,9 @@ Result<LinkInfo> read_link(const std::string& path) {
   return out;
 }
 
-// mkdir -p, each level 0700: only the agent reads its pins.
-Result<> make_dirs(const std::string& dir) {
-  for (size_t at = 1; at <= dir.size(); ++at) {
-    if (at != dir.size() && dir[at] != '/') continue;
-    const std::string part = dir.substr(0, at);
-    if (::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir " + part);
-  }
-  return {};
-}
-
 Result<> create(const std::string& dir, const std::string& path, const netns::Netns& ns,
                 const LoadedProgram& prog) {
-  AMBIENT_RETURN_IF_ERROR(make_dirs(dir));
+  AMBIENT_RETURN_IF_ERROR(make_pin_dirs(dir));
   UniqueFd link(bpf_link_create(prog.fd, ns.fd(), BPF_SK_LOOKUP, nullptr));
   if (!link.valid()) return sys_error("attach amb_tw_lookup to " + ns.path());
   if (bpf_obj_pin(link.get(), path.c_str()) != 0) return sys_error("pin the link at " + path);
@@ -91,6 +81,15 @@ Result<> check_pin_root(const std::string& dir) {
                           " is not a bpffs mount, so the pods' sk_lookup links cannot be pinned "
                           "(mount one: mount -t bpf bpf " +
                           at + ")");
+  }
+  return {};
+}
+
+Result<> make_pin_dirs(const std::string& dir) {
+  for (size_t at = 1; at <= dir.size(); ++at) {
+    if (at != dir.size() && dir[at] != '/') continue;
+    const std::string part = dir.substr(0, at);
+    if (::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir " + part);
   }
   return {};
 }
@@ -176,7 +175,7 @@ bool has_rules_marker(const std::string& dir, const netns::Netns& ns) {
 }
 
 Result<> add_rules_marker(const std::string& dir, const netns::Netns& ns) {
-  AMBIENT_RETURN_IF_ERROR(make_dirs(dir));
+  AMBIENT_RETURN_IF_ERROR(make_pin_dirs(dir));
   const std::string path = rules_marker_path(dir, ns.inode());
   if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir " + path);
   return {};

@@ -27,6 +27,9 @@ std::string tw_link_path(const std::string& dir, ino_t netns_ino);
 // a link can be pinned; an error says what is there instead.
 Result<> check_pin_root(const std::string& dir);
 
+// mkdir -p under the pin root, each level 0700: only the agent reads its pins.
+Result<> make_pin_dirs(const std::string& dir);
+
 // Whether a program (by id) attached where `prog` is wanted may stay: an
 // earlier agent's that does exactly what this one's would.
 using AdoptLink = std::function<bool(uint32_t)>;

@@ -2,6 +2,7 @@
 // veth named eth0 on both sides, with sockets standing in for ztunnel
 // (bound as ztunnel binds them), an app and a peer: every capture path
 // with real connections, v4 and v6, plus install/verify/remove.
+#include <bpf/bpf.h>
 #include <linux/ethtool.h>
 #include <linux/pkt_cls.h>
 #include <linux/sockios.h>
@@ -546,5 +547,112 @@ TEST_CASE("eBPF backend: a new agent process adopts its predecessor's programs, 
     PodRedirectConfig no_dns = kCfg;
     no_dns.dns_capture = !kCfg.dns_capture;
     CHECK_FALSE(later.verify(p.pod.ns(), no_dns)->complete);
+  }
+}
+
+namespace {
+
+// The instance pin directories in `link_dir` (prog-<object>-<config>).
+std::vector<std::string> pin_dirs(const std::string& link_dir) {
+  std::vector<std::string> out;
+  if (!std::filesystem::exists(link_dir)) return out;
+  for (const auto& e : std::filesystem::directory_iterator(link_dir)) {
+    const std::string name = e.path().filename();
+    if (name.rfind("prog-", 0) == 0) out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::array<uint32_t, std::size(ebpf::kPrograms)> ids_of(ebpf::Programs& programs,
+                                                        const PodRedirectConfig& cfg) {
+  auto set = programs.get(*ebpf::variant_for(cfg));
+  REQUIRE(set);
+  std::array<uint32_t, std::size(ebpf::kPrograms)> out{};
+  for (ebpf::Program p : ebpf::kPrograms) out[static_cast<size_t>(p)] = (*set)->get(p).id;
+  return out;
+}
+
+}  // namespace
+
+// docs/redirection.md#ebpf-loading: an agent restarted in the same boot
+// takes the instances its predecessor pinned, without loading; what is
+// not provably identical is loaded afresh and pinned over.
+TEST_CASE("eBPF programs: a restarted agent of this build adopts the pinned instances unloaded",
+          "[ebpf]") {
+  const std::string owner = "node-" + ambient::test::random_hex(8) + "|/run";
+  const PodRedirectConfig defaults{};
+  auto first = ebpf::Programs::load(owner, pin_root());
+  AMBIENT_REQUIRE_OK(first);
+  CHECK_FALSE((*first)->first_adopted());
+  const auto first_ids = ids_of(**first, defaults);
+  const std::string link_dir = (*first)->link_dir();
+  REQUIRE(pin_dirs(link_dir).size() == 1);
+  CHECK(std::distance(std::filesystem::directory_iterator(pin_dirs(link_dir)[0]),
+                      std::filesystem::directory_iterator()) == std::size(ebpf::kPrograms));
+
+  SECTION("the same programs and maps, alive after the process that loaded them") {
+    first->reset();  // the pins alone hold them now
+    auto second = ebpf::Programs::load(owner, pin_root());
+    AMBIENT_REQUIRE_OK(second);
+    CHECK((*second)->first_adopted());
+    CHECK(ids_of(**second, defaults) == first_ids);
+    // A variant loaded by this process is pinned and adopted by the next,
+    // over the same shared maps.
+    const auto dns_ids = ids_of(**second, kCfg);
+    CHECK(pin_dirs(link_dir).size() == 2);
+    auto third = ebpf::Programs::load(owner, pin_root());
+    AMBIENT_REQUIRE_OK(third);
+    CHECK(ids_of(**third, kCfg) == dns_ids);
+    CHECK(*(*third)->counters() == *(*second)->counters());
+    Pair p;
+    EbpfBackend backend(*third);
+    AMBIENT_REQUIRE_OK(backend.install(p.pod.ns(), kCfg));
+    Sockets s(p);
+    const auto before = *(*second)->counters();
+    UniqueFd c = connect_from(p.pod, {"10.99.0.1", 9090});
+    CHECK(connected(c.get()));
+    CHECK((*(*second)->counters())[AMB_CNT_OUTBOUND] > before[AMB_CNT_OUTBOUND]);
+  }
+  SECTION("a pinned program that is not this configuration's is not adopted, and is re-pinned") {
+    auto other = ebpf::Programs::load(owner + "-other", pin_root());
+    AMBIENT_REQUIRE_OK(other);
+    const uint32_t impostor = ids_of(**other, defaults)[0];
+    const std::string path =
+        pin_dirs(link_dir)[0] + "/" + std::string(ebpf::program_name(ebpf::kPrograms[0]));
+    REQUIRE(::unlink(path.c_str()) == 0);
+    auto set = (*other)->get(*ebpf::variant_for(defaults));
+    REQUIRE(set);
+    REQUIRE(bpf_obj_pin((*set)->get(ebpf::kPrograms[0]).fd, path.c_str()) == 0);
+    auto second = ebpf::Programs::load(owner, pin_root());
+    AMBIENT_REQUIRE_OK(second);
+    CHECK_FALSE((*second)->first_adopted());
+    const auto second_ids = ids_of(**second, defaults);
+    CHECK(second_ids != first_ids);
+    CHECK(second_ids[0] != impostor);
+    auto third = ebpf::Programs::load(owner, pin_root());
+    AMBIENT_REQUIRE_OK(third);
+    CHECK((*third)->first_adopted());
+    CHECK(ids_of(**third, defaults) == second_ids);
+  }
+  SECTION("another build's pins are removed; unpin removes this build's") {
+    const std::string stale = link_dir + "/prog-0000000000000001-0000000000000002";
+    std::filesystem::create_directory(stale);
+    auto set = (*first)->get(*ebpf::variant_for(defaults));
+    REQUIRE(set);
+    REQUIRE(bpf_obj_pin((*set)->get(ebpf::Program::Egress).fd, (stale + "/amb_egress").c_str()) ==
+            0);
+    auto second = ebpf::Programs::load(owner, pin_root());
+    AMBIENT_REQUIRE_OK(second);
+    CHECK((*second)->first_adopted());
+    CHECK_FALSE(std::filesystem::exists(stale));
+    auto unpinned = (*second)->unpin();
+    AMBIENT_REQUIRE_OK(unpinned);
+    CHECK(*unpinned == 1);
+    CHECK(pin_dirs(link_dir).empty());
+    auto third = ebpf::Programs::load(owner, pin_root());
+    AMBIENT_REQUIRE_OK(third);
+    CHECK_FALSE((*third)->first_adopted());
+    (void)(*third)->unpin();
   }
 }

@@ -21,6 +21,15 @@ TEST_CASE("the eBPF gate passes only with every fact in favour", "[ebpf]") {
   auto d = decide(good);
   CHECK(d.usable);
   CHECK_THAT(d.reason, Catch::Contains("6.18"));
+  CHECK_THAT(d.reason, Catch::Contains("programs loaded"));
+
+  SECTION("programs adopted from this boot's pins pass and say so") {
+    GateFacts f = good;
+    f.adopted = true;
+    d = decide(f);
+    CHECK(d.usable);
+    CHECK_THAT(d.reason, Catch::Contains("adopted") && !Catch::Contains("loaded"));
+  }
 
   SECTION("6.5 is the first kernel whose bpf_sk_assign takes reuseport sockets") {
     GateFacts f = good;
