@@ -78,27 +78,54 @@ StoredPod stored_pod(const PodIdentity& pod, const netns::Netns& ns) {
           .netns_ino = static_cast<uint64_t>(ns.inode())};
 }
 
-std::string encode_store(const StoreContents& contents) {
-  Json pods = Json::array();
-  for (const auto& p : contents.pods) {
-    Json ips = Json::array();
-    for (const auto& ip : p.pod.ips) ips.push_back(ip.to_string());
-    Json annotations = Json::object();
-    for (const auto& [k, v] : p.pod.annotations) annotations[k] = v;
-    Json pod = {{"uid", p.pod.uid},
-                {"name", p.pod.info.name},
-                {"namespace", p.pod.info.ns},
-                {"service_account", p.pod.info.service_account},
-                {"container_id", p.pod.container_id},
-                {"netns", {{"path", p.netns_path}, {"dev", p.netns_dev}, {"ino", p.netns_ino}}},
-                {"ips", std::move(ips)},
-                {"annotations", std::move(annotations)}};
-    pods.push_back(std::move(pod));
+namespace {
+
+// One pod's entry in the file's "pods" list.
+std::string encode_pod(const StoredPod& p) {
+  Json ips = Json::array();
+  for (const auto& ip : p.pod.ips) ips.push_back(ip.to_string());
+  Json annotations = Json::object();
+  for (const auto& [k, v] : p.pod.annotations) annotations[k] = v;
+  const Json pod = {{"uid", p.pod.uid},
+                    {"name", p.pod.info.name},
+                    {"namespace", p.pod.info.ns},
+                    {"service_account", p.pod.info.service_account},
+                    {"container_id", p.pod.container_id},
+                    {"netns", {{"path", p.netns_path}, {"dev", p.netns_dev}, {"ino", p.netns_ino}}},
+                    {"ips", std::move(ips)},
+                    {"annotations", std::move(annotations)}};
+  return pod.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+// The file from its pods' entries, each encoded once when the pod was put:
+// a rewrite is then a copy, not a new document of every pod.
+std::string assemble_store(const std::string& boot_id,
+                           const std::vector<const std::string*>& pods) {
+  const Json empty = {
+      {"version", kStandaloneStoreVersion}, {"boot_id", boot_id}, {"pods", Json::array()}};
+  std::string text = empty.dump(-1, ' ', false, Json::error_handler_t::replace);
+  text.resize(text.size() - 2);  // "]}"
+  size_t size = text.size() + 3;
+  for (const std::string* p : pods) size += p->size() + 1;
+  text.reserve(size);
+  for (size_t i = 0; i < pods.size(); ++i) {
+    if (i > 0) text += ',';
+    text += *pods[i];
   }
-  Json doc = {{"version", kStandaloneStoreVersion},
-              {"boot_id", contents.boot_id},
-              {"pods", std::move(pods)}};
-  return doc.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+  text += "]}\n";
+  return text;
+}
+
+}  // namespace
+
+std::string encode_store(const StoreContents& contents) {
+  std::vector<std::string> pods;
+  pods.reserve(contents.pods.size());
+  for (const auto& p : contents.pods) pods.push_back(encode_pod(p));
+  std::vector<const std::string*> refs;
+  refs.reserve(pods.size());
+  for (const auto& p : pods) refs.push_back(&p);
+  return assemble_store(contents.boot_id, refs);
 }
 
 Result<StoreContents> decode_store(std::string_view text) {
@@ -209,9 +236,10 @@ std::vector<StoredPod> StandaloneStore::load() {
 
 void StandaloneStore::put(const StoredPod& p) {
   uint64_t generation;
+  std::string encoded = encode_pod(p);
   {
     std::lock_guard lk(mu_);
-    pods_[p.pod.uid] = p;
+    pods_[p.pod.uid] = std::move(encoded);
     generation = ++generation_;
   }
   commit(generation);
@@ -232,7 +260,7 @@ void StandaloneStore::reset(const std::vector<StoredPod>& pods) {
   {
     std::lock_guard lk(mu_);
     pods_.clear();
-    for (const auto& p : pods) pods_[p.pod.uid] = p;
+    for (const auto& p : pods) pods_[p.pod.uid] = encode_pod(p);
     generation = ++generation_;
   }
   commit(generation);
@@ -252,14 +280,16 @@ void StandaloneStore::flush() {
 }
 
 void StandaloneStore::write_locked() {
-  StoreContents contents{.boot_id = boot_id_};
+  std::string text;
   {
     std::lock_guard lk(mu_);
     written_ = generation_;
-    contents.pods.reserve(pods_.size());
-    for (const auto& [uid, p] : pods_) contents.pods.push_back(p);
+    std::vector<const std::string*> pods;
+    pods.reserve(pods_.size());
+    for (const auto& [uid, p] : pods_) pods.push_back(&p);
+    text = assemble_store(boot_id_, pods);
   }
-  auto r = replace_file(path_, encode_store(contents));
+  auto r = replace_file(path_, text);
   if (r) {
     if (unsaved_) log::info("standalone mode: the enrolled pods are saved to {} again", path_);
     unsaved_ = false;

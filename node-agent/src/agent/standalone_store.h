@@ -96,7 +96,7 @@ class StandaloneStore {
   const std::string path_;
   const std::string boot_id_;
   mutable std::mutex mu_;  // pods_ and generation_, held only to change or copy them
-  std::map<std::string, StoredPod> pods_;
+  std::map<std::string, std::string> pods_;  // each pod's encoded entry, by UID
   uint64_t generation_ = 0;
   std::mutex write_mu_;   // one write at a time
   uint64_t written_ = 0;  // the generation the last write carried (under write_mu_)

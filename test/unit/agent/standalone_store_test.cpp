@@ -132,6 +132,29 @@ TEST_CASE("standalone store: every change replaces the file whole, and the next 
   check_same(pods[0], sample_pod("u2"));
 }
 
+// The store keeps each pod's entry encoded and joins them on each write:
+// the file must be what encoding the whole set at once gives.
+TEST_CASE("standalone store: the file written is the whole set encoded at once",
+          "[standalone-store]") {
+  RunDir run;
+  agent::StandaloneStore store(run.file, run.boot);
+  store.reset({});
+  CHECK(read_file(run.file) == agent::encode_store({.boot_id = "boot-a"}));
+  agent::StoredPod odd = sample_pod("u3");
+  odd.pod.annotations["note"] = "quote \" backslash \\ newline \n bad utf-8 \xff";
+  store.put(sample_pod("u2"));
+  store.put(odd);
+  store.put(sample_pod("u1"));
+  store.erase("u2");
+  const std::string text = read_file(run.file);
+  CHECK(text == agent::encode_store({.boot_id = "boot-a", .pods = {sample_pod("u1"), odd}}));
+  auto back = agent::decode_store(text);
+  AMBIENT_REQUIRE_OK(back);
+  REQUIRE(back->pods.size() == 2);
+  check_same(back->pods[0], sample_pod("u1"));
+  CHECK(back->pods[1].pod.annotations.at("note").starts_with("quote \" backslash \\ newline"));
+}
+
 TEST_CASE("standalone store: a write that fails is counted, and the next one carries it",
           "[standalone-store]") {
   RunDir run;
