@@ -144,7 +144,8 @@ const Option kOptions[] = {
      &Config::ebpf_redirection},
     {"bpf-pin-dir", "AMBIENT_BPF_PIN_DIR",
      "a bpffs mount (the node's, mounted into the agent's container) where eBPF redirection pins "
-     "each pod's sk_lookup link under ambient/<agent id>/, so it outlives the agent; without a "
+     "each pod's sk_lookup link under ambient/<agent id>/, so it outlives the agent, and its "
+     "loaded programs, so that a restart in the same boot need not load them again; without a "
      "bpffs there the eBPF gate fails",
      &Config::bpf_pin_dir},
     {"kubelet-uid", "AMBIENT_KUBELET_UID",
