@@ -188,6 +188,13 @@ Result<ProgInfo> prog_info(int fd) {
   return out;
 }
 
+// What this process uses of program `fd`, whose info is `info`.
+LoadedProgram loaded_program(int fd, const ProgInfo& info) {
+  LoadedProgram lp{.fd = fd, .id = info.info.id};
+  std::memcpy(lp.tag.data(), info.info.tag, lp.tag.size());
+  return lp;
+}
+
 struct MapRef {
   UniqueFd fd;
   bpf_map_info info{};
@@ -306,8 +313,7 @@ struct Programs::Instance {
   Skeleton skel;               // null for an instance adopted from its pins
   std::vector<UniqueFd> held;  // an adopted instance's programs and maps
   bool adopted = false;
-  std::array<LoadedProgram, std::size(kPrograms)> progs{};
-  ProgramSet set{progs};
+  ProgramSet set{{}};
   std::array<int, 3> shared{-1, -1, -1};  // kSharedMaps' order
   int rodata = -1;
   uint32_t rodata_size = 0;
@@ -440,14 +446,14 @@ Result<std::unique_ptr<Programs::Instance>> Programs::load_fresh(const Variant& 
     return load_fresh(v);
   }
   auto instance = std::make_unique<Instance>();
+  std::array<LoadedProgram, std::size(kPrograms)> progs{};
   for (Program p : kPrograms) {
     const int fd = bpf_program__fd(program_of(*skel, p));
     AMBIENT_ASSIGN_OR_RETURN(
         ProgInfo info, prog_info(fd).context("read the id of " + std::string(program_name(p))));
-    LoadedProgram& lp = instance->progs[static_cast<size_t>(p)];
-    lp = {.fd = fd, .id = info.info.id};
-    std::memcpy(lp.tag.data(), info.info.tag, lp.tag.size());
+    progs[static_cast<size_t>(p)] = loaded_program(fd, info);
   }
+  instance->set = ProgramSet(progs);
   for (size_t i = 0; i < mine.size(); ++i) instance->shared[i] = bpf_map__fd(mine[i]);
   instance->rodata = bpf_map__fd(skel->maps.rodata);
   instance->rodata_size = bpf_map__value_size(skel->maps.rodata);
@@ -463,7 +469,7 @@ Result<> Programs::pin(const Instance& instance, const std::string& dir) const {
   AMBIENT_RETURN_IF_ERROR(make_pin_dirs(tmp).context("pin the eBPF programs"));
   for (Program p : kPrograms) {
     const std::string path = tmp + "/" + std::string(program_name(p));
-    if (bpf_obj_pin(instance.progs[static_cast<size_t>(p)].fd, path.c_str()) != 0) {
+    if (bpf_obj_pin(instance.set.get(p).fd, path.c_str()) != 0) {
       Error e = sys_error("pin " + std::string(program_name(p)) + " at " + path);
       (void)remove_pin_dir(tmp);
       return e;
@@ -488,6 +494,7 @@ Result<std::unique_ptr<Programs::Instance>> Programs::adopt_pinned(const Variant
   const amb_config want = config_for(v);
   const std::string dir = instance_pin_dir(link_dir_, want);
   auto instance = std::make_unique<Instance>();
+  std::array<LoadedProgram, std::size(kPrograms)> progs{};
   std::array<uint32_t, 3> shared_ids{};
   uint32_t rodata_id = 0;
   auto reject = [&](const std::string& why) -> std::unique_ptr<Instance> {
@@ -535,9 +542,7 @@ Result<std::unique_ptr<Programs::Instance>> Programs::adopt_pinned(const Variant
       }
       instance->held.push_back(std::move(m->fd));
     }
-    LoadedProgram& lp = instance->progs[static_cast<size_t>(p)];
-    lp = {.fd = fd.get(), .id = info->info.id};
-    std::memcpy(lp.tag.data(), info->info.tag, lp.tag.size());
+    progs[static_cast<size_t>(p)] = loaded_program(fd.get(), *info);
     instance->held.push_back(std::move(fd));
   }
   if (rodata_id == 0 || std::count(shared_ids.begin(), shared_ids.end(), 0u) != 0) {
@@ -549,9 +554,10 @@ Result<std::unique_ptr<Programs::Instance>> Programs::adopt_pinned(const Variant
       if (ours != shared_ids[i]) return reject("its shared maps are not this process's");
     }
   }
+  instance->set = ProgramSet(progs);
   instance->adopted = true;
   log::info("eBPF: adopted the instance pinned at {} (amb_lo_ingress id {}) without loading", dir,
-            instance->progs[static_cast<size_t>(Program::LoIngress)].id);
+            instance->set.get(Program::LoIngress).id);
   return instance;
 }
 
@@ -559,7 +565,6 @@ Result<const ProgramSet*> Programs::get(const Variant& v) {
   std::lock_guard lk(mu_);
   if (auto it = instances_.find(v); it != instances_.end()) return &it->second->set;
   AMBIENT_ASSIGN_OR_RETURN(auto instance, load_instance(v));
-  instance->set = ProgramSet(instance->progs);
   const Instance* loaded = instance.get();
   instances_.emplace(v, std::move(instance));
   if (!maps_owner_) maps_owner_ = loaded;
