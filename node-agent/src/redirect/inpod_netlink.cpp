@@ -1,10 +1,12 @@
 #include "redirect/inpod_netlink.h"
 
 #include <linux/fib_rules.h>
+#include <linux/ip.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netlink/netlink.h>
 #include <netlink/route/link.h>
+#include <netlink/route/link/inet.h>
 #include <netlink/route/route.h>
 #include <netlink/route/rule.h>
 #include <sys/ioctl.h>
@@ -120,26 +122,68 @@ bool lo_ipv6_enabled() {
 
 namespace {
 
+using Link = std::unique_ptr<rtnl_link, LinkDeleter>;
+
+Result<Link> get_lo(nl_sock* sk) {
+  rtnl_link* raw = nullptr;
+  if (int e = rtnl_link_get_kernel(sk, 0, "lo", &raw); e < 0) return nl_error("get lo", e);
+  return Link(raw);
+}
+
+// From a link the kernel described: its IPv4 devconf travels in
+// IFLA_AF_SPEC, which libnl parses into the link.
+Result<LoIpv4Conf> ipv4_conf_of(rtnl_link* lo) {
+  uint32_t accept_local = 0, route_localnet = 0;
+  if (int e = rtnl_link_inet_get_conf(lo, IPV4_DEVCONF_ACCEPT_LOCAL, &accept_local); e < 0) {
+    return nl_error("read lo's accept_local", e);
+  }
+  if (int e = rtnl_link_inet_get_conf(lo, IPV4_DEVCONF_ROUTE_LOCALNET, &route_localnet); e < 0) {
+    return nl_error("read lo's route_localnet", e);
+  }
+  return LoIpv4Conf{.accept_local = accept_local != 0, .route_localnet = route_localnet != 0};
+}
+
 // Runtimes may run the loopback plugin alongside the chain instead of
 // before it (containerd does), so the pod's lo can still be down when we
 // run. ztunnel binds 127.0.0.1:15053 in the pod once it has the netns, and
-// the table-100 route sends to lo: both need it up.
-Result<> ensure_lo_up(nl_sock* sk) {
-  rtnl_link* raw = nullptr;
-  if (int e = rtnl_link_get_kernel(sk, 0, "lo", &raw); e < 0) return nl_error("get lo", e);
-  std::unique_ptr<rtnl_link, LinkDeleter> lo(raw);
-  if ((rtnl_link_get_flags(lo.get()) & IFF_UP) != 0) return {};
-  std::unique_ptr<rtnl_link, LinkDeleter> up(rtnl_link_alloc());
-  rtnl_link_set_flags(up.get(), IFF_UP);
-  if (int e = rtnl_link_change(sk, lo.get(), up.get(), 0); e < 0) return nl_error("set lo up", e);
+// the table-100 route sends to lo: both need it up. The settings go in
+// the same request rather than through /proc/sys, whose files cost a path
+// walk each in a netns that has not opened them yet.
+Result<> ensure_lo(nl_sock* sk, const std::optional<LoIpv4Conf>& conf) {
+  AMBIENT_ASSIGN_OR_RETURN(Link lo, get_lo(sk));
+  Link change(rtnl_link_alloc());
+  bool changed = false;
+  if ((rtnl_link_get_flags(lo.get()) & IFF_UP) == 0) {
+    rtnl_link_set_flags(change.get(), IFF_UP);
+    changed = true;
+  }
+  if (conf) {
+    AMBIENT_ASSIGN_OR_RETURN(LoIpv4Conf have, ipv4_conf_of(lo.get()));
+    if (have != *conf) {
+      (void)rtnl_link_inet_set_conf(change.get(), IPV4_DEVCONF_ACCEPT_LOCAL, conf->accept_local);
+      (void)rtnl_link_inet_set_conf(change.get(), IPV4_DEVCONF_ROUTE_LOCALNET,
+                                    conf->route_localnet);
+      changed = true;
+    }
+  }
+  if (!changed) return {};
+  if (int e = rtnl_link_change(sk, lo.get(), change.get(), 0); e < 0) {
+    return nl_error("set lo up and its IPv4 settings", e);
+  }
   return {};
 }
 
 }  // namespace
 
-Result<> add_inpod_routing(bool ipv6) {
+Result<LoIpv4Conf> read_lo_ipv4_conf() {
   AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
-  AMBIENT_RETURN_IF_ERROR(ensure_lo_up(sk.get()));
+  AMBIENT_ASSIGN_OR_RETURN(Link lo, get_lo(sk.get()));
+  return ipv4_conf_of(lo.get());
+}
+
+Result<> add_inpod_routing(bool ipv6, const std::optional<LoIpv4Conf>& lo_conf) {
+  AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
+  AMBIENT_RETURN_IF_ERROR(ensure_lo(sk.get(), lo_conf));
   const std::vector<IpFamily> ips = routed_families(ipv6);
   for (IpFamily ip : ips) {
     AMBIENT_ASSIGN_OR_RETURN(Route route, local_default_route(ip));

@@ -5,6 +5,7 @@
 // thread inside the pod netns.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,7 +13,19 @@
 
 namespace ambient::redirect {
 
-Result<> add_inpod_routing(bool ipv6);
+// lo's net.ipv4.conf settings a backend depends on
+// (docs/redirection.md#ebpf-state).
+struct LoIpv4Conf {
+  bool accept_local = false;
+  bool route_localnet = false;
+  bool operator==(const LoIpv4Conf&) const = default;
+};
+
+// Brings lo up (the route's device), sets `lo_conf` on it in the same
+// request when given, then adds both routing objects.
+Result<> add_inpod_routing(bool ipv6, const std::optional<LoIpv4Conf>& lo_conf = std::nullopt);
+// lo's settings as the kernel reports them over netlink.
+Result<LoIpv4Conf> read_lo_ipv4_conf();
 // Deletes both IP families' routing; missing objects are not an error.
 Result<> remove_inpod_routing();
 // Lists what is missing (empty: all present).

@@ -50,26 +50,16 @@ using namespace ebpf;
 // source, which the input route check refuses otherwise. lo.route_localnet:
 // a DNS query rewritten to 127.0.0.1 arrives on lo without a route and is
 // a martian otherwise. Both are per netns and only read for lo.
+LoIpv4Conf wanted_lo_conf(const PodRedirectConfig& cfg) {
+  return {.accept_local = true, .route_localnet = cfg.dns_capture};
+}
+
+// Removal resets them through /proc/sys: a write that turns either off
+// also flushes the netns's cached routes there, which netlink's does not.
 constexpr const char* kAcceptLocal = "/proc/sys/net/ipv4/conf/lo/accept_local";
 constexpr const char* kRouteLocalnet = "/proc/sys/net/ipv4/conf/lo/route_localnet";
 
-struct SysctlValue {
-  const char* path;
-  char value;
-};
-
-std::vector<SysctlValue> wanted_sysctls(const PodRedirectConfig& cfg) {
-  return {{kAcceptLocal, '1'}, {kRouteLocalnet, cfg.dns_capture ? '1' : '0'}};
-}
-
 // /proc/sys/net is the calling thread's netns's.
-Result<char> read_sysctl(const char* path) {
-  UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
-  char c = 0;
-  if (!fd.valid() || ::read(fd.get(), &c, 1) != 1) return sys_error(std::string("read ") + path);
-  return c;
-}
-
 Result<> write_sysctl(const char* path, char value) {
   UniqueFd fd(::open(path, O_WRONLY | O_CLOEXEC));
   if (!fd.valid() || ::write(fd.get(), &value, 1) != 1) {
@@ -153,12 +143,16 @@ Result<std::vector<std::string>> problems_here(const std::vector<HookState>& hoo
   std::vector<std::string> problems = hook_problems(hooks, set);
   AMBIENT_ASSIGN_OR_RETURN(auto routing, check_inpod_routing(cfg.ipv6));
   problems.insert(problems.end(), routing.begin(), routing.end());
-  for (const auto& [path, value] : wanted_sysctls(cfg)) {
-    AMBIENT_ASSIGN_OR_RETURN(char have, read_sysctl(path));
-    if (have != value) {
-      problems.push_back(std::string(path) + " is " + have + ", want " + value);
+  AMBIENT_ASSIGN_OR_RETURN(const LoIpv4Conf have, read_lo_ipv4_conf());
+  const LoIpv4Conf want = wanted_lo_conf(cfg);
+  auto compare = [&](const char* name, bool h, bool w) {
+    if (h != w) {
+      problems.push_back(std::string("net.ipv4.conf.lo.") + name + " is " + (h ? "1" : "0") +
+                         ", want " + (w ? "1" : "0"));
     }
-  }
+  };
+  compare("accept_local", have.accept_local, want.accept_local);
+  compare("route_localnet", have.route_localnet, want.route_localnet);
   return problems;
 }
 
@@ -167,10 +161,7 @@ Result<std::vector<std::string>> problems_here(const std::vector<HookState>& hoo
 // then ours where the configuration wants none.
 Result<> apply_here(const std::vector<HookState>& hooks, const ProgramSet& set,
                     const PodRedirectConfig& cfg, const std::function<void()>& routed) {
-  for (const auto& [path, value] : wanted_sysctls(cfg)) {
-    AMBIENT_RETURN_IF_ERROR(write_sysctl(path, value));
-  }
-  AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
+  AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6, wanted_lo_conf(cfg)));
   crash_point_for_test("after-routing");
   if (routed) routed();
   std::set<int> with_clsact;

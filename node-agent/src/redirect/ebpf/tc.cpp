@@ -5,10 +5,14 @@
 #include <net/if_arp.h>
 #include <netlink/netlink.h>
 #include <netlink/route/link.h>
+#include <netlink/route/qdisc.h>
+#include <netlink/route/tc.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <memory>
+#include <set>
+#include <string_view>
 
 #include "ambient_redirect_abi.h"
 #include "lib/unique_fd.h"
@@ -63,6 +67,19 @@ Result<std::vector<Interface>> list_interfaces() {
     return make_error(Errc::Internal, std::string("list interfaces: ") + nl_geterror(e));
   }
   std::unique_ptr<nl_cache, CacheDeleter> links(raw);
+  // One dump answers for every hook of a new pod, which would otherwise
+  // cost a query (and a netlink socket in libbpf) each.
+  nl_cache* raw_qdiscs = nullptr;
+  if (int e = rtnl_qdisc_alloc_cache(sk.get(), &raw_qdiscs); e < 0) {
+    return make_error(Errc::Internal, std::string("list qdiscs: ") + nl_geterror(e));
+  }
+  std::unique_ptr<nl_cache, CacheDeleter> qdiscs(raw_qdiscs);
+  std::set<int> with_clsact;
+  for (nl_object* o = nl_cache_get_first(raw_qdiscs); o; o = nl_cache_get_next(o)) {
+    auto* tc = TC_CAST(o);
+    const char* kind = rtnl_tc_get_kind(tc);
+    if (kind && std::string_view(kind) == "clsact") with_clsact.insert(rtnl_tc_get_ifindex(tc));
+  }
   std::vector<Interface> out;
   for (nl_object* o = nl_cache_get_first(raw); o; o = nl_cache_get_next(o)) {
     auto* link = reinterpret_cast<rtnl_link*>(o);
@@ -71,12 +88,14 @@ Result<std::vector<Interface>> list_interfaces() {
     out.push_back({.ifindex = rtnl_link_get_ifindex(link),
                    .name = name ? name : "",
                    .loopback = type == ARPHRD_LOOPBACK,
-                   .ethernet = type == ARPHRD_ETHER});
+                   .ethernet = type == ARPHRD_ETHER,
+                   .clsact = with_clsact.count(rtnl_link_get_ifindex(link)) > 0});
   }
   return out;
 }
 
 Result<uint32_t> attached_program(const Interface& itf, Hook hook) {
+  if (!itf.clsact) return 0u;
   const bpf_tc_hook h = tc_hook(itf, hook);
   bpf_tc_opts o = our_filter();
   const int e = bpf_tc_query(&h, &o);

@@ -289,6 +289,18 @@ TEST_CASE("eBPF backend: install, verify, idempotency, ingress mode, removal", "
     AMBIENT_REQUIRE_OK(backend.install(p.pod.ns(), kCfg));
     CHECK(backend.verify(p.pod.ns(), kCfg)->complete);
   }
+  SECTION("lo's settings changed behind our back are found and set again") {
+    p.pod.exec({"sysctl", "-qw", "net.ipv4.conf.lo.accept_local=0"});
+    v = backend.verify(p.pod.ns(), kCfg);
+    REQUIRE(v);
+    CHECK_FALSE(v->complete);
+    REQUIRE(v->problems.size() == 1);
+    CHECK(v->problems.front() == "net.ipv4.conf.lo.accept_local is 0, want 1");
+    AMBIENT_REQUIRE_OK(backend.install(p.pod.ns(), kCfg));
+    CHECK(backend.verify(p.pod.ns(), kCfg)->complete);
+    CHECK(p.pod.exec({"sysctl", "-n", "net.ipv4.conf.lo.accept_local"}) == "1\n");
+    CHECK(p.pod.exec({"sysctl", "-n", "net.ipv4.conf.lo.route_localnet"}) == "1\n");
+  }
   SECTION("ingress mode has no inbound filter; DNS off resets route_localnet") {
     const PodRedirectConfig ingress{.ipv6 = true, .ingress_mode = true};
     CHECK_FALSE(backend.verify(p.pod.ns(), ingress)->complete);
@@ -307,6 +319,7 @@ TEST_CASE("eBPF backend: install, verify, idempotency, ingress mode, removal", "
     CHECK(left.find("amb_") == std::string::npos);
   }
   AMBIENT_REQUIRE_OK(backend.remove(p.pod.ns(), kCfg));
+  CHECK_FALSE(backend.verify(p.pod.ns(), kCfg)->complete);
   for (const char* dev : {"eth0", "lo"}) {
     for (const char* hook : {"ingress", "egress"}) {
       CHECK(p.pod.exec({"tc", "filter", "show", "dev", dev, hook}).find("amb_") ==
@@ -316,6 +329,27 @@ TEST_CASE("eBPF backend: install, verify, idempotency, ingress mode, removal", "
   CHECK(p.pod.exec({"ip", "rule"}).find("0x111") == std::string::npos);
   CHECK(p.pod.exec({"sysctl", "-n", "net.ipv4.conf.lo.accept_local"}) == "0\n");
   AMBIENT_REQUIRE_OK(backend.remove(p.pod.ns(), kCfg));  // idempotent
+}
+
+TEST_CASE("eBPF backend: a clsact qdisc made by someone else first is used and kept", "[ebpf]") {
+  Pair p;
+  EbpfBackend backend(programs());
+  p.pod.exec({"tc", "qdisc", "add", "dev", "eth0", "clsact"});
+  p.pod.exec({"tc", "filter", "add", "dev", "eth0", "ingress", "pref", "7", "u32", "match", "u32",
+              "0", "0"});
+  CHECK_FALSE(backend.verify(p.pod.ns(), kCfg)->complete);
+  AMBIENT_REQUIRE_OK(backend.install(p.pod.ns(), kCfg));
+  auto v = backend.verify(p.pod.ns(), kCfg);
+  AMBIENT_REQUIRE_OK(v);
+  INFO((v->problems.empty() ? std::string() : v->problems.front()));
+  CHECK(v->complete);
+  const std::string ingress = p.pod.exec({"tc", "filter", "show", "dev", "eth0", "ingress"});
+  CHECK_THAT(ingress, Catch::Contains("amb_ingress") && Catch::Contains("u32"));
+  AMBIENT_REQUIRE_OK(backend.remove(p.pod.ns(), kCfg));
+  const std::string left = p.pod.exec({"tc", "filter", "show", "dev", "eth0", "ingress"});
+  CHECK_THAT(left, Catch::Contains("u32"));
+  CHECK(left.find("amb_") == std::string::npos);
+  CHECK_THAT(p.pod.exec({"tc", "qdisc", "show", "dev", "eth0"}), Catch::Contains("clsact"));
 }
 
 // docs/redirection.md#ebpf-time-wait. ztunnel closes first, so its side of
