@@ -548,7 +548,8 @@ AddResult SimNode::run_sandbox(Pod p, const PodSpec& spec, Pod* out) {
 }
 
 void SimNode::make_sandbox(const Pod& p, const PodSpec& spec) {
-  netns_.push_back(std::make_unique<TestNetns>(NetnsOptions{.name = p.netns_name}));
+  netns_.push_back(
+      std::make_unique<TestNetns>(NetnsOptions{.name = p.netns_name, .lo_up = !spec.lo_down}));
   if (spec.disable_ipv6) {
     pod_exec(p, {"sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
                  "net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.lo.disable_ipv6=1"});

@@ -76,6 +76,9 @@ struct PodSpec {
   nlohmann::json annotations = nlohmann::json::object();
   bool host_network = false;
   bool disable_ipv6 = false;  // net.ipv6.conf.all.disable_ipv6=1 in the pod before ADD
+  // lo still down at ADD: containerd runs the loopback plugin alongside the
+  // chain, not before it.
+  bool lo_down = false;
   // Runs once the pod object and its netns exist, right before CNI ADD
   // (e.g. to take the API server down under the plugin).
   std::function<void()> before_add;

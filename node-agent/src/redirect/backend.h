@@ -60,13 +60,14 @@ class RedirectBackend {
   virtual std::string_view name() const = 0;
   // Idempotent: correct state is left alone, partial state is completed or
   // rebuilt; on failure nothing of ours is left in the netns.
-  // `routed`, if set, is called on the netns worker once the pod's routing
-  // is in place and before its rules go in. The caller hands the netns to
-  // ztunnel there, so ztunnel's set-up never overlaps the route and
-  // fib-rule changes. It may not be called when nothing needed installing;
-  // the caller then hands the netns over after install returns.
+  // `lo_ready`, if set, is called on the netns worker once the pod's lo is
+  // up, the one thing ztunnel's set-up needs in the pod (its DNS listener
+  // binds 127.0.0.1), and before anything else of the install. The caller
+  // hands the netns to ztunnel there, so ztunnel's set-up overlaps all of
+  // the install. It may not be called when install fails first; the caller
+  // then hands nothing over.
   virtual Result<> install(const netns::Netns& ns, const PodRedirectConfig& cfg,
-                           const std::function<void()>& routed = {}) = 0;
+                           const std::function<void()>& lo_ready = {}) = 0;
   virtual Result<VerifyReport> verify(const netns::Netns& ns,
                                       const PodRedirectConfig& cfg) const = 0;
   // Idempotent; succeeds when nothing is installed.

@@ -145,10 +145,8 @@ Result<LoIpv4Conf> ipv4_conf_of(rtnl_link* lo) {
 
 // Runtimes may run the loopback plugin alongside the chain instead of
 // before it (containerd does), so the pod's lo can still be down when we
-// run. ztunnel binds 127.0.0.1:15053 in the pod once it has the netns, and
-// the table-100 route sends to lo: both need it up. The settings go in
-// the same request rather than through /proc/sys, whose files cost a path
-// walk each in a netns that has not opened them yet.
+// run. The settings go in the same request rather than through /proc/sys,
+// whose files cost a path walk each in a netns that has not opened them.
 Result<> ensure_lo(nl_sock* sk, const std::optional<LoIpv4Conf>& conf) {
   AMBIENT_ASSIGN_OR_RETURN(Link lo, get_lo(sk));
   Link change(rtnl_link_alloc());
@@ -175,15 +173,19 @@ Result<> ensure_lo(nl_sock* sk, const std::optional<LoIpv4Conf>& conf) {
 
 }  // namespace
 
+Result<> ensure_inpod_lo(const std::optional<LoIpv4Conf>& conf) {
+  AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
+  return ensure_lo(sk.get(), conf);
+}
+
 Result<LoIpv4Conf> read_lo_ipv4_conf() {
   AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
   AMBIENT_ASSIGN_OR_RETURN(Link lo, get_lo(sk.get()));
   return ipv4_conf_of(lo.get());
 }
 
-Result<> add_inpod_routing(bool ipv6, const std::optional<LoIpv4Conf>& lo_conf) {
+Result<> add_inpod_routing(bool ipv6) {
   AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
-  AMBIENT_RETURN_IF_ERROR(ensure_lo(sk.get(), lo_conf));
   const std::vector<IpFamily> ips = routed_families(ipv6);
   for (IpFamily ip : ips) {
     AMBIENT_ASSIGN_OR_RETURN(Route route, local_default_route(ip));

@@ -156,14 +156,13 @@ Result<std::vector<std::string>> problems_here(const std::vector<HookState>& hoo
   return problems;
 }
 
-// Sysctls and routing first, inert on their own; then the filters in the
-// plan's order, each replaced in place when it holds another program;
-// then ours where the configuration wants none.
+// Routing first, inert on its own; then the filters in the plan's order,
+// each replaced in place when it holds another program; then ours where
+// the configuration wants none.
 Result<> apply_here(const std::vector<HookState>& hooks, const ProgramSet& set,
-                    const PodRedirectConfig& cfg, const std::function<void()>& routed) {
-  AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6, wanted_lo_conf(cfg)));
+                    const PodRedirectConfig& cfg) {
+  AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
   crash_point_for_test("after-routing");
-  if (routed) routed();
   std::set<int> with_clsact;
   for (const HookState& h : hooks) {
     if (!h.want) continue;
@@ -244,8 +243,8 @@ std::string EbpfBackend::pod_backend(const netns::Netns& ns) const {
 }
 
 Result<> EbpfBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg,
-                              const std::function<void()>& routed) {
-  if (on_rules(ns)) return rules_->install(ns, cfg, routed);
+                              const std::function<void()>& lo_ready) {
+  if (on_rules(ns)) return rules_->install(ns, cfg, lo_ready);
   const std::string context = "install eBPF redirection in " + ns.path();
   auto variant = variant_for(cfg);
   if (!variant) return std::move(variant).error().context(context);
@@ -258,17 +257,22 @@ Result<> EbpfBackend::install(const netns::Netns& ns, const PodRedirectConfig& c
   if (!link) return std::move(link).context(context);
   bool filters_gone = false;
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
-    AMBIENT_ASSIGN_OR_RETURN(auto interfaces, list_interfaces());
-    AMBIENT_ASSIGN_OR_RETURN(auto hooks, read_hooks(interfaces, plan(interfaces, cfg), **set,
-                                                    adopter(*programs_, *variant)));
-    // A new pod has no filter of ours: nothing to compare.
-    const bool any =
-        std::any_of(hooks.begin(), hooks.end(), [](const HookState& h) { return h.have != 0; });
-    if (any) {
-      AMBIENT_ASSIGN_OR_RETURN(auto problems, problems_here(hooks, **set, cfg));
-      if (problems.empty()) return {};  // exactly right: leave it alone
-    }
-    auto applied = apply_here(hooks, **set, cfg, routed);
+    auto applied = [&]() -> Result<> {
+      // lo's settings are inert without our programs.
+      AMBIENT_RETURN_IF_ERROR(ensure_inpod_lo(wanted_lo_conf(cfg)));
+      if (lo_ready) lo_ready();
+      AMBIENT_ASSIGN_OR_RETURN(auto interfaces, list_interfaces());
+      AMBIENT_ASSIGN_OR_RETURN(auto hooks, read_hooks(interfaces, plan(interfaces, cfg), **set,
+                                                      adopter(*programs_, *variant)));
+      // A new pod has no filter of ours: nothing to compare.
+      const bool any =
+          std::any_of(hooks.begin(), hooks.end(), [](const HookState& h) { return h.have != 0; });
+      if (any) {
+        AMBIENT_ASSIGN_OR_RETURN(auto problems, problems_here(hooks, **set, cfg));
+        if (problems.empty()) return {};  // exactly right: leave it alone
+      }
+      return apply_here(hooks, **set, cfg);
+    }();
     if (!applied) filters_gone = remove_here().has_value();
     return applied;
   });
