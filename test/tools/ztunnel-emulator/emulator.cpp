@@ -41,6 +41,14 @@ std::string netns_id(dev_t dev, ino_t ino) {
          std::to_string(static_cast<unsigned long long>(ino));
 }
 
+// A workload's state-file entry after its "state" member.
+std::string state_entry(const std::string& name, const std::string& ns,
+                        const std::string& service_account, dev_t dev, ino_t ino) {
+  return "\"info\":{\"name\":" + text::json_quote(name) + ",\"namespace\":" + text::json_quote(ns) +
+         ",\"serviceAccount\":" + text::json_quote(service_account) +
+         "},\"netns\":" + text::json_quote(netns_id(dev, ino));
+}
+
 std::string hex(const std::string& bytes) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
@@ -309,8 +317,13 @@ Emulator::Outcome Emulator::handle_add(const std::string& uid, const WorkloadMet
     // The sandbox was re-created with a new netns.
     drain(uid, "netns changed to " + netns_id(st.st_dev, st.st_ino));
   }
-  auto started = start_proxy(
-      uid, Workload{.meta = meta, .netns = std::move(netns), .dev = st.st_dev, .ino = st.st_ino});
+  auto started =
+      start_proxy(uid, Workload{.meta = meta,
+                                .netns = std::move(netns),
+                                .dev = st.st_dev,
+                                .ino = st.st_ino,
+                                .state_entry = state_entry(meta.name, meta.ns, meta.service_account,
+                                                           st.st_dev, st.st_ino)});
   if (!started) {
     log_error("failed to start proxy: " + started.error().describe());
     schedule_retry();
@@ -401,22 +414,19 @@ void Emulator::reset_connection_state() {
 
 void Emulator::write_state() const {
   if (options_.state_path.empty()) return;
-  auto workload_json = [](const Workload& w, const char* state) {
-    return std::string("{\"state\":\"") + state +
-           "\",\"info\":{\"name\":" + text::json_quote(w.meta.name) +
-           ",\"namespace\":" + text::json_quote(w.meta.ns) +
-           ",\"serviceAccount\":" + text::json_quote(w.meta.service_account) +
-           "},\"netns\":" + text::json_quote(netns_id(w.dev, w.ino)) + "}";
-  };
   std::string workloads;
-  for (const auto& [uid, w] : proxies_) {
-    workloads +=
-        (workloads.empty() ? "" : ",") + text::json_quote(uid) + ":" + workload_json(w, "Up");
-  }
+  auto append = [&](const std::string& uid, const Workload& w, std::string_view state) {
+    if (!workloads.empty()) workloads += ',';
+    workloads += text::json_quote(uid);
+    workloads += ":{\"state\":\"";
+    workloads += state;
+    workloads += "\",";
+    workloads += w.state_entry;
+    workloads += '}';
+  };
+  for (const auto& [uid, w] : proxies_) append(uid, w, "Up");
   for (const auto& [uid, w] : pending_) {
-    if (proxies_.count(uid)) continue;
-    workloads +=
-        (workloads.empty() ? "" : ",") + text::json_quote(uid) + ":" + workload_json(w, "Pending");
+    if (!proxies_.count(uid)) append(uid, w, "Pending");
   }
   const bool ready = snapshot_received_ && pending_.empty();
   std::string json = std::string("{\"connected\":") + (connected_ ? "true" : "false") +
