@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <utility>
 
 #include "lib/unique_fd.h"
 #include "redirect/backend.h"
@@ -158,9 +159,12 @@ Result<> ensure_lo(nl_sock* sk, const std::optional<LoIpv4Conf>& conf) {
   if (conf) {
     AMBIENT_ASSIGN_OR_RETURN(LoIpv4Conf have, ipv4_conf_of(lo.get()));
     if (have != *conf) {
-      (void)rtnl_link_inet_set_conf(change.get(), IPV4_DEVCONF_ACCEPT_LOCAL, conf->accept_local);
-      (void)rtnl_link_inet_set_conf(change.get(), IPV4_DEVCONF_ROUTE_LOCALNET,
-                                    conf->route_localnet);
+      for (auto [id, value] : {std::pair{IPV4_DEVCONF_ACCEPT_LOCAL, conf->accept_local},
+                               std::pair{IPV4_DEVCONF_ROUTE_LOCALNET, conf->route_localnet}}) {
+        if (int e = rtnl_link_inet_set_conf(change.get(), id, value ? 1 : 0); e < 0) {
+          return nl_error("prepare lo's IPv4 settings", e);
+        }
+      }
       changed = true;
     }
   }
