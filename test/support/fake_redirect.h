@@ -21,8 +21,8 @@ class CountingBackend : public redirect::RedirectBackend {
  public:
   std::string_view name() const override { return "counting"; }
   Result<> install(const netns::Netns&, const redirect::PodRedirectConfig&,
-                   const std::function<void()>& lo_ready) override {
-    if (lo_ready) lo_ready();
+                   const std::function<void()>& routed) override {
+    if (routed) routed();
     ++installs;
     return {};
   }

@@ -134,8 +134,8 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
   double rules_s = 0, zds_s = 0, probes_s = 0;
   // ztunnel sets the pod up (five listeners in its netns) while we install
   // the rules: the ack costs no time of its own unless it is the slower
-  // half. The Add goes out as soon as the pod's lo is up (the backend
-  // calls back; see RedirectBackend::install for why not sooner).
+  // half. The Add goes out once the pod's routing is in place (the
+  // backend calls back; see RedirectBackend::install for why not sooner).
   // Either order of rules and ztunnel is safe for a pod being created,
   // whose containers start only after the ADD returns; for a running pod,
   // ztunnel first is the better order (redirected traffic finds its
@@ -153,7 +153,7 @@ Result<> Agent::add_pod(const PodIdentity& id, const netns::NetnsRef& ns) {
     return backend_.install(*ns, rcfg, hand_to_ztunnel);
   }();
   if (installed) crash_point_for_test("after-rules");
-  if (installed && !pending) hand_to_ztunnel();  // a backend that did not call back
+  if (installed && !pending) hand_to_ztunnel();  // the rules were right already
   // Kubelet's probes must reach the app directly: its IPs go into the
   // host's probe set (comment = pod UID).
   Result<> probed;

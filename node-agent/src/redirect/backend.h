@@ -60,14 +60,16 @@ class RedirectBackend {
   virtual std::string_view name() const = 0;
   // Idempotent: correct state is left alone, partial state is completed or
   // rebuilt; on failure nothing of ours is left in the netns.
-  // `lo_ready`, if set, is called on the netns worker once the pod's lo is
-  // up, the one thing ztunnel's set-up needs in the pod (its DNS listener
-  // binds 127.0.0.1), and before anything else of the install. The caller
-  // hands the netns to ztunnel there, so ztunnel's set-up overlaps all of
-  // the install. It may not be called when install fails first; the caller
-  // then hands nothing over.
+  // `routed`, if set, is called on the netns worker once the pod's routing
+  // is in place and before its rules go in. The caller hands the netns to
+  // ztunnel there, so ztunnel's set-up never overlaps the route and
+  // fib-rule changes: the netns's first fib rule splits its merged local
+  // and main tables (the kernel's fib_unmerge), and ztunnel's bind of
+  // 127.0.0.1 racing that split can find the address missing. It may not
+  // be called when nothing needed installing; the caller then hands the
+  // netns over after install returns.
   virtual Result<> install(const netns::Netns& ns, const PodRedirectConfig& cfg,
-                           const std::function<void()>& lo_ready = {}) = 0;
+                           const std::function<void()>& routed = {}) = 0;
   virtual Result<VerifyReport> verify(const netns::Netns& ns,
                                       const PodRedirectConfig& cfg) const = 0;
   // Idempotent; succeeds when nothing is installed.

@@ -1,5 +1,6 @@
 #include "redirect/inpod_netlink.h"
 
+#include <fcntl.h>
 #include <linux/fib_rules.h>
 #include <linux/ip.h>
 #include <linux/rtnetlink.h>
@@ -11,6 +12,7 @@
 #include <netlink/route/rule.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <fstream>
@@ -146,12 +148,16 @@ Result<LoIpv4Conf> ipv4_conf_of(rtnl_link* lo) {
 
 // Runtimes may run the loopback plugin alongside the chain instead of
 // before it (containerd does), so the pod's lo can still be down when we
-// run. The settings go in the same request rather than through /proc/sys,
-// whose files cost a path walk each in a netns that has not opened them.
+// run. ztunnel binds 127.0.0.1:15053 in the pod once it has the netns, and
+// the table-100 route sends to lo: both need it up. The settings go in
+// the same request rather than through /proc/sys, whose files cost a path
+// walk each in a netns that has not opened them yet.
 Result<> ensure_lo(nl_sock* sk, const std::optional<LoIpv4Conf>& conf) {
   AMBIENT_ASSIGN_OR_RETURN(Link lo, get_lo(sk));
   Link change(rtnl_link_alloc());
+  if (!change) return make_error(Errc::Internal, "rtnl_link_alloc failed");
   bool changed = false;
+  bool turned_off = false;
   if ((rtnl_link_get_flags(lo.get()) & IFF_UP) == 0) {
     rtnl_link_set_flags(change.get(), IFF_UP);
     changed = true;
@@ -166,21 +172,27 @@ Result<> ensure_lo(nl_sock* sk, const std::optional<LoIpv4Conf>& conf) {
         }
       }
       changed = true;
+      turned_off = (have.accept_local && !conf->accept_local) ||
+                   (have.route_localnet && !conf->route_localnet);
     }
   }
   if (!changed) return {};
   if (int e = rtnl_link_change(sk, lo.get(), change.get(), 0); e < 0) {
     return nl_error("set lo up and its IPv4 settings", e);
   }
+  // A write to either file under /proc/sys that turns it off also drops the
+  // netns's cached routes, so none made while it was on outlives it; the
+  // netlink path does not, so the flush is asked for here.
+  if (turned_off) {
+    UniqueFd fd(::open("/proc/sys/net/ipv4/route/flush", O_WRONLY | O_CLOEXEC));
+    if (!fd.valid() || ::write(fd.get(), "1", 1) != 1) {
+      return sys_error("flush the pod's cached IPv4 routes");
+    }
+  }
   return {};
 }
 
 }  // namespace
-
-Result<> ensure_inpod_lo(const std::optional<LoIpv4Conf>& conf) {
-  AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
-  return ensure_lo(sk.get(), conf);
-}
 
 Result<LoIpv4Conf> read_lo_ipv4_conf() {
   AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
@@ -188,8 +200,9 @@ Result<LoIpv4Conf> read_lo_ipv4_conf() {
   return ipv4_conf_of(lo.get());
 }
 
-Result<> add_inpod_routing(bool ipv6) {
+Result<> add_inpod_routing(bool ipv6, const std::optional<LoIpv4Conf>& lo_conf) {
   AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
+  AMBIENT_RETURN_IF_ERROR(ensure_lo(sk.get(), lo_conf));
   const std::vector<IpFamily> ips = routed_families(ipv6);
   for (IpFamily ip : ips) {
     AMBIENT_ASSIGN_OR_RETURN(Route route, local_default_route(ip));

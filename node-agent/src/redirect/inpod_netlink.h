@@ -21,13 +21,9 @@ struct LoIpv4Conf {
   bool operator==(const LoIpv4Conf&) const = default;
 };
 
-// Brings lo up and sets `conf` on it when given, in one request (none
-// when both are so already). Every install's first step: ztunnel binds
-// 127.0.0.1:15053 in the pod as soon as it has the netns, and the
-// table-100 route's device is lo.
-Result<> ensure_inpod_lo(const std::optional<LoIpv4Conf>& conf = std::nullopt);
-// Adds both routing objects; lo must be up (ensure_inpod_lo).
-Result<> add_inpod_routing(bool ipv6);
+// Brings lo up (the route's device), sets `lo_conf` on it in the same
+// request when given, then adds both routing objects.
+Result<> add_inpod_routing(bool ipv6, const std::optional<LoIpv4Conf>& lo_conf = std::nullopt);
 // lo's settings as the kernel reports them over netlink.
 Result<LoIpv4Conf> read_lo_ipv4_conf();
 // Deletes both IP families' routing; missing objects are not an error.

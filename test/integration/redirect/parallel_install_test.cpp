@@ -1,6 +1,6 @@
 // Two pods' installs at once (docs/performance.md#where-time-goes): no
 // backend may hold a lock across a whole install, or a burst of ADDs would
-// be enrolled one pod at a time. Each install's `lo_ready` callback (inside
+// be enrolled one pod at a time. Each install's `routed` callback (inside
 // the install, on its netns worker) waits for the other's: they meet only
 // if both installs are under way at the same moment.
 #include <catch2/catch.hpp>

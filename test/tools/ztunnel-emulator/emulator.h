@@ -56,9 +56,8 @@ class Emulator {
     dev_t dev = 0;
     ino_t ino = 0;
     uint64_t proxy_id = 0;  // running proxies only
-    // Its entry in the state file after "state", made once: rebuilding
-    // every entry on every message made the emulator's ack cost grow with
-    // the node's pods, which ztunnel's does not.
+    // Its entry in the state file after "state", made once: the whole file
+    // is rewritten before every ack, a test harness's cost ztunnel has not.
     std::string state_entry;
   };
   enum class Next { Continue, Reconnect, Exit };

@@ -28,8 +28,8 @@ class ScriptedBackend : public redirect::RedirectBackend {
  public:
   std::string_view name() const override { return "scripted"; }
   Result<> install(const netns::Netns&, const redirect::PodRedirectConfig&,
-                   const std::function<void()>& lo_ready) override {
-    if (lo_ready) lo_ready();
+                   const std::function<void()>& routed) override {
+    if (routed) routed();
     if (wait_for_) saw_event = wait_for_->wait_for(2s) == std::future_status::ready;
     ++installs;
     if (!fail_with.empty()) return make_error(Errc::Internal, fail_with);

@@ -54,8 +54,8 @@ LoIpv4Conf wanted_lo_conf(const PodRedirectConfig& cfg) {
   return {.accept_local = true, .route_localnet = cfg.dns_capture};
 }
 
-// Removal resets them through /proc/sys: a write that turns either off
-// also flushes the netns's cached routes there, which netlink's does not.
+// Removal resets them through /proc/sys, whose write flushes the netns's
+// cached routes as a setting goes off.
 constexpr const char* kAcceptLocal = "/proc/sys/net/ipv4/conf/lo/accept_local";
 constexpr const char* kRouteLocalnet = "/proc/sys/net/ipv4/conf/lo/route_localnet";
 
@@ -156,13 +156,14 @@ Result<std::vector<std::string>> problems_here(const std::vector<HookState>& hoo
   return problems;
 }
 
-// Routing first, inert on its own; then the filters in the plan's order,
-// each replaced in place when it holds another program; then ours where
-// the configuration wants none.
+// Sysctls and routing first, inert on their own; then the filters in the
+// plan's order, each replaced in place when it holds another program;
+// then ours where the configuration wants none.
 Result<> apply_here(const std::vector<HookState>& hooks, const ProgramSet& set,
-                    const PodRedirectConfig& cfg) {
-  AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
+                    const PodRedirectConfig& cfg, const std::function<void()>& routed) {
+  AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6, wanted_lo_conf(cfg)));
   crash_point_for_test("after-routing");
+  if (routed) routed();
   std::set<int> with_clsact;
   for (const HookState& h : hooks) {
     if (!h.want) continue;
@@ -186,13 +187,18 @@ Result<> apply_here(const std::vector<HookState>& hooks, const ProgramSet& set,
 Result<> remove_here(bool keep_routing = false) {
   std::string errors;
   auto note = [&](const Error& e) { errors += (errors.empty() ? "" : "; ") + e.describe(); };
-  AMBIENT_ASSIGN_OR_RETURN(auto interfaces, list_interfaces());
-  std::stable_partition(interfaces.begin(), interfaces.end(),
-                        [](const Interface& itf) { return !itf.loopback; });
-  for (Hook hook : {Hook::Ingress, Hook::Egress}) {
-    for (const Interface& itf : interfaces) {
-      if (auto detached = detach_ours(itf, hook); !detached) note(detached.error());
+  // Unlistable interfaces still leave the routing and lo's settings to undo.
+  auto listed = list_interfaces();
+  if (listed) {
+    std::stable_partition(listed->begin(), listed->end(),
+                          [](const Interface& itf) { return !itf.loopback; });
+    for (Hook hook : {Hook::Ingress, Hook::Egress}) {
+      for (const Interface& itf : *listed) {
+        if (auto detached = detach_ours(itf, hook); !detached) note(detached.error());
+      }
     }
+  } else {
+    note(listed.error());
   }
   if (!keep_routing) {
     if (auto routing = remove_inpod_routing(); !routing) note(routing.error());
@@ -243,8 +249,8 @@ std::string EbpfBackend::pod_backend(const netns::Netns& ns) const {
 }
 
 Result<> EbpfBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg,
-                              const std::function<void()>& lo_ready) {
-  if (on_rules(ns)) return rules_->install(ns, cfg, lo_ready);
+                              const std::function<void()>& routed) {
+  if (on_rules(ns)) return rules_->install(ns, cfg, routed);
   const std::string context = "install eBPF redirection in " + ns.path();
   auto variant = variant_for(cfg);
   if (!variant) return std::move(variant).error().context(context);
@@ -257,22 +263,17 @@ Result<> EbpfBackend::install(const netns::Netns& ns, const PodRedirectConfig& c
   if (!link) return std::move(link).context(context);
   bool filters_gone = false;
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
-    auto applied = [&]() -> Result<> {
-      // lo's settings are inert without our programs.
-      AMBIENT_RETURN_IF_ERROR(ensure_inpod_lo(wanted_lo_conf(cfg)));
-      if (lo_ready) lo_ready();
-      AMBIENT_ASSIGN_OR_RETURN(auto interfaces, list_interfaces());
-      AMBIENT_ASSIGN_OR_RETURN(auto hooks, read_hooks(interfaces, plan(interfaces, cfg), **set,
-                                                      adopter(*programs_, *variant)));
-      // A new pod has no filter of ours: nothing to compare.
-      const bool any =
-          std::any_of(hooks.begin(), hooks.end(), [](const HookState& h) { return h.have != 0; });
-      if (any) {
-        AMBIENT_ASSIGN_OR_RETURN(auto problems, problems_here(hooks, **set, cfg));
-        if (problems.empty()) return {};  // exactly right: leave it alone
-      }
-      return apply_here(hooks, **set, cfg);
-    }();
+    AMBIENT_ASSIGN_OR_RETURN(auto interfaces, list_interfaces());
+    AMBIENT_ASSIGN_OR_RETURN(auto hooks, read_hooks(interfaces, plan(interfaces, cfg), **set,
+                                                    adopter(*programs_, *variant)));
+    // A new pod has no filter of ours: nothing to compare.
+    const bool any =
+        std::any_of(hooks.begin(), hooks.end(), [](const HookState& h) { return h.have != 0; });
+    if (any) {
+      AMBIENT_ASSIGN_OR_RETURN(auto problems, problems_here(hooks, **set, cfg));
+      if (problems.empty()) return {};  // exactly right: leave it alone
+    }
+    auto applied = apply_here(hooks, **set, cfg, routed);
     if (!applied) filters_gone = remove_here().has_value();
     return applied;
   });

@@ -44,7 +44,7 @@ class EbpfBackend : public RedirectBackend {
       : programs_(std::move(programs)), rules_(std::move(rules)) {}
   std::string_view name() const override { return "ebpf"; }
   Result<> install(const netns::Netns& ns, const PodRedirectConfig& cfg,
-                   const std::function<void()>& lo_ready = {}) override;
+                   const std::function<void()>& routed = {}) override;
   Result<VerifyReport> verify(const netns::Netns& ns, const PodRedirectConfig& cfg) const override;
   Result<> remove(const netns::Netns& ns, const PodRedirectConfig& cfg) override;
   // Moves the pod to the rules when ztunnel's 15001 listener has no

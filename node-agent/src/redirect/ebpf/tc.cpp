@@ -74,11 +74,13 @@ Result<std::vector<Interface>> list_interfaces() {
     return make_error(Errc::Internal, std::string("list qdiscs: ") + nl_geterror(e));
   }
   std::unique_ptr<nl_cache, CacheDeleter> qdiscs(raw_qdiscs);
-  std::set<int> with_clsact;
+  std::set<int> with_filters;
   for (nl_object* o = nl_cache_get_first(raw_qdiscs); o; o = nl_cache_get_next(o)) {
     auto* tc = TC_CAST(o);
     const char* kind = rtnl_tc_get_kind(tc);
-    if (kind && std::string_view(kind) == "clsact") with_clsact.insert(rtnl_tc_get_ifindex(tc));
+    if (kind && (std::string_view(kind) == "clsact" || std::string_view(kind) == "ingress")) {
+      with_filters.insert(rtnl_tc_get_ifindex(tc));
+    }
   }
   std::vector<Interface> out;
   for (nl_object* o = nl_cache_get_first(raw); o; o = nl_cache_get_next(o)) {
@@ -89,13 +91,13 @@ Result<std::vector<Interface>> list_interfaces() {
                    .name = name ? name : "",
                    .loopback = type == ARPHRD_LOOPBACK,
                    .ethernet = type == ARPHRD_ETHER,
-                   .clsact = with_clsact.count(rtnl_link_get_ifindex(link)) > 0});
+                   .filter_qdisc = with_filters.count(rtnl_link_get_ifindex(link)) > 0});
   }
   return out;
 }
 
 Result<uint32_t> attached_program(const Interface& itf, Hook hook) {
-  if (!itf.clsact) return 0u;
+  if (!itf.filter_qdisc) return 0u;
   const bpf_tc_hook h = tc_hook(itf, hook);
   bpf_tc_opts o = our_filter();
   const int e = bpf_tc_query(&h, &o);

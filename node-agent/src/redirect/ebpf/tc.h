@@ -24,12 +24,13 @@ struct Interface {
   std::string name;
   bool loopback = false;
   bool ethernet = false;  // the programs read an Ethernet header: only these get them
-  // False when the interface had no clsact qdisc as it was listed, so no
-  // filter either: nothing there to ask the kernel about.
-  bool clsact = true;
+  // False when the interface had neither a clsact nor a classic ingress
+  // qdisc (whose block libbpf's ingress hook also reaches) as it was
+  // listed, so no filter either: nothing there to ask the kernel about.
+  bool filter_qdisc = true;
 };
 
-// Every interface of the netns, and which have a clsact qdisc.
+// Every interface of the netns, and which have a qdisc that holds filters.
 Result<std::vector<Interface>> list_interfaces();
 
 // The id of the program in our filter on that hook; 0 when there is none

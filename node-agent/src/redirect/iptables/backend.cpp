@@ -198,13 +198,12 @@ Result<> IptablesBackend::install_rules_here(const PodRedirectConfig& cfg, IpFam
 }
 
 Result<> IptablesBackend::install_here(const PodRedirectConfig& cfg,
-                                       const std::function<void()>& lo_ready) {
-  AMBIENT_RETURN_IF_ERROR(ensure_inpod_lo());
-  if (lo_ready) lo_ready();
+                                       const std::function<void()>& routed) {
   // Routing first (upstream's order): on its own it is inert, since only
   // packets our connmark rules mark ever use table 100.
   AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
   crash_point_for_test("after-routing");
+  if (routed) routed();
   // Asked before any restore: with iptables-nft, ipv4's tables would make
   // ipv6 look touched.
   const std::vector<IpFamily> ips = ip_families(cfg);
@@ -218,9 +217,9 @@ Result<> IptablesBackend::install_here(const PodRedirectConfig& cfg,
 }
 
 Result<> IptablesBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg,
-                                  const std::function<void()>& lo_ready) {
+                                  const std::function<void()>& routed) {
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
-    auto installed = install_here(cfg, lo_ready);
+    auto installed = install_here(cfg, routed);
     if (installed) return {};
     // Never leave half a rule set behind: take out whatever got in.
     (void)remove_here(IpFamily::V4);

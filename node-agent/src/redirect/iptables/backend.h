@@ -39,7 +39,7 @@ class IptablesBackend : public RedirectBackend {
 
   std::string_view name() const override { return variant_name(opts_.actual); }
   Result<> install(const netns::Netns& ns, const PodRedirectConfig& cfg,
-                   const std::function<void()>& lo_ready = {}) override;
+                   const std::function<void()>& routed = {}) override;
   Result<VerifyReport> verify(const netns::Netns& ns, const PodRedirectConfig& cfg) const override;
   Result<> remove(const netns::Netns& ns, const PodRedirectConfig& cfg) override;
 
@@ -73,7 +73,7 @@ class IptablesBackend : public RedirectBackend {
   Result<> remove_here(IpFamily ip) const;
   // One IP family's rules: left alone when exactly right, else rebuilt.
   Result<> install_rules_here(const PodRedirectConfig& cfg, IpFamily ip, bool untouched);
-  Result<> install_here(const PodRedirectConfig& cfg, const std::function<void()>& lo_ready);
+  Result<> install_here(const PodRedirectConfig& cfg, const std::function<void()>& routed);
 
   IptablesOptions opts_;
   // Per IP family and rule set (its restore text).

@@ -135,19 +135,19 @@ Result<std::vector<std::string>> NftablesBackend::table_problems(
 }
 
 Result<> NftablesBackend::install(const netns::Netns& ns, const PodRedirectConfig& cfg,
-                                  const std::function<void()>& lo_ready) {
+                                  const std::function<void()>& routed) {
   auto r = netns::run_in_netns(ns, [&]() -> Result<> {
-    AMBIENT_RETURN_IF_ERROR(ensure_inpod_lo());
-    if (lo_ready) lo_ready();
     // A new pod's netns holds no table at all, so none of ours: nothing to
     // compare, and one netlink dump tells (a listing costs ~4× as much).
     AMBIENT_ASSIGN_OR_RETURN(size_t tables, count_tables_here());
     // Routing first: inert on its own (only packets our rules mark use
     // table 100), so the one transaction below is the moment the pod is
-    // redirected: all of it, or nothing.
+    // redirected: all of it, or nothing. For a new pod it goes in before
+    // anything else, so ztunnel gets the pod as early as it may.
     auto route = [&]() -> Result<> {
       AMBIENT_RETURN_IF_ERROR(add_inpod_routing(cfg.ipv6));
       crash_point_for_test("after-routing");
+      if (routed) routed();
       return {};
     };
     if (tables > 0 && exactly_ours_here(cfg)) {

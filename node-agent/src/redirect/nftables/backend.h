@@ -16,7 +16,7 @@ class NftablesBackend : public RedirectBackend {
  public:
   std::string_view name() const override { return "nftables"; }
   Result<> install(const netns::Netns& ns, const PodRedirectConfig& cfg,
-                   const std::function<void()>& lo_ready = {}) override;
+                   const std::function<void()>& routed = {}) override;
   Result<VerifyReport> verify(const netns::Netns& ns, const PodRedirectConfig& cfg) const override;
   Result<> remove(const netns::Netns& ns, const PodRedirectConfig& cfg) override;
 
