@@ -91,9 +91,9 @@ TEST_CASE("inbound to an enrolled pod lands on its 15006; 15008 is not redirecte
   CHECK((*hbone)["local"] == b.ip + ":15008");
 }
 
-// Also for a pod whose lo is still down at its ADD: the install hands the
-// pod to ztunnel once lo is up, which ztunnel's DNS listener on 127.0.0.1
-// needs (docs/node-agent.md#enrollment-pipeline).
+// Also for a pod whose lo is still down at its ADD: the install brings lo
+// up before the pod goes to ztunnel, whose DNS listener binds 127.0.0.1
+// (docs/node-agent.md#enrollment-pipeline).
 TEST_CASE("DNS from an enrolled pod, udp and tcp port 53, lands on 15053", "[e2e]") {
   NodeOptions opts;
   opts.backend = GENERATE(from_range(kBackends));
