@@ -152,13 +152,13 @@ Result<LoIpv4Conf> ipv4_conf_of(rtnl_link* lo) {
 // the table-100 route sends to lo: both need it up. The settings go in
 // the same request rather than through /proc/sys, whose files cost a path
 // walk each in a netns that has not opened them yet.
-Result<> ensure_lo(nl_sock* sk, const std::optional<LoIpv4Conf>& conf) {
+Result<> ensure_lo(nl_sock* sk, bool up, const std::optional<LoIpv4Conf>& conf) {
   AMBIENT_ASSIGN_OR_RETURN(Link lo, get_lo(sk));
   Link change(rtnl_link_alloc());
   if (!change) return make_error(Errc::Internal, "rtnl_link_alloc failed");
   bool changed = false;
   bool turned_off = false;
-  if ((rtnl_link_get_flags(lo.get()) & IFF_UP) == 0) {
+  if (up && (rtnl_link_get_flags(lo.get()) & IFF_UP) == 0) {
     rtnl_link_set_flags(change.get(), IFF_UP);
     changed = true;
   }
@@ -178,7 +178,7 @@ Result<> ensure_lo(nl_sock* sk, const std::optional<LoIpv4Conf>& conf) {
   }
   if (!changed) return {};
   if (int e = rtnl_link_change(sk, lo.get(), change.get(), 0); e < 0) {
-    return nl_error("set lo up and its IPv4 settings", e);
+    return nl_error("change lo's state or IPv4 settings", e);
   }
   // A write to either file under /proc/sys that turns it off also drops the
   // netns's cached routes, so none made while it was on outlives it; the
@@ -200,9 +200,14 @@ Result<LoIpv4Conf> read_lo_ipv4_conf() {
   return ipv4_conf_of(lo.get());
 }
 
+Result<> set_lo_ipv4_conf(const LoIpv4Conf& conf) {
+  AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
+  return ensure_lo(sk.get(), /*up=*/false, conf);
+}
+
 Result<> add_inpod_routing(bool ipv6, const std::optional<LoIpv4Conf>& lo_conf) {
   AMBIENT_ASSIGN_OR_RETURN(Sock sk, connect());
-  AMBIENT_RETURN_IF_ERROR(ensure_lo(sk.get(), lo_conf));
+  AMBIENT_RETURN_IF_ERROR(ensure_lo(sk.get(), /*up=*/true, lo_conf));
   const std::vector<IpFamily> ips = routed_families(ipv6);
   for (IpFamily ip : ips) {
     AMBIENT_ASSIGN_OR_RETURN(Route route, local_default_route(ip));

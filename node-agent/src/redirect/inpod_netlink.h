@@ -26,6 +26,8 @@ struct LoIpv4Conf {
 Result<> add_inpod_routing(bool ipv6, const std::optional<LoIpv4Conf>& lo_conf = std::nullopt);
 // lo's settings as the kernel reports them over netlink.
 Result<LoIpv4Conf> read_lo_ipv4_conf();
+// Sets them, leaving lo up or down as it is.
+Result<> set_lo_ipv4_conf(const LoIpv4Conf& conf);
 // Deletes both IP families' routing; missing objects are not an error.
 Result<> remove_inpod_routing();
 // Lists what is missing (empty: all present).

@@ -1,13 +1,9 @@
 #include "redirect/ebpf/backend.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <set>
 
 #include "fault/crash_point.h"
-#include "lib/unique_fd.h"
 #include "log/log.h"
 #include "netns/sock_diag.h"
 #include "redirect/ebpf/tw_link.h"
@@ -52,20 +48,6 @@ using namespace ebpf;
 // a martian otherwise. Both are per netns and only read for lo.
 LoIpv4Conf wanted_lo_conf(const PodRedirectConfig& cfg) {
   return {.accept_local = true, .route_localnet = cfg.dns_capture};
-}
-
-// Removal resets them through /proc/sys, whose write flushes the netns's
-// cached routes as a setting goes off.
-constexpr const char* kAcceptLocal = "/proc/sys/net/ipv4/conf/lo/accept_local";
-constexpr const char* kRouteLocalnet = "/proc/sys/net/ipv4/conf/lo/route_localnet";
-
-// /proc/sys/net is the calling thread's netns's.
-Result<> write_sysctl(const char* path, char value) {
-  UniqueFd fd(::open(path, O_WRONLY | O_CLOEXEC));
-  if (!fd.valid() || ::write(fd.get(), &value, 1) != 1) {
-    return sys_error(std::string("write ") + value + " to " + path);
-  }
-  return {};
 }
 
 // One hook where a filter of ours is or should be: what it should hold
@@ -203,9 +185,7 @@ Result<> remove_here(bool keep_routing = false) {
   if (!keep_routing) {
     if (auto routing = remove_inpod_routing(); !routing) note(routing.error());
   }
-  for (const char* path : {kAcceptLocal, kRouteLocalnet}) {
-    if (auto reset = write_sysctl(path, '0'); !reset) note(reset.error());
-  }
+  if (auto reset = set_lo_ipv4_conf({}); !reset) note(reset.error());
   if (!errors.empty()) return make_error(Errc::Internal, errors);
   return {};
 }
