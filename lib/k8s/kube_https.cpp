@@ -7,8 +7,14 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cstdint>
 #include <limits>
+#include <mutex>
+#include <utility>
+#include <vector>
 
 namespace ambient::k8s {
 
@@ -19,13 +25,34 @@ namespace http = boost::beast::http;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
+namespace detail {
+class Exchange;
+}
+
 struct KubeHttps::Impl {
+  Impl();
+  ~Impl();
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  // A connection a finished request left open, or none.
+  std::unique_ptr<detail::Exchange> take_idle() const;
+  void keep_idle(std::unique_ptr<detail::Exchange> x) const;
+
   std::string server, host, port, user_agent;
   std::string token, token_file;
   bool insecure = false;
   // OpenSSL contexts are safe to share once set up; calls only make
   // sessions from it.
   mutable ssl::context tls{ssl::context::tls_client};
+
+ private:
+  struct Idle {
+    std::unique_ptr<detail::Exchange> x;
+    Clock::time_point since;
+  };
+  mutable std::mutex idle_mu_;
+  mutable std::vector<Idle> idle_;  // newest last
 };
 
 namespace {
@@ -37,13 +64,32 @@ std::string trim(std::string s) {
 
 enum class Ended { Done, Timeout, Stopped };
 
-// One connection and its calls, each run to completion on this thread. A
-// pending operation that outlives its deadline, or `stop`, is cancelled,
-// which completes it with an error.
+}  // namespace
+
+namespace detail {
+
+// One connection and its calls, each run to completion on the calling
+// thread. A pending operation that outlives its deadline, or `stop`, is
+// cancelled, which completes it with an error.
 class Exchange {
  public:
   Exchange(const KubeHttps::Impl& k, const std::string& path, const std::atomic<bool>* stop)
       : k_(k), what_("kubernetes API " + k.server + path), stop_(stop), stream_(ioc_, k.tls) {}
+
+  // The next request on a connection kept open names its own path.
+  void retarget(const std::string& path) { what_ = "kubernetes API " + k_.server + path; }
+
+  // Whether a kept connection can carry another request: nothing of an
+  // earlier answer is left over, and the server has neither closed it nor
+  // sent anything (a TLS close_notify, an unrequested answer) since.
+  bool reusable() {
+    if (buf_.size() != 0) return false;
+    auto& sock = tcp().socket();
+    if (!sock.is_open()) return false;
+    char c;
+    const ssize_t n = ::recv(sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
 
   Result<> open(Clock::duration timeout) {
     const auto deadline = Clock::now() + timeout;
@@ -172,10 +218,57 @@ class Exchange {
   beast::flat_buffer buf_;
 };
 
+}  // namespace detail
+
+namespace {
+
+using detail::Exchange;
+
 // Connecting has its own, shorter bound: a dead server shows up fast.
 constexpr auto kConnectTimeout = 5s;
 
+// Connections kept open between requests (docs/node-agent.md#api-connections):
+// enough for the agent's concurrent enrollments to each find one, and
+// dropped well before a load balancer in front of the API server forgets
+// them silently.
+constexpr size_t kMaxIdle = 8;
+constexpr auto kMaxIdleTime = 30s;
+
+// RFC 9110 9.2.2: a request the server may have seen can be sent again.
+bool idempotent(http::verb v) {
+  return v == http::verb::get || v == http::verb::head || v == http::verb::put ||
+         v == http::verb::delete_ || v == http::verb::options;
+}
+
 }  // namespace
+
+KubeHttps::Impl::Impl() = default;
+KubeHttps::Impl::~Impl() = default;
+
+std::unique_ptr<Exchange> KubeHttps::Impl::take_idle() const {
+  std::vector<Idle> stale;  // closed outside the lock
+  std::unique_ptr<Exchange> found;
+  {
+    std::lock_guard lk(idle_mu_);
+    const auto now = Clock::now();
+    while (!idle_.empty()) {
+      Idle last = std::move(idle_.back());
+      idle_.pop_back();
+      if (now - last.since < kMaxIdleTime && last.x->reusable()) {
+        found = std::move(last.x);
+        break;
+      }
+      stale.push_back(std::move(last));
+    }
+  }
+  return found;
+}
+
+void KubeHttps::Impl::keep_idle(std::unique_ptr<Exchange> x) const {
+  std::lock_guard lk(idle_mu_);
+  if (idle_.size() >= kMaxIdle) idle_.erase(idle_.begin());  // the oldest
+  idle_.push_back({std::move(x), Clock::now()});
+}
 
 KubeHttps::KubeHttps(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 KubeHttps::~KubeHttps() = default;
@@ -245,17 +338,35 @@ Result<HttpResult> KubeHttps::request(std::string_view method, const std::string
     return make_error(Errc::InvalidArgument, "unknown HTTP method " + std::string(method));
   }
   const auto deadline = Clock::now() + timeout;
-  Exchange x(*impl_, path, nullptr);
-  AMBIENT_RETURN_IF_ERROR(x.open(std::min<Clock::duration>(timeout, kConnectTimeout)));
-  http::request<http::string_body> req{verb, path, 11};
-  if (!content_type.empty()) req.set(http::field::content_type, std::string(content_type));
-  req.body() = body;
-  AMBIENT_RETURN_IF_ERROR(x.write(req, deadline - Clock::now()));
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(256u << 20);  // a node's pods or the cluster's namespaces
-  AMBIENT_RETURN_IF_ERROR(x.read(parser, deadline - Clock::now()));
-  auto res = parser.release();
-  return HttpResult{.status = static_cast<long>(res.result_int()), .body = std::move(res.body())};
+  for (;;) {
+    std::unique_ptr<Exchange> x = impl_->take_idle();
+    const bool reused = x != nullptr;
+    if (reused) {
+      x->retarget(path);
+    } else {
+      x = std::make_unique<Exchange>(*impl_, path, nullptr);
+      AMBIENT_RETURN_IF_ERROR(x->open(std::min<Clock::duration>(timeout, kConnectTimeout)));
+    }
+    http::request<http::string_body> req{verb, path, 11};
+    if (!content_type.empty()) req.set(http::field::content_type, std::string(content_type));
+    req.body() = body;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(256u << 20);  // a node's pods or the cluster's namespaces
+    Result<> sent = x->write(req, deadline - Clock::now());
+    if (sent) sent = x->read(parser, deadline - Clock::now());
+    if (!sent) {
+      // A kept connection the server closed just as it was taken: nothing
+      // of an answer came back, so a request that may be repeated goes
+      // again on a new connection. Others (a POST of an Event) are the
+      // caller's to retry.
+      if (reused && !parser.got_some() && idempotent(verb) && Clock::now() < deadline) continue;
+      return std::move(sent).error();
+    }
+    auto res = parser.release();
+    if (res.keep_alive()) impl_->keep_idle(std::move(x));
+    return HttpResult{.status = static_cast<long>(res.result_int()),
+                      .body = std::move(res.body())};
+  }
 }
 
 Result<long> KubeHttps::stream_lines(const std::string& path,

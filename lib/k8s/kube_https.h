@@ -1,8 +1,11 @@
 // HTTPS to a Kubernetes API server, Boost.Beast over OpenSSL: the one
 // client of the plugin's fallback (OpenSSL linked statically) and of the
-// agent's informers and patches (OpenSSL shared). Each call opens its own
-// connection and is bounded by a deadline; the bearer token is re-read
-// from its file on every call, so rotated service-account tokens work.
+// agent's informers and patches (OpenSSL shared). Each call is bounded by
+// a deadline. A request goes on a connection an earlier one left open when
+// there is one (a TLS handshake costs both sides more than the request),
+// else on a new one; a watch always has its own. The bearer token is
+// re-read from its file on every call, so rotated service-account tokens
+// work. Calls may come from any number of threads at once.
 //
 // This file links no TLS library itself: each executable brings its own.
 #pragma once
@@ -34,7 +37,9 @@ class KubeHttps {
   KubeHttps& operator=(KubeHttps&&) noexcept;
 
   // A transport failure is an error (Errc::Timeout when the deadline
-  // passed); any HTTP status is a result.
+  // passed); any HTTP status is a result. Only a request that may be
+  // repeated (GET, HEAD, PUT, DELETE, OPTIONS) is sent again, once per
+  // kept connection, when a kept connection fails before any answer.
   Result<HttpResult> request(std::string_view method, const std::string& path,
                              const std::string& body, std::string_view content_type,
                              std::chrono::milliseconds timeout) const;

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -278,6 +279,86 @@ TEST_CASE("k8s: the redirection annotation has upstream's exact values and patch
   REQUIRE(bodies.size() == 2);
   CHECK(bodies[0] == R"({"metadata":{"annotations":{"ambient.istio.io/redirection":"enabled"}}})");
   CHECK(bodies[1] == R"({"metadata":{"annotations":{"ambient.istio.io/redirection":null}}})");
+}
+
+TEST_CASE("k8s: enrollments' annotation PATCHes go over a kept connection", "[e2e][k8s]") {
+  // docs/node-agent.md#api-connections: a TLS handshake per PATCH cost the
+  // agent and the API server more than the PATCH itself.
+  SimNode node(kubernetes_node());
+  node.create_namespace("mesh", kAmbientLabels);
+  node.api_json("DELETE", "/fake/requests");
+  constexpr int kPods = 6;
+  std::vector<Pod> pods;
+  for (int i = 0; i < kPods; ++i)
+    pods.push_back(node.must_add_pod("k" + std::to_string(i), "mesh"));
+  std::set<std::string> remotes;
+  int patches = 0;
+  auto reqs = node.api_json("GET", "/fake/requests?method=PATCH")["requests"];
+  INFO(reqs.dump());
+  for (const auto& r : reqs) {
+    if (r.value("body", "") != kEnabledPatch) continue;
+    ++patches;
+    remotes.insert(r.value("remote", ""));
+  }
+  CHECK(patches == kPods);
+  // One connection carries them all, one after the other; a second may
+  // have been opened when another of the agent's requests held the first.
+  CHECK(remotes.size() <= 2);
+  CHECK_FALSE(remotes.contains(""));
+}
+
+TEST_CASE(
+    "k8s: a kept API connection the server drops is replaced; only a request that may be repeated "
+    "is sent again",
+    "[e2e][k8s]") {
+  // The test's own client is the agent's (lib/k8s/kube_https), talking to
+  // the same server.
+  SimNode node(kubernetes_node());
+  node.create_namespace("mesh", kAmbientLabels);
+  const std::string path = "/api/v1/namespaces/mesh";
+  auto logged = [&](const std::string& method) {
+    json out = json::array();
+    const json all = node.api_json("GET", "/fake/requests?method=" + method)["requests"];
+    for (const auto& r : all) {
+      if (r.value("path", "") == path) out.push_back(r);
+    }
+    return out;
+  };
+  node.api_json("DELETE", "/fake/requests");
+  node.api_json("GET", path);
+  node.api_json("GET", path);
+  json reads = logged("GET");
+  INFO(reads.dump());
+  REQUIRE(reads.size() == 2);
+  CHECK(reads[0]["remote"] == reads[1]["remote"]);
+
+  // The server closes the kept connection as the next GET arrives: the GET
+  // goes again on a new connection and succeeds.
+  node.api_json("DELETE", "/fake/requests");
+  node.api_json("POST", "/fake/fail?path=" + path + "&method=GET&drop=true");
+  auto got = node.api("GET", path);
+  REQUIRE(got);
+  CHECK(got->status == 200);
+  reads = logged("GET");
+  INFO(reads.dump());
+  REQUIRE(reads.size() == 2);
+  CHECK(reads[0]["status"] == 0);
+  CHECK(reads[1]["status"] == 200);
+  CHECK(reads[0]["remote"] != reads[1]["remote"]);
+
+  // A PATCH is not sent twice by the client: the caller learns that the
+  // connection went and decides (the agent's annotation writers retry).
+  node.api_json("DELETE", "/fake/requests");
+  node.api_json("POST", "/fake/fail?path=" + path + "&method=PATCH&drop=true");
+  auto patched = node.api("PATCH", path, R"({"metadata":{"labels":{"seen":"once"}}})",
+                          "application/merge-patch+json");
+  REQUIRE_FALSE(patched);
+  CHECK_THAT(patched.error().describe(), Catch::Contains("kubernetes API") &&
+                                             Catch::Contains(path) &&
+                                             Catch::Contains("read response"));
+  CHECK(logged("PATCH").size() == 1);
+  // And the next request finds a working connection.
+  CHECK(node.api_json("GET", path)["metadata"]["name"] == "mesh");
 }
 
 TEST_CASE("k8s: deleting a pod sends Del and forgets it", "[e2e][k8s]") {

@@ -718,13 +718,14 @@ void SimNode::kill_sandbox(const Pod& p) {
 void SimNode::start_apiserver() {
   fs::create_directories(dir_ + "/tls");
   fs::remove(dir_ + "/apiserver.json");
-  apiserver_.emplace(
-      std::vector<std::string>{"ip", "netns", "exec", node_netns(), bin_path("fake-apiserver"),
-                               "--listen", node_ip() + ":6443", "--san", node_ip(), "--tls-dir",
-                               dir_ + "/tls", "--state", dir_ + "/apiserver-state.json",
-                               "--ready-file", dir_ + "/apiserver.json", "--kubeconfig-out",
-                               kubeconfig(), "--bookmark-interval", "1s"},
-      dir_ + "/apiserver.log");
+  std::vector<std::string> argv = {"ip", "netns", "exec", node_netns(), bin_path("fake-apiserver")};
+  argv.insert(argv.end(), {"--listen", node_ip() + ":6443", "--san", node_ip(), "--tls-dir",
+                           dir_ + "/tls", "--ready-file", dir_ + "/apiserver.json",
+                           "--kubeconfig-out", kubeconfig(), "--bookmark-interval", "1s"});
+  if (opts_.apiserver_state) {
+    argv.insert(argv.end(), {"--state", dir_ + "/apiserver-state.json"});
+  }
+  apiserver_.emplace(argv, dir_ + "/apiserver.log");
   if (!eventually([&] { return fs::exists(dir_ + "/apiserver.json"); }, 5s))
     FAIL("fake-apiserver did not start:\n" << read_file(dir_ + "/apiserver.log"));
   if (!opts_.installer) {  // else the agent's installer writes the plugin's kubeconfig

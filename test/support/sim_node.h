@@ -125,6 +125,11 @@ struct NodeOptions {
   // upstream's default selectors, pods as API objects with a sandbox
   // process in a pod cgroup (so the /proc scan can find them).
   bool kubernetes = false;
+  // The fake API server keeps its objects in a state file, rewritten whole
+  // on every write, so that a restarted server has them. Benchmarks that
+  // never restart it turn that off: on a node of a few hundred pods each
+  // PATCH would cost the stand-in more CPU than the enrollment it measures.
+  bool apiserver_state = true;
   PrimaryCni primary = PrimaryCni::Bridge;
   // The agent shares the node's netns (hostNetwork) instead of running in
   // a pod netns of its own, the chart's default.
@@ -201,6 +206,7 @@ class SimNode {
   bool agent_running() { return agent_ && agent_->running(); }
   pid_t agent_pid() const { return agent_ ? agent_->pid() : -1; }
   pid_t ztunnel_pid() const { return ztunnel_ ? ztunnel_->pid() : -1; }
+  pid_t apiserver_pid() const { return apiserver_ ? apiserver_->pid() : -1; }
   void stop_agent();
   void start_ztunnel();
   void stop_ztunnel();

@@ -25,6 +25,9 @@ type requestEntry struct {
 	Accept      string `json:"accept,omitempty"`
 	UserAgent   string `json:"userAgent,omitempty"`
 	Watch       bool   `json:"watch"`
+	// Remote is the client's address and port: one per connection, so a
+	// test can tell which requests shared one.
+	Remote string `json:"remote"`
 	// Body is the exact request body, kept for every method that carries
 	// one so tests can assert byte-for-byte what a client sent.
 	Body *string `json:"body,omitempty"`
@@ -51,6 +54,7 @@ func (l *requestLog) add(r *http.Request, body []byte) *requestEntry {
 		Accept:      r.Header.Get("Accept"),
 		UserAgent:   r.Header.Get("User-Agent"),
 		Watch:       isTrue(r.URL.Query().Get("watch")),
+		Remote:      r.RemoteAddr,
 	}
 	if len(body) > 0 {
 		if utf8.Valid(body) {
@@ -99,12 +103,15 @@ func (l *requestLog) clear() {
 }
 
 type faultRule struct {
-	Path      string `json:"path"`
-	Method    string `json:"method,omitempty"`
-	Watch     string `json:"watch,omitempty"` // "", "true" or "false"
-	Code      int    `json:"code"`            // 0: no failure, only the delay
-	DelayMs   int    `json:"delayMs,omitempty"`
-	Remaining int    `json:"remaining"` // -1: until cleared
+	Path    string `json:"path"`
+	Method  string `json:"method,omitempty"`
+	Watch   string `json:"watch,omitempty"` // "", "true" or "false"
+	Code    int    `json:"code"`            // 0: no failure, only the delay
+	DelayMs int    `json:"delayMs,omitempty"`
+	// Drop closes the connection without an answer (after the delay), as
+	// a server or load balancer does with one it has just given up on.
+	Drop      bool `json:"drop,omitempty"`
+	Remaining int  `json:"remaining"` // -1: until cleared
 }
 
 type faults struct {
@@ -113,9 +120,10 @@ type faults struct {
 }
 
 // check finds the first rule for the request, uses up one of its
-// remaining matches, and returns how long to hold the request and the
-// failure to answer with (nil: serve it normally).
-func (f *faults) check(r *http.Request) (time.Duration, *apiError) {
+// remaining matches, and returns how long to hold the request, whether to
+// drop its connection, and the failure to answer with (nil: serve it
+// normally).
+func (f *faults) check(r *http.Request) (time.Duration, bool, *apiError) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	watch := isTrue(r.URL.Query().Get("watch"))
@@ -132,13 +140,16 @@ func (f *faults) check(r *http.Request) (time.Duration, *apiError) {
 			}
 		}
 		delay := time.Duration(rule.DelayMs) * time.Millisecond
-		if rule.Code == 0 {
-			return delay, nil
+		if rule.Drop {
+			return delay, true, nil
 		}
-		return delay, &apiError{rule.Code, reasonForCode(rule.Code),
+		if rule.Code == 0 {
+			return delay, false, nil
+		}
+		return delay, false, &apiError{rule.Code, reasonForCode(rule.Code),
 			fmt.Sprintf("injected failure %d for %s (fake-apiserver /fake/fail)", rule.Code, rule.Path), nil}
 	}
-	return 0, nil
+	return 0, false, nil
 }
 
 func (f *faults) list() []faultRule {
@@ -193,6 +204,13 @@ func (s *server) serveControl(w http.ResponseWriter, r *http.Request) {
 				}
 				rule.Code = n
 			}
+			if d := q.Get("drop"); d != "" {
+				if d != "true" && d != "false" {
+					writeError(w, errBadRequest("drop must be true or false"))
+					return
+				}
+				rule.Drop = d == "true"
+			}
 			if d := q.Get("delay"); d != "" {
 				n, err := strconv.Atoi(d)
 				if err != nil || n < 0 || n > 60000 {
@@ -201,7 +219,7 @@ func (s *server) serveControl(w http.ResponseWriter, r *http.Request) {
 				}
 				rule.DelayMs = n
 			}
-			if rule.Code == 0 && rule.DelayMs == 0 {
+			if rule.Code == 0 && rule.DelayMs == 0 && !rule.Drop {
 				writeError(w, errBadRequest("code=0 needs a delay"))
 				return
 			}

@@ -133,17 +133,19 @@ subject to injected failures):
                                 before now gets 410 Expired
   POST   /fake/close-watches    reset every open watch stream (no final
                                 chunk), like a server crash
-  POST   /fake/fail?path=PREFIX&code=N&count=K[&method=M][&watch=true|false][&delay=MS]
+  POST   /fake/fail?path=PREFIX&code=N&count=K[&method=M][&watch=true|false][&delay=MS][&drop=true]
                                 the next K (default 1; -1 = until cleared)
                                 requests whose path starts with PREFIX fail
                                 with a Status of code N (default 500), after
                                 MS milliseconds (default 0); code=0 with a
-                                delay only slows them down
+                                delay only slows them down; drop=true closes
+                                the connection without an answer instead
   GET    /fake/fail             the active rules;  DELETE /fake/fail clears
   GET    /fake/requests[?method=M&path=PREFIX&since=SEQ]
                                 recent requests (not /fake/ ones), oldest
                                 first: seq, time, method, path, query,
-                                contentType, accept, userAgent, watch, body
+                                contentType, accept, userAgent, watch,
+                                remote (client address:port), body
                                 (exact text when there was one; bodyBase64
                                 instead when it is not UTF-8), status
   DELETE /fake/requests         clear that log

@@ -49,9 +49,19 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, aerr)
 		return
 	}
-	delay, aerr := s.faults.check(r)
+	delay, drop, aerr := s.faults.check(r)
 	if delay > 0 {
 		time.Sleep(delay)
+	}
+	if drop { // logged with status 0: no answer
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		// HTTP/2 has no hijacking: abort the stream instead.
+		panic(http.ErrAbortHandler)
 	}
 	if aerr != nil {
 		writeError(rec, aerr)
