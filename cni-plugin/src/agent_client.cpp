@@ -21,6 +21,9 @@ Result<HttpReply> UnixHttpClient::post(const std::string& socket_path, std::stri
   req.set(http::field::host, "unix");
   req.set(http::field::content_type, "application/json");
   req.set(http::field::user_agent, "istio-cni");
+  // One request per run: the agent closes once it has answered instead of
+  // waiting for our exit to close the connection.
+  req.keep_alive(false);
   req.body() = body;
   req.prepare_payload();
 

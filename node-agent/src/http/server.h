@@ -5,6 +5,8 @@
 // thread.
 #pragma once
 
+#include <sys/ioctl.h>
+
 // Boost.Asio's awaitable.hpp uses std::exchange without including it.
 #include <utility>
 
@@ -132,6 +134,19 @@ class Server {
           auto res = make_response(std::move(r), self->keep_alive_);
           beast::error_code wec;
           bhttp::write(self->stream_.socket(), *res, wec);
+          // A client that asked to close (`Connection: close`, as the
+          // plugin does) and sent nothing more is done, and so is one that
+          // has gone (the plugin does not wait for its log request's
+          // answer): the exchange ends here, without waking the I/O thread
+          // to see it out. A client with bytes still unread gets the
+          // lingering close, which keeps them from turning our close into a
+          // reset.
+          if (wec || (!self->keep_alive_ && self->nothing_unread())) {
+            // No shutdown first: it would wake the I/O thread's poll of
+            // this very socket. The close alone ends it as gracefully.
+            self->stream_.socket().close(wec);
+            return;
+          }
           asio::post(self->stream_.get_executor(), [self, wec] { self->after_write(wec); });
           return;
         }
@@ -142,6 +157,13 @@ class Server {
     }
 
     static constexpr size_t kDirectWriteLimit = 4096;
+
+    // Neither our buffer nor the socket holds bytes past the request.
+    bool nothing_unread() {
+      if (buf_.size() != 0) return false;
+      int pending = 0;
+      return ::ioctl(stream_.socket().native_handle(), FIONREAD, &pending) == 0 && pending == 0;
+    }
 
     static std::shared_ptr<bhttp::response<bhttp::string_body>> make_response(Response r,
                                                                               bool keep_alive) {
