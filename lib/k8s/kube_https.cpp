@@ -7,10 +7,14 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <mutex>
 #include <utility>
@@ -38,6 +42,9 @@ struct KubeHttps::Impl {
   // A connection a finished request left open, or none.
   std::unique_ptr<detail::Exchange> take_idle() const;
   void keep_idle(std::unique_ptr<detail::Exchange> x) const;
+  // Closes every kept connection: one of them failed, and the others went
+  // to the same server.
+  void drop_idle() const;
 
   std::string server, host, port, user_agent;
   std::string token, token_file;
@@ -51,6 +58,7 @@ struct KubeHttps::Impl {
     std::unique_ptr<detail::Exchange> x;
     Clock::time_point since;
   };
+  void expire_locked(std::vector<Idle>& to) const;
   mutable std::mutex idle_mu_;
   mutable std::vector<Idle> idle_;  // newest last
 };
@@ -67,6 +75,24 @@ enum class Ended { Done, Timeout, Stopped };
 }  // namespace
 
 namespace detail {
+
+// A kept connection whose server died without closing it would hang the
+// next request for its whole deadline: TCP keepalive probes find it while
+// it is idle (reusable() then sees the error), and a request's bytes left
+// unacknowledged fail it after kUserTimeout. Asio's sockets are not
+// close-on-exec, and a kept one must not live on in the agent's iptables
+// and nft children.
+inline void keep_probing(int fd) {
+  constexpr int kIdle = 5, kInterval = 5, kCount = 2;  // seconds, probes
+  constexpr int kUserTimeoutMs = 15000;
+  const int on = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &kIdle, sizeof kIdle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &kInterval, sizeof kInterval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &kCount, sizeof kCount);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &kUserTimeoutMs, sizeof kUserTimeoutMs);
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
 
 // One connection and its calls, each run to completion on the calling
 // thread. A pending operation that outlives its deadline, or `stop`, is
@@ -93,10 +119,14 @@ class Exchange {
 
   Result<> open(Clock::duration timeout) {
     const auto deadline = Clock::now() + timeout;
-    asio::ip::tcp::resolver resolver(ioc_);
+    // Asio resolves on a thread of the resolver's io_context, which lives
+    // as long as that io_context: a temporary one takes it away again,
+    // where this connection's own may be kept open for later requests.
+    asio::io_context resolving;
+    asio::ip::tcp::resolver resolver(resolving);
     asio::ip::tcp::resolver::results_type endpoints;
-    AMBIENT_RETURN_IF_ERROR(run(
-        "resolve " + k_.host, deadline,
+    AMBIENT_RETURN_IF_ERROR(run_on(
+        resolving, "resolve " + k_.host, deadline,
         [&](auto done) {
           resolver.async_resolve(k_.host, k_.port, [&, done](auto ec, auto results) {
             endpoints = std::move(results);
@@ -114,6 +144,7 @@ class Exchange {
     // server's delayed ACK under Nagle: 40 ms per request otherwise.
     boost::system::error_code nodelay_ec;
     tcp().socket().set_option(asio::ip::tcp::no_delay(true), nodelay_ec);
+    keep_probing(tcp().socket().native_handle());
     if (!k_.insecure) stream_.set_verify_callback(ssl::host_name_verification(k_.host));
     // SNI only for names (RFC 6066 forbids IP literals).
     boost::system::error_code addr_ec;
@@ -178,10 +209,16 @@ class Exchange {
  private:
   beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream_); }
 
-  // Starts an operation with `start(done)` and runs the io_context until
-  // done() was called, checking the deadline and `stop` every 100 ms.
   template <class Start, class Cancel>
   Result<> run(const std::string& step, Clock::time_point deadline, Start start, Cancel cancel) {
+    return run_on(ioc_, step, deadline, start, cancel);
+  }
+
+  // Starts an operation with `start(done)` and runs `ioc` until done() was
+  // called, checking the deadline and `stop` every 100 ms.
+  template <class Start, class Cancel>
+  Result<> run_on(asio::io_context& ioc, const std::string& step, Clock::time_point deadline,
+                  Start start, Cancel cancel) {
     bool finished = false;
     boost::system::error_code result;
     start([&](boost::system::error_code ec) {
@@ -190,8 +227,8 @@ class Exchange {
     });
     Ended why = Ended::Done;
     while (!finished) {  // NOLINT(bugprone-infinite-loop): set by the handler above, by reference
-      ioc_.restart();
-      ioc_.run_for(100ms);
+      ioc.restart();
+      ioc.run_for(100ms);
       if (finished || why != Ended::Done) continue;
       if (stopped()) {
         why = Ended::Stopped;
@@ -234,10 +271,12 @@ constexpr auto kConnectTimeout = 5s;
 constexpr size_t kMaxIdle = 8;
 constexpr auto kMaxIdleTime = 30s;
 
-// RFC 9110 9.2.2: a request the server may have seen can be sent again.
-bool idempotent(http::verb v) {
-  return v == http::verb::get || v == http::verb::head || v == http::verb::put ||
-         v == http::verb::delete_ || v == http::verb::options;
+// Requests that change nothing may be sent again. PUT and DELETE are
+// idempotent too (RFC 9110 9.2.2), but the API server answers a repeated
+// one with 409 or 404 after the first took effect, so they are not (as in
+// Go's net/http, which client-go uses).
+bool repeatable(http::verb v) {
+  return v == http::verb::get || v == http::verb::head || v == http::verb::options;
 }
 
 }  // namespace
@@ -245,19 +284,29 @@ bool idempotent(http::verb v) {
 KubeHttps::Impl::Impl() = default;
 KubeHttps::Impl::~Impl() = default;
 
+// Moves the connections kept longer than kMaxIdleTime (the oldest come
+// first) out of `idle` into `to`.
+void KubeHttps::Impl::expire_locked(std::vector<Idle>& to) const {
+  const auto oldest_kept = Clock::now() - kMaxIdleTime;
+  auto end = idle_.begin();
+  while (end != idle_.end() && end->since <= oldest_kept) ++end;
+  std::move(idle_.begin(), end, std::back_inserter(to));
+  idle_.erase(idle_.begin(), end);
+}
+
+// In each of these, `stale` is declared before the lock, so the connections
+// it takes are closed after the lock is released.
 std::unique_ptr<Exchange> KubeHttps::Impl::take_idle() const {
-  std::vector<Idle> stale;  // closed outside the lock
+  std::vector<Idle> stale;
   std::unique_ptr<Exchange> found;
-  {
-    std::lock_guard lk(idle_mu_);
-    const auto now = Clock::now();
-    while (!idle_.empty()) {
-      Idle last = std::move(idle_.back());
-      idle_.pop_back();
-      if (now - last.since < kMaxIdleTime && last.x->reusable()) {
-        found = std::move(last.x);
-        break;
-      }
+  std::lock_guard lk(idle_mu_);
+  expire_locked(stale);
+  while (!idle_.empty() && !found) {
+    Idle last = std::move(idle_.back());
+    idle_.pop_back();
+    if (last.x->reusable()) {
+      found = std::move(last.x);
+    } else {
       stale.push_back(std::move(last));
     }
   }
@@ -265,9 +314,20 @@ std::unique_ptr<Exchange> KubeHttps::Impl::take_idle() const {
 }
 
 void KubeHttps::Impl::keep_idle(std::unique_ptr<Exchange> x) const {
+  std::vector<Idle> stale;
   std::lock_guard lk(idle_mu_);
-  if (idle_.size() >= kMaxIdle) idle_.erase(idle_.begin());  // the oldest
+  expire_locked(stale);
+  if (idle_.size() >= kMaxIdle) {  // the oldest goes
+    stale.push_back(std::move(idle_.front()));
+    idle_.erase(idle_.begin());
+  }
   idle_.push_back({std::move(x), Clock::now()});
+}
+
+void KubeHttps::Impl::drop_idle() const {
+  std::vector<Idle> stale;
+  std::lock_guard lk(idle_mu_);
+  stale.swap(idle_);
 }
 
 KubeHttps::KubeHttps(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -345,7 +405,8 @@ Result<HttpResult> KubeHttps::request(std::string_view method, const std::string
       x->retarget(path);
     } else {
       x = std::make_unique<Exchange>(*impl_, path, nullptr);
-      AMBIENT_RETURN_IF_ERROR(x->open(std::min<Clock::duration>(timeout, kConnectTimeout)));
+      AMBIENT_RETURN_IF_ERROR(
+          x->open(std::min<Clock::duration>(deadline - Clock::now(), kConnectTimeout)));
     }
     http::request<http::string_body> req{verb, path, 11};
     if (!content_type.empty()) req.set(http::field::content_type, std::string(content_type));
@@ -355,17 +416,20 @@ Result<HttpResult> KubeHttps::request(std::string_view method, const std::string
     Result<> sent = x->write(req, deadline - Clock::now());
     if (sent) sent = x->read(parser, deadline - Clock::now());
     if (!sent) {
+      // The others were opened to the same server: after a failover or a
+      // restart they are as dead as this one.
+      if (reused) impl_->drop_idle();
       // A kept connection the server closed just as it was taken: nothing
-      // of an answer came back, so a request that may be repeated goes
-      // again on a new connection. Others (a POST of an Event) are the
-      // caller's to retry.
-      if (reused && !parser.got_some() && idempotent(verb) && Clock::now() < deadline) continue;
+      // of an answer came back, so a request that changes nothing goes
+      // again, on a new connection. Others (a PATCH, the POST of an
+      // Event) are the caller's to retry.
+      if (reused && !parser.got_some() && repeatable(verb) && Clock::now() < deadline) continue;
       return std::move(sent).error();
     }
+    const bool keep = parser.keep_alive();  // also false for a body that ended with the connection
     auto res = parser.release();
-    if (res.keep_alive()) impl_->keep_idle(std::move(x));
-    return HttpResult{.status = static_cast<long>(res.result_int()),
-                      .body = std::move(res.body())};
+    if (keep) impl_->keep_idle(std::move(x));
+    return HttpResult{.status = static_cast<long>(res.result_int()), .body = std::move(res.body())};
   }
 }
 

@@ -37,9 +37,11 @@ class KubeHttps {
   KubeHttps& operator=(KubeHttps&&) noexcept;
 
   // A transport failure is an error (Errc::Timeout when the deadline
-  // passed); any HTTP status is a result. Only a request that may be
-  // repeated (GET, HEAD, PUT, DELETE, OPTIONS) is sent again, once per
-  // kept connection, when a kept connection fails before any answer.
+  // passed); any HTTP status is a result. When a kept connection fails
+  // before any answer, every kept connection is closed, and a request that
+  // changes nothing (GET, HEAD, OPTIONS) is sent once more on a new one.
+  // All calls must come from one network namespace: a kept connection
+  // lives in the one it was opened in.
   Result<HttpResult> request(std::string_view method, const std::string& path,
                              const std::string& body, std::string_view content_type,
                              std::chrono::milliseconds timeout) const;

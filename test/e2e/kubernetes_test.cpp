@@ -361,6 +361,38 @@ TEST_CASE(
   CHECK(node.api_json("GET", path)["metadata"]["name"] == "mesh");
 }
 
+TEST_CASE(
+    "k8s: kept API connections the server closed while idle are not used again, by the test's "
+    "client or the agent",
+    "[e2e][k8s]") {
+  SimNode node(kubernetes_node());
+  node.create_namespace("mesh", kAmbientLabels);
+  node.must_add_pod("a", "mesh");  // the agent keeps the connection of its PATCH
+  const std::string path = "/api/v1/namespaces/mesh";
+  node.api_json("DELETE", "/fake/requests");
+  node.api_json("GET", path);  // and this client its own
+  auto closed = node.api_from_another_client("POST", "/fake/close-idle");
+  REQUIRE(closed);
+  REQUIRE(json::parse(closed->body)["closed"] == true);
+  // A PATCH is never sent twice, so it succeeds only if the client saw,
+  // before sending, that its kept connection had been closed.
+  auto patched = node.api("PATCH", path, R"({"metadata":{"labels":{"seen":"once"}}})",
+                          "application/merge-patch+json");
+  REQUIRE(patched);
+  CHECK(patched->status == 200);
+  const json all = node.api_json("GET", "/fake/requests")["requests"];
+  INFO(all.dump());
+  std::vector<std::string> remotes;
+  for (const auto& r : all) {
+    if (r.value("path", "") == path) remotes.push_back(r.value("remote", ""));
+  }
+  REQUIRE(remotes.size() == 2);  // the GET, then the PATCH on a new connection
+  CHECK(remotes[0] != remotes[1]);
+  // The agent's next PATCH finds its kept connection closed too.
+  Pod b = node.must_add_pod("b", "mesh");
+  CHECK(node.redirection_annotation(b) == "enabled");
+}
+
 TEST_CASE("k8s: deleting a pod sends Del and forgets it", "[e2e][k8s]") {
   SimNode node(kubernetes_node());
   node.create_namespace("mesh", kAmbientLabels);

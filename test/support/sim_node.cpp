@@ -751,6 +751,21 @@ Result<k8s::HttpResult> SimNode::api(const std::string& method, const std::strin
   return out;
 }
 
+Result<k8s::HttpResult> SimNode::api_from_another_client(const std::string& method,
+                                                         const std::string& path) {
+  auto ns = netns::Netns::open("/var/run/netns/" + node_netns());
+  if (!ns) return std::move(ns).error();
+  auto cfg = k8s::load_kubeconfig(kubeconfig());
+  if (!cfg) return std::move(cfg).error();
+  Result<k8s::HttpResult> out = make_error(Errc::Internal, "not run");
+  auto r = netns::run_in_netns(*ns, [&]() -> Result<> {
+    out = k8s::KubeClient(*cfg).request(method, path);
+    return {};
+  });
+  if (!r) return std::move(r).error();
+  return out;
+}
+
 json SimNode::api_json(const std::string& method, const std::string& path, const std::string& body,
                        const std::string& content_type) {
   auto r = api(method, path, body, content_type);

@@ -217,6 +217,10 @@ class SimNode {
   Result<k8s::HttpResult> api(const std::string& method, const std::string& path,
                               const std::string& body = "",
                               const std::string& content_type = "application/json");
+  // The same from a client of its own, which shares no kept connection
+  // with api()'s.
+  Result<k8s::HttpResult> api_from_another_client(const std::string& method,
+                                                  const std::string& path);
   nlohmann::json api_json(const std::string& method, const std::string& path,
                           const std::string& body = "",
                           const std::string& content_type = "application/json");

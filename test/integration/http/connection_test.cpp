@@ -9,6 +9,8 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstring>
+#include <future>
 #include <string>
 
 #include "http/server.h"
@@ -93,18 +95,31 @@ TEST_CASE("http: bytes sent after a Connection: close request do not cut its ans
           "[http]") {
   test::TempDir dir;
   const std::string path = dir.path() + "/s.sock";
-  test::UnixHttpServer server(path, [](const http::Request&) {
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  test::UnixHttpServer server(path, [&](const http::Request&) {
+    entered.set_value();
+    released.wait();
     return http::Response{200, "enrolled\n"};
   });
   UniqueFd fd = connect_to(path);
-  // A second request the server will not read. Over TCP (the metrics
-  // port) a close with it unread resets the connection and drops whatever
-  // of the answer is still queued to send; the server must not lose the
-  // answer either way.
-  send_all(fd.get(), kClose + kKeepAlive);
+  send_all(fd.get(), kClose);
+  // The request is parsed and its handler runs: what comes now waits,
+  // unread, in the server's socket when the answer goes out. A close with
+  // it unread would end the connection with a reset instead of an end of
+  // stream (over TCP, dropping whatever of the answer is still queued).
+  REQUIRE(entered.get_future().wait_for(5s) == std::future_status::ready);
+  send_all(fd.get(), kKeepAlive);
+  release.set_value();
   const std::string answer = read_until(fd.get(), kAnswered);
   CHECK(answer.starts_with("HTTP/1.1 200 OK\r\n"));
   CHECK(answer.ends_with("\r\n\r\nenrolled\n"));
+  pollfd p{fd.get(), POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 5000) == 1);
+  char c;
+  const ssize_t n = ::recv(fd.get(), &c, 1, 0);
+  INFO("recv: " << n << (n < 0 ? std::string(" ") + std::strerror(errno) : std::string()));
+  CHECK(n == 0);
 }
 
 TEST_CASE("http: a keep-alive client is answered request after request on one connection",

@@ -185,6 +185,14 @@ func (s *server) serveControl(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, 200, map[string]any{"closed": s.store.closeWatches()})
+	case "/fake/close-idle":
+		if !method(http.MethodPost) {
+			return
+		}
+		if s.closeIdle != nil {
+			s.closeIdle()
+		}
+		writeJSON(w, 200, map[string]any{"closed": s.closeIdle != nil})
 	case "/fake/fail":
 		if !method(http.MethodGet, http.MethodPost, http.MethodDelete) {
 			return
@@ -220,7 +228,7 @@ func (s *server) serveControl(w http.ResponseWriter, r *http.Request) {
 				rule.DelayMs = n
 			}
 			if rule.Code == 0 && rule.DelayMs == 0 && !rule.Drop {
-				writeError(w, errBadRequest("code=0 needs a delay"))
+				writeError(w, errBadRequest("code=0 needs a delay or drop=true"))
 				return
 			}
 			if c := q.Get("count"); c != "" {

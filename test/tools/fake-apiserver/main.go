@@ -133,13 +133,17 @@ subject to injected failures):
                                 before now gets 410 Expired
   POST   /fake/close-watches    reset every open watch stream (no final
                                 chunk), like a server crash
+  POST   /fake/close-idle       close the idle keep-alive connections, as a
+                                server or load balancer does after a while
   POST   /fake/fail?path=PREFIX&code=N&count=K[&method=M][&watch=true|false][&delay=MS][&drop=true]
                                 the next K (default 1; -1 = until cleared)
                                 requests whose path starts with PREFIX fail
                                 with a Status of code N (default 500), after
                                 MS milliseconds (default 0); code=0 with a
-                                delay only slows them down; drop=true closes
-                                the connection without an answer instead
+                                delay only slows them down; drop=true
+                                instead closes the connection without an
+                                answer (HTTP/2: resets the stream), and
+                                code is not used
   GET    /fake/fail             the active rules;  DELETE /fake/fail clears
   GET    /fake/requests[?method=M&path=PREFIX&since=SEQ]
                                 recent requests (not /fake/ ones), oldest
@@ -266,6 +270,12 @@ func run(o options) error {
 	}
 	httpsURL := "https://" + urlHost(ln.Addr())
 	hs := &http.Server{Handler: srv}
+	srv.closeIdle = func() {
+		// Turning keep-alives off closes the idle connections; the one
+		// asking stays, as it is busy.
+		hs.SetKeepAlivesEnabled(false)
+		hs.SetKeepAlivesEnabled(true)
+	}
 	hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if o.noH2 {
 		hs.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}

@@ -23,6 +23,8 @@ type server struct {
 	verbose          bool
 	reqlog           *requestLog
 	faults           *faults
+	// closeIdle closes the HTTPS listener's idle keep-alive connections.
+	closeIdle func()
 }
 
 // Real apiservers cap request bodies at 3 MiB (etcd's limit plus slack).
