@@ -43,6 +43,18 @@ void set_pod_ips(SimNode& node, const Pod& p, const json& ips) {
 const std::string kEnabledPatch =
     R"({"metadata":{"annotations":{"ambient.istio.io/redirection":"enabled"}}})";
 
+// The requests the API server logged for exactly `path` (and `method`,
+// when given), oldest first.
+json logged_at(SimNode& node, const std::string& path, const std::string& method = "") {
+  const json all = node.api_json(
+      "GET", "/fake/requests" + (method.empty() ? "" : "?method=" + method))["requests"];
+  json out = json::array();
+  for (const auto& r : all) {
+    if (r.value("path", "") == path) out.push_back(r);
+  }
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -288,9 +300,7 @@ TEST_CASE("k8s: enrollments' annotation PATCHes go over a kept connection", "[e2
   node.create_namespace("mesh", kAmbientLabels);
   node.api_json("DELETE", "/fake/requests");
   constexpr int kPods = 6;
-  std::vector<Pod> pods;
-  for (int i = 0; i < kPods; ++i)
-    pods.push_back(node.must_add_pod("k" + std::to_string(i), "mesh"));
+  for (int i = 0; i < kPods; ++i) node.must_add_pod("k" + std::to_string(i), "mesh");
   std::set<std::string> remotes;
   int patches = 0;
   auto reqs = node.api_json("GET", "/fake/requests?method=PATCH")["requests"];
@@ -316,14 +326,7 @@ TEST_CASE(
   SimNode node(kubernetes_node());
   node.create_namespace("mesh", kAmbientLabels);
   const std::string path = "/api/v1/namespaces/mesh";
-  auto logged = [&](const std::string& method) {
-    json out = json::array();
-    const json all = node.api_json("GET", "/fake/requests?method=" + method)["requests"];
-    for (const auto& r : all) {
-      if (r.value("path", "") == path) out.push_back(r);
-    }
-    return out;
-  };
+  auto logged = [&](const std::string& method) { return logged_at(node, path, method); };
   node.api_json("DELETE", "/fake/requests");
   node.api_json("GET", path);
   node.api_json("GET", path);
@@ -380,14 +383,10 @@ TEST_CASE(
                           "application/merge-patch+json");
   REQUIRE(patched);
   CHECK(patched->status == 200);
-  const json all = node.api_json("GET", "/fake/requests")["requests"];
-  INFO(all.dump());
-  std::vector<std::string> remotes;
-  for (const auto& r : all) {
-    if (r.value("path", "") == path) remotes.push_back(r.value("remote", ""));
-  }
-  REQUIRE(remotes.size() == 2);  // the GET, then the PATCH on a new connection
-  CHECK(remotes[0] != remotes[1]);
+  const json reqs = logged_at(node, path);
+  INFO(reqs.dump());
+  REQUIRE(reqs.size() == 2);  // the GET, then the PATCH on a new connection
+  CHECK(reqs[0]["remote"] != reqs[1]["remote"]);
   // The agent's next PATCH finds its kept connection closed too.
   Pod b = node.must_add_pod("b", "mesh");
   CHECK(node.redirection_annotation(b) == "enabled");
