@@ -3,6 +3,7 @@
 // double close cannot hit an fd number that was reused meanwhile.
 #pragma once
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <utility>
@@ -33,5 +34,9 @@ class UniqueFd {
  private:
   int fd_ = -1;
 };
+
+// For an fd a library made without O_CLOEXEC (Asio's sockets): the agent
+// spawns commands (iptables, nft) that would otherwise inherit it.
+inline void set_close_on_exec(int fd) { ::fcntl(fd, F_SETFD, FD_CLOEXEC); }
 
 }  // namespace ambient

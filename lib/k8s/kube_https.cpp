@@ -7,7 +7,6 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -19,6 +18,8 @@
 #include <mutex>
 #include <utility>
 #include <vector>
+
+#include "lib/unique_fd.h"
 
 namespace ambient::k8s {
 
@@ -79,10 +80,8 @@ namespace detail {
 // A kept connection whose server died without closing it would hang the
 // next request for its whole deadline: TCP keepalive probes find it while
 // it is idle (reusable() then sees the error), and a request's bytes left
-// unacknowledged fail it after kUserTimeout. Asio's sockets are not
-// close-on-exec, and a kept one must not live on in the agent's iptables
-// and nft children.
-inline void keep_probing(int fd) {
+// unacknowledged fail it after kUserTimeoutMs.
+void keep_probing(int fd) {
   constexpr int kIdle = 5, kInterval = 5, kCount = 2;  // seconds, probes
   constexpr int kUserTimeoutMs = 15000;
   const int on = 1;
@@ -91,7 +90,6 @@ inline void keep_probing(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &kInterval, sizeof kInterval);
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &kCount, sizeof kCount);
   ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &kUserTimeoutMs, sizeof kUserTimeoutMs);
-  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
 // One connection and its calls, each run to completion on the calling
@@ -145,6 +143,7 @@ class Exchange {
     boost::system::error_code nodelay_ec;
     tcp().socket().set_option(asio::ip::tcp::no_delay(true), nodelay_ec);
     keep_probing(tcp().socket().native_handle());
+    set_close_on_exec(tcp().socket().native_handle());  // a kept one outlives many spawns
     if (!k_.insecure) stream_.set_verify_callback(ssl::host_name_verification(k_.host));
     // SNI only for names (RFC 6066 forbids IP literals).
     boost::system::error_code addr_ec;

@@ -5,7 +5,6 @@
 // thread.
 #pragma once
 
-#include <fcntl.h>
 #include <sys/ioctl.h>
 
 // Boost.Asio's awaitable.hpp uses std::exchange without including it.
@@ -23,6 +22,7 @@
 #include <string>
 
 #include "http/accept_backoff.h"
+#include "lib/unique_fd.h"
 
 namespace ambient::http {
 
@@ -65,7 +65,7 @@ class Server {
         handler_(std::move(handler)),
         opts_(std::move(opts)) {
     acceptor_.open(ep.protocol());
-    close_on_exec(acceptor_.native_handle());
+    set_close_on_exec(acceptor_.native_handle());
     if constexpr (std::is_same_v<Protocol, asio::ip::tcp>) {
       acceptor_.set_option(asio::socket_base::reuse_address(true));
     }
@@ -232,7 +232,9 @@ class Server {
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
       if (!ec) {
         backoff_.accepted();
-        close_on_exec(sock.native_handle());
+        // Not to live on in a command the agent runs meanwhile (iptables,
+        // nft): the client would see our close only when that ended.
+        set_close_on_exec(sock.native_handle());
         std::make_shared<Session>(std::move(sock), *this)->start();
         return accept();
       }
@@ -245,11 +247,6 @@ class Server {
       });
     });
   }
-
-  // Asio makes its sockets without close-on-exec. A connection must not
-  // live on in a command the agent runs meanwhile (iptables, nft): besides
-  // the leak, the client would see our close only when that command ends.
-  static void close_on_exec(int fd) { ::fcntl(fd, F_SETFD, FD_CLOEXEC); }
 
   typename Protocol::acceptor acceptor_;
   asio::steady_timer retry_;
